@@ -1,0 +1,243 @@
+"""The real Visdom server, run offline: start it, probe it, stop it.
+
+Visdom's own entry point downloads its frontend at every start and, with `-bind_local` unset,
+listens on every interface. This module builds visdom's tornado `Application` itself: it checks
+that the page files were installed (`dashboard.assets`), keeps the env files in a folder of ours,
+listens on 127.0.0.1 unless told otherwise, and turns Visdom's login on from the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import ipaddress
+import os
+import re
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dashboard import assets
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8097
+DEFAULT_ENV_DIR = Path("runs") / "visdom"
+USER_VAR, PASSWORD_VAR, COOKIE_VAR = "VISDOM_USERNAME", "VISDOM_PASSWORD", "VISDOM_COOKIE"
+
+
+class ServerError(Exception):
+    """A one-line, user-facing reason why the server cannot start or be reached."""
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Where the server listens, where it keeps env files, and whether it asks for a login."""
+
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    env_dir: Path = field(default=DEFAULT_ENV_DIR)
+    login: bool = False
+
+    @property
+    def url(self) -> str:
+        host = self.host
+        if host in ("0.0.0.0", "", "::"):
+            host = "127.0.0.1"  # reachable from here whatever interface it is on
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+
+def is_loopback(host: str) -> bool:
+    """True when `host` names this machine only (127.0.0.0/8, ::1 or localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def probe(url: str, timeout: float = 1.0) -> str:
+    """What answers at `url`: "visdom", "other" (something that is not Visdom) or "none"."""
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + "/", timeout=timeout) as resp:
+            body = resp.read(65536).decode("utf-8", "replace")
+    except urllib.error.HTTPError as exc:
+        body = exc.read(65536).decode("utf-8", "replace") if exc.fp else ""
+    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        refused = isinstance(reason, ConnectionRefusedError) or (
+            isinstance(reason, OSError) and reason.errno in (errno.ECONNREFUSED, errno.EADDRNOTAVAIL)
+        )
+        return "none" if refused else "other"
+    # index.html's title is "visdom", login.html's "Visdom Login"
+    return "visdom" if re.search(r"<title>\s*visdom( login)?\s*</title>", body, re.I) else "other"
+
+
+def port_state(config: ServerConfig) -> str:
+    """ "free" when we can listen on host:port, "visdom" when a Visdom server already does.
+
+    Raises ServerError when something else holds the port or the address is unusable."""
+    try:
+        infos = socket.getaddrinfo(config.host, config.port, type=socket.SOCK_STREAM)
+    except socket.gaierror:
+        raise ServerError(f"cannot resolve host {config.host!r}; use an address such as 127.0.0.1")
+    family, _, _, _, sockaddr = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(sockaddr)
+            return "free"
+        except OSError as exc:
+            if exc.errno == errno.EACCES:
+                raise ServerError(
+                    f"no permission to listen on port {config.port}; choose a port above 1023 with --port"
+                )
+            if exc.errno == errno.EADDRNOTAVAIL:
+                raise ServerError(
+                    f"{config.host} is not an address of this machine; use 127.0.0.1 or one of its own"
+                )
+            if exc.errno != errno.EADDRINUSE:
+                raise ServerError(f"cannot listen on {config.host}:{config.port}: {exc.strerror}")
+    if probe(config.url, timeout=3.0) == "visdom":
+        return "visdom"
+    raise ServerError(
+        f"port {config.port} on {config.host} is in use by another program (not Visdom); "
+        "stop it or choose another port with --port"
+    )
+
+
+def login_credentials(env_dir: Path) -> dict[str, str]:
+    """Visdom's credential dict from VISDOM_USERNAME / VISDOM_PASSWORD; sets up the cookie secret.
+
+    The secret comes from VISDOM_COOKIE, else from `env_dir/COOKIE_SECRET` (made once, mode 600),
+    so browser sessions survive a restart."""
+    from visdom.utils.server_utils import hash_password
+
+    user, password = os.environ.get(USER_VAR), os.environ.get(PASSWORD_VAR)
+    if not user or not password:
+        raise ServerError(f"--login needs the credentials in {USER_VAR} and {PASSWORD_VAR}; set both")
+    secret_file = env_dir / "COOKIE_SECRET"
+    secret = os.environ.get(COOKIE_VAR)
+    if secret:
+        secret_file.write_text(secret)
+    elif not secret_file.is_file():
+        secret_file.write_text(secrets.token_hex(32))
+    secret_file.chmod(0o600)
+    # the browser sends sha256(password) and the server hashes once more before comparing
+    return {"username": user, "password": hash_password(hash_password(password))}
+
+
+def serve(config: ServerConfig, announce: bool = True) -> None:
+    """Run the Visdom server in this process until interrupted (blocking)."""
+    assets.check()
+    env_dir = config.env_dir.resolve()
+    try:
+        env_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ServerError(f"cannot create the env folder {env_dir}: {exc.strerror}; choose another with --env-dir")
+    credential = login_credentials(env_dir) if config.login else None
+
+    import logging
+
+    import tornado.ioloop
+    import visdom.server.app as visdom_app
+
+    logging.getLogger().setLevel(logging.WARNING)
+    # index.html asks static_url() for ../user/style.css, which visdom serves from its own handler;
+    # tornado logs an error for it on every page load
+    logging.getLogger("tornado.general").addFilter(
+        lambda record: "user/style.css" not in record.getMessage()
+    )
+    # visdom reads the cookie secret from its module-level default folder: point it at ours
+    visdom_app.DEFAULT_ENV_PATH = f"{env_dir}/"
+    app = visdom_app.Application(port=config.port, env_path=f"{env_dir}/", user_credential=credential)
+    try:
+        app.listen(config.port, address=config.host, max_buffer_size=1024**3)
+    except OSError as exc:
+        raise ServerError(f"cannot listen on {config.host}:{config.port}: {exc.strerror}")
+    if announce:
+        if not is_loopback(config.host):
+            print(
+                f"Warning: listening on {config.host}:{config.port}, reachable from other machines; "
+                + ("login is on." if config.login else "anyone who can reach it can read and change the dashboards (add --login)."),
+                flush=True,
+            )
+        print(f"Visdom server at {config.url} (env files in {env_dir}); Ctrl-C stops it.", flush=True)
+    tornado.ioloop.IOLoop.current().start()
+
+
+@dataclass
+class ServerProcess:
+    """A Visdom server running in a child process (see `start_background`)."""
+
+    config: ServerConfig
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_background(config: ServerConfig, timeout: float = 30.0) -> ServerProcess:
+    """Start the server in a child process and wait until it answers as Visdom."""
+    assets.check()
+    config.env_dir.mkdir(parents=True, exist_ok=True)
+    log_path = config.env_dir / "server.log"
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable, "-m", "dashboard.server",
+                "--host", config.host, "--port", str(config.port),
+                "--env-dir", str(config.env_dir.resolve()),
+                *(["--login"] if config.login else []),
+            ],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+    handle = ServerProcess(config, process, log_path)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            tail = log_path.read_text(errors="replace").strip().splitlines()
+            raise ServerError(f"the Visdom server exited at start: {tail[-1] if tail else 'no output'}")
+        if probe(config.url, timeout=1.0) == "visdom":
+            return handle
+        time.sleep(0.1)
+    handle.stop()
+    raise ServerError(f"the Visdom server did not answer at {config.url} within {timeout:.0f} s; see {log_path}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Child-process entry for `start_background`; users run `python launch.py server`."""
+    parser = argparse.ArgumentParser(description="Run the offline Visdom server.")
+    parser.add_argument("--host", default=DEFAULT_HOST)
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    parser.add_argument("--env-dir", type=Path, default=DEFAULT_ENV_DIR)
+    parser.add_argument("--login", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        serve(ServerConfig(args.host, args.port, args.env_dir, args.login))
+    except (ServerError, assets.AssetError) as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,214 @@
+"""Data sets: the real Fashion-MNIST, generated MNIST / CIFAR-10 files, and every broken-file error."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from trainers import data
+from trainers.data import DataError
+
+# MD5 of the decompressed files, measured on the Debian copy (see shared/NOTES.md)
+FASHION_MD5 = {
+    ("train", "images"): "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+    ("train", "labels"): "9018921c3c673c538a1fc5bad174d6f9",
+    ("test", "images"): "8181f5470baa50b63fa0f6fddb340f0a",
+    ("test", "labels"): "15d484375f8d13e6eb1aabb0c3f46965",
+}
+
+
+def write_idx(path: Path, array: np.ndarray, magic: int | None = None, gz: bool = False,
+              cut: int = 0) -> Path:
+    """An IDX file of unsigned bytes as MNIST ships them; `cut` drops bytes off the end."""
+    magic = 0x0800 + array.ndim if magic is None else magic
+    raw = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    raw += array.astype(np.uint8).tobytes()
+    raw = raw[: len(raw) - cut]
+    if gz:
+        raw, path = gzip.compress(raw), path.with_name(path.name + ".gz")
+    path.write_bytes(raw)
+    return path
+
+
+def make_mnist(folder: Path, n_train: int = 50, n_test: int = 20, gz: bool = True, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = {}
+    for split, n in (("train", n_train), ("test", n_test)):
+        images_name, labels_name = data.IDX_FILES[split]
+        images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        labels = rng.integers(0, 10, n, dtype=np.uint8)
+        write_idx(folder / images_name, images, gz=gz)
+        write_idx(folder / labels_name, labels, gz=gz)
+        arrays[split] = (images, labels)
+    return arrays
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test runs in an empty folder (no ./data), with no $LIVETRAIN_DATA and a fresh cache."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(data.DATA_ENV, raising=False)
+    monkeypatch.setattr(data, "_cache", {})
+
+
+def test_real_fashion_mnist_loads() -> None:
+    ds = data.load("fashion-mnist", download=False)
+    assert (len(ds.train), len(ds.test)) == (60_000, 10_000)
+    assert ds.train.images.shape == (60_000, 1, 28, 28) and ds.train.images.dtype == torch.uint8
+    assert ds.test.images.shape == (10_000, 1, 28, 28)
+    assert ds.train.labels.dtype == torch.int64
+    assert torch.bincount(ds.train.labels).tolist() == [6_000] * 10
+    assert torch.bincount(ds.test.labels).tolist() == [1_000] * 10
+    assert ds.classes[0] == "T-shirt/top" and ds.classes[9] == "Ankle boot" and len(ds.classes) == 10
+    # the bytes are the published data set, not merely the right shape
+    for split in ("train", "test"):
+        s = getattr(ds, split)
+        n = len(s)
+        images = (0x803).to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in (n, 28, 28))
+        labels = (0x801).to_bytes(4, "big") + n.to_bytes(4, "big")
+        images += s.images.numpy().tobytes()
+        labels += s.labels.to(torch.uint8).numpy().tobytes()
+        assert hashlib.md5(images).hexdigest() == FASHION_MD5[(split, "images")]
+        assert hashlib.md5(labels).hexdigest() == FASHION_MD5[(split, "labels")]
+
+
+def test_each_split_is_loaded_once() -> None:
+    assert data.load("fashion-mnist", download=False) is data.load("fashion-mnist", download=False)
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_generated_mnist_loads_from_data_dir(tmp_path: Path, gz: bool) -> None:
+    arrays = make_mnist(tmp_path / "mine", gz=gz)
+    ds = data.load("mnist", tmp_path / "mine", download=False)
+    assert ds.classes == tuple("0123456789")
+    assert ds.train.images.shape == (50, 1, 28, 28) and ds.test.images.shape == (20, 1, 28, 28)
+    assert np.array_equal(ds.train.images[:, 0].numpy(), arrays["train"][0])
+    assert np.array_equal(ds.test.labels.numpy(), arrays["test"][1])
+
+
+def test_search_order_prefers_data_dir_then_env_then_dot_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_mnist(tmp_path / "data" / "mnist", n_train=11)  # ./data/mnist
+    make_mnist(tmp_path / "env", n_train=12)
+    make_mnist(tmp_path / "flag", n_train=13)
+    assert len(data.load("mnist", download=False).train) == 11
+    monkeypatch.setenv(data.DATA_ENV, str(tmp_path / "env"))
+    assert len(data.load("mnist", download=False).train) == 12
+    assert len(data.load("mnist", tmp_path / "flag", download=False).train) == 13
+
+
+def test_torchvision_layout_is_found(tmp_path: Path) -> None:
+    make_mnist(tmp_path / "data" / "FashionMNIST" / "raw", n_train=7)
+    ds = data.load("fashion-mnist", download=False)
+    assert len(ds.train) == 7 and ds.source == Path("data/FashionMNIST/raw")
+
+
+def make_cifar(folder: Path, per_batch: int = 6, binary: bool = False, seed: int = 0) -> np.ndarray:
+    """CIFAR-10's python (pickled dict) or binary layout; returns the test images (N, 3, 32, 32)."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True)
+    test_images = None
+    for name in data.CIFAR_PY:
+        images = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
+        labels = rng.integers(0, 10, per_batch)
+        if binary:
+            records = np.concatenate([labels.astype(np.uint8)[:, None], images], axis=1)
+            (folder / f"{name}.bin").write_bytes(records.tobytes())
+        else:
+            batch = {b"batch_label": name.encode(), b"labels": labels.tolist(), b"data": images}
+            (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
+        test_images = images
+    (folder / ("batches.meta.txt" if binary else "batches.meta")).write_bytes(b"meta")
+    assert test_images is not None
+    return test_images.reshape(-1, 3, 32, 32)
+
+
+@pytest.mark.parametrize("binary, subdir", [(False, "cifar-10-batches-py"), (True, "cifar-10-batches-bin")])
+def test_generated_cifar10_loads(tmp_path: Path, binary: bool, subdir: str) -> None:
+    test_images = make_cifar(tmp_path / "data" / subdir, binary=binary)
+    ds = data.load("cifar10", download=False)
+    assert ds.train.images.shape == (30, 3, 32, 32) and ds.test.images.shape == (6, 3, 32, 32)
+    assert ds.image_shape == (3, 32, 32) and ds.classes[0] == "airplane"
+    assert np.array_equal(ds.test.images.numpy(), test_images)
+
+
+def test_cifar_pickle_that_would_run_code_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "c"
+    make_cifar(folder)
+
+    class Evil:
+        def __reduce__(self) -> tuple:
+            return (print, ("pwned",))
+
+    (folder / "test_batch").write_bytes(pickle.dumps({b"data": Evil()}, protocol=2))
+    with pytest.raises(DataError, match=r"test_batch is not a readable CIFAR-10 batch"):
+        data.load("cifar10", folder, download=False)
+
+
+def _broken(tmp_path: Path, how: str) -> Path:
+    folder = tmp_path / "broken"
+    arrays = make_mnist(folder, gz=False)
+    images, labels = arrays["train"]
+    target = folder / "train-images-idx3-ubyte"
+    if how == "truncated":
+        write_idx(target, images, cut=100)
+    elif how == "wrong-magic":
+        write_idx(target, images, magic=0x0803 + 0x1000)
+    elif how == "mismatched-count":
+        write_idx(folder / "train-labels-idx1-ubyte", labels[:-3])
+    elif how == "missing":
+        target.unlink()
+    elif how == "damaged-gzip":
+        target.unlink()
+        good = gzip.compress(write_idx(target, images).read_bytes())
+        target.unlink()
+        (folder / "train-images-idx3-ubyte.gz").write_bytes(good[: len(good) // 2])
+    elif how == "bad-label":
+        bad = labels.copy()
+        bad[4] = 12
+        write_idx(folder / "train-labels-idx1-ubyte", bad)
+    elif how == "wrong-size":
+        write_idx(target, np.zeros((50, 32, 32), dtype=np.uint8))
+    return folder
+
+
+@pytest.mark.parametrize("how, message", [
+    ("truncated", r"train-images-idx3-ubyte is truncated: its header promises 50 items \(39216 bytes\) "
+                  r"but it holds 39116 bytes; get a fresh copy"),
+    ("wrong-magic", r"train-images-idx3-ubyte is not an IDX image file \(magic number 0x00001803, "
+                    r"expected 0x00000803\)"),
+    ("mismatched-count", r"has 50 images but train-labels-idx1-ubyte has 47 labels; "
+                         r"the files do not belong together"),
+    ("missing", r"MNIST in .*broken is incomplete: train-images-idx3-ubyte\[\.gz\] is missing; put the four"),
+    ("damaged-gzip", r"train-images-idx3-ubyte.gz is a damaged gzip file .*; get a fresh copy"),
+    ("bad-label", r"train-labels-idx1-ubyte has label 12, outside 0-9"),
+    ("wrong-size", r"holds 32x32 images, not 28x28"),
+])
+def test_broken_files_give_one_line_errors(tmp_path: Path, how: str, message: str) -> None:
+    folder = _broken(tmp_path, how)
+    with pytest.raises(DataError, match=message) as info:
+        data.load("mnist", folder, download=False)
+    assert "\n" not in str(info.value)
+
+
+def test_nothing_found_names_where_it_looked_and_how_to_get_it(tmp_path: Path) -> None:
+    with pytest.raises(DataError) as info:
+        data.load("mnist", tmp_path / "nowhere", download=False)
+    message = str(info.value)
+    assert message.startswith(f"MNIST not found (looked in {tmp_path / 'nowhere'}, data;")
+    assert "./data/mnist or --data-dir" in message and "\n" not in message
+
+
+def test_unknown_dataset_is_named() -> None:
+    with pytest.raises(DataError, match=r"unknown data set 'svhn'; choose one of fashion-mnist, mnist, cifar10"):
+        data.load("svhn")
+
+
+def test_setup_step_finds_fashion_mnist_offline() -> None:
+    assert data.main([]) == 0

@@ -1,0 +1,210 @@
+"""The offline Visdom server: page and every asset served locally, loopback only, login, ports."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import textwrap
+import urllib.request
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import launch
+from dashboard import assets
+from dashboard.server import ServerConfig, ServerProcess, probe, start_background
+from tests.conftest import REPO, free_port
+
+# Fetches the page and everything it references, recursively through the stylesheets' url(...)s.
+# Run inside a network namespace that has only loopback: nothing beyond the machine is reachable.
+FETCH_ALL = textwrap.dedent(
+    r"""
+    import re, sys, time, urllib.parse, urllib.request
+    sys.path.insert(0, sys.argv[2])
+    from dashboard.server import ServerConfig, start_background
+    server = start_background(ServerConfig(port=int(sys.argv[1]), env_dir=__import__("pathlib").Path(sys.argv[3])))
+    try:
+        base = server.config.url + "/"
+        page = urllib.request.urlopen(base, timeout=10).read().decode()
+        page = re.sub(r"<!--.*?-->", "", page, flags=re.S)
+        refs = re.findall(r'<(?:script|link)[^>]*(?:src|href)=["\']?([^"\'\s>]+)', page)
+        seen, todo = set(), [urllib.parse.urljoin(base, r) for r in refs]
+        while todo:
+            url = todo.pop()
+            if url in seen:
+                continue
+            seen.add(url)
+            with urllib.request.urlopen(url, timeout=10) as resp:
+                body = resp.read()
+                print(resp.status, len(body), url.replace(base, "/"))
+            if url.split("?")[0].endswith(".css"):
+                for ref in re.findall(rb'url\(["\']?([^"\')]+)', body):
+                    ref = ref.decode()
+                    if not ref.startswith("data:"):
+                        todo.append(urllib.parse.urljoin(url, ref).split("#")[0])
+    finally:
+        server.stop()
+    """
+)
+
+
+def test_page_and_every_asset_load_with_no_network(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        ["unshare", "--net", "sh", "-c", 'ip link set lo up && exec "$0" "$@"',
+         sys.executable, "-c", FETCH_ALL, str(free_port()), str(REPO), str(tmp_path)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [line.split(maxsplit=2) for line in proc.stdout.splitlines()]
+    fetched = {path.split("?")[0]: (int(status), int(size)) for status, size, path in rows}
+    for path, (status, size) in fetched.items():
+        assert status == 200, f"{path}: HTTP {status}"
+        # /user/style.css is the user's own (empty) stylesheet, served by visdom's settings handler
+        assert size > 0 or path == "/user/style.css", f"{path}: empty"
+    # the scripts that make the page (a blank page is what a missing one looks like)
+    for script in ("jquery.min.js", "react-react.min.js", "react-dom.min.js", "plotly-plotly.min.js",
+                   "main.js", "MathJax.js", "TeX-AMS-MML_HTMLorMML.js", "d3.v3.min.js"):
+        assert any(p.endswith("/" + script) for p in fetched), f"{script} was not referenced"
+    # the fonts bootstrap.min.css points at were followed and served too
+    assert any(p.endswith("glyphicons-halflings-regular.woff2") for p in fetched)
+
+
+def _listening_addresses(port: int) -> set[str]:
+    """Local addresses with a socket listening on `port`, read from /proc/net/tcp{,6}."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.split(":")
+            if state == "0A" and int(hex_port, 16) == port:
+                if len(address) == 8:
+                    found.add(socket.inet_ntop(socket.AF_INET, bytes.fromhex(address)[::-1]))
+                else:
+                    found.add(address)
+    return found
+
+
+def test_listens_on_loopback_only(visdom_server: ServerProcess) -> None:
+    assert _listening_addresses(visdom_server.config.port) == {"127.0.0.1"}
+
+
+def test_env_files_stay_in_our_folder(visdom_server: ServerProcess) -> None:
+    req = urllib.request.Request(
+        visdom_server.config.url + "/save", data=json.dumps({"data": ["main"]}).encode(), method="POST"
+    )
+    urllib.request.urlopen(req, timeout=5).read()
+    assert (visdom_server.config.env_dir / "main.json").is_file()
+
+
+def test_server_command_reuses_a_running_visdom(visdom_server: ServerProcess) -> None:
+    result = CliRunner().invoke(launch.cli, ["server", "--port", str(visdom_server.config.port)])
+    assert result.exit_code == 0, result.output
+    assert "already answers" in result.output and "reusing it" in result.output
+
+
+def test_server_command_fails_clearly_when_another_program_holds_the_port() -> None:
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        result = CliRunner().invoke(launch.cli, ["server", "--port", str(port)])
+    assert result.exit_code == 1
+    assert result.output.strip() == (
+        f"Error: port {port} on 127.0.0.1 is in use by another program (not Visdom); "
+        "stop it or choose another port with --port"
+    )
+
+
+def test_server_command_names_setup_when_page_files_are_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(assets, "static_dir", lambda: tmp_path)
+    result = CliRunner().invoke(launch.cli, ["server", "--port", str(free_port())])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: Visdom's page files are missing")
+    assert "run `make setup`" in lines[0]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--port", "0"], "0 is not in the range 1<=x<=65535"),
+    (["--port", "http"], "'http' is not a valid integer"),
+    (["--host", "no.such.host.invalid"], "cannot resolve host"),
+    (["--host", "192.0.2.1"], "is not an address of this machine"),
+])
+def test_server_command_rejects_bad_addresses(argv: list[str], message: str) -> None:
+    result = CliRunner().invoke(launch.cli, ["server", *argv])
+    assert result.exit_code in (1, 2) and message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_listening_beyond_loopback_warns(tmp_path: Path) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dashboard.server", "--host", "0.0.0.0", "--port", str(port),
+         "--env-dir", str(tmp_path)],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        first = proc.stdout.readline() if proc.stdout else ""
+        assert first.startswith("Warning: listening on 0.0.0.0:")
+        assert "reachable from other machines" in first and "--login" in first
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_login_is_required_when_enabled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VISDOM_USERNAME", "ada")
+    monkeypatch.setenv("VISDOM_PASSWORD", "s3cret")
+    server = start_background(ServerConfig(port=free_port(), env_dir=tmp_path, login=True))
+    try:
+        url = server.config.url + "/"
+        anonymous = urllib.request.urlopen(url, timeout=5).read().decode()
+        assert "main.js" not in anonymous and "login" in anonymous.lower()
+
+        def log_in(password: str) -> int:
+            body = json.dumps({"username": "ada", "password": hashlib.sha256(password.encode()).hexdigest()})
+            req = urllib.request.Request(url, data=body.encode(), method="POST")
+            try:
+                return urllib.request.urlopen(req, timeout=5).status
+            except urllib.error.HTTPError as exc:
+                return exc.code
+
+        assert log_in("wrong") != 200
+        assert log_in("s3cret") == 200
+        secret = tmp_path / "COOKIE_SECRET"
+        assert secret.is_file() and oct(secret.stat().st_mode & 0o777) == "0o600"
+    finally:
+        server.stop()
+
+
+def test_login_without_credentials_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("VISDOM_USERNAME", raising=False)
+    monkeypatch.delenv("VISDOM_PASSWORD", raising=False)
+    result = CliRunner().invoke(
+        launch.cli, ["server", "--login", "--port", str(free_port()), "--env-dir", str(tmp_path)]
+    )
+    assert result.exit_code == 1
+    assert result.output.strip() == (
+        "Error: --login needs the credentials in VISDOM_USERNAME and VISDOM_PASSWORD; set both"
+    )
+
+
+def test_probe_tells_visdom_from_nothing(visdom_server: ServerProcess) -> None:
+    assert probe(visdom_server.config.url) == "visdom"
+    assert probe(f"http://127.0.0.1:{free_port()}") == "none"
+
+
+def test_asset_install_is_complete_and_idempotent() -> None:
+    static = assets.static_dir()
+    assert assets.missing(static) == []
+    assert assets.install(static) == []  # nothing to do the second time
+    assert re.fullmatch(r"0\.2\.4", (static / "version.built").read_text().strip())
+    assert os.path.getsize(static / "js" / "plotly-plotly.min.js") > 1_000_000

@@ -1,0 +1,1 @@
+"""livetrain's trainers: data, from-scratch ops, models and the training loop."""

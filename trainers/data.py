@@ -1,0 +1,401 @@
+"""Data sets as in-memory uint8 tensors: found offline, validated on every load, loaded once.
+
+Fashion-MNIST is looked for, in order, in `--data-dir` / `$LIVETRAIN_DATA`, in `./data`, in the
+system data-set folder where Debian's `dataset-fashion-mnist` puts it, and last through
+torchvision's download (which works only when online). MNIST and CIFAR-10 load the same way from
+a folder of their standard files. Every file is checked (IDX magic number, counts, shape, label
+range; gzip or raw) and any problem is a one-line `DataError` naming the file and the fix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import io
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+DATA_ENV = "LIVETRAIN_DATA"
+SYSTEM_DATA_DIR = Path("/usr/share/datasets")
+DEBIAN_PACKAGE = "dataset-fashion-mnist"
+
+FASHION_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)
+MNIST_CLASSES = tuple(str(d) for d in range(10))
+CIFAR10_CLASSES = (
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+)
+IDX_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+CIFAR_PY = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch")
+CIFAR_RECORD = 1 + 3 * 32 * 32  # one label byte, then the R, G and B planes
+
+
+class DataError(Exception):
+    """A one-line, user-facing reason why a data set cannot be loaded, with what to do."""
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split in memory: images (N, C, H, W) uint8 and labels (N,) int64."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A whole data set: both splits, the class names, and the folder it was read from."""
+
+    name: str
+    classes: tuple[str, ...]
+    train: Split
+    test: Split
+    source: Path
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        c, h, w = self.train.images.shape[1:]
+        return int(c), int(h), int(w)
+
+
+@dataclass(frozen=True)
+class _Spec:
+    """How one data set is named on disk and read."""
+
+    title: str
+    classes: tuple[str, ...]
+    subdirs: tuple[str, ...]  # where it lies inside a data folder (torchvision's layout first)
+    system_dir: Path | None  # where a Debian package puts it
+    how_to_get: str
+    torchvision_class: str
+
+
+SPECS: dict[str, _Spec] = {
+    "fashion-mnist": _Spec(
+        "Fashion-MNIST", FASHION_CLASSES,
+        ("FashionMNIST/raw", "fashion-mnist", "fashion_mnist"),
+        SYSTEM_DATA_DIR / "fashion-mnist",
+        f"install Debian's {DEBIAN_PACKAGE} (`make setup` does, as root) or put the four "
+        "*-idx?-ubyte[.gz] files in ./data/fashion-mnist or --data-dir",
+        "FashionMNIST",
+    ),
+    "mnist": _Spec(
+        "MNIST", MNIST_CLASSES, ("MNIST/raw", "mnist"), None,
+        "put the four *-idx?-ubyte[.gz] files in ./data/mnist or --data-dir (or run once online)",
+        "MNIST",
+    ),
+    "cifar10": _Spec(
+        "CIFAR-10", CIFAR10_CLASSES, ("cifar-10-batches-py", "cifar-10-batches-bin", "cifar10"), None,
+        "put cifar-10-batches-py (or cifar-10-batches-bin) in ./data or --data-dir "
+        "(or run once online)",
+        "CIFAR10",
+    ),
+}
+DATASETS = tuple(SPECS)
+
+_cache: dict[tuple[str, str], Dataset] = {}
+
+
+def load(name: str, data_dir: str | os.PathLike[str] | None = None, download: bool = True) -> Dataset:
+    """Find, validate and load a data set (cached per process: each split is read once)."""
+    spec = _spec(name)
+    searched: list[Path] = []
+    for root in candidate_roots(data_dir):
+        found = _find_in(name, root)
+        searched.append(root)
+        if found is not None:
+            key = (name, str(found.resolve()))
+            if key not in _cache:
+                _cache[key] = _read(name, found)
+            return _cache[key]
+    if spec.system_dir is not None:
+        searched.append(spec.system_dir)
+        if _find_in(name, spec.system_dir, exact=True) is not None:
+            return load_from(name, spec.system_dir)
+    if download:
+        target = Path(data_dir or os.environ.get(DATA_ENV) or "data")
+        downloaded = _download(name, target)
+        if downloaded is not None:
+            return load_from(name, downloaded)
+    where = ", ".join(str(p) for p in searched)
+    raise DataError(f"{spec.title} not found (looked in {where}; download unavailable, offline?); {spec.how_to_get}")
+
+
+def load_from(name: str, folder: str | os.PathLike[str]) -> Dataset:
+    """Load a data set from exactly this folder of its standard files."""
+    _spec(name)
+    folder = Path(folder)
+    found = _find_in(name, folder, exact=True)
+    if found is None:
+        raise DataError(f"{SPECS[name].title}: no data files in {folder}; {SPECS[name].how_to_get}")
+    key = (name, str(found.resolve()))
+    if key not in _cache:
+        _cache[key] = _read(name, found)
+    return _cache[key]
+
+
+def candidate_roots(data_dir: str | os.PathLike[str] | None = None) -> list[Path]:
+    """The folders searched, in order: --data-dir or $LIVETRAIN_DATA, then ./data."""
+    roots = []
+    explicit = data_dir or os.environ.get(DATA_ENV)
+    if explicit:
+        roots.append(Path(explicit))
+    roots.append(Path("data"))
+    return roots
+
+
+def _spec(name: str) -> _Spec:
+    if name not in SPECS:
+        raise DataError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}")
+    return SPECS[name]
+
+
+def _find_in(name: str, root: Path, exact: bool = False) -> Path | None:
+    """The folder under `root` holding `name`'s files, or None when none of them is there.
+
+    A folder that holds some but not all of the files raises DataError naming the missing one.
+    `exact` looks in `root` itself as well as its named subfolders."""
+    spec = SPECS[name]
+    places = [root / sub for sub in spec.subdirs]
+    if exact or root != Path("data"):
+        places.insert(0, root)
+    for place in places:
+        if not place.is_dir():
+            continue
+        present, absent = _files_in(name, place)
+        if present and not absent:
+            return place
+        if present:
+            raise DataError(f"{spec.title} in {place} is incomplete: {absent[0]} is missing; {spec.how_to_get}")
+    return None
+
+
+def _files_in(name: str, folder: Path) -> tuple[list[Path], list[str]]:
+    """(files found, names missing) for the data set's standard files in `folder`."""
+    present, absent = [], []
+    if name == "cifar10":
+        for names in (CIFAR_PY, tuple(f"{n}.bin" for n in CIFAR_PY)):
+            found = [folder / n for n in names if (folder / n).is_file()]
+            if found:
+                return found, [n for n in names if not (folder / n).is_file()]
+        return [], list(CIFAR_PY)
+    for images, labels in IDX_FILES.values():
+        for base in (images, labels):
+            path = _idx_path(folder, base)
+            if path is None:
+                absent.append(f"{base}[.gz]")
+            else:
+                present.append(path)
+    return present, absent
+
+
+def _idx_path(folder: Path, base: str) -> Path | None:
+    for candidate in (folder / base, folder / f"{base}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _read(name: str, folder: Path) -> Dataset:
+    spec = SPECS[name]
+    if name == "cifar10":
+        train, test = _read_cifar(folder)
+    else:
+        train, test = (_read_idx_split(folder, *IDX_FILES[split]) for split in ("train", "test"))
+    return Dataset(name, spec.classes, train, test, folder)
+
+
+# ---- IDX (MNIST, Fashion-MNIST) ------------------------------------------------------------
+
+def _read_idx_split(folder: Path, images_base: str, labels_base: str) -> Split:
+    images_path = _idx_path(folder, images_base)
+    labels_path = _idx_path(folder, labels_base)
+    assert images_path is not None and labels_path is not None  # _find_in checked
+    images = _read_idx(images_path, ndim=3)  # (N, 28, 28)
+    labels = _read_idx(labels_path, ndim=1)  # (N,)
+    if images.shape[1:] != (28, 28):
+        raise DataError(f"{images_path} holds {images.shape[1]}x{images.shape[2]} images, not 28x28")
+    if images.shape[0] != labels.shape[0]:
+        raise DataError(
+            f"{images_path} has {images.shape[0]} images but {labels_path.name} has "
+            f"{labels.shape[0]} labels; the files do not belong together"
+        )
+    _check_labels(labels, labels_path)
+    return Split(torch.from_numpy(images).unsqueeze(1), torch.from_numpy(labels).long())
+
+
+def _read_idx(path: Path, ndim: int) -> np.ndarray:
+    """Parse an IDX file of unsigned bytes (gzip or raw); check its header against its size."""
+    data = _read_bytes(path)
+    if len(data) < 4 + 4 * ndim:
+        raise DataError(f"{path} is truncated: {len(data)} bytes is shorter than an IDX header")
+    magic = int.from_bytes(data[:4], "big")
+    want = 0x0800 + ndim
+    if magic != want:
+        kind = "image" if ndim == 3 else "label"
+        raise DataError(f"{path} is not an IDX {kind} file (magic number {magic:#010x}, expected {want:#010x})")
+    dims = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    header = 4 + 4 * ndim
+    expected = header + int(np.prod(dims))
+    if len(data) != expected:
+        state = "truncated" if len(data) < expected else "longer than its header says"
+        raise DataError(
+            f"{path} is {state}: its header promises {dims[0]} items ({expected} bytes) "
+            f"but it holds {len(data)} bytes; get a fresh copy"
+        )
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims).copy()
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror}")
+    if raw[:2] != b"\x1f\x8b":
+        return raw
+    try:
+        return gzip.decompress(raw)
+    except (EOFError, OSError, zlib.error) as exc:
+        raise DataError(f"{path} is a damaged gzip file ({exc}); get a fresh copy")
+
+
+def _check_labels(labels: np.ndarray, path: Path, classes: int = 10) -> None:
+    if labels.size and int(labels.max()) >= classes:
+        raise DataError(f"{path} has label {int(labels.max())}, outside 0-{classes - 1}")
+
+
+# ---- CIFAR-10 (python pickles or binary records) -------------------------------------------
+
+def _read_cifar(folder: Path) -> tuple[Split, Split]:
+    if (folder / "test_batch.bin").is_file():
+        reader: Callable[[Path], tuple[np.ndarray, np.ndarray]] = _read_cifar_bin
+        suffix = ".bin"
+    else:
+        reader, suffix = _read_cifar_pickle, ""
+    parts = [reader(folder / f"{n}{suffix}") for n in CIFAR_PY]
+    train_x = np.concatenate([p[0] for p in parts[:5]])
+    train_y = np.concatenate([p[1] for p in parts[:5]])
+
+    def split(x: np.ndarray, y: np.ndarray) -> Split:
+        return Split(torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y.astype(np.int64)))
+
+    return split(train_x, train_y), split(*parts[5])
+
+
+def _read_cifar_bin(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    data = _read_bytes(path)
+    if not data or len(data) % CIFAR_RECORD:
+        raise DataError(f"{path} is truncated: {len(data)} bytes is not a whole number of 3073-byte records")
+    records = np.frombuffer(data, dtype=np.uint8).reshape(-1, CIFAR_RECORD)
+    labels = records[:, 0].copy()
+    _check_labels(labels, path)
+    return records[:, 1:].reshape(-1, 3, 32, 32), labels
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles CIFAR's batch dicts and numpy arrays, and nothing that could run code."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"), ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+        ("numpy._core.numeric", "_frombuffer"), ("numpy.core.numeric", "_frombuffer"),
+        ("_codecs", "encode"), ("codecs", "encode"),
+    }
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a CIFAR-10 batch")
+        return super().find_class(module, name)
+
+
+def _read_cifar_pickle(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    raw = _read_bytes(path)
+    try:
+        batch = _ArrayUnpickler(io.BytesIO(raw), encoding="bytes").load()
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
+        raise DataError(f"{path} is not a readable CIFAR-10 batch ({type(exc).__name__}); get a fresh copy")
+    if not isinstance(batch, dict):
+        raise DataError(f"{path} is not a CIFAR-10 batch (no dict inside)")
+    data = batch.get(b"data", batch.get("data"))
+    labels = batch.get(b"labels", batch.get("labels"))
+    if not isinstance(data, np.ndarray) or labels is None:
+        raise DataError(f"{path} is not a CIFAR-10 batch (no data or labels)")
+    labels = np.asarray(labels, dtype=np.int64)
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        raise DataError(f"{path} holds {data.dtype} data of shape {data.shape}, not (N, 3072) bytes")
+    if data.shape[0] != labels.shape[0]:
+        raise DataError(f"{path} has {data.shape[0]} images but {labels.shape[0]} labels")
+    _check_labels(labels, path)
+    return data.reshape(-1, 3, 32, 32), labels
+
+
+# ---- online download and setup -------------------------------------------------------------
+
+def _download(name: str, root: Path) -> Path | None:
+    """Try torchvision's download into `root`; the folder it filled, or None when offline."""
+    import torchvision.datasets as tvd
+
+    cls = getattr(tvd, SPECS[name].torchvision_class)
+    sink = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+            for train in (True, False):
+                cls(str(root), train=train, download=True)
+    except Exception:  # noqa: BLE001 - offline, refused, or a mirror failed: report "not found"
+        return None
+    if name == "cifar10":
+        return root / "cifar-10-batches-py"
+    return root / SPECS[name].subdirs[0]
+
+
+def ensure_fashion_mnist(data_dir: str | None = None) -> str:
+    """Setup step: find Fashion-MNIST, or install Debian's package when root with apt-get.
+
+    Returns where it was found; raises DataError with the way to get it otherwise."""
+    try:
+        return str(load("fashion-mnist", data_dir, download=False).source)
+    except DataError as first:
+        apt = shutil.which("apt-get")
+        if apt is None or os.geteuid() != 0:
+            raise first
+    for attempt in ([apt, "install", "-y", "-q", DEBIAN_PACKAGE], [apt, "update", "-q"],
+                    [apt, "install", "-y", "-q", DEBIAN_PACKAGE]):
+        proc = subprocess.run(attempt, capture_output=True, text=True,
+                              env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        if proc.returncode == 0 and attempt[1] == "install":
+            break
+    return str(load("fashion-mnist", data_dir, download=False).source)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m trainers.data`: make sure Fashion-MNIST is on this machine (used by setup)."""
+    try:
+        where = ensure_fashion_mnist(argv[0] if argv else None)
+    except DataError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 1
+    print(f"Fashion-MNIST: {where}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
