@@ -20,7 +20,7 @@ import sys
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -399,3 +399,34 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
+
+
+# ---- batches -------------------------------------------------------------------------------
+
+def pixel_stats(split: Split) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std of a split's pixels scaled to [0, 1], each shaped (1, C, 1, 1)."""
+    x = split.images.float().div_(255)
+    mean = x.mean(dim=(0, 2, 3), keepdim=True)
+    std = x.std(dim=(0, 2, 3), keepdim=True)
+    return mean, std
+
+
+def batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int, *,
+            generator: torch.Generator | None = None,
+            stats: tuple[torch.Tensor, torch.Tensor] | None = None,
+            ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Float batches (B, C, H, W) and labels (B,) sliced from whole-split tensors.
+
+    With a `generator` the order is a fresh random permutation; without, the stored order. The
+    uint8 -> float conversion and the normalisation happen per batch, on the tensors' device."""
+    n = labels.shape[0]
+    if generator is None:
+        order = torch.arange(n, device=labels.device)
+    else:
+        order = torch.randperm(n, generator=generator).to(labels.device)
+    for start in range(0, n, batch_size):
+        idx = order[start:start + batch_size]
+        x = images[idx].float().div_(255)  # (B, C, H, W) in [0, 1]
+        if stats is not None:
+            x = x.sub_(stats[0]).div_(stats[1])
+        yield x, labels[idx]

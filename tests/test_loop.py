@@ -1,0 +1,176 @@
+"""The training loop on real Fashion-MNIST and on generated data: what it reports, determinism,
+divergence, checkpoints and resume, devices, threads, and d2l's table reproduced."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tests.conftest import REPO
+from tests.test_data import make_cifar
+from trainers import data
+from trainers.config import ConfigError, RunConfig
+from trainers.loop import CHECKPOINT, GALLERY_SIZE, fit
+from trainers.reporting import (
+    EPOCH_TRAIN_LOSS, LR, SAMPLES_PER_S, TEST_ACC, TRAIN_ACC, TRAIN_LOSS, Recorder,
+)
+
+D2L_TRAIN_LOSS = [0.787, 0.570, 0.525, 0.501, 0.485]
+D2L_TEST_ACC = [0.794, 0.809, 0.814, 0.822, 0.828]
+
+
+@pytest.fixture(scope="module")
+def fashion() -> data.Dataset:
+    return data.load("fashion-mnist", download=False)
+
+
+def test_softmax_from_scratch_reproduces_d2l_table(fashion: data.Dataset) -> None:
+    rec = Recorder()
+    result = fit(RunConfig("softmax", epochs=5, lr=0.1, batch_size=256), rec, dataset=fashion)
+    assert result.status == "finished"
+    losses = [h[EPOCH_TRAIN_LOSS] for h in result.history]
+    accs = [h[TEST_ACC] for h in result.history]
+    for epoch, (ours, theirs) in enumerate(zip(losses, D2L_TRAIN_LOSS), 1):
+        assert abs(ours - theirs) <= 0.02, f"epoch {epoch}: train loss {ours:.3f} vs d2l {theirs}"
+    for epoch, (ours, theirs) in enumerate(zip(accs, D2L_TEST_ACC), 1):
+        assert abs(ours - theirs) <= 0.03, f"epoch {epoch}: test acc {ours:.3f} vs d2l {theirs}"
+
+
+def test_reports_every_batch_and_every_epoch(fashion: data.Dataset) -> None:
+    rec = Recorder()
+    fit(RunConfig("mlp", epochs=2, batch_size=100, limit=1000), rec, dataset=fashion)
+    batch_rows = [(step, x) for step, x, v in rec.rows if TRAIN_LOSS in v]
+    assert [s for s, _ in batch_rows] == list(range(1, 21))
+    # x is epochs as a fraction: samples seen / training-set size
+    assert [x for _, x in batch_rows][:3] == pytest.approx([0.1, 0.2, 0.3])
+    assert batch_rows[-1][1] == pytest.approx(2.0)
+    assert all(v > 0 for v in rec.series(SAMPLES_PER_S))
+    assert all(0 <= v <= 1 for v in rec.series(TRAIN_ACC))
+    lrs = rec.series(LR)
+    assert lrs[0] == pytest.approx(1e-3) and lrs[-1] < lrs[0] / 10  # cosine, down towards 0
+    assert len(rec.series(TEST_ACC)) == 2
+    gallery = rec.prediction_calls[-1]
+    assert gallery["images"].shape == (GALLERY_SIZE, 1, 28, 28) and gallery["images"].dtype == torch.uint8
+    assert gallery["predicted"].shape == gallery["true"].shape == gallery["probability"].shape == (GALLERY_SIZE,)
+    assert ((gallery["probability"] > 0.1) & (gallery["probability"] <= 1)).all()
+    assert gallery["classes"][0] == "T-shirt/top"
+    x, matrix = rec.confusions[-1]
+    assert x == 2.0 and matrix.shape == (10, 10) and int(matrix.sum()) == 10_000
+    assert matrix.sum(dim=1).tolist() == [1000] * 10  # rows are the true classes
+    assert rec.states == [("running", ""), ("finished", "")]
+    assert rec.config_values["label"] == "mlp" and rec.config_values["lr"] == 1e-3
+
+
+def test_same_seed_same_numbers_on_cpu(fashion: data.Dataset) -> None:
+    def losses(seed: int) -> list[float]:
+        rec = Recorder()
+        fit(RunConfig("cnn", epochs=1, limit=512, seed=seed, device="cpu"), rec, dataset=fashion)
+        return rec.series(TRAIN_LOSS) + rec.series(TEST_ACC)
+
+    assert losses(3) == losses(3)
+    assert losses(3) != losses(4)
+
+
+def test_divergence_is_a_failed_run_not_a_crash(fashion: data.Dataset) -> None:
+    rec = Recorder()
+    result = fit(RunConfig("mlp", epochs=3, optimizer="sgd", lr=1e6, limit=2000), rec, dataset=fashion)
+    assert result.status == "failed"
+    assert result.reason.startswith("loss became") and "at epoch 1, batch" in result.reason
+    assert re.search(r"\(lr 9\d{5} too high\?\)$", result.reason)  # the lr in force (cosine, ~1e6)
+    assert rec.states[-1] == ("failed", result.reason)
+
+
+class InterruptAfter(Recorder):
+    """Raises KeyboardInterrupt (as Ctrl-C would) when step `limit` + 1 is reported."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def scalars(self, step: int, x: float, values: dict) -> None:
+        if step > self.limit and TRAIN_LOSS in values:
+            raise KeyboardInterrupt
+        super().scalars(step, x, values)
+
+
+def test_checkpoint_is_weights_only_and_resume_continues_exactly(tmp_path, fashion: data.Dataset) -> None:
+    config = RunConfig("mlp", epochs=2, limit=1000, seed=7)
+    straight = fit(config, Recorder(), run_dir=tmp_path / "a", dataset=fashion)
+
+    with pytest.raises(KeyboardInterrupt):  # stopped in the middle of epoch 2
+        fit(config, InterruptAfter(8 + 3), run_dir=tmp_path / "b", dataset=fashion)
+    state = torch.load(tmp_path / "b" / CHECKPOINT, weights_only=True)
+    assert state["epochs_done"] == 1 and state["config"]["model"] == "mlp"
+    rec = Recorder()
+    resumed = fit(config, rec, run_dir=tmp_path / "b", resume=True, dataset=fashion)
+    assert len(rec.series(TRAIN_LOSS)) == 8  # only the second epoch was trained again
+    assert resumed.history == straight.history
+    final_a = torch.load(tmp_path / "a" / CHECKPOINT, weights_only=True)["model"]
+    final_b = torch.load(tmp_path / "b" / CHECKPOINT, weights_only=True)["model"]
+    for name in final_a:
+        torch.testing.assert_close(final_a[name], final_b[name], rtol=0, atol=0)
+    assert not list((tmp_path / "b").glob("*.tmp"))
+
+
+def test_resume_refuses_a_missing_or_foreign_checkpoint(tmp_path, fashion: data.Dataset) -> None:
+    with pytest.raises(ConfigError, match="cannot resume: no checkpoint at"):
+        fit(RunConfig("mlp", epochs=1, limit=100), Recorder(), run_dir=tmp_path, resume=True, dataset=fashion)
+    fit(RunConfig("softmax", epochs=1, limit=100), Recorder(), run_dir=tmp_path, dataset=fashion)
+    with pytest.raises(ConfigError, match="is a softmax on fashion-mnist, not a mlp on fashion-mnist"):
+        fit(RunConfig("mlp", epochs=2, limit=100), Recorder(), run_dir=tmp_path, resume=True, dataset=fashion)
+
+
+def test_cnn_trains_on_cifar10_shaped_data(tmp_path) -> None:
+    make_cifar(tmp_path / "cifar-10-batches-py", per_batch=20)
+    rec = Recorder()
+    result = fit(RunConfig("cnn", dataset="cifar10", epochs=1, data_dir=str(tmp_path)), rec)
+    assert result.status == "finished" and rec.prediction_calls[0]["images"].shape[1:] == (3, 32, 32)
+
+
+def test_threads_are_set_per_run(fashion: data.Dataset) -> None:
+    before = torch.get_num_threads()
+    try:
+        fit(RunConfig("softmax", epochs=1, limit=256, threads=1), Recorder(), dataset=fashion)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(model="resnet"), "unknown model 'resnet'; choose one of softmax, mlp, cnn"),
+    (dict(dataset="svhn"), "unknown data set 'svhn'"),
+    (dict(epochs=0), "epochs must be at least 1, not 0"),
+    (dict(batch_size=-5), "batch size must be at least 1, not -5"),
+    (dict(lr=-0.1), "learning rate must be positive, not -0.1"),
+    (dict(lr=float("nan")), "learning rate must be positive, not nan"),
+    (dict(model="softmax", optimizer="adam"), "softmax regression trains with its hand-written SGD"),
+    (dict(device="tpu"), "unknown device 'tpu'"),
+])
+def test_bad_configs_are_refused_before_any_data_loads(changes: dict, message: str) -> None:
+    values = dict(model="mlp") | changes
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        RunConfig(**values).resolved()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_cuda_on_a_cpu_machine_says_what_to_do(fashion: data.Dataset) -> None:
+    with pytest.raises(ConfigError, match="CUDA is not available here .*; use --device cpu or auto"):
+        fit(RunConfig("mlp", epochs=1, device="cuda"), Recorder(), dataset=fashion)
+
+
+def test_trainers_never_import_visdom() -> None:
+    code = ("import sys, trainers.loop, trainers.models, trainers.data, trainers.scratch; "
+            "assert not [m for m in sys.modules if m.startswith(('visdom', 'dashboard'))]")
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
+
+
+def test_parallel_runs_share_the_cores() -> None:
+    from trainers.config import threads_per_run
+
+    assert threads_per_run(3, cores=2) == 1
+    assert threads_per_run(2, cores=16) == 8
+    assert threads_per_run(1, cores=2) == 2

@@ -1,0 +1,233 @@
+"""The training loop: `train_one_epoch`, `evaluate` and `fit`, which a worker process calls.
+
+Data lives on the run's device as whole uint8 tensors; each batch is sliced from a random
+permutation and converted there. Everything reaches the outside through a `Reporter`."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trainers import data, models
+from trainers.config import ConfigError, RunConfig
+from trainers.reporting import (
+    EPOCH_TRAIN_ACC, EPOCH_TRAIN_LOSS, LR, SAMPLES_PER_S, TEST_ACC, TEST_LOSS, TRAIN_ACC, TRAIN_LOSS,
+    Reporter,
+)
+
+GALLERY_SIZE = 24
+GALLERY_SEED = 1234  # the same test images for every run, so galleries compare side by side
+EVAL_BATCH = 1000
+CHECKPOINT = "checkpoint.pt"
+
+
+class Diverged(Exception):
+    """The loss stopped being a finite number."""
+
+
+@dataclass
+class EvalResult:
+    """A pass over a split: mean loss, accuracy, and per-image predictions."""
+
+    loss: float
+    acc: float
+    predicted: torch.Tensor  # (N,) class index
+    probability: torch.Tensor  # (N,) softmax probability of the predicted class
+    confusion: torch.Tensor  # (K, K) counts, rows true class, columns predicted
+
+
+@dataclass
+class RunResult:
+    """How a run ended, with one dict of metrics per finished epoch."""
+
+    status: str  # "finished" or "failed"
+    reason: str = ""
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def test_acc(self) -> float | None:
+        return self.history[-1][TEST_ACC] if self.history else None
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("CUDA is not available here (torch sees no GPU); use --device cpu or auto")
+    return torch.device(name)
+
+
+def accuracy_count(logits: torch.Tensor, labels: torch.Tensor) -> int:
+    """How many rows' largest logit is the true class (a count, so averaging stays visible)."""
+    return int((logits.argmax(dim=1) == labels).sum())
+
+
+def train_one_epoch(model: models.Model, optimizer: Any, loss_fn: Any, images: torch.Tensor,
+                    labels: torch.Tensor, config: RunConfig, epoch: int, reporter: Reporter,
+                    generator: torch.Generator, stats: tuple[torch.Tensor, torch.Tensor] | None,
+                    ) -> tuple[float, float]:
+    """One pass over the training tensors; reports every batch; returns (mean loss, accuracy)."""
+    assert config.batch_size is not None and config.lr is not None
+    n = labels.shape[0]
+    batches_per_epoch = math.ceil(n / config.batch_size)
+    model.train()
+    loss_sum, correct, seen = 0.0, 0, 0
+    tick = time.perf_counter()
+    spec = models.MODELS[config.model]
+    total_steps = config.epochs * batches_per_epoch
+    for i, (x, y) in enumerate(data.batches(images, labels, config.batch_size, generator=generator, stats=stats)):
+        step = epoch * batches_per_epoch + i
+        if spec.cosine:  # lr follows half a cosine from config.lr down to 0 over the whole run
+            optimizer.param_groups[0]["lr"] = config.lr * 0.5 * (1 + math.cos(math.pi * step / total_steps))
+        # forward and backward: logits (B, K), loss a scalar batch mean
+        logits = model(x)
+        loss = loss_fn(logits, y)
+        optimizer.zero_grad()
+        loss.backward()
+        # .item() waits for the device; it is the number we report anyway
+        batch_loss = loss.item()
+        if not math.isfinite(batch_loss):
+            raise Diverged(f"loss became {batch_loss} at epoch {epoch + 1}, batch {i + 1} "
+                           f"(lr {optimizer.param_groups[0]['lr']:g} too high?)")
+        optimizer.step()
+
+        b = y.shape[0]
+        batch_correct = accuracy_count(logits.detach(), y)
+        loss_sum += batch_loss * b
+        correct += batch_correct
+        seen += b
+        now = time.perf_counter()
+        reporter.scalars(
+            step + 1,
+            epoch + seen / n,  # x: epochs as a fraction, so different batch sizes line up
+            {TRAIN_LOSS: batch_loss, TRAIN_ACC: batch_correct / b,
+             SAMPLES_PER_S: b / max(now - tick, 1e-9), LR: optimizer.param_groups[0]["lr"]},
+        )
+        tick = now
+    return loss_sum / seen, correct / seen
+
+
+@torch.no_grad()
+def evaluate(model: models.Model, loss_fn: Any, images: torch.Tensor, labels: torch.Tensor,
+             num_classes: int, stats: tuple[torch.Tensor, torch.Tensor] | None) -> EvalResult:
+    """Loss, accuracy, predictions and confusion matrix over a whole split."""
+    model.eval()
+    loss_sum, predicted, probability = 0.0, [], []
+    for x, y in data.batches(images, labels, EVAL_BATCH, stats=stats):
+        logits = model(x)
+        loss_sum += float(loss_fn(logits, y)) * y.shape[0]
+        prob, pred = torch.softmax(logits, dim=1).max(dim=1)
+        predicted.append(pred)
+        probability.append(prob)
+    pred = torch.cat(predicted)
+    confusion = torch.bincount(labels * num_classes + pred, minlength=num_classes**2)
+    n = labels.shape[0]
+    return EvalResult(loss_sum / n, float((pred == labels).sum()) / n, pred.cpu(),
+                      torch.cat(probability).cpu(), confusion.reshape(num_classes, num_classes).cpu())
+
+
+def make_optimizer(model: models.Model, config: RunConfig) -> Any:
+    assert config.lr is not None
+    if isinstance(model, models.SoftmaxRegression):
+        from trainers.scratch import SGD
+
+        return SGD(model.parameters(), lr=config.lr)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=config.lr)
+    return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=0.9)
+
+
+def fit(config: RunConfig, reporter: Reporter, run_dir: Path | None = None, resume: bool = False,
+        dataset: data.Dataset | None = None) -> RunResult:
+    """Train `config` to its last epoch, reporting as it goes; checkpoint after every epoch.
+
+    A loss that turns NaN or infinite ends the run as "failed" with the reason reported."""
+    config = config.resolved()
+    assert config.batch_size is not None
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)  # batch order, on the CPU
+
+    # ---- data: whole splits on the device, as uint8 ----
+    ds = dataset or data.load(config.dataset, config.data_dir)
+    train_x, train_y = ds.train.images, ds.train.labels
+    if config.limit:
+        train_x, train_y = train_x[: config.limit], train_y[: config.limit]
+    train_x, train_y = train_x.to(device), train_y.to(device)
+    test_x, test_y = ds.test.images.to(device), ds.test.labels.to(device)
+    spec = models.MODELS[config.model]
+    stats = tuple(t.to(device) for t in data.pixel_stats(ds.train)) if spec.normalize else None
+    gallery = torch.randperm(len(ds.test), generator=torch.Generator().manual_seed(GALLERY_SEED))[:GALLERY_SIZE]
+
+    # ---- model and optimizer, maybe from the last checkpoint ----
+    model = spec.build(ds.image_shape, len(ds.classes)).to(device)
+    optimizer = make_optimizer(model, config)
+    result = RunResult("running")
+    start_epoch = 0
+    if resume:
+        start_epoch, result.history = _load_checkpoint(run_dir, config, model, optimizer, generator)
+    reporter.config(config.to_dict())
+    reporter.status("running")
+
+    for epoch in range(start_epoch, config.epochs):
+        try:
+            train_loss, train_acc = train_one_epoch(model, optimizer, spec.loss, train_x, train_y, config,
+                                                    epoch, reporter, generator, stats)
+        except Diverged as exc:
+            result.status, result.reason = "failed", str(exc)
+            reporter.status("failed", str(exc))
+            return result
+        test = evaluate(model, spec.loss, test_x, test_y, len(ds.classes), stats)
+        metrics = {EPOCH_TRAIN_LOSS: train_loss, EPOCH_TRAIN_ACC: train_acc, TEST_LOSS: test.loss, TEST_ACC: test.acc}
+        result.history.append(metrics)
+        x = float(epoch + 1)
+        steps = (epoch + 1) * math.ceil(train_y.shape[0] / config.batch_size)
+        reporter.scalars(steps, x, metrics)
+        reporter.predictions(x, ds.test.images[gallery], test.predicted[gallery], test.probability[gallery],
+                             ds.test.labels[gallery], ds.classes)
+        reporter.confusion(x, test.confusion, ds.classes)
+        if run_dir is not None:
+            _save_checkpoint(run_dir, epoch + 1, config, model, optimizer, generator, result.history)
+
+    result.status = "finished"
+    reporter.status("finished")
+    return result
+
+
+def _save_checkpoint(run_dir: Path, epochs_done: int, config: RunConfig, model: models.Model, optimizer: Any,
+                     generator: torch.Generator, history: list[dict[str, float]]) -> None:
+    """Write the checkpoint atomically (a temp file renamed over the old one)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    state = {
+        "epochs_done": epochs_done, "config": config.to_dict(),
+        "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        "generator": generator.get_state(), "torch_rng": torch.get_rng_state(), "history": history,
+    }
+    tmp = run_dir / f".{CHECKPOINT}.{os.getpid()}.tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, run_dir / CHECKPOINT)
+
+
+def _load_checkpoint(run_dir: Path | None, config: RunConfig, model: models.Model, optimizer: Any,
+                     generator: torch.Generator) -> tuple[int, list[dict[str, float]]]:
+    path = (run_dir or Path(".")) / CHECKPOINT
+    if run_dir is None or not path.is_file():
+        raise ConfigError(f"cannot resume: no checkpoint at {path}")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    saved = RunConfig.from_dict(state["config"])
+    if (saved.model, saved.dataset) != (config.model, config.dataset):
+        raise ConfigError(f"cannot resume: {path} is a {saved.model} on {saved.dataset}, "
+                          f"not a {config.model} on {config.dataset}")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    generator.set_state(state["generator"])
+    torch.set_rng_state(state["torch_rng"])
+    return int(state["epochs_done"]), list(state["history"])

@@ -1,0 +1,70 @@
+"""What a training run reports, and to whom: the small interface trainers call.
+
+The dashboard adapter implements `Reporter` (run log, Visdom, terminal); `Recorder` keeps
+everything in memory, for tests and for code that wants the numbers back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Protocol
+
+import torch
+
+# Metric names: the one place that defines them. Per batch:
+TRAIN_LOSS, TRAIN_ACC, SAMPLES_PER_S, LR = "train/loss", "train/acc", "train/samples_per_s", "train/lr"
+# Per epoch (x is a whole number of epochs):
+EPOCH_TRAIN_LOSS, EPOCH_TRAIN_ACC = "epoch/train_loss", "epoch/train_acc"
+TEST_LOSS, TEST_ACC = "test/loss", "test/acc"
+
+
+class Reporter(Protocol):
+    """Receives a run's config, metrics, images and status. x is epochs as a fraction."""
+
+    def config(self, config: Mapping[str, Any]) -> None: ...
+
+    def scalars(self, step: int, x: float, values: Mapping[str, float]) -> None: ...
+
+    def predictions(self, x: float, images: torch.Tensor, predicted: torch.Tensor,
+                    probability: torch.Tensor, true: torch.Tensor, classes: tuple[str, ...]) -> None: ...
+
+    def confusion(self, x: float, matrix: torch.Tensor, classes: tuple[str, ...]) -> None: ...
+
+    def status(self, state: str, reason: str = "") -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class Recorder:
+    """A Reporter that keeps every call in memory."""
+
+    config_values: dict[str, Any] = field(default_factory=dict)
+    rows: list[tuple[int, float, dict[str, float]]] = field(default_factory=list)
+    prediction_calls: list[dict[str, Any]] = field(default_factory=list)
+    confusions: list[tuple[float, torch.Tensor]] = field(default_factory=list)
+    states: list[tuple[str, str]] = field(default_factory=list)
+    closed: bool = False
+
+    def config(self, config: Mapping[str, Any]) -> None:
+        self.config_values = dict(config)
+
+    def scalars(self, step: int, x: float, values: Mapping[str, float]) -> None:
+        self.rows.append((step, x, dict(values)))
+
+    def predictions(self, x: float, images: torch.Tensor, predicted: torch.Tensor,
+                    probability: torch.Tensor, true: torch.Tensor, classes: tuple[str, ...]) -> None:
+        self.prediction_calls.append(dict(x=x, images=images, predicted=predicted,
+                                          probability=probability, true=true, classes=classes))
+
+    def confusion(self, x: float, matrix: torch.Tensor, classes: tuple[str, ...]) -> None:
+        self.confusions.append((x, matrix))
+
+    def status(self, state: str, reason: str = "") -> None:
+        self.states.append((state, reason))
+
+    def close(self) -> None:
+        self.closed = True
+
+    def series(self, name: str) -> list[float]:
+        """Every value reported under `name`, in order."""
+        return [values[name] for _, _, values in self.rows if name in values]
