@@ -77,7 +77,7 @@ def d2l_epoch(model: models.Model, optimizer, loss_fn, loader: DataLoader) -> tu
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        loss_sum += float(loss) * y.numel()
+        loss_sum += loss.item() * y.numel()
         correct += accuracy_count(logits.detach(), y)
         n += y.numel()
     return time.perf_counter() - start, n
