@@ -119,17 +119,15 @@ def load(name: str, data_dir: str | os.PathLike[str] | None = None, download: bo
     spec = _spec(name)
     searched: list[Path] = []
     for root in candidate_roots(data_dir):
-        found = _find_in(name, root)
         searched.append(root)
+        found = _find_in(name, root)
         if found is not None:
-            key = (name, str(found.resolve()))
-            if key not in _cache:
-                _cache[key] = _read(name, found)
-            return _cache[key]
+            return _cached(name, found)
     if spec.system_dir is not None:
         searched.append(spec.system_dir)
-        if _find_in(name, spec.system_dir, exact=True) is not None:
-            return load_from(name, spec.system_dir)
+        found = _find_in(name, spec.system_dir, exact=True)
+        if found is not None:
+            return _cached(name, found)
     if download:
         target = Path(data_dir or os.environ.get(DATA_ENV) or "data")
         downloaded = _download(name, target)
@@ -141,14 +139,17 @@ def load(name: str, data_dir: str | os.PathLike[str] | None = None, download: bo
 
 def load_from(name: str, folder: str | os.PathLike[str]) -> Dataset:
     """Load a data set from exactly this folder of its standard files."""
-    _spec(name)
-    folder = Path(folder)
-    found = _find_in(name, folder, exact=True)
+    spec = _spec(name)
+    found = _find_in(name, Path(folder), exact=True)
     if found is None:
-        raise DataError(f"{SPECS[name].title}: no data files in {folder}; {SPECS[name].how_to_get}")
-    key = (name, str(found.resolve()))
+        raise DataError(f"{spec.title}: no data files in {folder}; {spec.how_to_get}")
+    return _cached(name, found)
+
+
+def _cached(name: str, folder: Path) -> Dataset:
+    key = (name, str(folder.resolve()))
     if key not in _cache:
-        _cache[key] = _read(name, found)
+        _cache[key] = _read(name, folder)
     return _cache[key]
 
 
