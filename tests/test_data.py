@@ -212,3 +212,11 @@ def test_unknown_dataset_is_named() -> None:
 
 def test_setup_step_finds_fashion_mnist_offline() -> None:
     assert data.main([]) == 0
+
+
+def test_pixel_stats_match_the_whole_split_computed_at_once() -> None:
+    split = data.load("fashion-mnist", download=False).train
+    mean, std = data.pixel_stats(split, chunk=7_000)
+    x = split.images.float().div(255)
+    torch.testing.assert_close(mean, x.mean(dim=(0, 2, 3), keepdim=True), rtol=0, atol=1e-6)
+    torch.testing.assert_close(std, x.std(dim=(0, 2, 3), keepdim=True), rtol=0, atol=1e-5)

@@ -404,12 +404,20 @@ if __name__ == "__main__":
 
 # ---- batches -------------------------------------------------------------------------------
 
-def pixel_stats(split: Split) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and std of a split's pixels scaled to [0, 1], each shaped (1, C, 1, 1)."""
-    x = split.images.float().div_(255)
-    mean = x.mean(dim=(0, 2, 3), keepdim=True)
-    std = x.std(dim=(0, 2, 3), keepdim=True)
-    return mean, std
+def pixel_stats(split: Split, chunk: int = 10_000) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std of a split's pixels scaled to [0, 1], each shaped (1, C, 1, 1).
+
+    Summed in float64 over chunks, so no float copy of the whole split is ever made."""
+    total = torch.zeros(split.images.shape[1], dtype=torch.float64)
+    squares = torch.zeros_like(total)
+    for start in range(0, len(split), chunk):
+        x = split.images[start:start + chunk].double().div_(255)  # (chunk, C, H, W)
+        total += x.sum(dim=(0, 2, 3))
+        squares += x.square().sum(dim=(0, 2, 3))
+    count = split.images[:, :1].numel()  # pixels per channel
+    mean = total / count
+    std = (squares / count - mean.square()).clamp_min(0).mul(count / max(count - 1, 1)).sqrt()
+    return mean.float().reshape(1, -1, 1, 1), std.float().reshape(1, -1, 1, 1)
 
 
 def batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int, *,
