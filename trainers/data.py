@@ -349,6 +349,45 @@ def _read_cifar_pickle(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return data.reshape(-1, 3, 32, 32), labels
 
 
+# ---- batches -------------------------------------------------------------------------------
+
+def pixel_stats(split: Split, chunk: int = 10_000) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std of a split's pixels scaled to [0, 1], each shaped (1, C, 1, 1).
+
+    Summed in float64 over chunks, so no float copy of the whole split is ever made."""
+    total = torch.zeros(split.images.shape[1], dtype=torch.float64)
+    squares = torch.zeros_like(total)
+    for start in range(0, len(split), chunk):
+        x = split.images[start:start + chunk].double().div_(255)  # (chunk, C, H, W)
+        total += x.sum(dim=(0, 2, 3))
+        squares += x.square().sum(dim=(0, 2, 3))
+    count = split.images[:, :1].numel()  # pixels per channel
+    mean = total / count
+    std = (squares / count - mean.square()).clamp_min(0).mul(count / max(count - 1, 1)).sqrt()
+    return mean.float().reshape(1, -1, 1, 1), std.float().reshape(1, -1, 1, 1)
+
+
+def batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int, *,
+            generator: torch.Generator | None = None,
+            stats: tuple[torch.Tensor, torch.Tensor] | None = None,
+            ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Float batches (B, C, H, W) and labels (B,) sliced from whole-split tensors.
+
+    With a `generator` the order is a fresh random permutation; without, the stored order. The
+    uint8 -> float conversion and the normalisation happen per batch, on the tensors' device."""
+    n = labels.shape[0]
+    if generator is None:
+        order = torch.arange(n, device=labels.device)
+    else:
+        order = torch.randperm(n, generator=generator).to(labels.device)
+    for start in range(0, n, batch_size):
+        idx = order[start:start + batch_size]
+        x = images[idx].float().div_(255)  # (B, C, H, W) in [0, 1]
+        if stats is not None:
+            x = x.sub_(stats[0]).div_(stats[1])
+        yield x, labels[idx]
+
+
 # ---- online download and setup -------------------------------------------------------------
 
 def _download(name: str, root: Path) -> Path | None:
@@ -400,42 +439,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
-
-
-# ---- batches -------------------------------------------------------------------------------
-
-def pixel_stats(split: Split, chunk: int = 10_000) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and std of a split's pixels scaled to [0, 1], each shaped (1, C, 1, 1).
-
-    Summed in float64 over chunks, so no float copy of the whole split is ever made."""
-    total = torch.zeros(split.images.shape[1], dtype=torch.float64)
-    squares = torch.zeros_like(total)
-    for start in range(0, len(split), chunk):
-        x = split.images[start:start + chunk].double().div_(255)  # (chunk, C, H, W)
-        total += x.sum(dim=(0, 2, 3))
-        squares += x.square().sum(dim=(0, 2, 3))
-    count = split.images[:, :1].numel()  # pixels per channel
-    mean = total / count
-    std = (squares / count - mean.square()).clamp_min(0).mul(count / max(count - 1, 1)).sqrt()
-    return mean.float().reshape(1, -1, 1, 1), std.float().reshape(1, -1, 1, 1)
-
-
-def batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int, *,
-            generator: torch.Generator | None = None,
-            stats: tuple[torch.Tensor, torch.Tensor] | None = None,
-            ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Float batches (B, C, H, W) and labels (B,) sliced from whole-split tensors.
-
-    With a `generator` the order is a fresh random permutation; without, the stored order. The
-    uint8 -> float conversion and the normalisation happen per batch, on the tensors' device."""
-    n = labels.shape[0]
-    if generator is None:
-        order = torch.arange(n, device=labels.device)
-    else:
-        order = torch.randperm(n, generator=generator).to(labels.device)
-    for start in range(0, n, batch_size):
-        idx = order[start:start + batch_size]
-        x = images[idx].float().div_(255)  # (B, C, H, W) in [0, 1]
-        if stats is not None:
-            x = x.sub_(stats[0]).div_(stats[1])
-        yield x, labels[idx]
