@@ -26,6 +26,7 @@ from typing import Any, Mapping
 import torch
 
 LOG_NAME = "log.jsonl"
+_ROW_FIELDS = {"kind", "step", "x", "time"}
 
 
 def _finite(value: float) -> float | None:
@@ -34,14 +35,22 @@ def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-class RunLog:
-    """Writes one run's records to `run_dir/log.jsonl`; implements trainers' Reporter."""
+def compact_probabilities(probability: torch.Tensor) -> list[float]:
+    """Probabilities as logged (4 decimals); live windows use the same so that replays match."""
+    return [round(float(p), 4) for p in probability]
 
-    def __init__(self, run_dir: Path) -> None:
+
+class RunLog:
+    """Writes one run's records to `run_dir/log.jsonl`; implements trainers' Reporter.
+
+    `meta` (the run's label and colour on the dashboard) is stored with the config."""
+
+    def __init__(self, run_dir: Path, meta: Mapping[str, Any] | None = None) -> None:
         run_dir.mkdir(parents=True, exist_ok=True)
         self.path = run_dir / LOG_NAME
         self._file = open(self.path, "a", encoding="utf-8")
         self._gallery: bytes | None = None
+        self.meta = dict(meta or {})
 
     def _write(self, kind: str, **fields: Any) -> None:
         record = {"kind": kind, "time": round(time.time(), 3), **fields}
@@ -49,7 +58,7 @@ class RunLog:
         self._file.flush()
 
     def config(self, config: Mapping[str, Any]) -> None:
-        self._write("config", config=dict(config))
+        self._write("config", config=dict(config), run=self.meta)
 
     def scalars(self, step: int, x: float, values: Mapping[str, float]) -> None:
         self._write("scalars", step=int(step), x=float(x), **{k: _finite(v) for k, v in values.items()})
@@ -62,7 +71,7 @@ class RunLog:
                         images=base64.b64encode(raw).decode("ascii"))
             self._gallery = raw
         self._write("predictions", x=float(x), predicted=predicted.tolist(),
-                    probability=[round(float(p), 4) for p in probability], true=true.tolist())
+                    probability=compact_probabilities(probability), true=true.tolist())
 
     def confusion(self, x: float, matrix: torch.Tensor, classes: tuple[str, ...]) -> None:
         self._write("confusion", x=float(x), matrix=matrix.tolist())
@@ -81,6 +90,7 @@ class RunRecord:
 
     path: Path
     config: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
     scalars: list[dict[str, Any]] = field(default_factory=list)
     gallery: torch.Tensor | None = None  # (N, C, H, W) uint8
     classes: list[str] = field(default_factory=list)
@@ -88,10 +98,49 @@ class RunRecord:
     confusions: list[dict[str, Any]] = field(default_factory=list)
     states: list[dict[str, Any]] = field(default_factory=list)
     skipped: int = 0  # lines that were not a complete record (a cut last line)
+    keep_scalars: bool = True  # False: keep only the latest value of each metric (a live follower)
+    latest: dict[str, float] = field(default_factory=dict)
+    x: float = 0.0
+    started: float | None = None
+    updated: float | None = None
 
     @property
     def status(self) -> str:
         return self.states[-1]["state"] if self.states else "unknown"
+
+    def add_line(self, line: bytes | str) -> None:
+        """Take one line of the log; anything that is not a complete record is counted in `skipped`."""
+        try:
+            item = json.loads(line)
+            if not isinstance(item, dict):
+                raise ValueError("not a record")
+            self._add(item)
+        except (ValueError, KeyError, TypeError, RuntimeError):  # a line cut by a crash, or garbage
+            self.skipped += 1
+
+    def _add(self, item: dict[str, Any]) -> None:
+        kind = item["kind"]
+        if kind == "config":
+            self.config, self.meta = dict(item["config"]), dict(item.get("run") or {})
+            self.started = self.started or item.get("time")
+        elif kind == "scalars":
+            self.x = float(item["x"])
+            self.latest.update({k: v for k, v in item.items() if k not in _ROW_FIELDS and v is not None})
+            if self.keep_scalars:
+                self.scalars.append(item)
+        elif kind == "gallery":
+            raw = base64.b64decode(item["images"], validate=True)
+            self.gallery = torch.frombuffer(bytearray(raw), dtype=torch.uint8).reshape(item["shape"])
+            self.classes = list(item["classes"])
+        elif kind == "predictions":
+            self.predictions.append(item)
+        elif kind == "confusion":
+            self.confusions.append(item)
+        elif kind == "status":
+            self.states.append(item)
+        else:
+            raise ValueError(f"unknown record kind {kind!r}")
+        self.updated = item.get("time", self.updated)
 
     def series(self, name: str) -> tuple[list[float], list[float]]:
         """(x, value) of every logged value of metric `name`."""
@@ -106,29 +155,32 @@ def read(path: Path) -> RunRecord:
     record = RunRecord(path)
     with open(path, "rb") as handle:
         for line in handle:
-            try:
-                item = json.loads(line)
-            except ValueError:  # a line cut by a crash, or garbage: not a record
-                record.skipped += 1
-                continue
-            if not isinstance(item, dict):
-                record.skipped += 1
-                continue
-            kind = item.get("kind")
-            if kind == "config":
-                record.config = item["config"]
-            elif kind == "scalars":
-                record.scalars.append(item)
-            elif kind == "gallery":
-                raw = base64.b64decode(item["images"])
-                record.gallery = torch.frombuffer(bytearray(raw), dtype=torch.uint8).reshape(item["shape"])
-                record.classes = item["classes"]
-            elif kind == "predictions":
-                record.predictions.append(item)
-            elif kind == "confusion":
-                record.confusions.append(item)
-            elif kind == "status":
-                record.states.append(item)
-            else:
-                record.skipped += 1
+            record.add_line(line)
     return record
+
+
+class LogFollower:
+    """Reads a run log as it grows: each `poll` takes the lines completed since the last one."""
+
+    def __init__(self, path: Path, keep_scalars: bool = False) -> None:
+        self.path = path if path.name == LOG_NAME else path / LOG_NAME  # a run dir, maybe not made yet
+        self.record = RunRecord(self.path, keep_scalars=keep_scalars)
+        self._offset = 0
+        self._tail = b""
+
+    def poll(self) -> bool:
+        """True when new records arrived."""
+        try:
+            with open(self.path, "rb") as handle:
+                handle.seek(self._offset)
+                chunk = handle.read()
+        except FileNotFoundError:
+            return False
+        if not chunk:
+            return False
+        self._offset += len(chunk)
+        lines = (self._tail + chunk).split(b"\n")
+        self._tail = lines.pop()  # an incomplete last line waits for the rest
+        for line in lines:
+            self.record.add_line(line)
+        return bool(lines)

@@ -14,7 +14,7 @@ from tests.conftest import REPO
 from tests.test_data import make_cifar
 from trainers import data
 from trainers.config import ConfigError, RunConfig
-from trainers.loop import CHECKPOINT, GALLERY_SIZE, fit
+from trainers.loop import CHECKPOINT, SAMPLE_SIZE, fit
 from trainers.reporting import (
     EPOCH_TRAIN_LOSS, LR, SAMPLES_PER_S, TEST_ACC, TRAIN_ACC, TRAIN_LOSS, Recorder,
 )
@@ -54,8 +54,8 @@ def test_reports_every_batch_and_every_epoch(fashion: data.Dataset) -> None:
     assert lrs[0] == pytest.approx(1e-3) and lrs[-1] < lrs[0] / 10  # cosine, down towards 0
     assert len(rec.series(TEST_ACC)) == 2
     gallery = rec.prediction_calls[-1]
-    assert gallery["images"].shape == (GALLERY_SIZE, 1, 28, 28) and gallery["images"].dtype == torch.uint8
-    assert gallery["predicted"].shape == gallery["true"].shape == gallery["probability"].shape == (GALLERY_SIZE,)
+    assert gallery["images"].shape == (SAMPLE_SIZE, 1, 28, 28) and gallery["images"].dtype == torch.uint8
+    assert gallery["predicted"].shape == gallery["true"].shape == gallery["probability"].shape == (SAMPLE_SIZE,)
     assert ((gallery["probability"] > 0.1) & (gallery["probability"] <= 1)).all()
     assert gallery["classes"][0] == "T-shirt/top"
     x, matrix = rec.confusions[-1]

@@ -21,8 +21,10 @@ from trainers.reporting import (
     Reporter,
 )
 
-GALLERY_SIZE = 24
-GALLERY_SEED = 1234  # the same test images for every run, so galleries compare side by side
+# predictions are reported on a fixed sample of test images, the same for every run on a data set,
+# so galleries compare side by side and the dashboard can show where the runs disagree
+SAMPLE_SIZE = 500
+SAMPLE_SEED = 1234
 EVAL_BATCH = 1000
 CHECKPOINT = "checkpoint.pt"
 
@@ -165,7 +167,7 @@ def fit(config: RunConfig, reporter: Reporter, run_dir: Path | None = None, resu
     test_x, test_y = ds.test.images.to(device), ds.test.labels.to(device)
     spec = models.MODELS[config.model]
     stats = tuple(t.to(device) for t in data.pixel_stats(ds.train)) if spec.normalize else None
-    gallery = torch.randperm(len(ds.test), generator=torch.Generator().manual_seed(GALLERY_SEED))[:GALLERY_SIZE]
+    sample = torch.randperm(len(ds.test), generator=torch.Generator().manual_seed(SAMPLE_SEED))[:SAMPLE_SIZE]
 
     # ---- model and optimizer, maybe from the last checkpoint ----
     model = spec.build(ds.image_shape, len(ds.classes)).to(device)
@@ -191,8 +193,8 @@ def fit(config: RunConfig, reporter: Reporter, run_dir: Path | None = None, resu
         x = float(epoch + 1)
         steps = (epoch + 1) * math.ceil(train_y.shape[0] / config.batch_size)
         reporter.scalars(steps, x, metrics)
-        reporter.predictions(x, ds.test.images[gallery], test.predicted[gallery], test.probability[gallery],
-                             ds.test.labels[gallery], ds.classes)
+        reporter.predictions(x, ds.test.images[sample], test.predicted[sample], test.probability[sample],
+                             ds.test.labels[sample], ds.classes)
         reporter.confusion(x, test.confusion, ds.classes)
         if run_dir is not None:
             _save_checkpoint(run_dir, epoch + 1, config, model, optimizer, generator, result.history)

@@ -1,0 +1,80 @@
+"""`Dashboard`: the thin adapter a training run reports to, and the only thing workers take from here.
+
+It fans each call out to the run log (always, first: the source of truth) and, when a Visdom URL
+is given, to the Visdom backend, whose sender thread does all the talking to the server. Nothing
+here blocks on the network: a dead or frozen server costs the training loop nothing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from dashboard.connection import VisdomConnection
+from dashboard.runlog import RunLog
+from dashboard.sender import Sender
+from dashboard.visdom_backend import VisdomBackend
+from dashboard.windows import default_colour_index
+
+DEFAULT_ENV = "livetrain"
+
+
+@dataclass(frozen=True)
+class DashboardOptions:
+    """Where and how a run is drawn; `visdom_url=None` means headless (run log only)."""
+
+    visdom_url: str | None = None
+    env: str = DEFAULT_ENV
+    max_points: int = 1000  # per trace on the server
+    smoothing: float | None = None  # EMA weight for an extra smoothed per-batch trace, e.g. 0.9
+    interval: float = 1.0  # seconds between flushes to the server
+    timeout: float = 5.0  # per request
+
+
+class Dashboard:
+    """Implements trainers' `Reporter` for one run: run log + (optionally) live Visdom windows."""
+
+    def __init__(self, run_dir: Path, label: str, options: DashboardOptions = DashboardOptions(),
+                 colour_index: int | None = None) -> None:
+        self.label = label
+        self.colour_index = default_colour_index(label) if colour_index is None else colour_index
+        self.log = RunLog(run_dir, meta={"label": label, "colour": self.colour_index, "env": options.env})
+        self.sender: Sender | None = None
+        self.visdom: VisdomBackend | None = None
+        if options.visdom_url:
+            self.sender = Sender(VisdomConnection(options.visdom_url, timeout=options.timeout),
+                                 options.interval, name=f"visdom-{label}")
+            self.visdom = VisdomBackend(self.sender, options.env, label, self.colour_index,
+                                        options.max_points, options.smoothing)
+            self.sender.start()
+
+    def _targets(self) -> list[Any]:
+        return [self.log] + ([self.visdom] if self.visdom is not None else [])
+
+    def config(self, config: Mapping[str, Any]) -> None:
+        for target in self._targets():
+            target.config(config)
+
+    def scalars(self, step: int, x: float, values: Mapping[str, float]) -> None:
+        for target in self._targets():
+            target.scalars(step, x, values)
+
+    def predictions(self, x: float, images: torch.Tensor, predicted: torch.Tensor,
+                    probability: torch.Tensor, true: torch.Tensor, classes: tuple[str, ...]) -> None:
+        for target in self._targets():
+            target.predictions(x, images, predicted, probability, true, classes)
+
+    def confusion(self, x: float, matrix: torch.Tensor, classes: tuple[str, ...]) -> None:
+        for target in self._targets():
+            target.confusion(x, matrix, classes)
+
+    def status(self, state: str, reason: str = "") -> None:
+        for target in self._targets():
+            target.status(state, reason)
+
+    def close(self, wait: float = 3.0) -> bool:
+        """Close the log; give the sender up to `wait` s to draw what is left. True if it all arrived."""
+        self.log.close()
+        return self.sender.close(wait) if self.sender is not None else True

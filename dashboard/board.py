@@ -1,0 +1,113 @@
+"""The env-wide views of a set of runs, drawn from their run logs as the logs grow.
+
+The runs pane (every run's configuration, status and latest metrics) and the disagreement window
+(sample test images on which the runs' latest predictions differ) need all runs at once, which
+no single worker has. The `Board` follows the run logs on disk, the source of truth, so the same
+code serves a live launch (the launcher polls it) and a replay (the logs are already complete).
+It also creates the shared compare windows first, so that the page keeps one order."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from dashboard import panes, windows
+from dashboard.connection import VisdomConnection
+from dashboard.runlog import LogFollower, RunRecord
+from dashboard.sender import Sender
+
+RUNS_PANE_SIZE = (1000, 260)
+DISAGREE_SIZE = (760, 560)
+
+
+def run_label(record: RunRecord, fallback: str) -> str:
+    return str(record.meta.get("label") or record.config.get("label") or fallback)
+
+
+def summary(record: RunRecord, label: str) -> panes.RunSummary:
+    last = record.states[-1] if record.states else {}
+    return panes.RunSummary(
+        label=label, colour_index=int(record.meta.get("colour", windows.default_colour_index(label))),
+        config=record.config, status=last.get("state", "starting"), reason=last.get("reason", ""),
+        x=record.x, latest=dict(record.latest), started=record.started, updated=record.updated)
+
+
+class Board:
+    """Follows run logs; draws the runs pane and the disagreement window through `sender` (if any)."""
+
+    def __init__(self, sender: Sender | None, env: str) -> None:
+        self.sender = sender
+        self.env = env
+        self.followers: dict[Path, LogFollower] = {}
+        self.labels: dict[Path, str | None] = {}  # None: the label in the run's log
+        self._uris: dict[str, list[str]] = {}  # per data set: the sample images as data URIs
+        self._lock = threading.Lock()  # poll (the caller's thread) against drawing (the sender's)
+        if sender is not None:
+            # the runs pane is written whole, so it also creates the env; then the compare windows
+            sender.register(windows.RUNS_WIN, self._send_runs)
+            for window in windows.COMPARE_WINDOWS:
+                sender.register("frame:" + window.win, self._frame_sender(window))
+            sender.register(windows.DISAGREE_WIN, self._send_disagreement)
+
+    def add(self, run_dir: Path, label: str | None = None) -> None:
+        """Follow one more run (its log may not exist yet)."""
+        if run_dir not in self.followers:
+            self.followers[run_dir] = LogFollower(run_dir, keep_scalars=False)
+            self.labels[run_dir] = label
+
+    def poll(self) -> bool:
+        """Read what the logs gained; redraw what changed. True when anything did."""
+        changed = predictions = False
+        with self._lock:
+            for follower in self.followers.values():
+                before = len(follower.record.predictions)
+                if follower.poll():
+                    changed = True
+                    predictions |= len(follower.record.predictions) != before
+        if changed and self.sender is not None:
+            self.sender.mark(windows.RUNS_WIN)
+            if predictions:
+                self.sender.mark(windows.DISAGREE_WIN)
+        return changed
+
+    def label(self, run_dir: Path) -> str:
+        return self.labels[run_dir] or run_label(self.followers[run_dir].record, run_dir.name)
+
+    def summaries(self) -> list[panes.RunSummary]:
+        return [summary(f.record, self.label(d)) for d, f in self.followers.items()]
+
+    def disagreement(self) -> tuple[list[str], list[int], list[str], list[panes.RunPredictions]]:
+        """(image URIs, true classes, class names, each run's latest predictions) for the runs on the
+        data set most runs use."""
+        ready = [(d, f.record) for d, f in self.followers.items()
+                 if f.record.predictions and f.record.gallery is not None]
+        if not ready:
+            return [], [], [], []
+        dataset = Counter(r.config.get("dataset") for _, r in ready).most_common(1)[0][0]
+        ready = [(d, r) for d, r in ready if r.config.get("dataset") == dataset]
+        first = ready[0][1]
+        if dataset not in self._uris:
+            self._uris[dataset] = panes.data_uris(first.gallery)
+        runs = [panes.RunPredictions(s.label, s.colour_index, r.predictions[-1]["x"], r.predictions[-1]["predicted"])
+                for d, r in ready for s in [summary(r, self.label(d))]]
+        return self._uris[dataset], first.predictions[-1]["true"], first.classes, runs
+
+    # ---- drawing (sender thread) ----
+    def _send_runs(self, connection: VisdomConnection) -> None:
+        with self._lock:
+            content = panes.runs_html(self.summaries())
+        connection.post("events", windows.text_message(self.env, windows.RUNS_WIN, "Runs", content, *RUNS_PANE_SIZE))
+
+    def _frame_sender(self, window: windows.CompareWindow) -> Any:
+        def send(connection: VisdomConnection) -> None:
+            connection.post("update", windows.placeholder_message(self.env, window))
+        return send
+
+    def _send_disagreement(self, connection: VisdomConnection) -> None:
+        with self._lock:
+            content = panes.disagreement_html(*self.disagreement())
+        connection.post("events", windows.text_message(self.env, windows.DISAGREE_WIN,
+                                                      "Where the runs disagree (sample test images)",
+                                                      content, *DISAGREE_SIZE))

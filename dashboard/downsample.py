@@ -1,0 +1,86 @@
+"""Bounded pictures of long series: what a window on the server holds for one trace.
+
+The server's cost per update grows with the points in a window, and a browser slows past a few
+thousand points per line, so a trace never holds more than `max_points`. Consecutive points are
+grouped in buckets of `size` points (1, 2, 4, ...: the size doubles whenever the buckets would
+not fit) and each bucket is drawn as its lowest and its highest point, so a spike stays visible
+however long the run. The picture depends only on the sequence of points, never on when they
+arrived: a live run and a replay of its log draw the same trace. Every point stays in the run log.
+"""
+
+from __future__ import annotations
+
+import math
+
+Point = tuple[float, float]  # (x, y)
+
+
+class MinMaxSeries:
+    """A series kept as at most `max_points` points: each bucket's min and max, in x order."""
+
+    def __init__(self, max_points: int = 1000) -> None:
+        if max_points < 4:
+            raise ValueError("max_points must be at least 4")
+        self.max_buckets = max_points // 2
+        self.size = 1  # raw points per bucket
+        self.buckets: list[tuple[Point, Point]] = []  # complete buckets: (lowest, highest) point
+        self.partial: tuple[Point, Point] | None = None  # the bucket being filled
+        self.partial_count = 0
+        self.count = 0  # raw points seen
+
+    def add(self, x: float, y: float) -> None:
+        """Add one point; non-finite values (a diverged loss) are not drawn."""
+        if not math.isfinite(y):
+            return
+        self.count += 1
+        point = (x, y)
+        if self.partial is None:
+            self.partial = (point, point)
+        else:
+            self.partial = _merge(self.partial, (point, point))
+        self.partial_count += 1
+        if self.partial_count == self.size:
+            self.buckets.append(self.partial)
+            self.partial, self.partial_count = None, 0
+            if len(self.buckets) == self.max_buckets:
+                # halve the resolution: adjacent pairs become one bucket of twice the size
+                self.buckets = [_merge(self.buckets[i], self.buckets[i + 1]) for i in range(0, len(self.buckets), 2)]
+                self.size *= 2
+
+    def points(self) -> tuple[list[float], list[float]]:
+        """(xs, ys) of the trace as the server should hold it."""
+        xs: list[float] = []
+        ys: list[float] = []
+        buckets = self.buckets + ([self.partial] if self.partial is not None else [])
+        for low, high in buckets:
+            first, second = (low, high) if low[0] <= high[0] else (high, low)
+            xs.append(first[0])
+            ys.append(first[1])
+            if second != first:
+                xs.append(second[0])
+                ys.append(second[1])
+        return xs, ys
+
+
+def _merge(a: tuple[Point, Point], b: tuple[Point, Point]) -> tuple[Point, Point]:
+    """The (lowest, highest) of two buckets, `a` first in time; ties keep the earlier point."""
+    low = a[0] if a[0][1] <= b[0][1] else b[0]
+    high = a[1] if a[1][1] >= b[1][1] else b[1]
+    return low, high
+
+
+class Ema:
+    """Exponential moving average with TensorBoard's bias correction (no pull towards 0 at the start)."""
+
+    def __init__(self, weight: float) -> None:
+        if not 0.0 <= weight < 1.0:
+            raise ValueError("the smoothing weight must be in [0, 1)")
+        self.weight = weight
+        self.value = 0.0
+        self.steps = 0
+
+    def add(self, y: float) -> float:
+        if math.isfinite(y):
+            self.steps += 1
+            self.value = self.weight * self.value + (1 - self.weight) * y
+        return self.value / (1 - self.weight**self.steps) if self.steps else math.nan

@@ -1,0 +1,165 @@
+"""HTML for the text panes: the prediction gallery, the disagreement window and the runs table.
+
+Visdom's `images()` draws one caption under a whole grid, so each image is an inline PNG with its
+own caption instead. Visdom renders text panes as raw HTML: everything that comes from a user,
+a file or a run (labels, class names, reasons) goes through `html.escape`."""
+
+from __future__ import annotations
+
+import base64
+import math
+import struct
+import zlib
+from dataclasses import dataclass, field
+from html import escape
+from typing import Any, Sequence
+
+import torch
+
+from dashboard.windows import RIGHT, WRONG, colour
+from trainers.reporting import SAMPLES_PER_S, TEST_ACC, TEST_LOSS, TRAIN_ACC, TRAIN_LOSS
+
+IMAGE_PX = 56  # 28x28 images shown at twice their size
+
+
+def png(image: torch.Tensor) -> bytes:
+    """Encode a (C, H, W) uint8 image (C = 1 or 3) as PNG, with zlib alone."""
+    c, h, w = image.shape
+    pixels = image.permute(1, 2, 0).contiguous().numpy().tobytes()
+    row = w * c
+    raw = b"".join(b"\x00" + pixels[i * row:(i + 1) * row] for i in range(h))  # filter 0 on every row
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    colour_type = 0 if c == 1 else 2
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, colour_type, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
+
+
+def data_uris(images: torch.Tensor) -> list[str]:
+    """(N, C, H, W) uint8 -> one `data:` URI per image."""
+    return ["data:image/png;base64," + base64.b64encode(png(img)).decode("ascii") for img in images.cpu()]
+
+
+def _figure(uri: str, border: str, caption: str) -> str:
+    return (f'<figure style="margin:2px;width:{IMAGE_PX + 34}px;text-align:center">'
+            f'<img src="{uri}" width="{IMAGE_PX}" height="{IMAGE_PX}" '
+            f'style="image-rendering:pixelated;border:3px solid {border};border-radius:3px">'
+            f'<figcaption style="line-height:1.25">{caption}</figcaption></figure>')
+
+
+def _grid(figures: Sequence[str], heading: str) -> str:
+    return (f'<div style="font:11px/1.3 sans-serif;color:#222">{heading}'
+            f'<div style="display:flex;flex-wrap:wrap">{"".join(figures)}</div></div>')
+
+
+def gallery_html(uris: Sequence[str], predicted: Sequence[int], probability: Sequence[float],
+                 true: Sequence[int], classes: Sequence[str], x: float) -> str:
+    """Test images, each with its predicted class and probability (green right, red wrong) and the true class."""
+    figures, right = [], 0
+    for uri, p, prob, t in zip(uris, predicted, probability, true):
+        ok = p == t
+        right += ok
+        mark = RIGHT if ok else WRONG
+        caption = (f'<b style="color:{mark}">{"&#10003;" if ok else "&#10007;"} {escape(classes[p])}</b> '
+                   f'{100 * prob:.0f}%<br><span style="color:#555">true: {escape(classes[t])}</span>')
+        figures.append(_figure(uri, mark, caption))
+    heading = f"<div>after epoch {x:g}: <b>{right} of {len(figures)}</b> right</div>"
+    return _grid(figures, heading)
+
+
+@dataclass
+class RunPredictions:
+    """One run's latest predictions on the shared sample of test images."""
+
+    label: str
+    colour_index: int
+    x: float
+    predicted: list[int]
+
+
+def disagreement_html(uris: Sequence[str], true: Sequence[int], classes: Sequence[str],
+                      runs: Sequence[RunPredictions], limit: int = 18) -> str:
+    """The test images on which the runs' latest predictions differ, with each run's answer.
+
+    Images where some run is right and another wrong come first, then those with the most
+    distinct answers; ties keep the sample's order."""
+    if len(runs) < 2:
+        return '<div style="font:13px sans-serif;color:#555">Waiting for a second run to finish an epoch.</div>'
+    n = min(len(r.predicted) for r in runs)
+    disputed = []
+    for i in range(n):
+        answers = [r.predicted[i] for r in runs]
+        if len(set(answers)) > 1:
+            some_right = any(a == true[i] for a in answers)
+            disputed.append((not some_right, -len(set(answers)), i))
+    disputed.sort()
+    legend = " ".join(f'<span style="color:{colour(r.colour_index)}">&#9632;</span> {escape(r.label)} '
+                      f'(epoch {r.x:g})' for r in runs)
+    heading = (f"<div>{legend}</div><div>The runs disagree on <b>{len(disputed)} of {n}</b> sample test images"
+               + (f"; the first {min(limit, len(disputed))}:" if disputed else ".") + "</div>")
+    figures = []
+    for _, _, i in disputed[:limit]:
+        lines = []
+        for r in runs:
+            p = r.predicted[i]
+            mark = RIGHT if p == true[i] else WRONG
+            lines.append(f'<span style="color:{colour(r.colour_index)}">&#9632;</span> '
+                         f'<span style="color:{mark}">{escape(classes[p])}</span>')
+        caption = "<br>".join(lines) + f'<br><span style="color:#555">true: {escape(classes[true[i]])}</span>'
+        figures.append(_figure(uris[i], "#999", caption))
+    return _grid(figures, heading)
+
+
+@dataclass
+class RunSummary:
+    """What the runs pane and the terminal show for one run."""
+
+    label: str
+    colour_index: int = 0
+    config: dict[str, Any] = field(default_factory=dict)
+    status: str = "starting"
+    reason: str = ""
+    x: float = 0.0
+    latest: dict[str, float] = field(default_factory=dict)
+    started: float | None = None
+    updated: float | None = None
+
+
+STATUS_COLOURS = {"finished": RIGHT, "failed": WRONG, "interrupted": "#ff7f0e", "running": "#1f77b4"}
+
+
+def _number(value: Any, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "&ndash;"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}" if abs(value) < 1000 else f"{value:,.0f}"
+    return escape(str(value))
+
+
+def runs_html(runs: Sequence[RunSummary]) -> str:
+    """A table: one row per run with its configuration, status and latest metrics."""
+    head = ["run", "model", "data", "status", "epoch", "train loss", "train acc", "test loss", "test acc",
+            "samples/s", "optimizer", "lr", "batch", "seed", "device"]
+    cell = 'style="padding:2px 6px;border-bottom:1px solid #ddd;text-align:left;white-space:nowrap"'
+    rows = []
+    for r in runs:
+        c = r.config
+        epochs = c.get("epochs")
+        status = (f'<b style="color:{STATUS_COLOURS.get(r.status, "#555")}">{escape(r.status)}</b>'
+                  + (f'<br><span style="color:#555;white-space:normal">{escape(r.reason)}</span>' if r.reason else ""))
+        values = [
+            f'<span style="color:{colour(r.colour_index)}">&#9632;</span> {escape(r.label)}',
+            escape(str(c.get("model", ""))), escape(str(c.get("dataset", ""))), status,
+            f"{r.x:.2f} / {escape(str(epochs))}" if epochs else f"{r.x:.2f}",
+            _number(r.latest.get(TRAIN_LOSS)), _number(r.latest.get(TRAIN_ACC), 3),
+            _number(r.latest.get(TEST_LOSS)), _number(r.latest.get(TEST_ACC)),
+            _number(r.latest.get(SAMPLES_PER_S)), escape(str(c.get("optimizer", ""))),
+            _number(c.get("lr"), 4), escape(str(c.get("batch_size", ""))), escape(str(c.get("seed", ""))),
+            escape(str(c.get("device", ""))),
+        ]
+        rows.append("<tr>" + "".join(f"<td {cell}>{v}</td>" for v in values) + "</tr>")
+    header = "<tr>" + "".join(f"<th {cell}>{h}</th>" for h in head) + "</tr>"
+    return (f'<table style="border-collapse:collapse;font:12px sans-serif">{header}{"".join(rows)}</table>'
+            if rows else '<div style="font:13px sans-serif;color:#555">No runs yet.</div>')

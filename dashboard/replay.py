@@ -1,0 +1,93 @@
+"""Replay: draw logged runs in a Visdom env, through the very code that draws live runs.
+
+Each run's log is fed, record by record, to a `VisdomBackend` as if the run were training, and
+the `Board` reads the same logs for the env-wide panes; then one synchronous pass of the sender
+draws it all. So a replayed window holds what the live one held when the run ended."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from dashboard.board import Board, run_label
+from dashboard.connection import VisdomConnection
+from dashboard.runlog import LOG_NAME, RunRecord, read
+from dashboard.sender import Sender
+from dashboard.visdom_backend import VisdomBackend
+from dashboard.windows import default_colour_index
+from trainers.reporting import Reporter
+
+
+class ReplayError(Exception):
+    """A one-line reason the replay could not be done."""
+
+
+@dataclass
+class Replayed:
+    labels: list[str]
+    skipped_lines: int
+
+
+def find_runs(paths: list[Path]) -> list[Path]:
+    """Run dirs named directly, or found one level down (a launch's log dir)."""
+    runs: list[Path] = []
+    for path in paths:
+        if (path / LOG_NAME).is_file() or path.name == LOG_NAME:
+            runs.append(path.parent if path.name == LOG_NAME else path)
+        elif path.is_dir():
+            found = sorted(p.parent for p in path.glob(f"*/{LOG_NAME}"))
+            if not found:
+                raise ReplayError(f"no run log ({LOG_NAME}) in {path} or its subfolders; pass a run dir")
+            runs.extend(found)
+        else:
+            raise ReplayError(f"{path} does not exist; pass a run dir holding {LOG_NAME}")
+    return runs
+
+
+def feed(record: RunRecord, reporter: Reporter) -> None:
+    """Send a logged run's records to `reporter` in the order they were logged."""
+    reporter.config(record.config)
+    for row in record.scalars:
+        values = {k: v for k, v in row.items() if k not in ("kind", "step", "x", "time") and v is not None}
+        reporter.scalars(row["step"], row["x"], values)
+    if record.gallery is not None:
+        classes = tuple(record.classes)
+        for p in record.predictions:
+            reporter.predictions(p["x"], record.gallery, torch.tensor(p["predicted"]), torch.tensor(p["probability"]),
+                                 torch.tensor(p["true"]), classes)
+        for c in record.confusions:
+            reporter.confusion(c["x"], torch.tensor(c["matrix"]), classes)
+    for state in record.states:
+        reporter.status(state["state"], state.get("reason", ""))
+
+
+def replay(paths: list[Path], url: str, env: str, max_points: int = 1000, smoothing: float | None = None,
+           timeout: float = 10.0) -> Replayed:
+    """Draw the runs under `paths` into `env` at `url`."""
+    run_dirs = find_runs(paths)
+    sender = Sender(VisdomConnection(url, timeout=timeout))
+    board = Board(sender, env)
+    labels: list[str] = []
+    skipped = 0
+    for run_dir in run_dirs:
+        try:
+            record = read(run_dir)
+        except OSError as exc:
+            raise ReplayError(f"cannot read {run_dir / LOG_NAME}: {exc.strerror}") from None
+        if not record.config:
+            raise ReplayError(f"{run_dir / LOG_NAME} holds no run (no config record); is it a livetrain run log?")
+        label = run_label(record, run_dir.name)
+        while label in labels:  # two logs of runs with one label: keep their traces apart
+            label += "'"
+        labels.append(label)
+        skipped += record.skipped
+        colour = int(record.meta.get("colour", default_colour_index(label)))
+        backend = VisdomBackend(sender, env, label, colour, max_points, smoothing)
+        feed(record, backend)
+        board.add(run_dir, label)
+    board.poll()
+    if not sender.flush():
+        raise ReplayError(f"could not draw the runs at {url}: {sender.last_error}")
+    return Replayed(labels, skipped)

@@ -1,0 +1,103 @@
+"""The background sender: the only thread that talks to Visdom.
+
+Producers (a training thread, the launcher's loop) only mark an item as changed, which costs a
+lock and a counter. Every `interval` seconds the sender thread sends each item whose version
+moved since it was last sent, so many changes coalesce into one request per window per flush.
+A failed request (server down, frozen past the timeout, restarted, erroring) ends the pass; the
+next pass waits out a backoff (0.5 s doubling to 8 s) and then sends *every* item again, in the
+order they were first registered, which rebuilds all windows on a server that lost them."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from dashboard.connection import Unreachable, VisdomConnection
+
+SendFn = Callable[[VisdomConnection], None]
+MAX_BACKOFF = 8.0
+
+
+class Sender:
+    """Sends changed items to one Visdom connection from a daemon thread."""
+
+    def __init__(self, connection: VisdomConnection, interval: float = 1.0, name: str = "visdom-sender") -> None:
+        self.connection = connection
+        self.interval = interval
+        self._items: dict[str, SendFn] = {}  # insertion order is send order
+        self._version: dict[str, int] = {}
+        self._sent: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._closing = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self.connected = False
+        self.failures = 0  # consecutive failed passes
+        self.last_error = ""
+        self.requests = 0
+        self._retry_at = 0.0
+
+    def register(self, key: str, send: SendFn, changed: bool = True) -> None:
+        """Add an item; `send(connection)` draws it whole (it may post more than once)."""
+        with self._lock:
+            self._items[key] = send
+            self._version[key] = self._version.get(key, 0) + (1 if changed else 0)
+
+    def mark(self, key: str) -> None:
+        """Say that an item changed; the next pass sends it."""
+        with self._lock:
+            self._version[key] += 1
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def pending(self) -> list[str]:
+        """Keys whose latest version has not reached the server."""
+        with self._lock:
+            return [k for k, v in self._version.items() if v and self._sent.get(k) != v]
+
+    def flush(self) -> bool:
+        """One pass: send what changed (everything after a failure). True when nothing is left."""
+        if time.monotonic() < self._retry_at:
+            return False
+        with self._lock:
+            todo = [(k, self._items[k], v) for k, v in self._version.items() if v and self._sent.get(k) != v]
+        try:
+            for key, send, version in todo:
+                send(self.connection)
+                self.requests += 1
+                with self._lock:
+                    self._sent[key] = version
+        except Unreachable as exc:
+            self.connected = False
+            self.failures += 1
+            self.last_error = str(exc)
+            self._retry_at = time.monotonic() + min(0.5 * 2 ** (self.failures - 1), MAX_BACKOFF)
+            with self._lock:
+                self._sent.clear()  # the server may have restarted empty: draw everything again
+            self.connection.forget_login()
+            return False
+        self.connected, self.failures, self.last_error = True, 0, ""
+        return True
+
+    def _loop(self) -> None:
+        while not self._closing.is_set():
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            if self._closing.is_set():
+                break
+            self.flush()
+        self._retry_at = 0.0  # a last pass at close, whatever the backoff
+        self.flush()
+
+    def close(self, wait: float = 3.0) -> bool:
+        """Send what is left and stop, waiting at most `wait` s (a frozen server must not hold up the exit).
+
+        True when everything reached the server."""
+        if not self._thread.is_alive():
+            return not self.pending()
+        self._closing.set()
+        self._wake.set()
+        self._thread.join(wait)
+        return not self._thread.is_alive() and not self.pending()

@@ -1,0 +1,73 @@
+"""The terminal view: one line per run (epoch, progress, loss, accuracy, samples/s, ETA).
+
+On a terminal the lines are redrawn in place; into a file or a pipe (CI logs, `nohup`) a run's
+line is printed only when its epoch or status changes, so the output stays readable."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Sequence, TextIO
+
+from dashboard.panes import RunSummary
+from trainers.reporting import SAMPLES_PER_S, TEST_ACC, TRAIN_ACC, TRAIN_LOSS
+
+BAR = 12
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    h, rest = divmod(seconds, 3600)
+    return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
+
+
+def line(run: RunSummary, width: int = 12, now: float | None = None) -> str:
+    """One run's progress line."""
+    epochs = run.config.get("epochs") or 0
+    done = min(run.x / epochs, 1.0) if epochs else 0.0
+    filled = int(round(done * BAR))
+    parts = [f"{run.label[:width]:<{width}}",
+             f"epoch {min(int(run.x) + 1, epochs):>2}/{epochs:<2}" if epochs else "epoch  -/- ",
+             f"[{'#' * filled}{'.' * (BAR - filled)}] {100 * done:3.0f}%"]
+    latest = run.latest
+    if TRAIN_LOSS in latest:
+        parts.append(f"loss {latest[TRAIN_LOSS]:.4f}")
+    if TRAIN_ACC in latest:
+        parts.append(f"acc {latest[TRAIN_ACC]:.3f}")
+    if TEST_ACC in latest:
+        parts.append(f"test acc {latest[TEST_ACC]:.4f}")
+    if SAMPLES_PER_S in latest:
+        parts.append(f"{latest[SAMPLES_PER_S]:>7,.0f} samples/s")
+    now = time.time() if now is None else now
+    if run.status == "running" and run.started and 0 < done < 1:
+        elapsed = (run.updated or now) - run.started
+        parts.append(f"ETA {_clock(elapsed * (1 - done) / done)}")
+    status = run.status + (f": {run.reason}" if run.reason else "")
+    parts.append(status)
+    return "  ".join(parts)
+
+
+class TerminalView:
+    """Draws the runs' lines to `stream`, in place when it is a terminal."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stdout
+        self.live = self.stream.isatty()
+        self._drawn = 0
+        self._printed: dict[str, tuple[int, str]] = {}
+
+    def draw(self, runs: Sequence[RunSummary]) -> None:
+        width = max([len(r.label) for r in runs] + [4])
+        width = min(width, 24)
+        if self.live:
+            out = "\x1b[F" * self._drawn  # back to the first line drawn last time
+            out += "".join("\x1b[2K" + line(r, width) + "\n" for r in runs)
+            self.stream.write(out)
+            self._drawn = len(runs)
+        else:
+            for r in runs:
+                key = (int(r.x), r.status)
+                if self._printed.get(r.label) != key:
+                    self._printed[r.label] = key
+                    self.stream.write(line(r, width) + "\n")
+        self.stream.flush()

@@ -1,0 +1,118 @@
+"""The one place that names every window, and builds the Visdom messages that draw them.
+
+Compare windows (one per metric) are shared by every run in an env: each run owns one named
+trace (two with smoothing) and only ever replaces its own traces, so several processes can
+write to one window. A window is created by the first message that finds it missing, with an
+append, which the server turns into "create if missing" in one step, so two runs starting
+together cannot wipe each other. Per-run windows (gallery, confusion matrix) and the env-wide
+panes are written whole."""
+
+from __future__ import annotations
+
+import html
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+from trainers.reporting import SAMPLES_PER_S, TEST_ACC, TEST_LOSS, TRAIN_ACC, TRAIN_LOSS
+
+# matplotlib's "tab10": distinct, and the same colour for a run in every window
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+           "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
+RIGHT, WRONG = "#2ca02c", "#d62728"
+
+
+@dataclass(frozen=True)
+class CompareWindow:
+    """A window comparing one metric across runs."""
+
+    metric: str
+    win: str
+    title: str
+    y_title: str
+    per_batch: bool  # per-batch series are long and noisy: lines, no markers
+
+
+COMPARE_WINDOWS = (
+    CompareWindow(TRAIN_LOSS, "compare-train-loss", "Training loss (per batch)", "cross-entropy", True),
+    CompareWindow(TRAIN_ACC, "compare-train-acc", "Training accuracy (per batch)", "accuracy", True),
+    CompareWindow(TEST_LOSS, "compare-test-loss", "Test loss (per epoch)", "cross-entropy", False),
+    CompareWindow(TEST_ACC, "compare-test-acc", "Test accuracy (per epoch)", "accuracy", False),
+    CompareWindow(SAMPLES_PER_S, "compare-throughput", "Throughput (training samples/s)", "samples/s", True),
+)
+COMPARE_BY_METRIC = {w.metric: w for w in COMPARE_WINDOWS}
+RUNS_WIN, DISAGREE_WIN = "runs", "disagreement"
+PLOT_SIZE = {"width": 460, "height": 330}
+
+
+def colour(index: int) -> str:
+    return PALETTE[index % len(PALETTE)]
+
+
+def default_colour_index(label: str) -> int:
+    """A run's colour when no launcher assigned one: stable across processes and replays."""
+    return zlib.crc32(label.encode("utf-8")) % len(PALETTE)
+
+
+def trace_name(label: str, smoothed: bool = False) -> str:
+    """A run's trace name. Plotly reads legend text as HTML, so the label is escaped."""
+    return html.escape(label) + (" (smoothed)" if smoothed else "")
+
+
+def run_window(kind: str, label: str) -> str:
+    """The id of one of a run's own windows ("gallery", "confusion")."""
+    return f"{kind}-{zlib.crc32(label.encode('utf-8')):08x}"
+
+
+def _layout(x_title: str, y_title: str) -> dict[str, Any]:
+    return {
+        "xaxis": {"title": {"text": x_title}},
+        "yaxis": {"title": {"text": y_title}},
+        "showlegend": True,
+        "legend": {"orientation": "h", "y": -0.22},
+        "margin": {"l": 60, "r": 20, "t": 20, "b": 40},
+    }
+
+
+def trace(window: CompareWindow, label: str, colour_index: int, xs: list[float], ys: list[float],
+          smoothed: bool = False, faded: bool = False) -> dict[str, Any]:
+    """A plotly scatter trace for one run in a compare window."""
+    line: dict[str, Any] = {"color": colour(colour_index), "width": 2 if smoothed else 1.5}
+    return {
+        "x": xs, "y": ys, "name": trace_name(label, smoothed), "type": "scatter",
+        "mode": "lines" if window.per_batch else "lines+markers",
+        "line": line, "opacity": 0.35 if faded else 1.0,
+    }
+
+
+def trace_message(env: str, window: CompareWindow, data: dict[str, Any], create: bool) -> dict[str, Any]:
+    """Replace one run's trace, or (create=True) append it, creating the window when missing."""
+    message: dict[str, Any] = {"eid": env, "win": window.win, "name": data["name"], "append": create, "data": [data]}
+    if create:
+        message["layout"] = _layout("epoch", window.y_title)
+        message["opts"] = {"title": window.title, **PLOT_SIZE}
+    return message
+
+
+def placeholder_message(env: str, window: CompareWindow) -> dict[str, Any]:
+    """Create a compare window before any run reports, so windows appear in this order."""
+    empty = {"x": [], "y": [], "name": "", "type": "scatter", "mode": "lines", "showlegend": False}
+    return {"eid": env, "win": window.win, "name": "", "append": True, "data": [empty],
+            "layout": _layout("epoch", window.y_title), "opts": {"title": window.title, **PLOT_SIZE}}
+
+
+def text_message(env: str, win: str, title: str, content: str, width: int, height: int) -> dict[str, Any]:
+    """A whole text pane (its HTML must already be escaped where it holds outside text)."""
+    return {"eid": env, "win": win, "data": [{"content": content, "type": "text"}],
+            "opts": {"title": title, "width": width, "height": height}}
+
+
+def heatmap_message(env: str, win: str, title: str, matrix: list[list[int]], classes: list[str]) -> dict[str, Any]:
+    """A confusion matrix: rows the true class, columns the predicted one, class names on both axes."""
+    names = [html.escape(c) for c in classes]
+    data = {"z": matrix, "x": names, "y": names, "type": "heatmap", "colorscale": "Blues",
+            "hovertemplate": "true %{y}<br>predicted %{x}<br>%{z} images<extra></extra>"}
+    layout = {"xaxis": {"title": {"text": "predicted"}, "tickangle": -45},
+              "yaxis": {"title": {"text": "true"}, "autorange": "reversed"},
+              "margin": {"l": 90, "r": 20, "t": 20, "b": 90}}
+    return {"eid": env, "win": win, "data": [data], "layout": layout, "opts": {"title": title, **PLOT_SIZE}}
