@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import click
 
 from dashboard import assets
-from dashboard.server import DEFAULT_ENV_DIR, DEFAULT_HOST, DEFAULT_PORT, ServerConfig, ServerError, port_state, serve
+from dashboard.replay import ReplayError, replay as replay_runs
+from dashboard.server import (
+    DEFAULT_ENV_DIR, DEFAULT_HOST, DEFAULT_PORT, ServerConfig, ServerError, port_state, serve, start_background,
+)
 
 PORT = click.IntRange(1, 65535)
 
@@ -59,6 +63,41 @@ def server(host: str, port: int, env_dir: Path, login: bool) -> None:
 def demo(host: str, port: int, env_dir: Path, login: bool) -> None:
     """The main job: start the dashboard server and print its address (Ctrl-C stops it)."""
     run_server(ServerConfig(host, port, env_dir, login))
+
+
+@cli.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--env", default="replay", show_default=True, help="Visdom env to draw the runs into.")
+@click.option("--visdom-url", default=None,
+              help="A running Visdom server to draw into; by default the local one, started if none answers.")
+@click.option("--smooth", type=click.FloatRange(0, 1, max_open=True), default=None,
+              help="Also draw an exponentially smoothed trace per batch metric, with this weight (e.g. 0.9).")
+@_server_options
+def replay(run_dirs: tuple[Path, ...], env: str, visdom_url: str | None, smooth: float | None,
+           host: str, port: int, env_dir: Path, login: bool) -> None:
+    """Draw logged runs (run dirs, or a folder of them) in a Visdom env, as they looked live."""
+    config = ServerConfig(host, port, env_dir, login)
+    started = None
+    try:
+        if visdom_url is None and port_state(config) == "free":
+            started = start_background(config)
+        url = visdom_url or config.url
+        done = replay_runs(list(run_dirs), url, env, smoothing=smooth)
+    except (ReplayError, ServerError, assets.AssetError) as exc:
+        if started is not None:
+            started.stop()
+        raise click.ClickException(str(exc)) from None
+    note = f" ({done.skipped_lines} incomplete log lines skipped)" if done.skipped_lines else ""
+    click.echo(f"Replayed {len(done.labels)} run(s): {', '.join(done.labels)}{note}. See {url}/env/{env}")
+    if started is not None:
+        click.echo("The Visdom server started for this replay runs until Ctrl-C.")
+        try:
+            while started.process.poll() is None:
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            click.echo("\nVisdom server stopped.")
+        finally:
+            started.stop()
 
 
 if __name__ == "__main__":

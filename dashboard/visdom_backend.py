@@ -42,8 +42,10 @@ class VisdomBackend:
         self.confusion_win = windows.run_window("confusion", label)
         # the gallery goes first: a whole-window message, it also creates the env on a fresh server
         sender.register(self.gallery_win, self._send_gallery)
+        # one sender may serve several runs (a replay): keys name the run
+        self._keys = {w.metric: f"{windows.run_window('traces', label)}:{w.metric}" for w in windows.COMPARE_WINDOWS}
         for window in windows.COMPARE_WINDOWS:
-            sender.register(window.metric, self._trace_sender(window), changed=False)
+            sender.register(self._keys[window.metric], self._trace_sender(window), changed=False)
         sender.register(self.confusion_win, self._send_confusion, changed=False)
 
     # ---- Reporter, called from the training thread ----
@@ -64,7 +66,7 @@ class VisdomBackend:
                     smooth.add(x, ema.add(y))
                 changed.append(metric)
         for metric in changed:
-            self.sender.mark(metric)
+            self.sender.mark(self._keys[metric])
 
     def predictions(self, x: float, images: torch.Tensor, predicted: torch.Tensor,
                     probability: torch.Tensor, true: torch.Tensor, classes: tuple[str, ...]) -> None:

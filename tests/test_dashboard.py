@@ -1,0 +1,222 @@
+"""The dashboard's parts on their own: bounded series, PNGs and escaped HTML, the sender's
+coalescing, backoff and redraw, the terminal line, and the headless adapter."""
+
+from __future__ import annotations
+
+import io
+import math
+import threading
+import time
+from pathlib import Path
+
+import numpy
+import pandas
+import pytest
+import torch
+from PIL import Image
+
+from dashboard import panes, runlog
+from dashboard.adapter import Dashboard
+from dashboard.connection import Unreachable
+from dashboard.downsample import Ema, MinMaxSeries
+from dashboard.replay import ReplayError, find_runs
+from dashboard.sender import Sender
+from dashboard.terminal import TerminalView, line
+from trainers.reporting import SAMPLES_PER_S, TEST_ACC, TRAIN_ACC, TRAIN_LOSS
+
+EVIL = '<script>alert("x")</script>&'
+
+
+def test_short_series_are_drawn_exactly() -> None:
+    s = MinMaxSeries(max_points=100)
+    for i in range(80):
+        s.add(i / 10, math.sin(i))
+    assert s.points() == ([i / 10 for i in range(80)], [math.sin(i) for i in range(80)])
+
+
+def test_long_series_stay_bounded_and_keep_every_buckets_extremes() -> None:
+    gen = torch.Generator().manual_seed(0)
+    ys = torch.randn(50_000, generator=gen).tolist()
+    ys[31_337] = 99.0  # a spike must stay visible
+    s = MinMaxSeries(max_points=1000)
+    for i, y in enumerate(ys):
+        s.add(float(i), y)
+    xs_drawn, ys_drawn = s.points()
+    assert len(xs_drawn) <= 1002 and s.size == 128  # 50,000 / 128 = 391 buckets of the 500 allowed
+    assert 99.0 in ys_drawn and max(ys_drawn) == max(ys) and min(ys_drawn) == min(ys)
+    assert xs_drawn == sorted(xs_drawn)
+    # every bucket of `size` raw points is drawn as exactly its lowest and highest point
+    drawn = dict(zip(xs_drawn, ys_drawn))
+    for start in range(0, len(ys), s.size):
+        chunk = ys[start:start + s.size]
+        low, high = start + chunk.index(min(chunk)), start + chunk.index(max(chunk))
+        assert drawn[float(low)] == min(chunk) and drawn[float(high)] == max(chunk)
+    assert len(drawn) == len(xs_drawn) == 2 * math.ceil(len(ys) / s.size)
+
+
+def test_non_finite_values_are_not_drawn() -> None:
+    s = MinMaxSeries()
+    for x, y in enumerate([1.0, math.nan, 2.0, math.inf]):
+        s.add(float(x), y)
+    assert s.points() == ([0.0, 2.0], [1.0, 2.0])
+
+
+def test_ema_matches_bias_corrected_formula() -> None:
+    ema = Ema(0.9)
+    values = [ema.add(y) for y in [1.0, 2.0, 3.0]]
+    raw = [0.1, 0.1 * 0.9 + 0.2, (0.1 * 0.9 + 0.2) * 0.9 + 0.3]
+    assert values == pytest.approx([r / (1 - 0.9 ** (i + 1)) for i, r in enumerate(raw)])
+    assert values[0] == pytest.approx(1.0)  # no pull towards zero at the start
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
+def test_png_round_trips(shape: tuple[int, int, int]) -> None:
+    image = torch.randint(0, 256, shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    encoded = panes.png(image)
+    decoded = torch.from_numpy(numpy.array(Image.open(io.BytesIO(encoded)))).reshape(shape[1], shape[2], -1)
+    assert torch.equal(decoded.permute(2, 0, 1), image)
+
+
+def test_gallery_marks_right_and_wrong_and_escapes_class_names() -> None:
+    uris = panes.data_uris(torch.zeros(3, 1, 4, 4, dtype=torch.uint8))
+    classes = ["cat", EVIL, "dog"]
+    text = panes.gallery_html(uris, [0, 1, 2], [0.9, 0.5, 0.25], [0, 2, 2], classes, 3.0)
+    assert "<script>" not in text and "&lt;script&gt;" in text
+    assert text.count(panes.RIGHT) >= 2 and panes.WRONG in text  # image 1 is wrong
+    assert "2 of 3</b> right" in text and "90%" in text and "true: dog" in text
+    assert text.count("data:image/png;base64,") == 3
+
+
+def test_disagreement_lists_the_images_the_runs_answer_differently() -> None:
+    uris = panes.data_uris(torch.zeros(5, 1, 2, 2, dtype=torch.uint8))
+    true = [0, 1, 2, 0, 1]
+    runs = [panes.RunPredictions("a", 0, 2.0, [0, 1, 2, 1, 2]),
+            panes.RunPredictions(EVIL, 1, 2.0, [0, 2, 2, 2, 0])]
+    text = panes.disagreement_html(uris, true, ["zero", "one", "two"], runs)
+    assert "disagree on <b>3 of 5</b>" in text
+    assert "<script>" not in text and "&lt;script&gt;" in text
+    assert text.count("<figure") == 3
+    # image 1 (run a right) comes before image 4 (both wrong)
+    assert text.index("true: one") < text.rindex("true: one")
+    assert "Waiting" in panes.disagreement_html(uris, true, ["zero", "one", "two"], runs[:1])
+
+
+def test_runs_pane_escapes_labels_config_and_reasons() -> None:
+    run = panes.RunSummary(EVIL, config={"model": EVIL, "epochs": 3, "lr": 0.1}, status="failed", reason=EVIL,
+                           x=1.5, latest={TRAIN_LOSS: 0.5, TEST_ACC: 0.8})
+    text = panes.runs_html([run])
+    assert "<script>" not in text and text.count("&lt;script&gt;") == 3
+    assert "1.50 / 3" in text and "0.8000" in text
+
+
+class FakeConnection:
+    """Records posts; can be switched to fail (a dead server) or to hang (a frozen one)."""
+
+    def __init__(self) -> None:
+        self.posts: list[str] = []
+        self.down = False
+        self.hang = threading.Event()
+
+    def post(self, endpoint: str, message: dict) -> str:
+        if self.hang.is_set():
+            time.sleep(30)
+        if self.down:
+            raise Unreachable("refused")
+        self.posts.append(message["win"])
+        return "ok"
+
+    def forget_login(self) -> None:
+        pass
+
+
+def _sender(conn: FakeConnection) -> Sender:
+    sender = Sender(conn, interval=0.05)  # type: ignore[arg-type]
+    for key in ("a", "b"):
+        sender.register(key, lambda c, key=key: c.post("update", {"win": key}), changed=False)
+    return sender
+
+
+def test_sender_coalesces_changes_into_one_request_per_item_per_pass() -> None:
+    conn = FakeConnection()
+    sender = _sender(conn)
+    for _ in range(1000):
+        sender.mark("a")
+    assert sender.flush() and conn.posts == ["a"]
+    assert sender.flush() and conn.posts == ["a"]  # nothing changed: nothing sent
+
+
+def test_sender_backs_off_then_redraws_everything_after_an_outage() -> None:
+    conn = FakeConnection()
+    sender = _sender(conn)
+    sender.mark("a"), sender.mark("b")
+    assert sender.flush() and conn.posts == ["a", "b"]
+    conn.down = True
+    sender.mark("a")
+    assert not sender.flush() and not sender.connected
+    assert not sender.flush() and sender.failures == 1  # waiting out the backoff: no attempt
+    conn.down = False
+    time.sleep(0.6)
+    assert sender.flush() and conn.posts == ["a", "b", "a", "b"]  # b too: the server may have lost it
+
+
+def test_closing_against_a_frozen_server_does_not_hang() -> None:
+    conn = FakeConnection()
+    sender = _sender(conn)
+    sender.start()
+    conn.hang.set()
+    sender.mark("a")
+    time.sleep(0.2)
+    started = time.monotonic()
+    assert sender.close(wait=0.5) is False
+    assert time.monotonic() - started < 1.5
+
+
+def test_terminal_line_shows_progress_metrics_and_eta() -> None:
+    run = panes.RunSummary("mlp", config={"epochs": 4}, status="running", x=1.0, started=100.0, updated=110.0,
+                           latest={TRAIN_LOSS: 0.41234, TRAIN_ACC: 0.85, TEST_ACC: 0.8612, SAMPLES_PER_S: 21034.0})
+    text = line(run, width=5)
+    assert text.startswith("mlp  ") and "epoch  2/4" in text and "25%" in text
+    assert "loss 0.4123" in text and "acc 0.850" in text and "test acc 0.8612" in text
+    assert "21,034 samples/s" in text and "ETA 0:30" in text and text.endswith("running")
+    out = io.StringIO()
+    view = TerminalView(out)
+    view.draw([run]), view.draw([run])
+    assert out.getvalue().count("\n") == 1  # not a terminal: a line when the epoch or status changes
+
+
+def test_headless_dashboard_writes_the_log_that_pandas_reads(tmp_path: Path) -> None:
+    dash = Dashboard(tmp_path / "run", "solo")
+    assert dash.sender is None
+    dash.config({"model": "mlp", "epochs": 1})
+    for step in range(1, 4):
+        dash.scalars(step, step / 3, {TRAIN_LOSS: 1 / step, TRAIN_ACC: 0.5})
+    dash.status("finished")
+    assert dash.close()
+    frame = pandas.read_json(tmp_path / "run" / runlog.LOG_NAME, lines=True)
+    scalars = frame[frame["kind"] == "scalars"]
+    assert scalars["step"].tolist() == [1, 2, 3] and scalars[TRAIN_LOSS].tolist() == pytest.approx([1, 0.5, 1 / 3])
+    record = runlog.read(tmp_path / "run")
+    assert record.meta["label"] == "solo" and record.status == "finished"
+
+
+def test_log_follower_reads_a_growing_log_like_the_reader(tmp_path: Path) -> None:
+    dash = Dashboard(tmp_path, "grow")
+    follower = runlog.LogFollower(tmp_path)
+    dash.config({"model": "mlp", "epochs": 2})
+    assert follower.poll() and follower.record.config["epochs"] == 2
+    path = tmp_path / runlog.LOG_NAME
+    for step in range(1, 6):
+        dash.scalars(step, step / 5, {TRAIN_LOSS: float(step)})
+    with open(path, "a") as handle:
+        handle.write('{"kind":"scalars","step":6,"x":1.2,')  # a record being written
+    assert follower.poll() and follower.record.latest[TRAIN_LOSS] == 5.0 and follower.record.x == 1.0
+    with open(path, "a") as handle:
+        handle.write('"train/loss":6.0}\n')
+    assert follower.poll() and follower.record.latest[TRAIN_LOSS] == 6.0 and follower.record.skipped == 0
+
+
+def test_replay_names_what_to_pass_when_there_is_no_log(tmp_path: Path) -> None:
+    with pytest.raises(ReplayError, match="no run log"):
+        find_runs([tmp_path])
+    with pytest.raises(ReplayError, match="does not exist"):
+        find_runs([tmp_path / "nope"])

@@ -1,0 +1,218 @@
+"""End to end against the real Visdom server: real workers train on real data and stream; then
+what the server holds is compared with the run logs. Also the server killed and restarted
+mid-run, frozen with SIGSTOP, and a replay of the logged runs."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import signal
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dashboard import runlog, windows
+from dashboard.adapter import DashboardOptions
+from dashboard.board import Board
+from dashboard.connection import VisdomConnection
+from dashboard.downsample import MinMaxSeries
+from dashboard.replay import replay
+from dashboard.sender import Sender
+from dashboard.server import ServerConfig, ServerProcess, start_background
+from tests.conftest import free_port
+from trainers.config import RunConfig
+from trainers.reporting import TEST_ACC, TRAIN_LOSS
+from trainers.worker import WorkerSpec, run
+
+MAX_POINTS = 60  # small, so that per-batch traces are downsampled (past 30 points) and per-epoch ones are not
+
+
+def server_state(url: str, env: str) -> dict[str, Any]:
+    return json.loads(VisdomConnection(url).post("win_data", {"eid": env, "win": None}))
+
+
+def traces(state: dict[str, Any], win: str) -> dict[str, tuple[list[float], list[float]]]:
+    """A compare window's traces by name (the unnamed placeholder left out)."""
+    return {d["name"]: (d["x"], d["y"]) for d in state[win]["content"]["data"] if d["name"]}
+
+
+def drawn_from_log(record: runlog.RunRecord, metric: str, max_points: int = MAX_POINTS) -> MinMaxSeries:
+    series = MinMaxSeries(max_points)
+    for x, y in zip(*record.series(metric)):
+        series.add(x, y)
+    return series
+
+
+def assert_windows_match_logs(state: dict[str, Any], run_dirs: list[Path], max_points: int = MAX_POINTS) -> None:
+    """Every compare window holds one trace per run, and it is exactly what the run log's points
+    downsample to; where a trace was downsampled, each bucket shows its raw min and max."""
+    for window in windows.COMPARE_WINDOWS:
+        held = traces(state, window.win)
+        assert sorted(held) == sorted(runlog.read(d).meta["label"] for d in run_dirs), window.win
+        for run_dir in run_dirs:
+            record = runlog.read(run_dir)
+            xs, ys = record.series(window.metric)
+            assert xs, (window.metric, run_dir)
+            expected = drawn_from_log(record, window.metric, max_points)
+            assert held[record.meta["label"]] == expected.points(), (window.win, run_dir)
+            drawn = dict(zip(*held[record.meta["label"]]))
+            logged = dict(zip(xs, ys))
+            assert all(logged[x] == y for x, y in drawn.items())  # only logged points are drawn
+            for start in range(0, len(ys), expected.size):  # and every bucket's extremes are
+                chunk = ys[start:start + expected.size]
+                assert min(chunk) in drawn.values() and max(chunk) in drawn.values()
+    for run_dir in run_dirs:
+        record = runlog.read(run_dir)
+        label = record.meta["label"]
+        heat = state[windows.run_window("confusion", label)]["content"]["data"][0]
+        assert heat["z"] == record.confusions[-1]["matrix"] and heat["x"][0] == "T-shirt/top"
+        gallery = state[windows.run_window("gallery", label)]["content"]
+        assert gallery.count("<figure") == 24 and f"after epoch {record.predictions[-1]['x']:g}" in gallery
+
+
+def run_workers(specs: list[WorkerSpec], board: Board | None = None, during: Any = None,
+                timeout: float = 240) -> list[int | None]:
+    """Train each spec in its own process (as the launcher will), polling the board; `during(elapsed)` is
+    called about every 0.1 s while they run."""
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=run, args=(spec,)) for spec in specs]
+    for p in procs:
+        p.start()
+    started = time.monotonic()
+    while any(p.is_alive() for p in procs) and time.monotonic() - started < timeout:
+        if board is not None:
+            board.poll()
+        if during is not None:
+            during(time.monotonic() - started)
+        time.sleep(0.1)
+    for p in procs:
+        p.join(5)
+    if board is not None:
+        board.poll()
+    return [p.exitcode for p in procs]
+
+
+@pytest.fixture(scope="module")
+def live(visdom_server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, list[Path]]:
+    """A softmax and an MLP trained side by side, streaming to the server; the board draws the panes."""
+    url, env = visdom_server.config.url, "live"
+    root = tmp_path_factory.mktemp("runs")
+    options = DashboardOptions(visdom_url=url, env=env, max_points=MAX_POINTS, interval=0.3)
+    specs = [WorkerSpec(RunConfig(model, epochs=2, limit=6000, threads=1), root / model, options, i)
+             for i, model in enumerate(["softmax", "mlp"])]
+    sender = Sender(VisdomConnection(url), interval=0.3)
+    board = Board(sender, env)
+    for spec in specs:
+        board.add(spec.run_dir)
+    sender.start()
+    assert run_workers(specs, board) == [0, 0]
+    assert sender.close(10)
+    return url, [spec.run_dir for spec in specs]
+
+
+def test_live_windows_hold_exactly_what_the_logs_hold(live: tuple[str, list[Path]]) -> None:
+    url, run_dirs = live
+    state = server_state(url, "live")
+    assert_windows_match_logs(state, run_dirs)
+    for run_dir in run_dirs:  # per-epoch traces drawn point for point, per-batch ones downsampled
+        record = runlog.read(run_dir)
+        assert drawn_from_log(record, TEST_ACC).size == 1 and drawn_from_log(record, TRAIN_LOSS).size > 1
+    runs_pane = state[windows.RUNS_WIN]["content"]
+    assert runs_pane.count("finished") == 2 and "softmax" in runs_pane and "mlp" in runs_pane
+    assert "disagree on" in state[windows.DISAGREE_WIN]["content"]
+    # the windows come in the board's order: runs pane, compare windows, disagreement
+    order = sorted(state, key=lambda w: state[w]["i"])
+    assert order[:7] == [windows.RUNS_WIN] + [w.win for w in windows.COMPARE_WINDOWS] + [windows.DISAGREE_WIN]
+
+
+def test_replay_draws_the_same_windows_as_the_live_run(live: tuple[str, list[Path]]) -> None:
+    url, run_dirs = live
+    done = replay(run_dirs, url, "replayed", max_points=MAX_POINTS)
+    assert done.labels == ["softmax", "mlp"]
+    live_state, replayed = server_state(url, "live"), server_state(url, "replayed")
+    assert sorted(live_state) == sorted(replayed)
+
+    def content(p: dict[str, Any]) -> Any:
+        if p["type"] == "plot":
+            return sorted((d.get("name"), d.get("x"), d.get("y"), d.get("z")) for d in p["content"]["data"])
+        return p["content"]
+
+    for win in live_state:
+        assert content(replayed[win]) == content(live_state[win]), win
+        assert replayed[win]["title"] == live_state[win]["title"]
+
+
+def _spec(url: str, run_dir: Path, epochs: int, limit: int) -> WorkerSpec:
+    options = DashboardOptions(visdom_url=url, env="outage", max_points=MAX_POINTS, interval=0.3, timeout=2.0)
+    return WorkerSpec(RunConfig("mlp", epochs=epochs, limit=limit, threads=1), run_dir, options, 0)
+
+
+def _rows(run_dir: Path) -> int:
+    path = run_dir / runlog.LOG_NAME
+    return path.read_bytes().count(b'"kind":"scalars"') if path.exists() else 0
+
+
+def test_server_down_at_start_then_killed_mid_run_and_restarted(tmp_path: Path) -> None:
+    config = ServerConfig(port=free_port(), env_dir=tmp_path / "visdom")
+    spec = _spec(config.url, tmp_path / "run", epochs=4, limit=30000)
+    events: list[str] = []
+    server: list[ServerProcess] = []
+
+    def outages(elapsed: float) -> None:
+        rows = _rows(spec.run_dir)
+        if not server and rows >= 20:  # training began with no server: start one
+            server.append(start_background(config))
+            events.append(f"started at row {rows}")
+        elif len(server) == 1 and rows >= 140:  # drawn for a while: kill it, then start a fresh one
+            server[0].process.kill()
+            server[0].process.wait()
+            time.sleep(1.0)
+            server.append(start_background(config))
+            events.append(f"restarted at row {rows}")
+
+    try:
+        assert run_workers([spec], during=outages) == [0]
+        assert len(events) == 2, events
+        record = runlog.read(spec.run_dir)
+        assert record.status == "finished" and len(record.series(TEST_ACC)[0]) == 4
+        assert_windows_match_logs(server_state(config.url, "outage"), [spec.run_dir])
+    finally:
+        for s in server:
+            s.stop()
+
+
+def test_a_frozen_server_does_not_slow_training(tmp_path: Path) -> None:
+    config = ServerConfig(port=free_port(), env_dir=tmp_path / "visdom")
+    server = start_background(config)
+    spec = _spec(config.url, tmp_path / "run", epochs=3, limit=20000)
+    frozen: list[float] = []
+
+    def freeze(elapsed: float) -> None:
+        if not frozen and _rows(spec.run_dir) >= 100:
+            os.kill(server.process.pid, signal.SIGSTOP)
+            frozen.append(time.time())
+        elif len(frozen) == 1 and time.time() - frozen[0] > 5.0:  # past the 2 s request timeout, twice
+            os.kill(server.process.pid, signal.SIGCONT)
+            frozen.append(time.time())
+
+    try:
+        assert run_workers([spec], during=freeze) == [0]
+        assert len(frozen) == 2
+        record = runlog.read(spec.run_dir)
+        stamps = [(r["time"]) for r in record.scalars if TRAIN_LOSS in r]
+
+        def median_gap(lo: float, hi: float) -> float:
+            inside = [t for t in stamps if lo <= t <= hi]
+            return statistics.median(b - a for a, b in zip(inside, inside[1:]))
+
+        before = median_gap(stamps[0], frozen[0])
+        during = median_gap(frozen[0], frozen[1])
+        assert during <= 1.2 * before + 0.001, (before, during)
+        assert_windows_match_logs(server_state(config.url, "outage"), [spec.run_dir])
+    finally:
+        os.kill(server.process.pid, signal.SIGCONT)
+        server.stop()
