@@ -1,0 +1,196 @@
+"""Dashboard cost, as ratios against references measured in the same run.
+
+1. Training throughput of three MLP runs side by side (one process each, as the launcher runs
+   them), streaming every batch live to a local server with the board drawing the panes, vs the
+   same three runs reporting to nothing. Target: >= 0.97x. Reference: the same runs calling
+   Visdom's own client synchronously every batch (a shorter slice: it is that slow).
+2. Server CPU per update of a run's trace after 50,000 logged points vs after 500.
+   Target: <= 2x. Reference: Visdom's client appending one point to a line of 50,000 vs 500
+   points on a server with visdom's own /update handler.
+
+    .venv/bin/python -m benchmarks.dashboard_bench [--limit 20000] [--rounds 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from dashboard.adapter import Dashboard, DashboardOptions
+from dashboard.board import Board
+from dashboard.connection import VisdomConnection
+from dashboard.sender import Sender
+from dashboard.server import STOCK_UPDATE_VAR, ServerConfig, ServerProcess, start_background
+from dashboard.visdom_backend import VisdomBackend
+from tests.conftest import free_port
+from trainers.config import RunConfig
+from trainers.loop import fit
+from trainers.reporting import TRAIN_ACC, TRAIN_LOSS
+
+RUNS = 3
+BATCH = 128  # the MLP's default
+
+
+class Timed:
+    """Passes calls on to `inner` (or nowhere) and times the per-batch calls."""
+
+    def __init__(self, inner: Any = None) -> None:
+        self.inner = inner
+        self.stamps: list[float] = []
+        self.samples = 0
+
+    def scalars(self, step: int, x: float, values: Mapping[str, float]) -> None:
+        if TRAIN_LOSS in values:
+            self.stamps.append(time.perf_counter())
+        if self.inner is not None:
+            self.inner.scalars(step, x, values)
+
+    def __getattr__(self, name: str) -> Any:
+        target = getattr(self.inner, name, None) if self.inner is not None else None
+        return target if target is not None else (lambda *a, **k: None)
+
+
+class RawVisdom:
+    """What the d2l-style code does: a synchronous Visdom append per batch, from the training loop."""
+
+    def __init__(self, url: str, label: str) -> None:
+        import visdom
+
+        host, port = url.rsplit(":", 1)
+        self.vis = visdom.Visdom(server=host, port=int(port), env="raw", use_incoming_socket=False)
+        self.label = label
+
+    def scalars(self, step: int, x: float, values: Mapping[str, float]) -> None:
+        for metric in (TRAIN_LOSS, TRAIN_ACC):
+            if metric in values:
+                self.vis.line(X=[x], Y=[values[metric]], win=metric, name=self.label, update="append")
+
+
+def worker(mode: str, url: str, run_dir: str, label: str, limit: int, epochs: int, out: Any) -> None:
+    config = RunConfig("mlp", epochs=epochs, limit=limit, threads=1, label=label, seed=hash(label) % 1000)
+    inner: Any = None
+    if mode == "live":
+        inner = Dashboard(Path(run_dir), label, DashboardOptions(visdom_url=url, env="bench"))
+    elif mode == "raw":
+        inner = RawVisdom(url, label)
+    timed = Timed(inner)
+    fit(config, timed)
+    if mode == "live":
+        inner.close()
+    out.put(timed.stamps)  # perf_counter is the system's monotonic clock: comparable across processes
+
+
+def throughput(mode: str, url: str, limit: int, epochs: int) -> float:
+    """Samples/s of three MLP runs side by side, summed over the time all three are training."""
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    root = Path(tempfile.mkdtemp(prefix="lt-bench-"))
+    procs = [ctx.Process(target=worker, args=(mode, url, str(root / f"mlp{i}"), f"mlp{i}", limit, epochs, out))
+             for i in range(RUNS)]
+    sender, board = None, None
+    if mode == "live":  # the launcher's side: the board follows the logs and draws the panes
+        sender = Sender(VisdomConnection(url))
+        board = Board(sender, "bench")
+        for i in range(RUNS):
+            board.add(root / f"mlp{i}")
+        sender.start()
+    for p in procs:
+        p.start()
+    while any(p.is_alive() for p in procs):
+        if board is not None:
+            board.poll()
+        time.sleep(0.5)
+    if sender is not None:
+        sender.close()
+    stamps = [out.get(timeout=10) for _ in procs]
+    shutil.rmtree(root, ignore_errors=True)
+    # count only while all three train (they start and end at different moments)
+    start, end = max(s[0] for s in stamps), min(s[-1] for s in stamps)
+    batches = sum(sum(1 for t in s if start < t <= end) for s in stamps)
+    return BATCH * batches / (end - start)
+
+
+def server_cpu(server: ServerProcess) -> float:
+    fields = open(f"/proc/{server.process.pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def ours_per_update(server: ServerProcess, logged: int, updates: int = 300) -> float:
+    """Server CPU seconds per flush of one run's trace, after `logged` points."""
+    sender = Sender(VisdomConnection(server.config.url))
+    backend = VisdomBackend(sender, f"points{logged}", "mlp", 0)
+    ys = torch.rand(logged + updates, generator=torch.Generator().manual_seed(0)).tolist()
+    for i in range(logged):
+        backend.scalars(i, i / 469, {TRAIN_LOSS: ys[i]})
+    assert sender.flush()
+    before = server_cpu(server)
+    for i in range(logged, logged + updates):
+        backend.scalars(i, i / 469, {TRAIN_LOSS: ys[i]})
+        assert sender.flush()
+    return (server_cpu(server) - before) / updates
+
+
+def raw_per_update(server: ServerProcess, logged: int, updates: int) -> float:
+    import visdom
+
+    host, port = server.config.url.rsplit(":", 1)
+    vis = visdom.Visdom(server=host, port=int(port), env=f"raw{logged}", use_incoming_socket=False)
+    vis.line(X=list(range(logged)), Y=torch.rand(logged).tolist(), win="w", name="mlp")
+    before = server_cpu(server)
+    for i in range(updates):
+        vis.line(X=[logged + i], Y=[0.5], win="w", name="mlp", update="append")
+    return (server_cpu(server) - before) / updates
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--limit", type=int, default=20000, help="training images per run")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=4)
+    args = parser.parse_args()
+    env_dir = Path(tempfile.mkdtemp(prefix="lt-bench-env-"))
+    ours = start_background(ServerConfig(port=free_port(), env_dir=env_dir / "ours"))
+    os.environ[STOCK_UPDATE_VAR] = "1"
+    stock = start_background(ServerConfig(port=free_port(), env_dir=env_dir / "stock"))
+    del os.environ[STOCK_UPDATE_VAR]
+    results: dict[str, Any] = {}
+    try:
+        none, live = [], []
+        for i in range(args.rounds):  # A B B A ..., so drift on the machine hits both alike
+            for mode in (("none", "live") if i % 2 == 0 else ("live", "none")):
+                rate = throughput(mode, ours.config.url, args.limit, args.epochs)
+                (none if mode == "none" else live).append(rate)
+        raw = throughput("raw", stock.config.url, 4000, 1)
+        results["throughput"] = {
+            "no_dashboard_samples_per_s": [round(r) for r in none], "live_samples_per_s": [round(r) for r in live],
+            "raw_visdom_samples_per_s": round(raw),
+            "live_ratio": round(statistics.median(live) / statistics.median(none), 3),
+            "raw_ratio": round(raw / statistics.median(none), 3),
+        }
+        small, large = ours_per_update(ours, 500), ours_per_update(ours, 50_000)
+        raw_small, raw_large = raw_per_update(stock, 500, 50), raw_per_update(stock, 50_000, 5)
+        results["server_cpu_per_update_ms"] = {
+            "ours_500": round(1000 * small, 2), "ours_50000": round(1000 * large, 2),
+            "ours_ratio": round(large / max(small, 1e-9), 2),
+            "raw_500": round(1000 * raw_small, 2), "raw_50000": round(1000 * raw_large, 1),
+            "raw_ratio": round(raw_large / max(raw_small, 1e-9), 1),
+        }
+    finally:
+        ours.stop()
+        stock.stop()
+        shutil.rmtree(env_dir, ignore_errors=True)
+    print(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
