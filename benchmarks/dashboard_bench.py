@@ -47,7 +47,6 @@ class Timed:
     def __init__(self, inner: Any = None) -> None:
         self.inner = inner
         self.stamps: list[float] = []
-        self.samples = 0
 
     def scalars(self, step: int, x: float, values: Mapping[str, float]) -> None:
         if TRAIN_LOSS in values:

@@ -26,10 +26,15 @@ def run_label(record: RunRecord, fallback: str) -> str:
     return str(record.meta.get("label") or record.config.get("label") or fallback)
 
 
+def run_colour(record: RunRecord, label: str) -> int:
+    """The colour index the run was drawn with live (or the default for its label)."""
+    return int(record.meta.get("colour", windows.default_colour_index(label)))
+
+
 def summary(record: RunRecord, label: str) -> panes.RunSummary:
     last = record.states[-1] if record.states else {}
     return panes.RunSummary(
-        label=label, colour_index=int(record.meta.get("colour", windows.default_colour_index(label))),
+        label=label, colour_index=run_colour(record, label),
         config=record.config, status=last.get("state", "starting"), reason=last.get("reason", ""),
         x=record.x, latest=dict(record.latest), started=record.started, updated=record.updated)
 
@@ -90,8 +95,8 @@ class Board:
         first = ready[0][1]
         if dataset not in self._uris:
             self._uris[dataset] = panes.data_uris(first.gallery)
-        runs = [panes.RunPredictions(s.label, s.colour_index, r.predictions[-1]["x"], r.predictions[-1]["predicted"])
-                for d, r in ready for s in [summary(r, self.label(d))]]
+        runs = [panes.RunPredictions(self.label(d), run_colour(r, self.label(d)), r.predictions[-1]["x"],
+                                     r.predictions[-1]["predicted"]) for d, r in ready]
         return self._uris[dataset], first.predictions[-1]["true"], first.classes, runs
 
     # ---- drawing (sender thread) ----

@@ -11,12 +11,11 @@ from pathlib import Path
 
 import torch
 
-from dashboard.board import Board, run_label
+from dashboard.board import Board, run_colour, run_label
 from dashboard.connection import VisdomConnection
-from dashboard.runlog import LOG_NAME, RunRecord, read
+from dashboard.runlog import LOG_NAME, RunRecord, metric_values, read
 from dashboard.sender import Sender
 from dashboard.visdom_backend import VisdomBackend
-from dashboard.windows import default_colour_index
 from trainers.reporting import Reporter
 
 
@@ -50,8 +49,7 @@ def feed(record: RunRecord, reporter: Reporter) -> None:
     """Send a logged run's records to `reporter` in the order they were logged."""
     reporter.config(record.config)
     for row in record.scalars:
-        values = {k: v for k, v in row.items() if k not in ("kind", "step", "x", "time") and v is not None}
-        reporter.scalars(row["step"], row["x"], values)
+        reporter.scalars(row["step"], row["x"], metric_values(row))
     if record.gallery is not None:
         classes = tuple(record.classes)
         for p in record.predictions:
@@ -83,8 +81,7 @@ def replay(paths: list[Path], url: str, env: str, max_points: int = 1000, smooth
             label += "'"
         labels.append(label)
         skipped += record.skipped
-        colour = int(record.meta.get("colour", default_colour_index(label)))
-        backend = VisdomBackend(sender, env, label, colour, max_points, smoothing)
+        backend = VisdomBackend(sender, env, label, run_colour(record, label), max_points, smoothing)
         feed(record, backend)
         board.add(run_dir, label)
     board.poll()

@@ -35,6 +35,11 @@ def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def metric_values(row: Mapping[str, Any]) -> dict[str, float]:
+    """The metrics of a logged scalars row (its other fields left out, nulls dropped)."""
+    return {k: v for k, v in row.items() if k not in _ROW_FIELDS and v is not None}
+
+
 def compact_probabilities(probability: torch.Tensor) -> list[float]:
     """Probabilities as logged (4 decimals); live windows use the same so that replays match."""
     return [round(float(p), 4) for p in probability]
@@ -125,7 +130,7 @@ class RunRecord:
             self.started = self.started or item.get("time")
         elif kind == "scalars":
             self.x = float(item["x"])
-            self.latest.update({k: v for k, v in item.items() if k not in _ROW_FIELDS and v is not None})
+            self.latest.update(metric_values(item))
             if self.keep_scalars:
                 self.scalars.append(item)
         elif kind == "gallery":

@@ -35,6 +35,7 @@ class VisdomBackend:
         self._series = {w.metric: MinMaxSeries(max_points) for w in windows.COMPARE_WINDOWS}
         self._smoothed = {w.metric: (Ema(smoothing), MinMaxSeries(max_points))
                           for w in windows.COMPARE_WINDOWS if w.per_batch and smoothing}
+        self._images: torch.Tensor | None = None  # the gallery's images, PNG-encoded once by the sender
         self._uris: list[str] = []
         self._gallery: dict[str, Any] | None = None
         self._confusion: dict[str, Any] | None = None
@@ -72,8 +73,8 @@ class VisdomBackend:
                     probability: torch.Tensor, true: torch.Tensor, classes: tuple[str, ...]) -> None:
         shown = slice(0, GALLERY_SHOWN)
         with self._lock:
-            if not self._uris:
-                self._uris = panes.data_uris(images[shown])
+            if self._images is None:
+                self._images = images[shown].cpu().clone()
             self._gallery = dict(x=float(x), predicted=predicted[shown].tolist(),
                                  probability=compact_probabilities(probability[shown]),
                                  true=true[shown].tolist(), classes=list(classes))
@@ -112,8 +113,10 @@ class VisdomBackend:
     def gallery_html(self) -> str:
         with self._lock:
             g = self._gallery
-            if g is None:
+            if g is None or self._images is None:
                 return '<div style="font:13px sans-serif;color:#555">Predictions appear after the first epoch.</div>'
+            if not self._uris:
+                self._uris = panes.data_uris(self._images)
             return panes.gallery_html(self._uris, g["predicted"], g["probability"], g["true"], g["classes"], g["x"])
 
     def _send_gallery(self, connection: VisdomConnection) -> None:
