@@ -3,21 +3,59 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import click
+from click.core import ParameterSource
+from click.exceptions import NoArgsIsHelpError
 
 from dashboard import assets
+from dashboard.launcher import LaunchError, PlanError, RunRequest, past_runs, plan_runs, runs_table
+from dashboard.launcher import run as run_launch
 from dashboard.replay import ReplayError, replay as replay_runs
 from dashboard.server import (
     DEFAULT_ENV_DIR, DEFAULT_HOST, DEFAULT_PORT, ServerConfig, ServerError, port_state, serve, start_background,
 )
+from trainers.config import DEVICES, OPTIMIZERS
+from trainers.data import DATASETS
+from trainers.worker import EXIT_INTERRUPTED
 
 PORT = click.IntRange(1, 65535)
+DEMO_MODELS = "softmax,mlp,cnn"
+DEMO_EPOCHS = 3
+DEMO_LIMIT = 20000
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class Cli(click.Group):
+    """A click group whose errors are one line on stderr, `Error: ...`, never a traceback:
+    exit code 2 for a usage error, 1 for anything else, 130 for Ctrl-C."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except NoArgsIsHelpError as exc:
+            click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
+            sys.exit(0)
+        except click.UsageError as exc:
+            hint = f"; see '{exc.ctx.command_path} --help'" if exc.ctx else ""
+            click.echo(f"Error: {exc.format_message()}{hint}", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            click.echo(f"Error: {exc.format_message()}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("Interrupted.", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+@click.group(cls=Cli, context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
     """Train PyTorch classifiers side by side and watch them live in Visdom."""
 
@@ -58,11 +96,121 @@ def server(host: str, port: int, env_dir: Path, login: bool) -> None:
     run_server(ServerConfig(host, port, env_dir, login))
 
 
+def _run_request(ctx: click.Context, models: tuple[str, ...], settings: tuple[str, ...], resume: Path | None,
+                 common: dict[str, Any], **request: Any) -> RunRequest:
+    if resume is not None:
+        given = [f"--{name.replace('_', '-')}" for name in ("models", "set", "dataset", "batch_size", "lr",
+                                                           "optimizer", "seed", "limit", "data_dir")
+                 if ctx.get_parameter_source(name if name != "set" else "settings") is ParameterSource.COMMANDLINE]
+        if given:
+            raise click.UsageError(f"--resume continues the runs as they were logged; drop {', '.join(given)} "
+                                   "(only --epochs may change)", ctx)
+        epochs = common["epochs"] if ctx.get_parameter_source("epochs") is ParameterSource.COMMANDLINE else None
+        return RunRequest(resume_dir=resume, resume_epochs=epochs, **request)
+    try:
+        configs = plan_runs(models, settings, **common)
+    except PlanError as exc:
+        raise click.UsageError(str(exc), ctx) from None
+    return RunRequest(configs=configs, **request)
+
+
+def _launch(request: RunRequest) -> int:
+    try:
+        return run_launch(request)
+    except PlanError as exc:
+        raise click.UsageError(str(exc)) from None
+    except LaunchError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _view_options(command: Any) -> Any:
+    for option in reversed([
+        click.option("--env", default=None,
+                     help="Visdom env to draw into [default: one per launch, livetrain_<its folder>]."),
+        click.option("--visdom-url", default=None,
+                     help="A running Visdom server (http://HOST:PORT) to draw into; by default the local one, "
+                          "started when none answers."),
+        click.option("--headless", is_flag=True, help="No server: terminal progress and run logs only (replay later)."),
+        click.option("--no-server", is_flag=True, help="Never start a server; fail if none answers."),
+        click.option("--keep-serving/--no-keep-serving", default=True, show_default=True,
+                     help="After the runs end, keep a server this command started up until Ctrl-C."),
+        click.option("--smooth", type=click.FloatRange(0, 1, max_open=True), default=None,
+                     help="Also draw an exponentially smoothed trace per batch metric, with this weight (e.g. 0.9)."),
+        click.option("--log-dir", type=click.Path(path_type=Path), default=Path("runs"), show_default=True,
+                     help="Where each launch makes its folder of run logs and checkpoints."),
+        click.option("--data-dir", type=click.Path(path_type=Path), default=None,
+                     help="Folder holding the data sets [default: $LIVETRAIN_DATA, ./data, Debian's package]."),
+    ]):
+        command = option(command)
+    return command
+
+
 @cli.command()
+@click.option("--models", "models", multiple=True, default=[DEMO_MODELS], show_default=True,
+              help="Runs to train side by side: softmax, mlp, cnn, comma-separated; repeat a model for more "
+                   "runs, labelled MODEL:LABEL (e.g. mlp:fast,mlp:slow) or numbered mlp-1, mlp-2.")
+@click.option("--set", "settings", multiple=True, metavar="RUN.SETTING=VALUE",
+              help="Per-run override, by label or by model (all its runs), e.g. --set mlp.lr=0.05 or "
+                   "--set slow.epochs=3; settings: lr, epochs, batch-size, optimizer, seed, device, limit.")
+@click.option("--dataset", type=click.Choice(DATASETS), default="fashion-mnist", show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="[default: each model's own]")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Learning rate for every run [default: each model's own].")
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=None, help="[default: each model's own]")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="Train on the first N training images only (quick runs).")
+@click.option("--resume", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Continue the runs of an earlier launch (its folder) from their last checkpoints.")
+@_view_options
 @_server_options
-def demo(host: str, port: int, env_dir: Path, login: bool) -> None:
-    """The main job: start the dashboard server and print its address (Ctrl-C stops it)."""
-    run_server(ServerConfig(host, port, env_dir, login))
+@click.pass_context
+def run(ctx: click.Context, models: tuple[str, ...], settings: tuple[str, ...], dataset: str, epochs: int,
+        batch_size: int | None, lr: float | None, optimizer: str | None, seed: int, device: str,
+        limit: int | None, resume: Path | None, env: str | None, visdom_url: str | None, headless: bool,
+        no_server: bool, keep_serving: bool, smooth: float | None, log_dir: Path, data_dir: Path | None,
+        host: str, port: int, env_dir: Path, login: bool) -> int:
+    """Train runs side by side, live in Visdom (or --headless); exit 0 only if every run finished."""
+    common = dict(dataset=dataset, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, seed=seed,
+                  device=device, limit=limit, data_dir=str(data_dir) if data_dir else None)
+    request = _run_request(ctx, models, settings, resume, common, log_dir=log_dir, headless=headless,
+                           visdom_url=visdom_url, server=ServerConfig(host, port, env_dir, login),
+                           start_server=not no_server, env=env, keep_serving=keep_serving, smoothing=smooth)
+    return _launch(request)
+
+
+@cli.command()
+@click.option("--epochs", type=click.IntRange(min=1), default=DEMO_EPOCHS, show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), default=DEMO_LIMIT, show_default=True,
+              help="Training images per run (the test set is always whole).")
+@click.option("--env", default="demo", show_default=True, help="Visdom env to draw into.")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None,
+              help="Folder holding Fashion-MNIST [default: $LIVETRAIN_DATA, ./data, Debian's package].")
+@click.option("--log-dir", type=click.Path(path_type=Path), default=Path("runs"), show_default=True)
+@_server_options
+def demo(epochs: int, limit: int, env: str, data_dir: Path | None, log_dir: Path,
+         host: str, port: int, env_dir: Path, login: bool) -> int:
+    """The main job: softmax, MLP and CNN side by side on Fashion-MNIST, live; the page stays up after."""
+    configs = plan_runs([DEMO_MODELS], [], epochs=epochs, limit=limit,
+                        data_dir=str(data_dir) if data_dir else None)
+    return _launch(RunRequest(configs=configs, log_dir=log_dir, env=env, server=ServerConfig(host, port, env_dir, login)))
+
+
+@cli.command()
+@click.option("--log-dir", type=click.Path(path_type=Path), default=Path("runs"), show_default=True,
+              help="The folder runs were logged to (or one launch's folder).")
+def runs(log_dir: Path) -> None:
+    """A table of past runs: label, model, data set, epochs, test accuracy, status, duration, path."""
+    if not log_dir.is_dir():
+        raise click.ClickException(f"no folder {log_dir}; runs are logged there by `livetrain run` "
+                                   "(or pass --log-dir)")
+    rows = past_runs(log_dir)
+    if not rows:
+        click.echo(f"No runs logged in {log_dir} yet; start some with `livetrain run` or `livetrain demo`.")
+        return
+    click.echo(runs_table(rows))
 
 
 @cli.command()
@@ -100,5 +248,18 @@ def replay(run_dirs: tuple[Path, ...], env: str, visdom_url: str | None, smooth:
             started.stop()
 
 
+def entry(prog_name: str | None = None) -> None:
+    """The program's entry (`livetrain`, `python launch.py`): run the command, then leave without
+    the interpreter's teardown of torch (about 2 s), everything being flushed and closed by then."""
+    try:
+        cli.main(prog_name=prog_name)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    cli(prog_name=os.path.basename(__file__))
+    entry(prog_name=os.path.basename(__file__))

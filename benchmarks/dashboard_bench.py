@@ -8,7 +8,7 @@
    Target: <= 2x. Reference: Visdom's client appending one point to a line of 50,000 vs 500
    points on a server with visdom's own /update handler.
 
-    .venv/bin/python -m benchmarks.dashboard_bench [--limit 20000] [--rounds 4]
+    .venv/bin/python -m benchmarks.dashboard_bench [--limit 20000] [--rounds 8]
 """
 
 from __future__ import annotations
@@ -78,25 +78,48 @@ class RawVisdom:
 def worker(mode: str, url: str, run_dir: str, label: str, limit: int, epochs: int, out: Any) -> None:
     config = RunConfig("mlp", epochs=epochs, limit=limit, threads=1, label=label, seed=hash(label) % 1000)
     inner: Any = None
+    sender_cpu = [0.0]
     if mode == "live":
         inner = Dashboard(Path(run_dir), label, DashboardOptions(visdom_url=url, env="bench"))
+        _count_cpu(inner.sender, sender_cpu)
     elif mode == "raw":
         inner = RawVisdom(url, label)
     timed = Timed(inner)
+    started = time.thread_time()
     fit(config, timed)
+    training_cpu = time.thread_time() - started
     if mode == "live":
         inner.close()
-    out.put(timed.stamps)  # perf_counter is the system's monotonic clock: comparable across processes
+    # perf_counter is the system's monotonic clock: comparable across processes
+    out.put({"stamps": timed.stamps, "training_cpu": training_cpu, "sender_cpu": sender_cpu[0]})
 
 
-def throughput(mode: str, url: str, limit: int, epochs: int) -> float:
-    """Samples/s of three MLP runs side by side, summed over the time all three are training."""
+def _count_cpu(sender: Sender, total: list[float]) -> None:
+    """Add the CPU time of each of `sender`'s passes (on its own thread) to total[0]."""
+    flush = sender.flush
+
+    def counted() -> bool:
+        before = time.thread_time()
+        try:
+            return flush()
+        finally:
+            total[0] += time.thread_time() - before
+
+    sender.flush = counted  # type: ignore[method-assign]
+
+
+def throughput(mode: str, url: str, limit: int, epochs: int,
+               server: ServerProcess | None = None) -> tuple[float, dict[str, float]]:
+    """Samples/s of three MLP runs side by side, summed over the time all three are training; and
+    CPU seconds: the runs' training threads, their sender threads, the launcher side, the server."""
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
     root = Path(tempfile.mkdtemp(prefix="lt-bench-"))
     procs = [ctx.Process(target=worker, args=(mode, url, str(root / f"mlp{i}"), f"mlp{i}", limit, epochs, out))
              for i in range(RUNS)]
     sender, board = None, None
+    server_before = server_cpu(server) if server is not None else 0.0
+    parent_before = time.process_time()
     if mode == "live":  # the launcher's side: the board follows the logs and draws the panes
         sender = Sender(VisdomConnection(url))
         board = Board(sender, "bench")
@@ -111,12 +134,16 @@ def throughput(mode: str, url: str, limit: int, epochs: int) -> float:
         time.sleep(0.5)
     if sender is not None:
         sender.close()
-    stamps = [out.get(timeout=10) for _ in procs]
+    results = [out.get(timeout=10) for _ in procs]
+    cpu = {"training": sum(r["training_cpu"] for r in results), "senders": sum(r["sender_cpu"] for r in results),
+           "board": time.process_time() - parent_before,
+           "server": server_cpu(server) - server_before if server is not None else 0.0}
     shutil.rmtree(root, ignore_errors=True)
+    stamps = [r["stamps"] for r in results]
     # count only while all three train (they start and end at different moments)
     start, end = max(s[0] for s in stamps), min(s[-1] for s in stamps)
     batches = sum(sum(1 for t in s if start < t <= end) for s in stamps)
-    return BATCH * batches / (end - start)
+    return BATCH * batches / (end - start), cpu
 
 
 def server_cpu(server: ServerProcess) -> float:
@@ -155,7 +182,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--limit", type=int, default=20000, help="training images per run")
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=8)
     args = parser.parse_args()
     env_dir = Path(tempfile.mkdtemp(prefix="lt-bench-env-"))
     ours = start_background(ServerConfig(port=free_port(), env_dir=env_dir / "ours"))
@@ -164,17 +191,24 @@ def main() -> None:
     del os.environ[STOCK_UPDATE_VAR]
     results: dict[str, Any] = {}
     try:
-        none, live = [], []
+        none, live, costs = [], [], []
         for i in range(args.rounds):  # A B B A ..., so drift on the machine hits both alike
             for mode in (("none", "live") if i % 2 == 0 else ("live", "none")):
-                rate = throughput(mode, ours.config.url, args.limit, args.epochs)
+                rate, cpu = throughput(mode, ours.config.url, args.limit, args.epochs, ours)
                 (none if mode == "none" else live).append(rate)
-        raw = throughput("raw", stock.config.url, 4000, 1)
+                if mode == "live":
+                    costs.append(cpu)
+        raw, _ = throughput("raw", stock.config.url, 4000, 1)
+        training = sum(c["training"] for c in costs)
         results["throughput"] = {
             "no_dashboard_samples_per_s": [round(r) for r in none], "live_samples_per_s": [round(r) for r in live],
             "raw_visdom_samples_per_s": round(raw),
             "live_ratio": round(statistics.median(live) / statistics.median(none), 3),
+            "live_ratio_of_means": round(statistics.fmean(live) / statistics.fmean(none), 3),
             "raw_ratio": round(raw / statistics.median(none), 3),
+            # what the dashboard spends, as a share of the CPU the runs spent training (live rounds)
+            "dashboard_cpu_share": {part: round(sum(c[part] for c in costs) / training, 4)
+                                    for part in ("senders", "board", "server")},
         }
         small, large = ours_per_update(ours, 500), ours_per_update(ours, 50_000)
         raw_small, raw_large = raw_per_update(stock, 500, 50), raw_per_update(stock, 50_000, 5)

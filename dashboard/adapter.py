@@ -13,7 +13,8 @@ from typing import Any, Mapping
 import torch
 
 from dashboard.connection import VisdomConnection
-from dashboard.runlog import RunLog
+from dashboard.replay import feed
+from dashboard.runlog import LOG_NAME, RunLog, read
 from dashboard.sender import Sender
 from dashboard.visdom_backend import VisdomBackend
 from dashboard.windows import default_colour_index
@@ -40,6 +41,7 @@ class Dashboard:
                  colour_index: int | None = None) -> None:
         self.label = label
         self.colour_index = default_colour_index(label) if colour_index is None else colour_index
+        earlier = read(run_dir) if options.visdom_url and (run_dir / LOG_NAME).is_file() else None
         self.log = RunLog(run_dir, meta={"label": label, "colour": self.colour_index, "env": options.env})
         self.sender: Sender | None = None
         self.visdom: VisdomBackend | None = None
@@ -48,6 +50,8 @@ class Dashboard:
                                  options.interval, name=f"visdom-{label}")
             self.visdom = VisdomBackend(self.sender, options.env, label, self.colour_index,
                                         options.max_points, options.smoothing)
+            if earlier is not None:  # a resumed run: its windows start with what it logged before
+                feed(earlier, self.visdom)
             self.sender.start()
 
     def _targets(self) -> list[Any]:

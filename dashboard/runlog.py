@@ -45,6 +45,16 @@ def compact_probabilities(probability: torch.Tensor) -> list[float]:
     return [round(float(p), 4) for p in probability]
 
 
+def _cut(path: Path) -> bool:
+    """True when the file's last line has no newline (its writer was killed mid-line)."""
+    with open(path, "rb") as handle:
+        handle.seek(0, 2)
+        if handle.tell() == 0:
+            return False
+        handle.seek(-1, 2)
+        return handle.read(1) != b"\n"
+
+
 class RunLog:
     """Writes one run's records to `run_dir/log.jsonl`; implements trainers' Reporter.
 
@@ -54,6 +64,8 @@ class RunLog:
         run_dir.mkdir(parents=True, exist_ok=True)
         self.path = run_dir / LOG_NAME
         self._file = open(self.path, "a", encoding="utf-8")
+        if _cut(self.path):  # a process killed mid-write: start on a line of our own
+            self._file.write("\n")
         self._gallery: bytes | None = None
         self.meta = dict(meta or {})
 
@@ -153,11 +165,12 @@ class RunRecord:
         return [r["x"] for r in rows], [r[name] for r in rows]
 
 
-def read(path: Path) -> RunRecord:
-    """Read a run log (or the run dir holding one), keeping every complete record."""
+def read(path: Path, keep_scalars: bool = True) -> RunRecord:
+    """Read a run log (or the run dir holding one), keeping every complete record
+    (`keep_scalars=False`: only each metric's latest value, for a quick summary)."""
     if path.is_dir():
         path = path / LOG_NAME
-    record = RunRecord(path)
+    record = RunRecord(path, keep_scalars=keep_scalars)
     with open(path, "rb") as handle:
         for line in handle:
             record.add_line(line)

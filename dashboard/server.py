@@ -20,6 +20,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -225,9 +226,30 @@ class ServerProcess:
                 self.process.kill()
                 self.process.wait()
 
+    def wait_ready(self, timeout: float = 30.0, abort: Callable[[], bool] = lambda: False) -> bool:
+        """Wait until the server answers as Visdom; raise ServerError if it exits or never answers.
 
-def start_background(config: ServerConfig, timeout: float = 30.0) -> ServerProcess:
-    """Start the server in a child process and wait until it answers as Visdom."""
+        False when `abort()` turned true first."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if abort():
+                return False
+            if self.process.poll() is not None:
+                tail = self.log_path.read_text(errors="replace").strip().splitlines()
+                raise ServerError(f"the Visdom server exited at start: {tail[-1] if tail else 'no output'}")
+            if probe(self.config.url, timeout=1.0) == "visdom":
+                return True
+            time.sleep(0.05)
+        self.stop()
+        raise ServerError(f"the Visdom server did not answer at {self.config.url} within {timeout:.0f} s; "
+                          f"see {self.log_path}")
+
+
+def spawn(config: ServerConfig) -> ServerProcess:
+    """Start the server in a child process and return at once (see `ServerProcess.wait_ready`).
+
+    The child has its own session: a Ctrl-C in the terminal reaches only its owner, which stops it
+    when it is done with it (the page stays up while runs are wound down)."""
     assets.check()
     config.env_dir.mkdir(parents=True, exist_ok=True)
     log_path = config.env_dir / "server.log"
@@ -240,19 +262,16 @@ def start_background(config: ServerConfig, timeout: float = 30.0) -> ServerProce
                 *(["--login"] if config.login else []),
             ],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            cwd=Path(__file__).resolve().parent.parent,
+            cwd=Path(__file__).resolve().parent.parent, start_new_session=True,
         )
-    handle = ServerProcess(config, process, log_path)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            tail = log_path.read_text(errors="replace").strip().splitlines()
-            raise ServerError(f"the Visdom server exited at start: {tail[-1] if tail else 'no output'}")
-        if probe(config.url, timeout=1.0) == "visdom":
-            return handle
-        time.sleep(0.1)
-    handle.stop()
-    raise ServerError(f"the Visdom server did not answer at {config.url} within {timeout:.0f} s; see {log_path}")
+    return ServerProcess(config, process, log_path)
+
+
+def start_background(config: ServerConfig, timeout: float = 30.0) -> ServerProcess:
+    """Start the server in a child process and wait until it answers as Visdom."""
+    handle = spawn(config)
+    handle.wait_ready(timeout)
+    return handle
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,6 +5,7 @@ line is printed only when its epoch or status changes, so the output stays reada
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from typing import Sequence, TextIO
@@ -21,6 +22,11 @@ def _clock(seconds: float) -> str:
     return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
 
 
+def _num(value: float, digits: int) -> str:
+    """Fixed decimals for ordinary values, exponent notation for a run blowing up."""
+    return f"{value:.{digits}f}" if abs(value) < 1e4 else f"{value:.3e}"
+
+
 def line(run: RunSummary, width: int = 12, now: float | None = None) -> str:
     """One run's progress line."""
     epochs = run.config.get("epochs") or 0
@@ -31,7 +37,7 @@ def line(run: RunSummary, width: int = 12, now: float | None = None) -> str:
              f"[{'#' * filled}{'.' * (BAR - filled)}] {100 * done:3.0f}%"]
     latest = run.latest
     if TRAIN_LOSS in latest:
-        parts.append(f"loss {latest[TRAIN_LOSS]:.4f}")
+        parts.append(f"loss {_num(latest[TRAIN_LOSS], 4)}")
     if TRAIN_ACC in latest:
         parts.append(f"acc {latest[TRAIN_ACC]:.3f}")
     if TEST_ACC in latest:
@@ -55,19 +61,27 @@ class TerminalView:
         self.live = self.stream.isatty()
         self._drawn = 0
         self._printed: dict[str, tuple[int, str]] = {}
+        self.closed = False
 
     def draw(self, runs: Sequence[RunSummary]) -> None:
+        if self.closed:
+            return
         width = max([len(r.label) for r in runs] + [4])
         width = min(width, 24)
-        if self.live:
-            out = "\x1b[F" * self._drawn  # back to the first line drawn last time
-            out += "".join("\x1b[2K" + line(r, width) + "\n" for r in runs)
-            self.stream.write(out)
-            self._drawn = len(runs)
-        else:
-            for r in runs:
-                key = (int(r.x), r.status)
-                if self._printed.get(r.label) != key:
-                    self._printed[r.label] = key
-                    self.stream.write(line(r, width) + "\n")
-        self.stream.flush()
+        try:
+            if self.live:
+                # each line cut to the terminal's width: a wrapped line would break the redraw
+                columns = max(shutil.get_terminal_size().columns - 1, 20)
+                out = "\x1b[F" * self._drawn  # back to the first line drawn last time
+                out += "".join("\x1b[2K" + line(r, width)[:columns] + "\n" for r in runs)
+                self.stream.write(out)
+                self._drawn = len(runs)
+            else:
+                for r in runs:
+                    key = (int(r.x), r.status)
+                    if self._printed.get(r.label) != key:
+                        self._printed[r.label] = key
+                        self.stream.write(line(r, width) + "\n")
+            self.stream.flush()
+        except (OSError, ValueError):  # the terminal went away or the pipe closed: training goes on
+            self.closed = True

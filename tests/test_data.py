@@ -201,7 +201,7 @@ def test_nothing_found_names_where_it_looked_and_how_to_get_it(tmp_path: Path) -
     with pytest.raises(DataError) as info:
         data.load("mnist", tmp_path / "nowhere", download=False)
     message = str(info.value)
-    assert message.startswith(f"MNIST not found (looked in {tmp_path / 'nowhere'}, data;")
+    assert message.startswith(f"MNIST not found (looked in {tmp_path / 'nowhere'}, data); put the four")
     assert "./data/mnist or --data-dir" in message and "\n" not in message
 
 

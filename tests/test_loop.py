@@ -145,8 +145,9 @@ def test_threads_are_set_per_run(fashion: data.Dataset) -> None:
     (dict(dataset="svhn"), "unknown data set 'svhn'"),
     (dict(epochs=0), "epochs must be at least 1, not 0"),
     (dict(batch_size=-5), "batch size must be at least 1, not -5"),
-    (dict(lr=-0.1), "learning rate must be positive, not -0.1"),
-    (dict(lr=float("nan")), "learning rate must be positive, not nan"),
+    (dict(lr=-0.1), "learning rate must be a positive number, not -0.1"),
+    (dict(lr=float("nan")), "learning rate must be a positive number, not nan"),
+    (dict(lr=float("inf")), "learning rate must be a positive number, not inf"),
     (dict(model="softmax", optimizer="adam"), "softmax regression trains with its hand-written SGD"),
     (dict(device="tpu"), "unknown device 'tpu'"),
 ])

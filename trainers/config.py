@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
@@ -56,8 +57,8 @@ class RunConfig:
             raise ConfigError(f"epochs must be at least 1, not {self.epochs}")
         if self.batch_size is not None and self.batch_size < 1:
             raise ConfigError(f"batch size must be at least 1, not {self.batch_size}")
-        if self.lr is not None and not self.lr > 0:
-            raise ConfigError(f"learning rate must be positive, not {self.lr}")
+        if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError(f"learning rate must be a positive number, not {self.lr}")
         if self.optimizer is not None and self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
         if self.model == "softmax" and self.optimizer not in (None, "sgd"):

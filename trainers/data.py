@@ -99,13 +99,12 @@ SPECS: dict[str, _Spec] = {
     ),
     "mnist": _Spec(
         "MNIST", MNIST_CLASSES, ("MNIST/raw", "mnist"), None,
-        "put the four *-idx?-ubyte[.gz] files in ./data/mnist or --data-dir (or run once online)",
+        "put the four *-idx?-ubyte[.gz] files in ./data/mnist or --data-dir",
         "MNIST",
     ),
     "cifar10": _Spec(
         "CIFAR-10", CIFAR10_CLASSES, ("cifar-10-batches-py", "cifar-10-batches-bin", "cifar10"), None,
-        "put cifar-10-batches-py (or cifar-10-batches-bin) in ./data or --data-dir "
-        "(or run once online)",
+        "put cifar-10-batches-py (or cifar-10-batches-bin) in ./data or --data-dir",
         "CIFAR10",
     ),
 }
@@ -114,27 +113,39 @@ DATASETS = tuple(SPECS)
 _cache: dict[tuple[str, str], Dataset] = {}
 
 
-def load(name: str, data_dir: str | os.PathLike[str] | None = None, download: bool = True) -> Dataset:
-    """Find, validate and load a data set (cached per process: each split is read once)."""
+def locate(name: str, data_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The folder holding `name`'s standard files (present, not yet read); DataError saying how to
+    get them when they are not on this machine. Never downloads."""
     spec = _spec(name)
     searched: list[Path] = []
     for root in candidate_roots(data_dir):
         searched.append(root)
         found = _find_in(name, root)
         if found is not None:
-            return _cached(name, found)
+            return found
     if spec.system_dir is not None:
         searched.append(spec.system_dir)
         found = _find_in(name, spec.system_dir, exact=True)
         if found is not None:
-            return _cached(name, found)
-    if download:
-        target = Path(data_dir or os.environ.get(DATA_ENV) or "data")
-        downloaded = _download(name, target)
-        if downloaded is not None:
-            return load_from(name, downloaded)
+            return found
     where = ", ".join(str(p) for p in searched)
-    raise DataError(f"{spec.title} not found (looked in {where}; download unavailable, offline?); {spec.how_to_get}")
+    raise DataError(f"{spec.title} not found (looked in {where}); {spec.how_to_get}")
+
+
+def load(name: str, data_dir: str | os.PathLike[str] | None = None, download: bool = False) -> Dataset:
+    """Find, validate and load a data set (cached per process: each split is read once).
+
+    Nothing is downloaded unless `download` asks for torchvision's download (never at run time:
+    the launcher and the workers only read what is on disk)."""
+    try:
+        return _cached(name, locate(name, data_dir))
+    except DataError:
+        if not download:
+            raise
+    downloaded = _download(name, Path(data_dir or os.environ.get(DATA_ENV) or "data"))
+    if downloaded is None:
+        raise DataError(f"{_spec(name).title}: download failed (offline?); {_spec(name).how_to_get}")
+    return load_from(name, downloaded)
 
 
 def load_from(name: str, folder: str | os.PathLike[str]) -> Dataset:

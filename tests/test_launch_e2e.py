@@ -1,0 +1,188 @@
+"""`livetrain run` end to end, as a user runs it (a subprocess of `launch.py`), on real data against
+the real server: live, headless then replayed, Ctrl-C (once and twice) then --resume, kill -9 of
+one worker, and runs that raise or diverge beside one that finishes."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from dashboard import windows
+from dashboard.launcher import LaunchOptions, launch
+from dashboard.runlog import LOG_NAME, read
+from dashboard.server import ServerProcess
+from tests.conftest import REPO
+from tests.test_live import assert_windows_match_logs, server_state
+from trainers import data
+from trainers.config import RunConfig
+from trainers.loop import CHECKPOINT
+from trainers.worker import ERROR_FILE
+
+pytestmark = pytest.mark.slow
+
+
+def livetrain(cwd: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, str(REPO / "launch.py"), *args], cwd=cwd, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def finish(proc: subprocess.Popen[str], timeout: float = 240) -> tuple[int, str, str]:
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err
+
+
+def launch_dir(log_dir: Path) -> Path:
+    (only,) = [p for p in log_dir.iterdir() if p.is_dir()]
+    return only
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def training(run_dir: Path) -> bool:
+    """The run has logged per-batch points."""
+    path = run_dir / LOG_NAME
+    return path.is_file() and b'"kind":"scalars"' in path.read_bytes()
+
+
+def test_run_live_draws_every_run_on_the_server(visdom_server: ServerProcess, tmp_path: Path) -> None:
+    url = visdom_server.config.url
+    code, out, err = finish(livetrain(tmp_path, "run", "--models", "softmax,mlp,cnn", "--epochs", "1",
+                                      "--limit", "2000", "--visdom-url", url, "--env", "e2e"))
+    assert code == 0, out + err
+    assert err == "" and f"Dashboard: {url}/env/e2e" in out and "All 3 run(s) finished" in out
+    runs = launch_dir(tmp_path / "runs")
+    run_dirs = [runs / label for label in ("softmax", "mlp", "cnn")]
+    state = server_state(url, "e2e")
+    assert_windows_match_logs(state, run_dirs, max_points=1000)
+    pane = state[windows.RUNS_WIN]["content"]
+    assert all(f">{label}<" in pane for label in ("softmax", "mlp", "cnn")) and pane.count("finished") >= 3
+    assert [read(d).meta["colour"] for d in run_dirs] == [0, 1, 2]
+
+
+def test_headless_then_replay(visdom_server: ServerProcess, tmp_path: Path) -> None:
+    code, out, err = finish(livetrain(tmp_path, "run", "--headless", "--models", "softmax,mlp:second",
+                                      "--epochs", "1", "--limit", "2000", "--log-dir", "logs"))
+    assert code == 0, out + err
+    assert "Headless: no Visdom server" in out and "second" in out and "finished" in out
+    runs = launch_dir(tmp_path / "logs")
+    assert sorted(p.name for p in runs.iterdir()) == ["second", "softmax"]
+    assert all(read(runs / label).status == "finished" for label in ("softmax", "second"))
+    url = visdom_server.config.url
+    code, out, err = finish(livetrain(tmp_path, "replay", str(runs), "--visdom-url", url, "--env", "headless"))
+    assert code == 0, out + err
+    assert_windows_match_logs(server_state(url, "headless"), [runs / "softmax", runs / "second"], max_points=1000)
+
+
+def test_ctrl_c_stops_every_run_then_resume_finishes_them(tmp_path: Path) -> None:
+    proc = livetrain(tmp_path, "run", "--headless", "--models", "softmax,mlp,cnn", "--epochs", "40",
+                     "--limit", "6000")
+    wait_for(lambda: (tmp_path / "runs").is_dir() and any((tmp_path / "runs").iterdir()))
+    runs = launch_dir(tmp_path / "runs")
+    wait_for(lambda: all(training(runs / label) for label in ("softmax", "mlp", "cnn"))
+             and (runs / "softmax" / CHECKPOINT).is_file())
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    code, out, err = finish(proc, timeout=30)
+    assert time.monotonic() - sent < 5, "every worker stops within 5 s"
+    assert code == 130, out + err
+    assert "Traceback" not in err and f"livetrain run --resume runs/{runs.name}" in out
+    for label in ("softmax", "mlp", "cnn"):
+        record = read(runs / label)
+        assert record.status == "interrupted" and record.skipped == 0, label
+    assert (runs / "softmax" / CHECKPOINT).is_file()  # the finished epochs' checkpoint is kept
+
+    code, out, err = finish(livetrain(tmp_path, "run", "--resume", str(runs), "--epochs", "1", "--headless"))
+    assert code == 0, out + err
+    assert "(resumed)" in out
+    for label in ("softmax", "mlp", "cnn"):
+        record = read(runs / label)
+        assert record.status == "finished" and record.x >= 1, label
+    code, out, err = finish(livetrain(tmp_path, "run", "--resume", str(runs), "--epochs", "1", "--headless"))
+    assert code == 1 and err.startswith("Error: every run in") and "--epochs" in err
+
+
+def test_a_second_ctrl_c_ends_at_once(tmp_path: Path) -> None:
+    proc = livetrain(tmp_path, "run", "--headless", "--models", "mlp,cnn", "--epochs", "40", "--limit", "6000")
+    wait_for(lambda: (tmp_path / "runs").is_dir() and any((tmp_path / "runs").iterdir()))
+    runs = launch_dir(tmp_path / "runs")
+    wait_for(lambda: training(runs / "mlp") and training(runs / "cnn"))
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    code, out, err = finish(proc, timeout=30)
+    assert time.monotonic() - sent < 2
+    assert code == 130, out + err
+    assert all(read(runs / label).status == "interrupted" for label in ("mlp", "cnn"))
+
+
+def worker_of(parent: int, run_dir: Path) -> int:
+    """The child process of `parent` that has `run_dir`'s log open."""
+    log = str(run_dir / LOG_NAME)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) != parent:
+                continue
+            if any(os.readlink(fd) == log for fd in (entry / "fd").iterdir()):
+                return int(entry.name)
+        except (OSError, ValueError):
+            continue
+    raise AssertionError(f"no worker of {parent} writes {log}")
+
+
+def test_kill_9_of_one_worker_leaves_the_others_training(visdom_server: ServerProcess, tmp_path: Path) -> None:
+    url = visdom_server.config.url
+    proc = livetrain(tmp_path, "run", "--models", "softmax,mlp,cnn", "--epochs", "2", "--limit", "4000",
+                     "--visdom-url", url, "--env", "killed")
+    wait_for(lambda: (tmp_path / "runs").is_dir() and any((tmp_path / "runs").iterdir()))
+    runs = launch_dir(tmp_path / "runs")
+    wait_for(lambda: training(runs / "cnn"))
+    os.kill(worker_of(proc.pid, runs / "cnn"), signal.SIGKILL)
+    code, out, err = finish(proc)
+    assert code == 1, out + err
+    assert "cnn failed: the worker process was killed (SIGKILL)" in out
+    assert read(runs / "cnn").states[-1]["reason"] == "the worker process was killed (SIGKILL)"
+    assert read(runs / "softmax").status == "finished" and read(runs / "mlp").status == "finished"
+    pane = server_state(url, "killed")[windows.RUNS_WIN]["content"]
+    assert "the worker process was killed (SIGKILL)" in pane
+
+
+def test_a_run_that_raises_or_diverges_does_not_stop_the_others(tmp_path: Path) -> None:
+    damaged = tmp_path / "damaged"
+    shutil.copytree(data.locate("fashion-mnist"), damaged)
+    train_images = next(p for p in damaged.iterdir() if p.name.startswith("train-images"))
+    train_images.write_bytes(train_images.read_bytes()[:100])  # cut short: reading it raises
+    runs = tmp_path / "runs"
+    plan = [
+        (RunConfig("softmax", epochs=1, limit=2000, label="fine").resolved(), runs / "fine", False),
+        (RunConfig("mlp", epochs=1, limit=2000, label="broken", data_dir=str(damaged)).resolved(),
+         runs / "broken", False),
+        (RunConfig("mlp", epochs=1, limit=2000, lr=1e30, label="boom").resolved(), runs / "boom", False),
+    ]
+    terminal = io.StringIO()
+    outcome = launch(plan, runs, LaunchOptions(None, "isolation", stream=terminal))
+    assert outcome.exit_code == 1 and not outcome.interrupted
+    status = {r.label: (r.status, r.reason) for r in outcome.runs}
+    assert status["fine"] == ("finished", "")
+    assert status["broken"][0] == "failed" and status["broken"][1].startswith("DataError:")
+    assert "gzip" in status["broken"][1] or "truncated" in status["broken"][1]
+    assert "DataError" in (runs / "broken" / ERROR_FILE).read_text()
+    assert status["boom"][0] == "failed" and status["boom"][1].startswith("loss became")
+    shown = terminal.getvalue()
+    assert "failed: DataError" in shown and "failed: loss became" in shown
