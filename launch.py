@@ -25,8 +25,7 @@ from trainers.worker import EXIT_INTERRUPTED
 
 PORT = click.IntRange(1, 65535)
 DEMO_MODELS = "softmax,mlp,cnn"
-DEMO_EPOCHS = 3
-DEMO_LIMIT = 20000
+DEMO_EPOCHS = 10  # the three models' 10 epochs on all of Fashion-MNIST: about 3 minutes on 2 cores
 
 
 class Cli(click.Group):
@@ -183,14 +182,14 @@ def run(ctx: click.Context, models: tuple[str, ...], settings: tuple[str, ...], 
 
 @cli.command()
 @click.option("--epochs", type=click.IntRange(min=1), default=DEMO_EPOCHS, show_default=True)
-@click.option("--limit", type=click.IntRange(min=1), default=DEMO_LIMIT, show_default=True,
-              help="Training images per run (the test set is always whole).")
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="Train on the first N training images only [default: all 60,000].")
 @click.option("--env", default="demo", show_default=True, help="Visdom env to draw into.")
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None,
               help="Folder holding Fashion-MNIST [default: $LIVETRAIN_DATA, ./data, Debian's package].")
 @click.option("--log-dir", type=click.Path(path_type=Path), default=Path("runs"), show_default=True)
 @_server_options
-def demo(epochs: int, limit: int, env: str, data_dir: Path | None, log_dir: Path,
+def demo(epochs: int, limit: int | None, env: str, data_dir: Path | None, log_dir: Path,
          host: str, port: int, env_dir: Path, login: bool) -> int:
     """The main job: softmax, MLP and CNN side by side on Fashion-MNIST, live; the page stays up after."""
     configs = plan_runs([DEMO_MODELS], [], epochs=epochs, limit=limit,

@@ -1,8 +1,9 @@
 """The background sender: the only thread that talks to Visdom.
 
 Producers (a training thread, the launcher's loop) only mark an item as changed, which costs a
-lock and a counter. Every `interval` seconds the sender thread sends each item whose version
-moved since it was last sent, so many changes coalesce into one request per window per flush.
+lock, a counter and an event. The sender thread sends each item whose version moved since it was
+last sent, at most once per `interval` seconds, so many changes coalesce into one request per
+window per flush; the first change after a quiet spell goes at once.
 A failed request (server down, frozen past the timeout, restarted, erroring) ends the pass; the
 next pass waits out a backoff (0.5 s doubling to 8 s) and then sends *every* item again, in the
 order they were first registered, which rebuilds all windows on a server that lost them."""
@@ -48,6 +49,8 @@ class Sender:
         """Say that an item changed; the next pass sends it."""
         with self._lock:
             self._version[key] += 1
+        if not self._wake.is_set():
+            self._wake.set()
 
     def start(self) -> None:
         self._thread.start()
@@ -82,11 +85,19 @@ class Sender:
         return True
 
     def _loop(self) -> None:
+        # A change after a quiet spell is sent at once (the first points of a run show without
+        # waiting); after that, passes are at least `interval` apart, so changes coalesce.
+        # The periodic wake-up also retries after a failure, when nothing new may come.
+        last = -self.interval
         while not self._closing.is_set():
             self._wake.wait(self.interval)
+            gap = last + self.interval - time.monotonic()
+            if gap > 0 and self._closing.wait(gap):
+                break
             self._wake.clear()
             if self._closing.is_set():
                 break
+            last = time.monotonic()
             self.flush()
         self._retry_at = 0.0  # a last pass at close, whatever the backoff
         self.flush()

@@ -19,8 +19,8 @@ import pytest
 from dashboard import windows
 from dashboard.launcher import LaunchOptions, launch
 from dashboard.runlog import LOG_NAME, read
-from dashboard.server import ServerProcess
-from tests.conftest import REPO
+from dashboard.server import ServerProcess, probe
+from tests.conftest import REPO, free_port
 from tests.test_live import assert_windows_match_logs, server_state
 from trainers import data
 from trainers.config import RunConfig
@@ -186,3 +186,26 @@ def test_a_run_that_raises_or_diverges_does_not_stop_the_others(tmp_path: Path) 
     assert status["boom"][0] == "failed" and status["boom"][1].startswith("loss became")
     shown = terminal.getvalue()
     assert "failed: DataError" in shown and "failed: loss became" in shown
+
+
+def test_demo_trains_the_three_models_live_and_keeps_the_page_up(tmp_path: Path) -> None:
+    port = free_port()
+    proc = livetrain(tmp_path, "demo", "--epochs", "1", "--limit", "1500", "--port", str(port),
+                     "--env-dir", str(tmp_path / "envs"))
+    assert proc.stdout is not None
+    lines = []
+    for line in proc.stdout:  # the runs end, then the page stays up
+        lines.append(line)
+        if line.startswith("The page stays up at"):
+            break
+    out = "".join(lines)
+    assert f"Dashboard: http://127.0.0.1:{port}/env/demo (server started by this command)" in out
+    assert "All 3 run(s) finished" in out
+    url = f"http://127.0.0.1:{port}"
+    runs = launch_dir(tmp_path / "runs")
+    assert_windows_match_logs(server_state(url, "demo"), [runs / m for m in ("softmax", "mlp", "cnn")],
+                              max_points=1000)
+    proc.send_signal(signal.SIGINT)
+    code, rest, err = finish(proc, timeout=30)
+    assert code == 0 and "Visdom server stopped." in rest and err == ""
+    assert probe(url) == "none"  # the server it started is gone with it

@@ -57,14 +57,15 @@ ERROR_FILE = "error.txt"
 
 def _stop_on(signum: int, frame: object) -> None:
     # the first stop request interrupts training; later ones must not cut the final log writes short
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 
 def main(spec: WorkerSpec) -> None:
     """A launcher's worker process: train, then exit with the run's outcome (see the module doc)."""
     signal.signal(signal.SIGTERM, _stop_on)
+    signal.signal(signal.SIGHUP, _stop_on)
     if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
         signal.signal(signal.SIGINT, _stop_on)
     code = EXIT_FAILED
