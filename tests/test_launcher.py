@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import http.server
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -270,3 +272,17 @@ def test_a_worker_that_died_gets_a_final_status_after_its_cut_last_line(tmp_path
     assert other.config["model"] == "cnn" and other.status == "failed" and "exited with code 1" in other.states[-1]["reason"]
     launcher.seal_logs([spec], [-9], stopping=False)  # already final: left alone
     assert len(read(spec.run_dir).states) == 2
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_cuda_on_a_machine_without_a_gpu(logged: Path) -> None:
+    result = invoke("run", "--headless", "--log-dir", str(logged), "--device", "cuda")
+    assert_one_line_error(result, 1, "CUDA is not available here", "--device cpu")
+    result = invoke("run", "--headless", "--log-dir", str(logged), "--set", "mlp.device=cuda")
+    assert_one_line_error(result, 1, "CUDA is not available here")
+
+
+def test_the_console_script_is_installed() -> None:
+    script = Path(sys.executable).parent / "livetrain"
+    proc = subprocess.run([str(script), "runs", "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "A table of past runs" in proc.stdout
