@@ -18,7 +18,12 @@ from dashboard.connection import VisdomConnection
 from dashboard.runlog import LogFollower, RunRecord
 from dashboard.sender import Sender
 
-RUNS_PANE_SIZE = (1000, 260)
+RUNS_PANE_WIDTH = 1000
+
+
+def runs_pane_height(runs: int) -> int:
+    """Tall enough for a header and `runs` rows without a scroll bar (up to 12 rows)."""
+    return 80 + 22 * min(max(runs, 1), 12)
 DISAGREE_SIZE = (760, 560)
 
 
@@ -103,7 +108,9 @@ class Board:
     def _send_runs(self, connection: VisdomConnection) -> None:
         with self._lock:
             content = panes.runs_html(self.summaries())
-        connection.post("events", windows.text_message(self.env, windows.RUNS_WIN, "Runs", content, *RUNS_PANE_SIZE))
+            height = runs_pane_height(len(self.followers))
+        connection.post("events", windows.text_message(self.env, windows.RUNS_WIN, "Runs", content,
+                                                      RUNS_PANE_WIDTH, height))
 
     def _frame_sender(self, window: windows.CompareWindow) -> Any:
         def send(connection: VisdomConnection) -> None:

@@ -474,13 +474,17 @@ def launch(runs: Sequence[tuple[RunConfig, Path, bool]], launch_dir: Path, optio
     outcome = Outcome(launch_dir)
     with stops.installed():
         supervisor = Supervisor(specs, stops)
-        supervisor.start()
         if server is not None and server.started is not None:
             try:
                 server.started.wait_ready(abort=lambda: stops.count > 0)
             except ServerError as exc:
                 out.write(f"Warning: {exc}; training goes on, and the run logs can be replayed later.\n")
                 server.started = None
+        if sender is not None and not stops.count:
+            # the env-wide windows first, so that the page opens with the runs table and the
+            # compare windows on top, whatever the workers draw next
+            sender.flush()
+        supervisor.start()  # forks: before the launcher starts any thread
         if sender is not None:
             sender.start()
         while True:
