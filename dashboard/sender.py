@@ -35,6 +35,7 @@ class Sender:
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self.connected = False
         self.failures = 0  # consecutive failed passes
+        self.ever_failed = False  # any pass failed since the start (the server missed something)
         self.last_error = ""
         self.requests = 0
         self._retry_at = 0.0
@@ -74,6 +75,7 @@ class Sender:
                     self._sent[key] = version
         except Unreachable as exc:
             self.connected = False
+            self.ever_failed = True
             self.failures += 1
             self.last_error = str(exc)
             self._retry_at = time.monotonic() + min(0.5 * 2 ** (self.failures - 1), MAX_BACKOFF)

@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,14 +18,16 @@ from pathlib import Path
 import pytest
 
 from dashboard import windows
-from dashboard.launcher import LaunchOptions, launch
-from dashboard.runlog import LOG_NAME, read
-from dashboard.server import ServerProcess, probe
+from dashboard.launcher import LaunchOptions, Outcome, Server, launch
+from dashboard.adapter import Dashboard, DashboardOptions
+from dashboard.runlog import LOG_NAME, RunLog, read
+from dashboard.server import ServerConfig, ServerProcess, probe, start_background
 from tests.conftest import REPO, free_port
 from tests.test_live import assert_windows_match_logs, server_state
 from trainers import data
 from trainers.config import RunConfig
 from trainers.loop import CHECKPOINT
+from trainers.reporting import TRAIN_LOSS
 from trainers.worker import ERROR_FILE
 
 pytestmark = pytest.mark.slow
@@ -209,3 +212,64 @@ def test_demo_trains_the_three_models_live_and_keeps_the_page_up(tmp_path: Path)
     code, rest, err = finish(proc, timeout=30)
     assert code == 0 and "Visdom server stopped." in rest and err == ""
     assert probe(url) == "none"  # the server it started is gone with it
+
+
+def _bounced_launch(tmp_path: Path, restarted: list[ServerProcess] | None,
+                    limit: int = 6000) -> tuple[Outcome, str, list[Path], str]:
+    """Two MLP runs drawing to a server that is stopped once both train and, if `restarted` is
+    given, started again on the same port at once (into that list, for the caller to stop).
+    Returns how the launch ended, what its terminal showed, the run dirs and the server's URL."""
+    config = ServerConfig(port=free_port(), env_dir=tmp_path / "envs")
+    server = start_background(config)
+    runs = tmp_path / "runs"
+    plan = [(RunConfig("mlp", epochs=2, limit=limit, label=label).resolved(), runs / label, False)
+            for label in ("a", "b")]
+    def bounce() -> None:
+        wait_for(lambda: training(runs / "a") and training(runs / "b"))
+        server.stop()
+        if restarted is not None:  # at once: the runs train for several seconds more
+            restarted.append(start_background(config))
+
+    thread = threading.Thread(target=bounce)
+    thread.start()
+    terminal = io.StringIO()
+    try:
+        outcome = launch(plan, runs, LaunchOptions(Server(config.url), "bounced", stream=terminal))
+    finally:
+        thread.join()
+        server.stop()
+    return outcome, terminal.getvalue(), [runs / "a", runs / "b"], config.url
+
+
+def test_a_server_restarted_during_the_runs_ends_with_every_window_complete(tmp_path: Path) -> None:
+    restarted: list[ServerProcess] = []
+    try:
+        outcome, shown, run_dirs, url = _bounced_launch(tmp_path, restarted, limit=30000)
+        assert outcome.exit_code == 0, shown
+        assert "redrew 2 run(s) from their logs" in shown
+        assert_windows_match_logs(server_state(url, "bounced"), run_dirs, max_points=1000)
+    finally:
+        for server in restarted:
+            server.stop()
+
+
+def test_a_server_gone_at_the_end_says_how_to_redraw(tmp_path: Path) -> None:
+    outcome, shown, run_dirs, _ = _bounced_launch(tmp_path, None)
+    assert outcome.exit_code == 0, shown  # the runs finished: only the page missed updates
+    assert f"`livetrain replay {run_dirs[0].parent} --env bounced` redraws the runs" in shown
+
+
+def test_a_resumed_run_draws_its_earlier_points_too(visdom_server: ServerProcess, tmp_path: Path) -> None:
+    url = visdom_server.config.url
+    earlier = RunLog(tmp_path / "mlp", meta={"label": "mlp"})
+    earlier.config(RunConfig("mlp").resolved().to_dict())
+    for step in range(1, 6):
+        earlier.scalars(step, step / 10, {TRAIN_LOSS: 1.0 / step})
+    earlier.close()
+    dash = Dashboard(tmp_path / "mlp", "mlp", DashboardOptions(visdom_url=url, env="resumed"))
+    dash.scalars(6, 0.6, {TRAIN_LOSS: 0.1})  # the first point after the resume
+    assert dash.close(wait=10)
+    drawn = server_state(url, "resumed")[windows.COMPARE_BY_METRIC[TRAIN_LOSS].win]["content"]["data"]
+    (trace,) = [d for d in drawn if d["name"] == "mlp"]
+    assert trace["x"] == [0.1, 0.2, 0.3, 0.4, 0.5, 0.6] and trace["y"][-1] == 0.1
+    assert read(tmp_path / "mlp").series(TRAIN_LOSS)[0] == trace["x"]  # and the log holds them all once
