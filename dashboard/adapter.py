@@ -14,7 +14,7 @@ import torch
 
 from dashboard.connection import VisdomConnection
 from dashboard.replay import feed
-from dashboard.runlog import LOG_NAME, RunLog, read
+from dashboard.runlog import INCOMPLETE_MARK, LOG_NAME, RunLog, read
 from dashboard.sender import Sender
 from dashboard.visdom_backend import VisdomBackend
 from dashboard.windows import default_colour_index
@@ -79,6 +79,18 @@ class Dashboard:
             target.status(state, reason)
 
     def close(self, wait: float = 3.0) -> bool:
-        """Close the log; give the sender up to `wait` s to draw what is left. True if it all arrived."""
+        """Close the log; give the sender up to `wait` s to draw what is left. True if it all arrived.
+
+        When it did not (the server down or frozen at the end), a marker file next to the log says
+        so, for the launcher (or a replay) to redraw the run from its log."""
         self.log.close()
-        return self.sender.close(wait) if self.sender is not None else True
+        if self.sender is None:
+            return True
+        delivered = self.sender.close(wait)
+        marker = self.log.path.parent / INCOMPLETE_MARK
+        if delivered:
+            marker.unlink(missing_ok=True)
+        else:
+            marker.write_text(f"The Visdom server did not get all of this run's last updates "
+                              f"({self.sender.last_error or 'timed out'}); `livetrain replay` redraws it.\n")
+        return delivered

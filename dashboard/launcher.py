@@ -34,7 +34,7 @@ from dashboard.board import Board, summary
 from dashboard.connection import VisdomConnection
 from dashboard.panes import RunSummary
 from dashboard.replay import ReplayError, replay
-from dashboard.runlog import LOG_NAME, RunLog, read
+from dashboard.runlog import INCOMPLETE_MARK, LOG_NAME, RunLog, read
 from dashboard.sender import Sender
 from dashboard.server import ServerConfig, ServerError, ServerProcess, port_state, probe, spawn
 from dashboard.terminal import TerminalView
@@ -499,8 +499,9 @@ def launch(runs: Sequence[tuple[RunConfig, Path, bool]], launch_dir: Path, optio
         view.draw(board.summaries())
         if sender is not None:
             sender.mark(windows.RUNS_WIN)  # the final statuses, including sealed ones
-            sender.close(wait=0.5 if stops.count > 1 else 3.0)
-            if sender.ever_failed and stops.count < 2 and server is not None:
+            delivered = sender.close(wait=0.5 if stops.count > 1 else 3.0)
+            missed = [s for s in specs if (s.run_dir / INCOMPLETE_MARK).exists()]
+            if (missed or not delivered) and stops.count < 2 and server is not None:
                 _redraw(out, specs, server.url, options)
         outcome.interrupted = supervisor.stopping
     outcome.runs = [summary(f.record, board.label(d)) for d, f in board.followers.items()]
@@ -621,12 +622,12 @@ def _serve_until_stopped(out: TextIO, server: Server, env: str) -> None:
 
 
 def _redraw(out: TextIO, specs: Sequence[WorkerSpec], url: str, options: LaunchOptions) -> None:
-    """The server missed updates during the launch (down, restarted, frozen): if it answers now,
+    """The server missed the runs' last updates (down or frozen as they ended): if it answers now,
     draw every run again from its log, so that the page ends complete; else say how to later."""
     launch_dir = os.path.commonpath([str(spec.run_dir.parent) for spec in specs])
     try:
         done = replay([spec.run_dir for spec in specs], url, options.env, options.max_points, options.smoothing)
-        out.write(f"The Visdom server missed updates during the runs; redrew {len(done.labels)} run(s) "
+        out.write(f"The Visdom server missed the runs' last updates; redrew {len(done.labels)} run(s) "
                   "from their logs.\n")
     except ReplayError:
         out.write(f"The Visdom server missed updates and does not answer now; once it does, "

@@ -13,7 +13,7 @@ import torch
 
 from dashboard.board import Board, run_colour, run_label
 from dashboard.connection import VisdomConnection
-from dashboard.runlog import LOG_NAME, RunRecord, metric_values, read
+from dashboard.runlog import INCOMPLETE_MARK, LOG_NAME, RunRecord, metric_values, read
 from dashboard.sender import Sender
 from dashboard.visdom_backend import VisdomBackend
 from trainers.reporting import Reporter
@@ -87,4 +87,6 @@ def replay(paths: list[Path], url: str, env: str, max_points: int = 1000, smooth
     board.poll()
     if not sender.flush():
         raise ReplayError(f"could not draw the runs at {url}: {sender.last_error}")
+    for run_dir in run_dirs:  # their windows are whole now
+        (run_dir / INCOMPLETE_MARK).unlink(missing_ok=True)
     return Replayed(labels, skipped)

@@ -26,6 +26,7 @@ from typing import Any, Mapping
 import torch
 
 LOG_NAME = "log.jsonl"
+INCOMPLETE_MARK = "windows-incomplete"  # in a run dir: the Visdom server missed the run's last updates
 _ROW_FIELDS = {"kind", "step", "x", "time"}
 
 

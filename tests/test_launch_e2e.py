@@ -20,7 +20,7 @@ import pytest
 from dashboard import windows
 from dashboard.launcher import LaunchOptions, Outcome, Server, launch
 from dashboard.adapter import Dashboard, DashboardOptions
-from dashboard.runlog import LOG_NAME, RunLog, read
+from dashboard.runlog import INCOMPLETE_MARK, LOG_NAME, RunLog, read
 from dashboard.server import ServerConfig, ServerProcess, probe, start_background
 from tests.conftest import REPO, free_port
 from tests.test_live import assert_windows_match_logs, server_state
@@ -214,49 +214,58 @@ def test_demo_trains_the_three_models_live_and_keeps_the_page_up(tmp_path: Path)
     assert probe(url) == "none"  # the server it started is gone with it
 
 
-def _bounced_launch(tmp_path: Path, restarted: list[ServerProcess] | None,
-                    limit: int = 6000) -> tuple[Outcome, str, list[Path], str]:
-    """Two MLP runs drawing to a server that is stopped once both train and, if `restarted` is
-    given, started again on the same port at once (into that list, for the caller to stop).
-    Returns how the launch ended, what its terminal showed, the run dirs and the server's URL."""
-    config = ServerConfig(port=free_port(), env_dir=tmp_path / "envs")
-    server = start_background(config)
+def _two_runs(tmp_path: Path, url: str, during: Callable[[Path], None]) -> tuple[Outcome, str, list[Path]]:
+    """Two short MLP runs drawing to `url`, with `during(runs folder)` run in a thread meanwhile.
+    Returns how the launch ended, what its terminal showed and the run dirs."""
     runs = tmp_path / "runs"
-    plan = [(RunConfig("mlp", epochs=2, limit=limit, label=label).resolved(), runs / label, False)
+    plan = [(RunConfig("mlp", epochs=2, limit=6000, label=label).resolved(), runs / label, False)
             for label in ("a", "b")]
-    def bounce() -> None:
-        wait_for(lambda: training(runs / "a") and training(runs / "b"))
-        server.stop()
-        if restarted is not None:  # at once: the runs train for several seconds more
-            restarted.append(start_background(config))
-
-    thread = threading.Thread(target=bounce)
+    thread = threading.Thread(target=during, args=(runs,))
     thread.start()
     terminal = io.StringIO()
     try:
-        outcome = launch(plan, runs, LaunchOptions(Server(config.url), "bounced", stream=terminal))
+        outcome = launch(plan, runs, LaunchOptions(Server(url), "bounced", stream=terminal))
     finally:
         thread.join()
-        server.stop()
-    return outcome, terminal.getvalue(), [runs / "a", runs / "b"], config.url
+    return outcome, terminal.getvalue(), [runs / "a", runs / "b"]
 
 
-def test_a_server_restarted_during_the_runs_ends_with_every_window_complete(tmp_path: Path) -> None:
-    restarted: list[ServerProcess] = []
+def test_a_server_frozen_as_the_runs_end_gets_them_redrawn(tmp_path: Path) -> None:
+    server = start_background(ServerConfig(port=free_port(), env_dir=tmp_path / "envs"))
+
+    def freeze_until_the_workers_give_up(runs: Path) -> None:
+        wait_for(lambda: training(runs / "a") and training(runs / "b"))
+        server.process.send_signal(signal.SIGSTOP)
+        try:  # each worker waits 3 s for the server at its end, then marks its windows incomplete
+            wait_for(lambda: all((runs / label / INCOMPLETE_MARK).is_file() for label in ("a", "b")))
+        finally:
+            server.process.send_signal(signal.SIGCONT)
+
     try:
-        outcome, shown, run_dirs, url = _bounced_launch(tmp_path, restarted, limit=30000)
+        outcome, shown, run_dirs = _two_runs(tmp_path, server.config.url, freeze_until_the_workers_give_up)
         assert outcome.exit_code == 0, shown
         assert "redrew 2 run(s) from their logs" in shown
-        assert_windows_match_logs(server_state(url, "bounced"), run_dirs, max_points=1000)
+        assert_windows_match_logs(server_state(server.config.url, "bounced"), run_dirs, max_points=1000)
+        assert not any((d / INCOMPLETE_MARK).exists() for d in run_dirs)
     finally:
-        for server in restarted:
-            server.stop()
+        server.process.send_signal(signal.SIGCONT)
+        server.stop()
 
 
 def test_a_server_gone_at_the_end_says_how_to_redraw(tmp_path: Path) -> None:
-    outcome, shown, run_dirs, _ = _bounced_launch(tmp_path, None)
+    server = start_background(ServerConfig(port=free_port(), env_dir=tmp_path / "envs"))
+
+    def stop(runs: Path) -> None:
+        wait_for(lambda: training(runs / "a") and training(runs / "b"))
+        server.stop()
+
+    try:
+        outcome, shown, run_dirs = _two_runs(tmp_path, server.config.url, stop)
+    finally:
+        server.stop()
     assert outcome.exit_code == 0, shown  # the runs finished: only the page missed updates
     assert f"`livetrain replay {run_dirs[0].parent} --env bounced` redraws the runs" in shown
+    assert all((d / INCOMPLETE_MARK).is_file() for d in run_dirs)
 
 
 def test_a_resumed_run_draws_its_earlier_points_too(visdom_server: ServerProcess, tmp_path: Path) -> None:
