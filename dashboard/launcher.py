@@ -195,6 +195,9 @@ def check_machine(configs: Sequence[RunConfig]) -> None:
         except ConfigError as exc:
             raise LaunchError(str(exc)) from None
     for dataset, data_dir in sorted({(c.dataset, c.data_dir or "") for c in configs}):
+        if data_dir and not Path(data_dir).is_dir():
+            raise LaunchError(f"--data-dir {data_dir} is not a folder; give the folder that holds the data "
+                              "sets, or leave it out to use ./data and the system's copy")
         try:
             data.locate(dataset, data_dir or None)
         except data.DataError as exc:

@@ -145,10 +145,16 @@ def test_resume_takes_no_new_plan(logged: Path) -> None:
 
 
 def test_a_missing_data_set_says_where_to_put_it(logged: Path, tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
     result = invoke("run", "--headless", "--log-dir", str(logged), "--dataset", "mnist",
-                    "--data-dir", str(tmp_path / "nowhere"))
+                    "--data-dir", str(tmp_path / "empty"))
     assert_one_line_error(result, 1, "MNIST not found", "put the four *-idx?-ubyte[.gz] files")
     assert len(list(logged.iterdir())) == 1
+
+
+def test_a_data_dir_that_is_not_there(logged: Path, tmp_path: Path) -> None:
+    result = invoke("run", "--headless", "--log-dir", str(logged), "--data-dir", str(tmp_path / "typo"))
+    assert_one_line_error(result, 1, f"--data-dir {tmp_path / 'typo'} is not a folder")
 
 
 def test_an_unwritable_log_dir_says_to_choose_another(logged: Path) -> None:
