@@ -135,7 +135,8 @@ def throughput(mode: str, url: str, limit: int, epochs: int,
     if sender is not None:
         sender.close()
     results = [out.get(timeout=10) for _ in procs]
-    cpu = {"training": sum(r["training_cpu"] for r in results), "senders": sum(r["sender_cpu"] for r in results),
+    cpu = {"training": sum(r["training_cpu"] for r in results), "batches": sum(len(r["stamps"]) for r in results),
+           "senders": sum(r["sender_cpu"] for r in results),
            "board": time.process_time() - parent_before,
            "server": server_cpu(server) - server_before if server is not None else 0.0}
     shutil.rmtree(root, ignore_errors=True)
@@ -191,13 +192,12 @@ def main() -> None:
     del os.environ[STOCK_UPDATE_VAR]
     results: dict[str, Any] = {}
     try:
-        none, live, costs = [], [], []
+        none, live, costs, bare = [], [], [], []
         for i in range(args.rounds):  # A B B A ..., so drift on the machine hits both alike
             for mode in (("none", "live") if i % 2 == 0 else ("live", "none")):
                 rate, cpu = throughput(mode, ours.config.url, args.limit, args.epochs, ours)
                 (none if mode == "none" else live).append(rate)
-                if mode == "live":
-                    costs.append(cpu)
+                (bare if mode == "none" else costs).append(cpu)
         raw, _ = throughput("raw", stock.config.url, 4000, 1)
         training = sum(c["training"] for c in costs)
         results["throughput"] = {
@@ -209,6 +209,10 @@ def main() -> None:
             # what the dashboard spends, as a share of the CPU the runs spent training (live rounds)
             "dashboard_cpu_share": {part: round(sum(c[part] for c in costs) / training, 4)
                                     for part in ("senders", "board", "server")},
+            # the training threads' own CPU per batch: does streaming make the training step dearer?
+            "training_cpu_ms_per_batch": {
+                "none": round(1000 * sum(c["training"] for c in bare) / sum(c["batches"] for c in bare), 3),
+                "live": round(1000 * training / sum(c["batches"] for c in costs), 3)},
         }
         small, large = ours_per_update(ours, 500), ours_per_update(ours, 50_000)
         raw_small, raw_large = raw_per_update(stock, 500, 50), raw_per_update(stock, 50_000, 5)
