@@ -143,6 +143,8 @@ def throughput(mode: str, url: str, limit: int, epochs: int,
     stamps = [r["stamps"] for r in results]
     # count only while all three train (they start and end at different moments)
     start, end = max(s[0] for s in stamps), min(s[-1] for s in stamps)
+    if end <= start:
+        raise RuntimeError(f"the three {mode} runs never trained at the same time; use a longer --limit")
     batches = sum(sum(1 for t in s if start < t <= end) for s in stamps)
     return BATCH * batches / (end - start), cpu
 
@@ -198,7 +200,7 @@ def main() -> None:
                 rate, cpu = throughput(mode, ours.config.url, args.limit, args.epochs, ours)
                 (none if mode == "none" else live).append(rate)
                 (bare if mode == "none" else costs).append(cpu)
-        raw, _ = throughput("raw", stock.config.url, 4000, 1)
+        raw, _ = throughput("raw", stock.config.url, 8000, 1)  # long enough for the three to overlap
         training = sum(c["training"] for c in costs)
         results["throughput"] = {
             "no_dashboard_samples_per_s": [round(r) for r in none], "live_samples_per_s": [round(r) for r in live],
