@@ -59,20 +59,24 @@ def cli() -> None:
     """Train PyTorch classifiers side by side and watch them live in Visdom."""
 
 
-def _server_options(command: click.Command) -> click.Command:
-    for option in reversed(
-        [
-            click.option("--host", default=DEFAULT_HOST, show_default=True,
-                         help="Address to listen on; anything but loopback is reachable from other machines."),
-            click.option("--port", type=PORT, default=DEFAULT_PORT, show_default=True, help="Port to listen on."),
-            click.option("--env-dir", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_ENV_DIR,
-                         show_default=True, help="Folder for Visdom's saved envs."),
-            click.option("--login", is_flag=True,
-                         help="Require Visdom's login, with VISDOM_USERNAME and VISDOM_PASSWORD from the environment."),
-        ]
-    ):
-        command = option(command)
-    return command
+def _options(*options: Any) -> Any:
+    """One decorator applying click options in the order listed (as if stacked above the command)."""
+    def apply(command: Any) -> Any:
+        for option in reversed(options):
+            command = option(command)
+        return command
+    return apply
+
+
+_server_options = _options(
+    click.option("--host", default=DEFAULT_HOST, show_default=True,
+                 help="Address to listen on; anything but loopback is reachable from other machines."),
+    click.option("--port", type=PORT, default=DEFAULT_PORT, show_default=True, help="Port to listen on."),
+    click.option("--env-dir", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_ENV_DIR,
+                 show_default=True, help="Folder for Visdom's saved envs."),
+    click.option("--login", is_flag=True,
+                 help="Require Visdom's login, with VISDOM_USERNAME and VISDOM_PASSWORD from the environment."),
+)
 
 
 def run_server(config: ServerConfig) -> None:
@@ -98,9 +102,10 @@ def server(host: str, port: int, env_dir: Path, login: bool) -> None:
 def _run_request(ctx: click.Context, models: tuple[str, ...], settings: tuple[str, ...], resume: Path | None,
                  common: dict[str, Any], **request: Any) -> RunRequest:
     if resume is not None:
-        given = [f"--{name.replace('_', '-')}" for name in ("models", "set", "dataset", "batch_size", "lr",
-                                                           "optimizer", "seed", "limit", "data_dir")
-                 if ctx.get_parameter_source(name if name != "set" else "settings") is ParameterSource.COMMANDLINE]
+        flags = {param.name: param.opts[0] for param in ctx.command.params}
+        given = [flags[name] for name in ("models", "settings", "dataset", "batch_size", "lr", "optimizer", "seed",
+                                          "limit", "data_dir")
+                 if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE]
         if given:
             raise click.UsageError(f"--resume continues the runs as they were logged; drop {', '.join(given)} "
                                    "(only --epochs may change)", ctx)
@@ -122,26 +127,23 @@ def _launch(request: RunRequest) -> int:
         raise click.ClickException(str(exc)) from None
 
 
-def _view_options(command: Any) -> Any:
-    for option in reversed([
-        click.option("--env", default=None,
-                     help="Visdom env to draw into [default: one per launch, livetrain_<its folder>]."),
-        click.option("--visdom-url", default=None,
-                     help="A running Visdom server (http://HOST:PORT) to draw into; by default the local one, "
-                          "started when none answers."),
-        click.option("--headless", is_flag=True, help="No server: terminal progress and run logs only (replay later)."),
-        click.option("--no-server", is_flag=True, help="Never start a server; fail if none answers."),
-        click.option("--keep-serving/--no-keep-serving", default=True, show_default=True,
-                     help="After the runs end, keep a server this command started up until Ctrl-C."),
-        click.option("--smooth", type=click.FloatRange(0, 1, max_open=True), default=None,
-                     help="Also draw an exponentially smoothed trace per batch metric, with this weight (e.g. 0.9)."),
-        click.option("--log-dir", type=click.Path(path_type=Path), default=Path("runs"), show_default=True,
-                     help="Where each launch makes its folder of run logs and checkpoints."),
-        click.option("--data-dir", type=click.Path(path_type=Path), default=None,
-                     help="Folder holding the data sets [default: $LIVETRAIN_DATA, ./data, Debian's package]."),
-    ]):
-        command = option(command)
-    return command
+_view_options = _options(
+    click.option("--env", default=None,
+                 help="Visdom env to draw into [default: one per launch, livetrain_<its folder>]."),
+    click.option("--visdom-url", default=None,
+                 help="A running Visdom server (http://HOST:PORT) to draw into; by default the local one, "
+                      "started when none answers."),
+    click.option("--headless", is_flag=True, help="No server: terminal progress and run logs only (replay later)."),
+    click.option("--no-server", is_flag=True, help="Never start a server; fail if none answers."),
+    click.option("--keep-serving/--no-keep-serving", default=True, show_default=True,
+                 help="After the runs end, keep a server this command started up until Ctrl-C."),
+    click.option("--smooth", type=click.FloatRange(0, 1, max_open=True), default=None,
+                 help="Also draw an exponentially smoothed trace per batch metric, with this weight (e.g. 0.9)."),
+    click.option("--log-dir", type=click.Path(path_type=Path), default=Path("runs"), show_default=True,
+                 help="Where each launch makes its folder of run logs and checkpoints."),
+    click.option("--data-dir", type=click.Path(path_type=Path), default=None,
+                 help="Folder holding the data sets [default: $LIVETRAIN_DATA, ./data, Debian's package]."),
+)
 
 
 @cli.command()

@@ -30,20 +30,20 @@ from typing import Any, TextIO
 
 from dashboard import windows
 from dashboard.adapter import DashboardOptions
-from dashboard.board import Board, summary
+from dashboard.board import Board
 from dashboard.connection import VisdomConnection
 from dashboard.panes import RunSummary
 from dashboard.replay import ReplayError, replay
 from dashboard.runlog import INCOMPLETE_MARK, LOG_NAME, RunLog, read
 from dashboard.sender import Sender
 from dashboard.server import ServerConfig, ServerError, ServerProcess, port_state, probe, spawn
-from dashboard.terminal import TerminalView
+from dashboard.terminal import TerminalView, clock
 from trainers import data
 from trainers.config import ConfigError, RunConfig, threads_per_run
 from trainers.loop import CHECKPOINT, resolve_device
 from trainers.models import MODELS
 from trainers.reporting import TEST_ACC
-from trainers.worker import EXIT_INTERRUPTED, WorkerSpec
+from trainers.worker import ERROR_FILE, EXIT_INTERRUPTED, WorkerSpec
 from trainers.worker import main as worker_main
 
 FINAL_STATES = ("finished", "failed", "interrupted")
@@ -330,7 +330,7 @@ def death_reason(exitcode: int | None, stopping: bool) -> tuple[str, str]:
         except ValueError:
             name = f"signal {-exitcode}"
         return "failed", f"the worker process was killed ({name})"
-    return "failed", f"the worker process exited with code {exitcode} (details in error.txt, if any)"
+    return "failed", f"the worker process exited with code {exitcode} (details in {ERROR_FILE}, if any)"
 
 
 class Supervisor:
@@ -341,7 +341,6 @@ class Supervisor:
         self.stops = stops
         self.procs: list[Any] = []
         self.stop_sent_at: float | None = None
-        self.killed = False
 
     def start(self) -> None:
         ctx = multiprocessing.get_context(start_method([spec.config for spec in self.specs]))
@@ -373,7 +372,6 @@ class Supervisor:
                                     and time.monotonic() - self.stop_sent_at > STOP_GRACE):
             for proc in alive:
                 _signal(proc, signal.SIGKILL)
-            self.killed = True
         multiprocessing.connection.wait([p.sentinel for p in alive], timeout)
         return bool(self.alive())
 
@@ -506,9 +504,9 @@ def launch(runs: Sequence[tuple[RunConfig, Path, bool]], launch_dir: Path, optio
             delivered = sender.close(wait=0.5 if stops.count > 1 else 3.0)
             missed = [s for s in specs if (s.run_dir / INCOMPLETE_MARK).exists()]
             if (missed or not delivered) and stops.count < 2 and server is not None:
-                _redraw(out, specs, server.url, options)
+                _redraw(out, specs, launch_dir, server.url, options)
         outcome.interrupted = supervisor.stopping
-    outcome.runs = [summary(f.record, board.label(d)) for d, f in board.followers.items()]
+    outcome.runs = board.summaries()
     return outcome
 
 
@@ -598,15 +596,15 @@ def _announce(out: TextIO, runs: Sequence[tuple[RunConfig, Path, bool]], launch_
 
 def _report(out: TextIO, outcome: Outcome, seconds: float) -> None:
     runs = outcome.runs
-    clock = f"{int(seconds) // 60}:{int(seconds) % 60:02d}"
+    took = clock(seconds)
     out.write("\n")
     if outcome.interrupted:
-        out.write(f"Interrupted after {clock}: run logs and the checkpoints of finished epochs are kept in "
+        out.write(f"Interrupted after {took}: run logs and the checkpoints of finished epochs are kept in "
                   f"{outcome.launch_dir}; continue with `livetrain run --resume {outcome.launch_dir}`\n")
     elif not outcome.failed():
-        out.write(f"All {len(runs)} run(s) finished in {clock}; logs in {outcome.launch_dir}\n")
+        out.write(f"All {len(runs)} run(s) finished in {took}; logs in {outcome.launch_dir}\n")
     else:
-        out.write(f"{len(outcome.failed())} of {len(runs)} run(s) did not finish ({clock}):\n")
+        out.write(f"{len(outcome.failed())} of {len(runs)} run(s) did not finish ({took}):\n")
         for run_summary in outcome.failed():
             reason = f": {run_summary.reason}" if run_summary.reason else ""
             out.write(f"  {run_summary.label} {run_summary.status}{reason}\n")
@@ -625,10 +623,9 @@ def _serve_until_stopped(out: TextIO, server: Server, env: str) -> None:
     out.write("Visdom server stopped.\n")
 
 
-def _redraw(out: TextIO, specs: Sequence[WorkerSpec], url: str, options: LaunchOptions) -> None:
+def _redraw(out: TextIO, specs: Sequence[WorkerSpec], launch_dir: Path, url: str, options: LaunchOptions) -> None:
     """The server missed the runs' last updates (down or frozen as they ended): if it answers now,
     draw every run again from its log, so that the page ends complete; else say how to later."""
-    launch_dir = os.path.commonpath([str(spec.run_dir.parent) for spec in specs])
     try:
         done = replay([spec.run_dir for spec in specs], url, options.env, options.max_points, options.smoothing)
         out.write(f"The Visdom server missed the runs' last updates; redrew {len(done.labels)} run(s) "
@@ -680,7 +677,7 @@ def past_runs(log_dir: Path) -> list[PastRun]:
 
 def runs_table(rows: Sequence[PastRun], status_width: int = 48) -> str:
     """The `runs` command's table."""
-    def clock(seconds: float | None) -> str:
+    def hms(seconds: float | None) -> str:  # always h:mm:ss, so that the column lines up
         if seconds is None:
             return "-"
         seconds = int(seconds)
@@ -689,7 +686,7 @@ def runs_table(rows: Sequence[PastRun], status_width: int = 48) -> str:
     header = ("label", "model", "dataset", "epochs", "test acc", "status", "duration", "path")
     body = [(r.label, r.model, r.dataset, r.epochs, "-" if r.test_acc is None else f"{r.test_acc:.4f}",
              r.status if len(r.status) <= status_width else r.status[: status_width - 3] + "...",
-             clock(r.duration), str(r.path)) for r in rows]
+             hms(r.duration), str(r.path)) for r in rows]
     widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [header, *body]]
     return "\n".join(lines)

@@ -16,7 +16,8 @@ from trainers.reporting import SAMPLES_PER_S, TEST_ACC, TRAIN_ACC, TRAIN_LOSS
 BAR = 12
 
 
-def _clock(seconds: float) -> str:
+def clock(seconds: float) -> str:
+    """m:ss, or h:mm:ss from an hour on."""
     seconds = int(max(seconds, 0))
     h, rest = divmod(seconds, 3600)
     return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
@@ -47,7 +48,7 @@ def line(run: RunSummary, width: int = 12, now: float | None = None) -> str:
     now = time.time() if now is None else now
     if run.status == "running" and run.started and 0 < done < 1:
         elapsed = (run.updated or now) - run.started
-        parts.append(f"ETA {_clock(elapsed * (1 - done) / done)}")
+        parts.append(f"ETA {clock(elapsed * (1 - done) / done)}")
     status = run.status + (f": {run.reason}" if run.reason else "")
     parts.append(status)
     return "  ".join(parts)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.server
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -65,7 +66,7 @@ def test_settings_apply_by_model_then_by_label() -> None:
     (["softmax.optimizer=adam"], "run 'softmax': softmax regression trains with its hand-written SGD"),
 ])
 def test_bad_settings_are_usage_errors(settings: list[str], message: str) -> None:
-    with pytest.raises(PlanError, match=message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
+    with pytest.raises(PlanError, match=re.escape(message)):
         plan_runs(["softmax,mlp"], settings)
 
 

@@ -153,7 +153,7 @@ def test_threads_are_set_per_run(fashion: data.Dataset) -> None:
 ])
 def test_bad_configs_are_refused_before_any_data_loads(changes: dict, message: str) -> None:
     values = dict(model="mlp") | changes
-    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         RunConfig(**values).resolved()
 
 
