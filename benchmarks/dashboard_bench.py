@@ -205,6 +205,10 @@ def main() -> None:
         results["throughput"] = {
             "no_dashboard_samples_per_s": [round(r) for r in none], "live_samples_per_s": [round(r) for r in live],
             "raw_visdom_samples_per_s": round(raw),
+            # each round's live and no-dashboard runs back to back: the machine's drift (a shared VM
+            # here swings +-15% over minutes) cancels in each pair's ratio
+            "live_ratio_paired": round(statistics.median(a / b for a, b in zip(live, none)), 3),
+            "pair_ratios": [round(a / b, 3) for a, b in zip(live, none)],
             "live_ratio": round(statistics.median(live) / statistics.median(none), 3),
             "live_ratio_of_means": round(statistics.fmean(live) / statistics.fmean(none), 3),
             "raw_ratio": round(raw / statistics.median(none), 3),

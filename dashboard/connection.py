@@ -14,7 +14,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from dashboard.server import PASSWORD_VAR, USER_VAR
+from dashboard.server import PASSWORD_VAR, SPLICE_PATH, USER_VAR
 
 MISSING_WINDOW = "win does not exist"
 
@@ -34,14 +34,21 @@ class VisdomConnection:
         self.password = password if password is not None else os.environ.get(PASSWORD_VAR)
         self._opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
         self._logged_in = False
+        self.can_splice = True  # until the server shows it cannot (a stock Visdom server)
+        self.outages = 0  # counts forget_login() calls: what the server held before may be gone
+        self.requests = 0  # HTTP requests made
 
     def _request(self, path: str, body: bytes) -> str:
         req = urllib.request.Request(self.url + path, data=body, method="POST",
                                      headers={"Content-Type": "application/json"})
+        self.requests += 1
         try:
             with self._opener.open(req, timeout=self.timeout) as resp:
                 return resp.read().decode("utf-8", "replace")
         except urllib.error.HTTPError as exc:
+            if path == SPLICE_PATH:  # a server without the endpoint (an error from ours: the same)
+                self.can_splice = False
+                return ""
             raise Unreachable(f"{self.url}{path} answered HTTP {exc.code}") from None
         except (urllib.error.URLError, ConnectionError, TimeoutError, socket.timeout, OSError) as exc:
             reason = getattr(exc, "reason", exc)
@@ -59,6 +66,24 @@ class VisdomConnection:
         self.login()
         return self._request("/" + endpoint, json.dumps(message, separators=(",", ":"), allow_nan=False).encode())
 
+    def splice(self, env: str, splices: list[dict[str, Any]]) -> list[str] | None:
+        """Replace the tails of traces (see `dashboard.server.splice_handler`): per splice SPLICED,
+        STALE or MISSING_WINDOW; None when the server cannot (a stock Visdom server)."""
+        if not self.can_splice:
+            return None
+        answer = self.post(SPLICE_PATH.lstrip("/"), {"eid": env, "splices": splices})
+        try:
+            answers = json.loads(answer) if self.can_splice else None
+        except ValueError:
+            answers = None
+        if not isinstance(answers, list) or len(answers) != len(splices):
+            self.can_splice = False
+            return None
+        return answers
+
     def forget_login(self) -> None:
-        """After an outage the server may have restarted with a new cookie secret: log in again."""
+        """After an outage the server may have restarted (with a new cookie secret, without the
+        windows it held): log in again, and send whole traces."""
         self._logged_in = False
+        self.outages += 1
+        self.can_splice = True

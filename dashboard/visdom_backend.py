@@ -17,6 +17,7 @@ from dashboard.connection import MISSING_WINDOW, VisdomConnection
 from dashboard.downsample import Ema, MinMaxSeries
 from dashboard.runlog import compact_probabilities
 from dashboard.sender import Sender
+from dashboard.server import SPLICED
 
 GALLERY_SHOWN = 24  # images in a run's gallery; the rest of the sample feeds the disagreement window
 
@@ -39,14 +40,17 @@ class VisdomBackend:
         self._uris: list[str] = []
         self._gallery: dict[str, Any] | None = None
         self._confusion: dict[str, Any] | None = None
+        self._versions = {w.metric: 0 for w in windows.COMPARE_WINDOWS}  # points added per metric
+        # per (metric, trace index): (connection.outages, version, xs, ys) as last sent (sender thread only)
+        self._held: dict[tuple[str, int], tuple[int, int, list[float], list[float]]] = {}
+        self.tails_sent = 0  # traces sent as their new tail only
         self.gallery_win = windows.run_window("gallery", label)
         self.confusion_win = windows.run_window("confusion", label)
         # the gallery goes first: a whole-window message, it also creates the env on a fresh server
         sender.register(self.gallery_win, self._send_gallery)
         # one sender may serve several runs (a replay): keys name the run
-        self._keys = {w.metric: f"{windows.run_window('traces', label)}:{w.metric}" for w in windows.COMPARE_WINDOWS}
-        for window in windows.COMPARE_WINDOWS:
-            sender.register(self._keys[window.metric], self._trace_sender(window), changed=False)
+        self._traces_key = windows.run_window("traces", label)
+        sender.register(self._traces_key, self._send_traces, changed=False)
         sender.register(self.confusion_win, self._send_confusion, changed=False)
 
     # ---- Reporter, called from the training thread ----
@@ -54,7 +58,7 @@ class VisdomBackend:
         pass  # shown in the runs pane, which the Board draws
 
     def scalars(self, step: int, x: float, values: Mapping[str, float]) -> None:
-        changed = []
+        changed = False
         with self._lock:
             for metric, y in values.items():
                 series = self._series.get(metric)
@@ -65,9 +69,10 @@ class VisdomBackend:
                 if metric in self._smoothed:
                     ema, smooth = self._smoothed[metric]
                     smooth.add(x, ema.add(y))
-                changed.append(metric)
-        for metric in changed:
-            self.sender.mark(self._keys[metric])
+                self._versions[metric] += 1
+                changed = True
+        if changed:
+            self.sender.mark(self._traces_key)
 
     def predictions(self, x: float, images: torch.Tensor, predicted: torch.Tensor,
                     probability: torch.Tensor, true: torch.Tensor, classes: tuple[str, ...]) -> None:
@@ -103,12 +108,47 @@ class VisdomBackend:
             data.append(windows.trace(window, self.label, self.colour_index, *smooth, smoothed=True))
         return data
 
-    def _trace_sender(self, window: windows.CompareWindow) -> Any:
-        def send(connection: VisdomConnection) -> None:
-            for data in self.trace_data(window.metric):
+    def _send_traces(self, connection: VisdomConnection) -> None:
+        """Draw every trace that changed since it was last drawn: as its new tail, all in one
+        request, where the server still holds the rest (our server); else whole, one request each."""
+        with self._lock:
+            versions = dict(self._versions)
+        changed = []  # (window, (metric, trace index), plotly trace, version)
+        for window in windows.COMPARE_WINDOWS:
+            version = versions[window.metric]
+            if not version:
+                continue  # no points yet: no trace
+            for index, data in enumerate(self.trace_data(window.metric)):
+                held = self._held.get((window.metric, index))
+                if held is None or held[:2] != (connection.outages, version):
+                    changed.append((window, (window.metric, index), data, version))
+        tails = {key: self._tail(connection, window, key, data) for window, key, data, _ in changed}
+        tails = {key: tail for key, tail in tails.items() if tail is not None}
+        answers = connection.splice(self.env, list(tails.values())) if tails else None
+        spliced = {key for key, answer in zip(tails, answers or ()) if answer == SPLICED}
+        self.tails_sent += len(spliced)
+        for window, key, data, version in changed:
+            if key not in spliced:
                 if connection.post("update", windows.trace_message(self.env, window, data, create=False)) == MISSING_WINDOW:
                     connection.post("update", windows.trace_message(self.env, window, data, create=True))
-        return send
+            self._held[key] = (connection.outages, version, data["x"], data["y"])
+
+    def _tail(self, connection: VisdomConnection, window: windows.CompareWindow, key: tuple[str, int],
+              data: dict[str, Any]) -> dict[str, Any] | None:
+        """The splice that turns the trace as last sent into `data`, or None when it must go whole
+        (never sent, or sent before an outage, or the buckets merged since)."""
+        held = self._held.get(key)
+        if held is None or held[0] != connection.outages:
+            return None
+        _, _, old_x, old_y = held
+        xs, ys = data["x"], data["y"]
+        # the last bucket (up to two points) may have changed; the rest stays until the buckets
+        # merge (the whole trace changes then, once per doubling)
+        start = max(0, len(old_x) - 2)
+        if len(xs) < start or xs[:start] != old_x[:start] or ys[:start] != old_y[:start]:
+            return None
+        return {"win": window.win, "name": data["name"], "from": start, "length": len(old_x),
+                "x": xs[start:], "y": ys[start:]}
 
     def gallery_html(self) -> str:
         with self._lock:

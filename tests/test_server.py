@@ -208,3 +208,18 @@ def test_asset_install_is_complete_and_idempotent() -> None:
     assert assets.install(static) == []  # nothing to do the second time
     assert re.fullmatch(r"0\.2\.4", (static / "version.built").read_text().strip())
     assert os.path.getsize(static / "js" / "plotly-plotly.min.js") > 1_000_000
+
+
+def test_the_server_runs_without_tornados_debug_mode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Visdom turns tornado's debug mode on: an autoreloader polling every module twice a second
+    (CPU taken from training), a restart when a source file changes, tracebacks sent to clients."""
+    import visdom.server.app as visdom_app
+
+    from dashboard.server import quiet_application
+
+    monkeypatch.setattr(visdom_app, "DEFAULT_ENV_PATH", f"{tmp_path}/")
+    app = quiet_application(visdom_app.Application)(port=free_port(), env_path=f"{tmp_path}/")
+    assert isinstance(app, visdom_app.Application)
+    assert not app.settings.get("debug") and not app.settings.get("autoreload")
+    assert not app.settings.get("serve_traceback")
+    assert any(rule.matcher.regex.pattern.startswith("/events") for rule in app.wildcard_router.rules)

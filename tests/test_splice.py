@@ -1,0 +1,96 @@
+"""A trace that gained a few points is sent as those points (its tail), not whole, when the server
+is ours; the server then holds exactly what a whole send would have left. Stock Visdom servers,
+a server that lost the window and a trace changed behind the client's back get whole traces."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator
+
+import pytest
+
+from dashboard import windows
+from dashboard.connection import VisdomConnection
+from dashboard.sender import Sender
+from dashboard.server import STOCK_UPDATE_VAR, ServerConfig, ServerProcess, start_background
+from dashboard.visdom_backend import VisdomBackend
+from tests.conftest import free_port
+from trainers.reporting import TRAIN_LOSS
+
+LOSS_WIN = windows.COMPARE_BY_METRIC[TRAIN_LOSS].win
+
+
+def held(url: str, env: str, win: str) -> dict[str, tuple[list[float], list[float]]]:
+    state = json.loads(VisdomConnection(url).post("win_data", {"eid": env, "win": None}))
+    return {d["name"]: (d["x"], d["y"]) for d in state[win]["content"]["data"] if d["name"]}
+
+
+def stream(backend: VisdomBackend, sender: Sender, flushes: int, per_flush: int, start: int = 0) -> int:
+    rng = random.Random(start)
+    step = start
+    for _ in range(flushes):
+        for _ in range(per_flush):
+            step += 1
+            backend.scalars(step, step / 100, {TRAIN_LOSS: rng.random()})
+        assert sender.flush(), sender.last_error
+    return step
+
+
+def expected(backend: VisdomBackend) -> dict[str, tuple[list[float], list[float]]]:
+    return {d["name"]: (d["x"], d["y"]) for d in backend.trace_data(TRAIN_LOSS)}
+
+
+@pytest.mark.parametrize("smoothing", [None, 0.6])
+def test_tails_are_spliced_and_the_server_holds_the_whole_trace(visdom_server: ServerProcess, smoothing: float | None) -> None:
+    url, env = visdom_server.config.url, f"splice-{smoothing}"
+    connection = VisdomConnection(url)
+    sender = Sender(connection)
+    # 40 points per trace at most: the buckets merge (the whole trace changes) several times
+    backend = VisdomBackend(sender, env, "run <1>", max_points=40, smoothing=smoothing)
+    stream(backend, sender, flushes=60, per_flush=7)
+    assert held(url, env, LOSS_WIN) == expected(backend)
+    assert len(expected(backend)["run &lt;1&gt;"][0]) > 20
+    traces = 2 if smoothing else 1
+    assert backend.tails_sent >= 40 * traces  # most flushes sent tails, the merges whole traces
+    # one request per flush (plus the first flush's and each merge's whole traces)
+    assert 60 <= connection.requests - 1 < 60 + 12
+
+
+def test_a_trace_changed_behind_the_clients_back_is_sent_whole(visdom_server: ServerProcess) -> None:
+    url, env = visdom_server.config.url, "splice-stale"
+    connection = VisdomConnection(url)
+    sender = Sender(connection)
+    backend = VisdomBackend(sender, env, "a", max_points=400)
+    stream(backend, sender, flushes=3, per_flush=5)
+    # someone else replaces the trace (a replay into the same env, a user's script)
+    window = windows.COMPARE_BY_METRIC[TRAIN_LOSS]
+    other = windows.trace(window, "a", 0, [0.0], [1.0])
+    connection.post("update", windows.trace_message(env, window, other, create=False))
+    tails = backend.tails_sent
+    stream(backend, sender, flushes=1, per_flush=5, start=100)
+    assert backend.tails_sent == tails  # answered "stale": sent whole
+    assert held(url, env, LOSS_WIN) == expected(backend)
+    # a window deleted on the page
+    connection.post("close", {"eid": env, "win": LOSS_WIN})
+    stream(backend, sender, flushes=1, per_flush=5, start=200)
+    assert held(url, env, LOSS_WIN) == expected(backend)
+
+
+@pytest.fixture
+def stock_server(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[ServerProcess]:
+    """A server with Visdom's own /update handler and no splice endpoint, like a remote stock one."""
+    monkeypatch.setenv(STOCK_UPDATE_VAR, "1")
+    server = start_background(ServerConfig(port=free_port(), env_dir=tmp_path_factory.mktemp("stock")))
+    yield server
+    server.stop()
+
+
+def test_a_stock_visdom_server_gets_whole_traces(stock_server: ServerProcess) -> None:
+    url, env = stock_server.config.url, "stock"
+    connection = VisdomConnection(url)
+    sender = Sender(connection)
+    backend = VisdomBackend(sender, env, "b", max_points=40)
+    stream(backend, sender, flushes=10, per_flush=7)
+    assert not connection.can_splice and backend.tails_sent == 0
+    assert held(url, env, LOSS_WIN) == expected(backend)
