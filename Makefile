@@ -6,13 +6,16 @@ PY     := $(VENV)/bin/python
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup demo test server clean
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: setup browser demo test server clean
 
 demo: setup
 	$(PY) launch.py demo
 
-test: setup
-	$(PY) -m pytest
+# The browser tests need Chromium: installed here, and a missing one fails them rather than skips.
+test: setup browser
+	LIVETRAIN_REQUIRE_BROWSER=1 $(PY) -m pytest
 
 server: setup
 	$(PY) launch.py server
@@ -20,6 +23,15 @@ server: setup
 setup: $(VENV)/.installed
 	@$(PY) -m dashboard.assets --cache-dir .cache/npm
 	@$(PY) -m trainers.data
+
+# Debian's headless Chromium, for the browser tests (and for looking at the page from a script).
+browser:
+	@command -v chromium > /dev/null || command -v chromium-browser > /dev/null || { \
+		echo "Installing Debian's chromium for the browser tests (apt-get; a minute or two)"; \
+		mkdir -p .cache; \
+		{ $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q \
+			--no-install-recommends chromium; } > .cache/apt.log 2>&1 \
+		|| { tail -5 .cache/apt.log; echo "Error: could not install chromium (log in .cache/apt.log)" >&2; exit 1; }; }
 
 # Reinstall only when the declared requirements or pins change.
 $(VENV)/.installed: setup.cfg constraints.txt pyproject.toml

@@ -18,13 +18,14 @@ from dashboard.connection import VisdomConnection
 from dashboard.runlog import LogFollower, RunRecord
 from dashboard.sender import Sender
 
-RUNS_PANE_WIDTH = 1000
+RUNS_PANE_WIDTH = windows.FULL_WIDTH  # a row of its own
+DISAGREE_SIZE = (windows.UNIT, windows.PANE_HEIGHT)
+DISAGREE_SHOWN = 12  # three rows of four images at that size, with three runs' answers each
 
 
 def runs_pane_height(runs: int) -> int:
     """Tall enough for a header and `runs` rows without a scroll bar (up to 12 rows)."""
     return 80 + 22 * min(max(runs, 1), 12)
-DISAGREE_SIZE = (760, 560)
 
 
 def run_label(record: RunRecord, fallback: str) -> str:
@@ -62,10 +63,28 @@ class Board:
             sender.register(windows.DISAGREE_WIN, self._send_disagreement)
 
     def add(self, run_dir: Path, label: str | None = None) -> None:
-        """Follow one more run (its log may not exist yet)."""
+        """Follow one more run (its log may not exist yet). With its label known, its own windows
+        are placed now, in the order runs are added (see `windows.run_placeholders`)."""
         if run_dir not in self.followers:
             self.followers[run_dir] = LogFollower(run_dir, keep_scalars=False)
             self.labels[run_dir] = label
+            if label is not None and self.sender is not None:
+                self.sender.register(f"placeholders:{run_dir}", self._placeholder_sender(label))
+
+    def _placeholder_sender(self, label: str) -> Any:
+        placed = False
+
+        def send(connection: VisdomConnection) -> None:
+            nonlocal placed
+            if placed:  # once: sent again after an outage, it would wipe what the worker drew
+                return
+            for message in windows.run_placeholders(self.env, label):
+                # only where the run's own window is not there yet (the board may reach a server
+                # that was down at the start only after the worker drew it)
+                if connection.post("win_exists", {"eid": self.env, "win": message["win"]}) != "true":
+                    connection.post("events", message)
+            placed = True
+        return send
 
     def poll(self) -> bool:
         """Read what the logs gained; redraw what changed. True when anything did."""
@@ -119,7 +138,7 @@ class Board:
 
     def _send_disagreement(self, connection: VisdomConnection) -> None:
         with self._lock:
-            content = panes.disagreement_html(*self.disagreement())
+            content = panes.disagreement_html(*self.disagreement(), limit=DISAGREE_SHOWN)
         connection.post("events", windows.text_message(self.env, windows.DISAGREE_WIN,
                                                       "Where the runs disagree (sample test images)",
                                                       content, *DISAGREE_SIZE))

@@ -81,9 +81,9 @@ def replay(paths: list[Path], url: str, env: str, max_points: int = 1000, smooth
             label += "'"
         labels.append(label)
         skipped += record.skipped
+        board.add(run_dir, label)  # its windows' places first
         backend = VisdomBackend(sender, env, label, run_colour(record, label), max_points, smoothing)
         feed(record, backend)
-        board.add(run_dir, label)
     board.poll()
     if not sender.flush():
         raise ReplayError(f"could not draw the runs at {url}: {sender.last_error}")

@@ -19,7 +19,7 @@ from dashboard.runlog import compact_probabilities
 from dashboard.sender import Sender
 from dashboard.server import SPLICED
 
-GALLERY_SHOWN = 24  # images in a run's gallery; the rest of the sample feeds the disagreement window
+GALLERY_SHOWN = 16  # images in a run's gallery (4 rows of 4 in its window); the rest of the sample feeds the disagreement window
 
 
 class VisdomBackend:
@@ -154,18 +154,18 @@ class VisdomBackend:
         with self._lock:
             g = self._gallery
             if g is None or self._images is None:
-                return '<div style="font:13px sans-serif;color:#555">Predictions appear after the first epoch.</div>'
+                return windows.GALLERY_WAITING
             if not self._uris:
                 self._uris = panes.data_uris(self._images)
             return panes.gallery_html(self._uris, g["predicted"], g["probability"], g["true"], g["classes"], g["x"])
 
     def _send_gallery(self, connection: VisdomConnection) -> None:
-        title = f"{self.label}: test images, predicted (true)"
-        connection.post("events", windows.text_message(self.env, self.gallery_win, title, self.gallery_html(), 600, 560))
+        connection.post("events", windows.text_message(self.env, self.gallery_win, windows.gallery_title(self.label),
+                                                      self.gallery_html(), windows.UNIT, windows.PANE_HEIGHT))
 
     def _send_confusion(self, connection: VisdomConnection) -> None:
         with self._lock:
             c = self._confusion
         if c is not None:
-            title = f"{self.label}: confusion matrix, epoch {c['x']:g}"
+            title = windows.confusion_title(self.label, c["x"])
             connection.post("events", windows.heatmap_message(self.env, self.confusion_win, title, c["matrix"], c["classes"]))

@@ -31,6 +31,7 @@ class CompareWindow:
     title: str
     y_title: str
     per_batch: bool  # per-batch series are long and noisy: lines, no markers
+    log_y: bool = False  # runs that differ by orders of magnitude (samples/s: softmax vs CNN)
 
 
 COMPARE_WINDOWS = (
@@ -38,11 +39,20 @@ COMPARE_WINDOWS = (
     CompareWindow(TRAIN_ACC, "compare-train-acc", "Training accuracy (per batch)", "accuracy", True),
     CompareWindow(TEST_LOSS, "compare-test-loss", "Test loss (per epoch)", "cross-entropy", False),
     CompareWindow(TEST_ACC, "compare-test-acc", "Test accuracy (per epoch)", "accuracy", False),
-    CompareWindow(SAMPLES_PER_S, "compare-throughput", "Throughput (training samples/s)", "samples/s", True),
+    CompareWindow(SAMPLES_PER_S, "compare-throughput", "Throughput (training samples/s)", "samples/s", True, log_y=True),
 )
 COMPARE_BY_METRIC = {w.metric: w for w in COMPARE_WINDOWS}
 RUNS_WIN, DISAGREE_WIN = "runs", "disagreement"
-PLOT_SIZE = {"width": 460, "height": 330}
+
+# Window sizes. Visdom's page packs windows in the order they were created, in shelves as wide as
+# the browser window, then moves each up as far as it goes (into any gap a shorter or narrower
+# window left above it). Below the runs table, which has a row of its own, every window has one
+# size, so the page is a grid read in creation order at any browser width (2 windows a row at
+# 1280 px, 3 at 1600, 4 at 1920) and nothing is moved out of its place.
+PANE_HEIGHT = 440
+UNIT = 460
+FULL_WIDTH = 4000  # wider than any screen: the page cuts it to the browser's width
+PLOT_SIZE = {"width": UNIT, "height": PANE_HEIGHT}
 
 
 def colour(index: int) -> str:
@@ -56,7 +66,7 @@ def default_colour_index(label: str) -> int:
 
 def trace_name(label: str, smoothed: bool = False) -> str:
     """A run's trace name. Plotly reads legend text as HTML, so the label is escaped."""
-    return html.escape(label) + (" (smoothed)" if smoothed else "")
+    return html.escape(label, quote=False) + (" (smoothed)" if smoothed else "")  # plotly shows &quot; as is
 
 
 def run_window(kind: str, label: str) -> str:
@@ -64,10 +74,10 @@ def run_window(kind: str, label: str) -> str:
     return f"{kind}-{zlib.crc32(label.encode('utf-8')):08x}"
 
 
-def _layout(x_title: str, y_title: str) -> dict[str, Any]:
+def _layout(x_title: str, y_title: str, log_y: bool = False) -> dict[str, Any]:
     return {
         "xaxis": {"title": {"text": x_title}},
-        "yaxis": {"title": {"text": y_title}},
+        "yaxis": {"title": {"text": y_title}, **({"type": "log"} if log_y else {})},
         "showlegend": True,
         "legend": {"orientation": "h", "y": -0.22},
         "margin": {"l": 60, "r": 20, "t": 20, "b": 40},
@@ -89,7 +99,7 @@ def trace_message(env: str, window: CompareWindow, data: dict[str, Any], create:
     """Replace one run's trace, or (create=True) append it, creating the window when missing."""
     message: dict[str, Any] = {"eid": env, "win": window.win, "name": data["name"], "append": create, "data": [data]}
     if create:
-        message["layout"] = _layout("epoch", window.y_title)
+        message["layout"] = _layout("epoch", window.y_title, window.log_y)
         message["opts"] = {"title": window.title, **PLOT_SIZE}
     return message
 
@@ -98,7 +108,7 @@ def placeholder_message(env: str, window: CompareWindow) -> dict[str, Any]:
     """Create a compare window before any run reports, so windows appear in this order."""
     empty = {"x": [], "y": [], "name": "", "type": "scatter", "mode": "lines", "showlegend": False}
     return {"eid": env, "win": window.win, "name": "", "append": True, "data": [empty],
-            "layout": _layout("epoch", window.y_title), "opts": {"title": window.title, **PLOT_SIZE}}
+            "layout": _layout("epoch", window.y_title, window.log_y), "opts": {"title": window.title, **PLOT_SIZE}}
 
 
 def text_message(env: str, win: str, title: str, content: str, width: int, height: int) -> dict[str, Any]:
@@ -107,10 +117,34 @@ def text_message(env: str, win: str, title: str, content: str, width: int, heigh
             "opts": {"title": title, "width": width, "height": height}}
 
 
+def gallery_title(label: str) -> str:
+    return f"{label}: test images, predicted (true)"
+
+
+def confusion_title(label: str, x: float | None = None) -> str:
+    return f"{label}: confusion matrix" + (f", epoch {x:g}" if x is not None else "")
+
+
+def waiting_html(text: str) -> str:
+    return f'<div style="font:13px sans-serif;color:#555">{html.escape(text)}</div>'
+
+
+GALLERY_WAITING = waiting_html("Predictions appear after the first epoch.")
+CONFUSION_WAITING = waiting_html("The confusion matrix appears after the first epoch.")
+
+
+def run_placeholders(env: str, label: str) -> list[dict[str, Any]]:
+    """A run's gallery and confusion-matrix windows before it reports anything, so that the page
+    places them in run order, each gallery beside its matrix (the run's worker then fills them)."""
+    return [text_message(env, run_window("gallery", label), gallery_title(label), GALLERY_WAITING, UNIT, PANE_HEIGHT),
+            text_message(env, run_window("confusion", label), confusion_title(label), CONFUSION_WAITING,
+                         UNIT, PANE_HEIGHT)]
+
+
 def heatmap_message(env: str, win: str, title: str, matrix: list[list[int]], classes: list[str]) -> dict[str, Any]:
     """A confusion matrix: rows the true class, columns the predicted one, class names on both axes."""
-    names = [html.escape(c) for c in classes]
-    data = {"z": matrix, "x": names, "y": names, "type": "heatmap", "colorscale": "Blues",
+    names = [html.escape(c, quote=False) for c in classes]
+    data = {"z": matrix, "x": names, "y": names, "type": "heatmap", "colorscale": "Blues", "reversescale": True,  # white 0, dark blue the most
             "hovertemplate": "true %{y}<br>predicted %{x}<br>%{z} images<extra></extra>"}
     layout = {"xaxis": {"title": {"text": "predicted"}, "tickangle": -45},
               "yaxis": {"title": {"text": "true"}, "autorange": "reversed"},

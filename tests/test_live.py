@@ -22,6 +22,7 @@ from dashboard.connection import VisdomConnection
 from dashboard.downsample import MinMaxSeries
 from dashboard.replay import replay
 from dashboard.sender import Sender
+from dashboard.visdom_backend import GALLERY_SHOWN
 from dashboard.server import ServerConfig, ServerProcess, start_background
 from tests.conftest import free_port
 from trainers.config import RunConfig
@@ -71,7 +72,7 @@ def assert_windows_match_logs(state: dict[str, Any], run_dirs: list[Path], max_p
         heat = state[windows.run_window("confusion", label)]["content"]["data"][0]
         assert heat["z"] == record.confusions[-1]["matrix"] and heat["x"][0] == "T-shirt/top"
         gallery = state[windows.run_window("gallery", label)]["content"]
-        assert gallery.count("<figure") == 24 and f"after epoch {record.predictions[-1]['x']:g}" in gallery
+        assert gallery.count("<figure") == GALLERY_SHOWN and f"after epoch {record.predictions[-1]['x']:g}" in gallery
 
 
 def run_workers(specs: list[WorkerSpec], board: Board | None = None, during: Any = None,

@@ -1,0 +1,186 @@
+"""Debian's headless Chromium, driven over the DevTools protocol, to look at the Visdom page as a
+person's browser shows it: what each window holds once the page's own scripts have drawn it,
+where the windows sit, and a screenshot.
+
+Visdom's client depends on websocket-client, which is all the protocol needs."""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import websocket
+
+BROWSERS = ("chromium", "chromium-browser", "google-chrome")
+
+# Every window on the page: its title, box, the plot's traces (as plotly holds them after drawing)
+# or the text pane's figures, and whether each figure's image decoded.
+PROBE = r"""
+(() => {
+  const panes = [...document.querySelectorAll('.react-grid-item')].map(el => {
+    const r = el.getBoundingClientRect();
+    const plot = el.querySelector('.js-plotly-plot');
+    const figures = [...el.querySelectorAll('figure')];
+    return {
+      title: (el.querySelector('.bar div.pull-right') || {}).textContent || '',
+      x: r.left + window.scrollX, y: r.top + window.scrollY, w: r.width, h: r.height,
+      traces: plot && plot.data ? plot.data.filter(t => t.name).map(t => ({
+        name: t.name, points: (t.x || []).length, type: t.type,
+        colour: (t.line && t.line.color) || null})) : null,
+      legend: plot ? [...plot.querySelectorAll('.legendtext')].map(t => t.textContent) : [],
+      axes: plot && plot.layout ? [((plot.layout.xaxis || {}).title || {}).text || '',
+                                   ((plot.layout.yaxis || {}).title || {}).text || ''] : [],
+      heatmap: plot && plot.data && plot.data[0] && plot.data[0].type === 'heatmap'
+        ? {x: plot.data[0].x, rows: plot.data[0].z.length} : null,
+      figures: figures.length,
+      images: figures.filter(f => { const i = f.querySelector('img');
+                                    return i && i.complete && i.naturalWidth > 0; }).length,
+      captions: figures.map(f => (f.querySelector('figcaption') || {}).textContent || ''),
+      text: plot ? '' : (el.querySelector('.content') || {}).textContent || '',
+      injected: el.querySelectorAll('.content [data-injected]').length,
+    };
+  });
+  return {panes, scrollWidth: (document.documentElement || {}).scrollWidth || 0, innerWidth: window.innerWidth,
+          connected: !!document.querySelector('.btn-success')};
+})()
+"""
+
+
+class BrowserError(Exception):
+    pass
+
+
+def find_chromium() -> str | None:
+    for name in BROWSERS:
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+class Browser:
+    """One headless Chromium with one page."""
+
+    def __init__(self, width: int = 1600, height: int = 1200) -> None:
+        binary = find_chromium()
+        if binary is None:
+            raise BrowserError("no Chromium: `make browser` installs Debian's chromium")
+        self.profile = Path(tempfile.mkdtemp(prefix="lt-chromium-"))
+        self.process = subprocess.Popen(
+            [binary, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--disable-default-apps", "--mute-audio", "--remote-debugging-port=0",
+             f"--user-data-dir={self.profile}", f"--window-size={width},{height}", "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self._ids = itertools.count(1)
+        try:
+            port = self._devtools_port()
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as resp:
+                pages = [t for t in json.load(resp) if t.get("type") == "page"]
+            self.socket = websocket.create_connection(pages[0]["webSocketDebuggerUrl"], timeout=30,
+                                                      suppress_origin=True)
+            self.call("Page.enable")
+            self.call("Emulation.setDeviceMetricsOverride",
+                      width=width, height=height, deviceScaleFactor=1, mobile=False)
+        except Exception:
+            self.close()
+            raise
+
+    def _devtools_port(self) -> int:
+        deadline = time.monotonic() + 30
+        assert self.process.stderr is not None
+        while time.monotonic() < deadline:
+            line = self.process.stderr.readline()
+            if not line and self.process.poll() is not None:
+                raise BrowserError(f"chromium exited at start ({self.process.returncode})")
+            found = re.search(r"DevTools listening on ws://[^:]+:(\d+)/", line)
+            if found:
+                return int(found.group(1))
+        raise BrowserError("chromium did not open its DevTools port within 30 s")
+
+    def call(self, method: str, **params: Any) -> dict[str, Any]:
+        """Send one DevTools command and wait for its answer (events on the way are dropped)."""
+        ident = next(self._ids)
+        self.socket.send(json.dumps({"id": ident, "method": method, "params": params}))
+        while True:
+            message = json.loads(self.socket.recv())
+            if message.get("id") == ident:
+                if "error" in message:
+                    raise BrowserError(f"{method}: {message['error']}")
+                return message.get("result", {})
+
+    def open(self, url: str) -> None:
+        self.call("Page.navigate", url=url)
+
+    def evaluate(self, expression: str) -> Any:
+        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
+        if "exceptionDetails" in result:
+            raise BrowserError(f"script failed: {result['exceptionDetails']}")
+        return result["result"].get("value")
+
+    def probe(self) -> dict[str, Any]:
+        return self.evaluate(PROBE)
+
+    def settled(self, ready: Any, timeout: float = 60.0, quiet: float = 1.0) -> dict[str, Any]:
+        """Probe until `ready(state)` holds and the windows have stopped moving for `quiet` s."""
+        deadline = time.monotonic() + timeout
+        last, since = None, time.monotonic()
+        state: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            state = self.probe() or {}
+            boxes = [(p["title"], p["x"], p["y"], p["w"], p["h"]) for p in state.get("panes", [])]
+            if boxes != last:
+                last, since = boxes, time.monotonic()
+            elif ready(state) and time.monotonic() - since >= quiet:
+                return state
+            time.sleep(0.25)
+        raise BrowserError(f"the page did not settle within {timeout:.0f} s; last seen: "
+                           f"{[p['title'] for p in state.get('panes', [])]}")
+
+    def screenshot(self, path: Path) -> None:
+        """The whole page, not only the window's height."""
+        metrics = self.call("Page.getLayoutMetrics")
+        size = metrics.get("cssContentSize") or metrics["contentSize"]
+        shot = self.call("Page.captureScreenshot", format="png", captureBeyondViewport=True,
+                         clip={"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1})
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(base64.b64decode(shot["data"]))
+
+    def close(self) -> None:
+        sock = getattr(self, "socket", None)
+        if sock is not None:
+            sock.close()
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        shutil.rmtree(self.profile, ignore_errors=True)
+
+    def __enter__(self) -> "Browser":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def overlaps(panes: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """Pairs of windows whose boxes overlap (by more than a pixel's rounding)."""
+    found = []
+    for a, b in itertools.combinations(panes, 2):
+        dx = min(a["x"] + a["w"], b["x"] + b["w"]) - max(a["x"], b["x"])
+        dy = min(a["y"] + a["h"], b["y"] + b["h"]) - max(a["y"], b["y"])
+        if dx > 1 and dy > 1:
+            found.append((a["title"], b["title"]))
+    return found

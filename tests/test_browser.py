@@ -1,0 +1,171 @@
+"""The page as a person sees it, in Debian's headless Chromium, while real runs stream into the
+real server: every window there, drawn, in a tidy grid; the compare windows with one trace per
+run in one colour per run; galleries of decoded images with their labels; the page updating
+without a reload. A screenshot of it is saved in artifacts/browser/. Also: labels that hold HTML
+(a run log from elsewhere) show as text, never as markup."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dashboard import windows
+from dashboard.connection import Unreachable, VisdomConnection
+from dashboard.server import ServerProcess
+from tests.browser import Browser, find_chromium, overlaps
+from tests.conftest import REPO
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(find_chromium() is None and not os.environ.get("LIVETRAIN_REQUIRE_BROWSER"),
+                       reason="no Chromium here: `make browser` installs Debian's chromium"),
+]
+
+ARTIFACTS = Path(os.environ.get("LIVETRAIN_ARTIFACTS", REPO / "artifacts")) / "browser"
+LABELS = ("softmax", "mlp", "cnn")
+CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+COMPARE_TITLES = {w.title: w for w in windows.COMPARE_WINDOWS}
+
+
+def server_windows(url: str, env: str) -> dict[str, Any]:
+    try:
+        return json.loads(VisdomConnection(url).post("win_data", {"eid": env, "win": None}))
+    except Unreachable:  # no such env yet (visdom answers 500)
+        return {}
+
+
+def every_run_has_tested(url: str, env: str) -> bool:
+    """True once every run has drawn its confusion matrix (it finished an epoch)."""
+    state = server_windows(url, env)
+    return all(state.get(windows.run_window("confusion", label), {}).get("type") == "plot" for label in LABELS)
+
+
+def page_complete(state: dict[str, Any]) -> bool:
+    panes = {p["title"]: p for p in state.get("panes", [])}
+    galleries = [p for t, p in panes.items() if t.endswith("test images, predicted (true)")]
+    return (len(panes) == 1 + len(COMPARE_TITLES) + 1 + 2 * len(LABELS)
+            and all(panes.get(t, {}).get("traces") and len(panes[t]["traces"]) == len(LABELS) for t in COMPARE_TITLES)
+            and len(galleries) == len(LABELS) and all(g["images"] == g["figures"] > 0 for g in galleries))
+
+
+def points(state: dict[str, Any], title: str, label: str) -> int:
+    pane = next(p for p in state["panes"] if p["title"] == title)
+    return next(t["points"] for t in pane["traces"] if t["name"] == label)
+
+
+@pytest.fixture(scope="module")
+def launch(visdom_server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """Three real runs launched from the command line, drawing into `visdom_server`."""
+    log_dir = tmp_path_factory.mktemp("browser-runs")
+    proc = subprocess.Popen(
+        [sys.executable, "launch.py", "run", "--models", ",".join(LABELS), "--limit", "12000", "--epochs", "4",
+         "--visdom-url", visdom_server.config.url, "--env", "browser", "--log-dir", str(log_dir)],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    yield proc, log_dir
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+
+
+def test_the_live_page_in_a_real_browser(visdom_server: ServerProcess, launch: Any) -> None:
+    proc, _ = launch
+    url = visdom_server.config.url
+    deadline = time.monotonic() + 180
+    while not every_run_has_tested(url, "browser"):
+        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+        assert time.monotonic() < deadline, "no run finished its first epoch within 3 min"
+        time.sleep(0.5)
+
+    with Browser(1600, 1200) as browser:
+        browser.open(f"{url}/env/browser")
+        state = browser.settled(page_complete)
+        assert proc.poll() is None, "the runs ended before the page was looked at: not a live check"
+        browser.screenshot(ARTIFACTS / "live.png")
+
+        panes = {p["title"]: p for p in state["panes"]}
+        assert state["connected"]  # the page's websocket to the server: the "online" button
+        # a tidy grid: no window over another, nothing off the right edge
+        assert overlaps(state["panes"]) == []
+        assert state["scrollWidth"] <= state["innerWidth"]
+        assert state["panes"][0]["title"] == "Runs"  # the table first, on a row of its own
+        assert all(p["y"] >= state["panes"][0]["y"] + state["panes"][0]["h"] for p in state["panes"][1:])
+        # every compare window: one trace per run, each run in one colour everywhere, axes named
+        colours: dict[str, set[str]] = {label: set() for label in LABELS}
+        for title, window in COMPARE_TITLES.items():
+            pane = panes[title]
+            assert sorted(t["name"] for t in pane["traces"]) == sorted(LABELS), title
+            assert all(t["points"] > 0 for t in pane["traces"]), title
+            assert set(LABELS) <= set(pane["legend"]), title
+            assert pane["axes"] == ["epoch", window.y_title], title
+            for t in pane["traces"]:
+                colours[t["name"]].add(t["colour"])
+        assert all(len(c) == 1 for c in colours.values()) and len({c.pop() for c in colours.values()}) == len(LABELS)
+        # galleries: decoded images, each captioned with its prediction, probability and true class
+        for label in LABELS:
+            gallery = panes[f"{label}: test images, predicted (true)"]
+            assert gallery["figures"] == gallery["images"] == 16
+            assert all(("✓" in c or "✗" in c) and "%" in c and "true: " in c for c in gallery["captions"])
+            assert "after epoch" in gallery["text"]
+            heat = next(p for t, p in panes.items() if t.startswith(f"{label}: confusion matrix, epoch"))
+            assert heat["heatmap"] == {"x": CLASSES, "rows": 10} and heat["axes"] == ["predicted", "true"]
+        disagree = panes["Where the runs disagree (sample test images)"]
+        assert disagree["images"] == disagree["figures"] > 0 and "sample test images" in disagree["text"]
+
+        # live: the open page gains points as the runs go on, with no reload
+        title = windows.COMPARE_BY_METRIC["train/loss"].title
+        before = points(state, title, "cnn")
+        deadline = time.monotonic() + 60
+        while points(browser.probe(), title, "cnn") <= before:
+            assert time.monotonic() < deadline, "the open page did not update while the CNN trained"
+            time.sleep(0.5)
+
+        assert proc.wait(240) == 0, proc.stdout.read() if proc.stdout else ""
+        # after the runs: the page shows what the server holds
+        time.sleep(1.5)
+        state = browser.probe()
+        held = server_windows(url, "browser")
+        for title, window in COMPARE_TITLES.items():
+            page = {t["name"]: t["points"] for t in next(p for p in state["panes"] if p["title"] == title)["traces"]}
+            server = {d["name"]: len(d["x"]) for d in held[window.win]["content"]["data"] if d["name"]}
+            assert page == server, title
+        browser.screenshot(ARTIFACTS / "finished.png")
+
+
+HOSTILE = '<b data-injected="1">x</b><img data-injected="1" src="nowhere" onerror="document.title=1">'
+
+
+def test_labels_holding_html_show_as_text(visdom_server: ServerProcess, launch: Any, tmp_path: Path) -> None:
+    """A run log from elsewhere may label its run with anything: replayed, it shows as text."""
+    proc, log_dir = launch
+    proc.wait(300)
+    run_dir = next(log_dir.glob("*/mlp"))
+    hostile_dir = tmp_path / "hostile"
+    hostile_dir.mkdir()
+    lines = (run_dir / "log.jsonl").read_text().splitlines()
+    first = json.loads(lines[0])
+    first["run"]["label"] = first["config"]["label"] = HOSTILE
+    (hostile_dir / "log.jsonl").write_text("\n".join([json.dumps(first), *lines[1:]]) + "\n")
+    result = subprocess.run([sys.executable, "launch.py", "replay", str(hostile_dir), "--env", "hostile",
+                             "--visdom-url", visdom_server.config.url], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+    with Browser(1280, 1000) as browser:
+        browser.open(f"{visdom_server.config.url}/env/hostile")
+        state = browser.settled(lambda s: any(p["traces"] for p in s.get("panes", []))
+                                and any(p["images"] for p in s["panes"]))
+        browser.screenshot(ARTIFACTS / "hostile.png")
+        assert sum(p["injected"] for p in state["panes"]) == 0  # no element made from the label
+        assert browser.evaluate("document.title") != "1"  # and no script of it ran
+        runs = next(p for p in state["panes"] if p["title"] == "Runs")
+        assert HOSTILE in runs["text"]  # the label's text, as written
+        assert any(p["title"].startswith(HOSTILE) for p in state["panes"])  # window titles
+        loss = next(p for p in state["panes"] if p["title"] == windows.COMPARE_BY_METRIC["train/loss"].title)
+        assert [t["name"] for t in loss["traces"]] == [windows.trace_name(HOSTILE)]
+        assert HOSTILE in loss["legend"]  # plotly reads the escaped name back to the label's text
