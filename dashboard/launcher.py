@@ -402,7 +402,8 @@ def _signal(proc: Any, sig: int) -> None:
 
 def seal_logs(specs: Sequence[WorkerSpec], exitcodes: Sequence[int | None], stopping: bool) -> None:
     """Give every run whose worker ended without a final status one (its log is never rewritten,
-    only appended to)."""
+    only appended to). Such a worker's sender died with it, so its last points may not have
+    reached the server: its windows are marked incomplete, to be redrawn from its log."""
     for spec, code in zip(specs, exitcodes):
         record = read(spec.run_dir, keep_scalars=False) if (spec.run_dir / LOG_NAME).is_file() else None
         if record is not None and record.status in FINAL_STATES:
@@ -416,6 +417,8 @@ def seal_logs(specs: Sequence[WorkerSpec], exitcodes: Sequence[int | None], stop
             log.status(state, reason)
         finally:
             log.close()
+        if spec.dashboard.visdom_url is not None:
+            (spec.run_dir / INCOMPLETE_MARK).touch()
 
 
 # ---- one launch, start to end --------------------------------------------------------------

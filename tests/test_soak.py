@@ -1,0 +1,124 @@
+"""Faults under load: five runs launched as a user launches them (three that should finish, one
+whose worker is killed, one forced to diverge) while the server is killed and restarted, and
+frozen and resumed, at random moments. Afterwards every window holds what the run logs hold, the
+runs trained no slower while the server was away, and the three healthy runs finished.
+
+The moments are drawn from a seed printed with any failure (LIVETRAIN_SOAK_SEED repeats one)."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import statistics
+import time
+from pathlib import Path
+
+import pytest
+
+from dashboard import runlog, windows
+from dashboard.server import ServerConfig, ServerProcess, start_background
+from tests.conftest import free_port
+from tests.test_launch_e2e import finish, launch_dir, livetrain, training, worker_of
+from tests.test_live import drawn_from_log, server_state, traces
+from trainers.reporting import TRAIN_LOSS
+
+pytestmark = pytest.mark.slow
+
+HEALTHY = ("softmax", "mlp", "cnn")
+EPOCHS = 4
+
+
+def assert_windows_hold_the_logs(state: dict, run_dirs: list[Path], context: str) -> None:
+    """Each run's trace in each compare window is what its log's points downsample to (a run that
+    logged no point of a metric, e.g. one that diverged in its first epoch, has none)."""
+    for window in windows.COMPARE_WINDOWS:
+        held = traces(state, window.win)
+        for run_dir in run_dirs:
+            record = runlog.read(run_dir)
+            label = record.meta["label"]
+            expected = drawn_from_log(record, window.metric, max_points=1000).points()
+            assert held.get(label, ([], [])) == expected, (context, window.win, label)
+
+
+def test_soak_server_killed_and_frozen_at_random_while_runs_fail_beside_healthy_ones(tmp_path: Path) -> None:
+    seed = int(os.environ.get("LIVETRAIN_SOAK_SEED", time.time_ns() % 1_000_000))
+    rng = random.Random(seed)
+    context = f"LIVETRAIN_SOAK_SEED={seed}"
+    config = ServerConfig(port=free_port(), env_dir=tmp_path / "visdom")
+    servers: list[ServerProcess] = [start_background(config)]
+    log_dir = tmp_path / "runs"
+    proc = livetrain(tmp_path, "run", "--models", "softmax,mlp,cnn,mlp:killed,mlp:diverges",
+                     "--set", "diverges.lr=1e30", "--set", "killed.epochs=20", "--limit", "12000",
+                     "--epochs", str(EPOCHS), "--visdom-url", config.url, "--env", "soak",
+                     "--log-dir", str(log_dir), "--no-keep-serving")
+    outages: list[tuple[str, float, float]] = []  # (what, from, to) in wall-clock time
+    try:
+        deadline = time.monotonic() + 120
+        while not (log_dir.is_dir() and any(log_dir.iterdir())
+                   and all(training(launch_dir(log_dir) / label) for label in HEALTHY)):
+            assert proc.poll() is None and time.monotonic() < deadline, (context, proc.communicate())
+            time.sleep(0.2)
+        runs = launch_dir(log_dir)
+        killed_at = time.monotonic() + rng.uniform(2, 8)
+
+        def cnn_x() -> float:
+            return runlog.read(runs / "cnn", keep_scalars=False).x
+
+        # faults until the CNN, the slowest, is half way through its second-last epoch; then the
+        # server stays up (one down as the launch ends is another test: the launcher says how to
+        # redraw)
+        while proc.poll() is None and cnn_x() < EPOCHS - 1.5:
+            time.sleep(rng.uniform(1.0, 3.0))
+            if killed_at and time.monotonic() >= killed_at:
+                os.kill(worker_of(proc.pid, runs / "killed"), signal.SIGKILL)
+                killed_at = 0.0
+            server = servers[-1]
+            start = time.time()
+            if rng.random() < 0.5:
+                server.process.kill()
+                server.process.wait()
+                time.sleep(rng.uniform(0.5, 3.0))
+                servers.append(start_background(config))
+                outages.append(("killed", start, time.time()))
+            else:
+                os.kill(server.process.pid, signal.SIGSTOP)
+                time.sleep(rng.uniform(1.0, 6.0))  # past the 5 s request timeout, at times
+                os.kill(server.process.pid, signal.SIGCONT)
+                outages.append(("frozen", start, time.time()))
+        assert proc.poll() is None, (context, "the runs ended during a fault; raise --limit", outages)
+        code, out, err = finish(proc, timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for server in servers:
+            if server.process.poll() is None:
+                os.kill(server.process.pid, signal.SIGCONT)
+    try:
+        assert len(outages) >= 3, (context, outages)
+        assert code == 1, (context, out, err)  # two runs failed
+        assert "killed failed: the worker process was killed (SIGKILL)" in out, (context, out)
+        assert "diverges failed: loss became" in out, (context, out)
+        run_dirs = [runs / label for label in (*HEALTHY, "killed", "diverges")]
+        for label in HEALTHY:
+            record = runlog.read(runs / label)
+            assert record.status == "finished" and len(record.series("test/acc")[0]) == EPOCHS, (context, label)
+        # every window holds what the logs hold (the launcher redrew what the server missed)
+        assert_windows_hold_the_logs(server_state(config.url, "soak"), run_dirs, context)
+        assert not [d for d in run_dirs if (d / runlog.INCOMPLETE_MARK).exists()], context
+        # and training went on at full speed while the server was away
+        for label in ("mlp", "cnn"):
+            stamps = [r["time"] for r in runlog.read(runs / label).scalars if TRAIN_LOSS in r]
+            gaps = list(zip(stamps, stamps[1:]))
+
+            def away(t: float) -> bool:
+                return any(lo <= t <= hi for _, lo, hi in outages)
+
+            during = [b - a for a, b in gaps if away(a) and away(b)]
+            rest = [b - a for a, b in gaps if not away(a) and not away(b)]
+            if len(during) >= 20 and len(rest) >= 20:
+                assert statistics.median(during) <= 1.25 * statistics.median(rest) + 0.002, \
+                    (context, label, statistics.median(during), statistics.median(rest))
+    finally:
+        for server in servers:
+            server.stop()
