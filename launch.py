@@ -13,9 +13,11 @@ from click.core import ParameterSource
 from click.exceptions import NoArgsIsHelpError
 
 from dashboard import assets
-from dashboard.launcher import LaunchError, PlanError, RunRequest, past_runs, plan_runs, runs_table
+from dashboard.launcher import (
+    LaunchError, PlanError, RunRequest, check_env, check_url, past_runs, plan_runs, runs_table,
+)
 from dashboard.launcher import run as run_launch
-from dashboard.replay import ReplayError, replay as replay_runs
+from dashboard.replay import ReplayError, check_runs, replay as replay_runs
 from dashboard.server import (
     DEFAULT_ENV_DIR, DEFAULT_HOST, DEFAULT_PORT, ServerConfig, ServerError, port_state, serve, start_background,
 )
@@ -204,6 +206,8 @@ def demo(epochs: int, limit: int | None, env: str, data_dir: Path | None, log_di
               help="The folder runs were logged to (or one launch's folder).")
 def runs(log_dir: Path) -> None:
     """A table of past runs: label, model, data set, epochs, test accuracy, status, duration, path."""
+    if log_dir.exists() and not log_dir.is_dir():
+        raise click.ClickException(f"{log_dir} is not a folder; pass the folder runs were logged to with --log-dir")
     if not log_dir.is_dir():
         raise click.ClickException(f"no folder {log_dir}; runs are logged there by `livetrain run` "
                                    "(or pass --log-dir)")
@@ -226,8 +230,14 @@ def replay(run_dirs: tuple[Path, ...], env: str, visdom_url: str | None, smooth:
            host: str, port: int, env_dir: Path, login: bool) -> None:
     """Draw logged runs (run dirs, or a folder of them) in a Visdom env, as they looked live."""
     config = ServerConfig(host, port, env_dir, login)
+    try:
+        check_env(env)
+        visdom_url = check_url(visdom_url) if visdom_url is not None else None
+    except PlanError as exc:
+        raise click.UsageError(str(exc)) from None
     started = None
     try:
+        check_runs(list(run_dirs))  # before anything is started
         if visdom_url is None and port_state(config) == "free":
             started = start_background(config)
         url = visdom_url or config.url

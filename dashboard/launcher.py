@@ -28,6 +28,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
+import torch
+
 from dashboard import windows
 from dashboard.adapter import DashboardOptions
 from dashboard.board import Board
@@ -40,7 +42,7 @@ from dashboard.server import ServerConfig, ServerError, ServerProcess, port_stat
 from dashboard.terminal import TerminalView, clock
 from trainers import data
 from trainers.config import ConfigError, RunConfig, threads_per_run
-from trainers.loop import CHECKPOINT, resolve_device
+from trainers.loop import CHECKPOINT, read_checkpoint, resolve_device
 from trainers.models import MODELS
 from trainers.reporting import TEST_ACC
 from trainers.worker import ERROR_FILE, EXIT_INTERRUPTED, WorkerSpec
@@ -50,6 +52,7 @@ FINAL_STATES = ("finished", "failed", "interrupted")
 STOP_GRACE = 4.5  # seconds a worker gets to log "interrupted" and close before it is killed
 LABEL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,39}")
 ENV_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+URL_HOST_RE = re.compile(r"[A-Za-z0-9._:-]+")  # a name, an IPv4 or an IPv6 address (no spaces)
 # what --set may change per run, and how its value is read
 SETTINGS: dict[str, tuple[type, str]] = {
     "lr": (float, "a number"), "epochs": (int, "a whole number"), "batch_size": (int, "a whole number"),
@@ -172,11 +175,14 @@ def resume_runs(launch_dir: Path, epochs: int | None = None) -> list[tuple[RunCo
         if record.status == "finished" and config.epochs <= _epochs_done(record.x):
             done.append(config.label)
             continue
+        checkpoint = run_dir / CHECKPOINT
         try:
             config = config.resolved()
+            if checkpoint.is_file():
+                read_checkpoint(checkpoint, config)  # damaged: said now, not by the run's worker
         except ConfigError as exc:
-            raise LaunchError(f"cannot resume {run_dir}: {exc}") from None
-        todo.append((config, run_dir, (run_dir / CHECKPOINT).is_file()))
+            raise LaunchError(f"cannot resume {run_dir}: {str(exc).removeprefix('cannot resume: ')}") from None
+        todo.append((config, run_dir, checkpoint.is_file()))
     if not todo:
         raise LaunchError(f"every run in {launch_dir} has finished its epochs ({', '.join(done)}); "
                           "pass --epochs with a larger number to train them further")
@@ -188,7 +194,7 @@ def _epochs_done(x: float) -> int:
 
 
 def check_machine(configs: Sequence[RunConfig]) -> None:
-    """What only this machine can say: the device exists and every data set is on disk."""
+    """What only this machine can say: the device exists and every data set is on disk, whole."""
     for config in configs:
         try:
             resolve_device(config.device)
@@ -199,7 +205,10 @@ def check_machine(configs: Sequence[RunConfig]) -> None:
             raise LaunchError(f"--data-dir {data_dir} is not a folder; give the folder that holds the data "
                               "sets, or leave it out to use ./data and the system's copy")
         try:
-            data.locate(dataset, data_dir or None)
+            # read and check every file now (a damaged one is one error here, not one per run);
+            # forked workers find the data already loaded. One thread: no OpenMP pool before the fork
+            torch.set_num_threads(1)
+            data.load(dataset, data_dir or None)
         except data.DataError as exc:
             raise LaunchError(str(exc)) from None
 
@@ -212,7 +221,7 @@ def check_env(env: str) -> str:
 
 def check_url(url: str) -> str:
     parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    if parts.scheme not in ("http", "https") or not parts.hostname or not URL_HOST_RE.fullmatch(parts.hostname):
         raise PlanError(f"--visdom-url {url!r}: write it like http://HOST:PORT")
     try:
         parts.port  # noqa: B018 - raises on a bad port

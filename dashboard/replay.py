@@ -36,13 +36,37 @@ def find_runs(paths: list[Path]) -> list[Path]:
         if (path / LOG_NAME).is_file() or path.name == LOG_NAME:
             runs.append(path.parent if path.name == LOG_NAME else path)
         elif path.is_dir():
-            found = sorted(p.parent for p in path.glob(f"*/{LOG_NAME}"))
+            # a launch's folder (run dirs one level down), or a log dir (launches, two down)
+            found = sorted(p.parent for p in path.glob(f"*/{LOG_NAME}")) or \
+                sorted(p.parent for p in path.glob(f"*/*/{LOG_NAME}"))
             if not found:
                 raise ReplayError(f"no run log ({LOG_NAME}) in {path} or its subfolders; pass a run dir")
             runs.extend(found)
+        elif path.exists():
+            raise ReplayError(f"{path} is not a run dir; pass the folder holding a run's {LOG_NAME}")
         else:
             raise ReplayError(f"{path} does not exist; pass a run dir holding {LOG_NAME}")
     return runs
+
+
+def check_runs(paths: list[Path]) -> list[Path]:
+    """The run dirs under `paths`, each checked to open with its config record (before a server is
+    started for them)."""
+    run_dirs = find_runs(paths)
+    for run_dir in run_dirs:
+        record = RunRecord(run_dir / LOG_NAME)
+        try:
+            with open(run_dir / LOG_NAME, "rb") as handle:
+                record.add_line(handle.readline())
+        except OSError as exc:
+            raise ReplayError(f"cannot read {run_dir / LOG_NAME}: {exc.strerror}") from None
+        if not record.config:
+            raise ReplayError(_no_config(run_dir))
+    return run_dirs
+
+
+def _no_config(run_dir: Path) -> str:
+    return f"{run_dir / LOG_NAME} holds no run (no config record); is it a livetrain run log?"
 
 
 def feed(record: RunRecord, reporter: Reporter) -> None:
@@ -75,7 +99,7 @@ def replay(paths: list[Path], url: str, env: str, max_points: int = 1000, smooth
         except OSError as exc:
             raise ReplayError(f"cannot read {run_dir / LOG_NAME}: {exc.strerror}") from None
         if not record.config:
-            raise ReplayError(f"{run_dir / LOG_NAME} holds no run (no config record); is it a livetrain run log?")
+            raise ReplayError(_no_config(run_dir))
         label = run_label(record, run_dir.name)
         while label in labels:  # two logs of runs with one label: keep their traces apart
             label += "'"

@@ -73,6 +73,8 @@ def probe(url: str, timeout: float = 1.0) -> str:
             body = resp.read(65536).decode("utf-8", "replace")
     except urllib.error.HTTPError as exc:
         body = exc.read(65536).decode("utf-8", "replace") if exc.fp else ""
+    except ValueError:  # a URL urllib cannot use (http.client.InvalidURL)
+        return "other"
     except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         refused = isinstance(reason, ConnectionRefusedError) or (

@@ -218,16 +218,28 @@ def _save_checkpoint(run_dir: Path, epochs_done: int, config: RunConfig, model: 
     os.replace(tmp, run_dir / CHECKPOINT)
 
 
+def read_checkpoint(path: Path, config: RunConfig) -> dict[str, Any]:
+    """A run's checkpoint, checked to be whole and to belong to `config`'s model and data set."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        saved = RunConfig.from_dict(state["config"])
+        for key in ("model", "optimizer", "generator", "torch_rng", "epochs_done", "history"):
+            state[key]  # noqa: B018 - raises KeyError when missing
+    except Exception:  # torch.load raises many kinds (pickle, zip, EOF, runtime) on a damaged file
+        raise ConfigError(f"cannot resume: the checkpoint {path} is damaged or not a livetrain checkpoint; "
+                          "delete it to train that run from the start") from None
+    if (saved.model, saved.dataset) != (config.model, config.dataset):
+        raise ConfigError(f"cannot resume: {path} is a {saved.model} on {saved.dataset}, "
+                          f"not a {config.model} on {config.dataset}")
+    return state
+
+
 def _load_checkpoint(run_dir: Path | None, config: RunConfig, model: models.Model, optimizer: Any,
                      generator: torch.Generator) -> tuple[int, list[dict[str, float]]]:
     path = (run_dir or Path(".")) / CHECKPOINT
     if run_dir is None or not path.is_file():
         raise ConfigError(f"cannot resume: no checkpoint at {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    saved = RunConfig.from_dict(state["config"])
-    if (saved.model, saved.dataset) != (config.model, config.dataset):
-        raise ConfigError(f"cannot resume: {path} is a {saved.model} on {saved.dataset}, "
-                          f"not a {config.model} on {config.dataset}")
+    state = read_checkpoint(path, config)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     generator.set_state(state["generator"])

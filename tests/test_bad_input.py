@@ -1,0 +1,126 @@
+"""The bad-input sweep, as a user meets it: every command run as a real process (`python launch.py
+...`) with wrong values, files and environments. Each must end with exactly one line on stderr,
+`Error: ...`, saying what to do; a non-zero exit code; no traceback anywhere; and the runs already
+logged in the log dir left byte for byte as they were (what a failed launch may not touch)."""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dashboard.runlog import RunLog
+from tests.conftest import REPO, free_port
+from tests.test_data import _broken
+from trainers.config import RunConfig
+
+pytestmark = pytest.mark.slow
+
+
+def livetrain(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(REPO / "launch.py"), *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=120, stdin=subprocess.DEVNULL)
+
+
+def digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "folder"
+            for p in sorted(folder.rglob("*"))}
+
+
+@pytest.fixture(scope="module")
+def place(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A working folder holding an earlier launch's finished run, broken data sets, a damaged
+    checkpoint, files where folders belong, and a port held by a web server that is not Visdom."""
+    root = tmp_path_factory.mktemp("sweep")
+    earlier = root / "runs" / "2026-01-01T000000" / "mlp"
+    log = RunLog(earlier, meta={"label": "mlp", "colour": 1, "env": "old"})
+    log.config(RunConfig("mlp", epochs=1, limit=100).to_dict())
+    log.scalars(1, 1.0, {"train/loss": 0.5})
+    log.status("finished")
+    log.close()
+    for how in ("truncated", "wrong-magic", "mismatched-count", "missing", "damaged-gzip", "bad-label", "wrong-size"):
+        (root / "data" / how).mkdir(parents=True)
+        _broken(root / "data" / how, how)
+    damaged = root / "damaged" / "2026-01-01T000000" / "mlp"
+    log = RunLog(damaged, meta={"label": "mlp", "colour": 1, "env": "old"})
+    log.config(RunConfig("mlp", epochs=3, limit=100).to_dict())
+    log.status("interrupted")
+    log.close()
+    (damaged / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    (root / "garbage").mkdir()
+    (root / "garbage" / "log.jsonl").write_text('{"kind": "scalars", "x": 1\nnot json at all\n')
+    (root / "a-file").write_text("a file, not a folder\n")
+    with socket.socket() as sock:  # a port that accepts connections but never answers as Visdom
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        (root / "port").write_text(str(sock.getsockname()[1]))
+        yield root
+
+
+def cases() -> list[tuple[str, list[str], int, str]]:
+    unused = str(free_port())
+    items = [
+        # data: damaged, cut, mismatched, foreign files
+        *[(f"data {how}", ["run", "--headless", "--dataset", "mnist", "--data-dir", f"data/{how}/broken"], 1, words)
+          for how, words in [("truncated", "is truncated"), ("wrong-magic", "is not an IDX image file"),
+                             ("mismatched-count", "do not belong together"), ("missing", "is missing"),
+                             ("damaged-gzip", "is a damaged gzip file"), ("bad-label", "outside 0-9"),
+                             ("wrong-size", "not 28x28")]],
+        ("data dir is a file", ["run", "--headless", "--data-dir", "a-file"], 1, "is not a folder"),
+        ("log dir under a file", ["run", "--headless", "--log-dir", "a-file/runs"], 1, "choose another folder"),
+        ("damaged checkpoint", ["run", "--headless", "--resume", "damaged/2026-01-01T000000"], 1,
+         "is damaged or not a livetrain checkpoint; delete it"),
+        # names that would be HTML or script in the page, and names that are not names
+        ("env holds script", ["run", "--env", "<script>alert(1)</script>"], 2, "env name"),
+        ("label holds HTML", ["run", "--models", "mlp:<b>x</b>"], 2, "run label"),
+        ("label with a space", ["run", "--models", "mlp:a b"], 2, "run label"),
+        ("replay env holds HTML", ["replay", "runs", "--env", "<img src=x>"], 2, "env name"),
+        # ports, hosts, URLs
+        ("port 0", ["run", "--port", "0"], 2, "--port"),
+        ("port too high", ["server", "--port", "70000"], 2, "--port"),
+        ("port not a number", ["run", "--port", "http"], 2, "--port"),
+        ("port held by something else", ["run", "--port", "PORT"], 1, "not Visdom"),
+        ("server on a held port", ["server", "--port", "PORT"], 1, "not Visdom"),
+        ("host unknown", ["server", "--host", "no-such-host.invalid", "--port", unused], 1, "cannot resolve host"),
+        ("host not ours", ["run", "--host", "192.0.2.1", "--port", unused], 1, "is not an address of this machine"),
+        ("url with a space", ["run", "--visdom-url", "http://exa mple:80"], 2, "write it like http://HOST:PORT"),
+        ("url not http", ["replay", "runs", "--visdom-url", "ftp://localhost:21"], 2, "write it like"),
+        ("url bad port", ["run", "--visdom-url", "http://localhost:99999"], 2, "port is not a number"),
+        ("url nobody answers", ["run", "--visdom-url", f"http://127.0.0.1:{unused}"], 1, "nothing answers at"),
+        ("url not visdom", ["replay", "runs", "--visdom-url", "http://127.0.0.1:PORT"], 1, "could not draw"),
+        # files and folders
+        ("replay a file", ["replay", "a-file"], 1, "is not a run dir"),
+        ("replay garbage log", ["replay", "garbage"], 1, "holds no run"),
+        ("replay nothing", ["replay", "nowhere"], 2, "does not exist"),
+        ("runs of a file", ["runs", "--log-dir", "a-file"], 1, "is not a folder"),
+        ("server env dir a file", ["server", "--env-dir", "a-file"], 2, "is a file"),
+        # values
+        ("smooth out of range", ["run", "--smooth", "1"], 2, "--smooth"),
+        ("limit zero", ["run", "--limit", "0"], 2, "--limit"),
+        ("set on a missing run", ["run", "--models", "mlp", "--set", "cnn.lr=1"], 2, "no run 'cnn'"),
+        ("lr infinite", ["run", "--lr", "inf"], 2, "learning rate must be a positive number"),
+        ("demo on a held port", ["demo", "--port", "PORT"], 1, "not Visdom"),
+    ]
+    return items
+
+
+CASES = cases()
+
+
+@pytest.mark.parametrize("name, args, code, words", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_gets_one_line_and_touches_nothing(place: Path, name: str, args: list[str], code: int,
+                                                     words: str) -> None:
+    before = digest(place / "runs")
+    port = (place / "port").read_text()
+    result = livetrain(place, *[a.replace("PORT", port) for a in args])
+    assert "Traceback" not in result.stdout + result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    assert words in lines[0], lines[0]
+    assert result.returncode == code, (result.returncode, lines[0])
+    assert digest(place / "runs") == before  # nothing written, no server started (its env folder)
