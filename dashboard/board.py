@@ -48,11 +48,13 @@ def summary(record: RunRecord, label: str) -> panes.RunSummary:
 class Board:
     """Follows run logs; draws the runs pane and the disagreement window through `sender` (if any)."""
 
-    def __init__(self, sender: Sender | None, env: str) -> None:
+    def __init__(self, sender: Sender | None, env: str, smoothing: float | None = None) -> None:
         self.sender = sender
         self.env = env
+        self.smoothing = smoothing  # the runs' (for the style of the traces the board creates)
         self.followers: dict[Path, LogFollower] = {}
         self.labels: dict[Path, str | None] = {}  # None: the label in the run's log
+        self.colours: dict[Path, int] = {}  # runs added with a label: their colour
         self._uris: dict[str, list[str]] = {}  # per data set: the sample images as data URIs
         self._lock = threading.Lock()  # poll (the caller's thread) against drawing (the sender's)
         if sender is not None:
@@ -62,12 +64,16 @@ class Board:
                 sender.register("frame:" + window.win, self._frame_sender(window))
             sender.register(windows.DISAGREE_WIN, self._send_disagreement)
 
-    def add(self, run_dir: Path, label: str | None = None) -> None:
+    def add(self, run_dir: Path, label: str | None = None, colour_index: int | None = None) -> None:
         """Follow one more run (its log may not exist yet). With its label known, its own windows
-        are placed now, in the order runs are added (see `windows.run_placeholders`)."""
+        are placed now, in the order runs are added (see `windows.run_placeholders`), and so are
+        its (empty) traces in the compare windows, so that every legend lists the runs in that
+        order."""
         if run_dir not in self.followers:
             self.followers[run_dir] = LogFollower(run_dir, keep_scalars=False)
             self.labels[run_dir] = label
+            if label is not None:
+                self.colours[run_dir] = windows.default_colour_index(label) if colour_index is None else colour_index
             if label is not None and self.sender is not None:
                 self.sender.register(f"placeholders:{run_dir}", self._placeholder_sender(label))
 
@@ -134,6 +140,17 @@ class Board:
     def _frame_sender(self, window: windows.CompareWindow) -> Any:
         def send(connection: VisdomConnection) -> None:
             connection.post("update", windows.placeholder_message(self.env, window))
+            smoothed = bool(self.smoothing) and window.per_batch
+            for run_dir, colour in list(self.colours.items()):
+                label = self.labels[run_dir]
+                assert label is not None
+                # an empty trace in the run's style; the run's worker fills it (an update of a
+                # trace that is there changes only its points, so the style must be the worker's)
+                data = [windows.trace(window, label, colour, [], [], faded=smoothed)]
+                if smoothed:
+                    data.append(windows.trace(window, label, colour, [], [], smoothed=True))
+                for trace in data:
+                    connection.post("update", windows.trace_message(self.env, window, trace, create=True))
         return send
 
     def _send_disagreement(self, connection: VisdomConnection) -> None:

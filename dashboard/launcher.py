@@ -480,9 +480,9 @@ def launch(runs: Sequence[tuple[RunConfig, Path, bool]], launch_dir: Path, optio
     specs = worker_specs(runs, options)
     server = options.server
     sender = Sender(VisdomConnection(server.url), name="visdom-board") if server else None
-    board = Board(sender, options.env)
+    board = Board(sender, options.env, options.smoothing)
     for spec in specs:
-        board.add(spec.run_dir, spec.config.label)
+        board.add(spec.run_dir, spec.config.label, spec.colour_index)
     view = TerminalView(out)
     stops = StopRequests()
     outcome = Outcome(launch_dir)

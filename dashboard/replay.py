@@ -90,7 +90,7 @@ def replay(paths: list[Path], url: str, env: str, max_points: int = 1000, smooth
     """Draw the runs under `paths` into `env` at `url`."""
     run_dirs = find_runs(paths)
     sender = Sender(VisdomConnection(url, timeout=timeout))
-    board = Board(sender, env)
+    board = Board(sender, env, smoothing)
     labels: list[str] = []
     skipped = 0
     for run_dir in run_dirs:
@@ -105,8 +105,9 @@ def replay(paths: list[Path], url: str, env: str, max_points: int = 1000, smooth
             label += "'"
         labels.append(label)
         skipped += record.skipped
-        board.add(run_dir, label)  # its windows' places first
-        backend = VisdomBackend(sender, env, label, run_colour(record, label), max_points, smoothing)
+        colour = run_colour(record, label)
+        board.add(run_dir, label, colour)  # its windows' places and its traces' order first
+        backend = VisdomBackend(sender, env, label, colour, max_points, smoothing)
         feed(record, backend)
     board.poll()
     if not sender.flush():

@@ -102,7 +102,7 @@ def test_the_live_page_in_a_real_browser(visdom_server: ServerProcess, launch: A
             pane = panes[title]
             assert sorted(t["name"] for t in pane["traces"]) == sorted(LABELS), title
             assert all(t["points"] > 0 for t in pane["traces"]), title
-            assert set(LABELS) <= set(pane["legend"]), title
+            assert pane["legend"] == list(LABELS), title  # every legend in the launch's run order
             assert pane["axes"] == ["epoch", window.y_title], title
             for t in pane["traces"]:
                 colours[t["name"]].add(t["colour"])
@@ -136,6 +136,28 @@ def test_the_live_page_in_a_real_browser(visdom_server: ServerProcess, launch: A
             server = {d["name"]: len(d["x"]) for d in held[window.win]["content"]["data"] if d["name"]}
             assert page == server, title
         browser.screenshot(ARTIFACTS / "finished.png")
+
+
+@pytest.mark.parametrize("width, per_row", [(1280, 2), (1920, 4)])
+def test_the_page_is_a_grid_at_other_widths(visdom_server: ServerProcess, launch: Any, width: int,
+                                            per_row: int) -> None:
+    """A laptop's and a large screen's width: the same windows, in rows of 2 and 4, none over another."""
+    proc, _ = launch
+    proc.wait(300)
+    with Browser(width, 1000) as browser:
+        browser.open(f"{visdom_server.config.url}/env/browser")
+        state = browser.settled(page_complete)
+        browser.screenshot(ARTIFACTS / f"finished-{width}.png")
+    assert overlaps(state["panes"]) == [] and state["scrollWidth"] <= state["innerWidth"]
+    runs, *rest = state["panes"]
+    assert runs["title"] == "Runs" and runs["w"] > width - 60  # the table across the page
+    assert len({round(p["x"]) for p in rest}) == per_row
+    rows: dict[int, list[str]] = {}
+    for p in rest:
+        rows.setdefault(round(p["y"]), []).append(p["title"])
+    assert all(len(rows[y]) == per_row for y in sorted(rows)[:-1])  # full rows, but the last
+    order = [t for y in sorted(rows) for t in rows[y]]
+    assert order.index("softmax: test images, predicted (true)") < order.index("mlp: test images, predicted (true)")
 
 
 HOSTILE = '<b data-injected="1">x</b><img data-injected="1" src="nowhere" onerror="document.title=1">'
