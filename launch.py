@@ -13,6 +13,7 @@ from click.core import ParameterSource
 from click.exceptions import NoArgsIsHelpError
 
 from dashboard import assets
+from dashboard.connection import LoginRefused, Unreachable, check_access
 from dashboard.launcher import (
     LaunchError, PlanError, RunRequest, check_env, check_url, past_runs, plan_runs, runs_table,
 )
@@ -241,7 +242,13 @@ def replay(run_dirs: tuple[Path, ...], env: str, visdom_url: str | None, smooth:
         if visdom_url is None and port_state(config) == "free":
             started = start_background(config)
         url = visdom_url or config.url
+        if started is None:
+            check_access(url)
         done = replay_runs(list(run_dirs), url, env, smoothing=smooth)
+    except LoginRefused as exc:
+        raise click.ClickException(str(exc)) from None
+    except Unreachable as exc:
+        raise click.ClickException(f"could not draw the runs at {url}: {exc}") from None
     except (ReplayError, ServerError, assets.AssetError) as exc:
         if started is not None:
             started.stop()

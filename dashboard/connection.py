@@ -87,3 +87,27 @@ class VisdomConnection:
         self._logged_in = False
         self.outages += 1
         self.can_splice = True
+
+
+class LoginRefused(Unreachable):
+    """The server's login is on, and the credentials in the environment are missing or wrong."""
+
+
+def check_access(url: str, timeout: float = 5.0) -> None:
+    """Make sure we may draw at `url`: with the server's login on, the credentials in the
+    environment must work (else every request would be refused while the runs train unseen)."""
+    connection = VisdomConnection(url, timeout=timeout)
+    try:
+        connection.login()
+    except Unreachable as exc:
+        if "HTTP 400" in str(exc):
+            raise LoginRefused(f"the Visdom server at {connection.url} refused the login of {USER_VAR}="
+                               f"{connection.username!r}; check {USER_VAR} and {PASSWORD_VAR}") from None
+        raise
+    try:
+        connection.post("win_exists", {"eid": "livetrain", "win": "livetrain"})
+    except Unreachable as exc:
+        if "HTTP 400" in str(exc):
+            raise LoginRefused(f"the Visdom server at {connection.url} asks for a login; set {USER_VAR} and "
+                               f"{PASSWORD_VAR} to its user name and password") from None
+        raise

@@ -33,7 +33,7 @@ import torch
 from dashboard import windows
 from dashboard.adapter import DashboardOptions
 from dashboard.board import Board
-from dashboard.connection import VisdomConnection
+from dashboard.connection import LoginRefused, Unreachable, VisdomConnection, check_access
 from dashboard.panes import RunSummary
 from dashboard.replay import ReplayError, replay
 from dashboard.runlog import INCOMPLETE_MARK, LOG_NAME, RunLog, read
@@ -280,9 +280,11 @@ def find_server(visdom_url: str | None, config: ServerConfig, start: bool) -> Se
             what = "nothing answers" if state == "none" else "no Visdom server answers"
             raise LaunchError(f"{what} at {visdom_url}; start one there (`livetrain server`), fix --visdom-url, "
                               "or leave it out to use a local server")
+        _check_access(visdom_url)
         return Server(visdom_url)
     try:
         if port_state(config) == "visdom":
+            _check_access(config.url)
             return Server(config.url)
     except ServerError as exc:
         raise LaunchError(f"{exc}, or pass --visdom-url of a running Visdom server") from None
@@ -293,6 +295,16 @@ def find_server(visdom_url: str | None, config: ServerConfig, start: bool) -> Se
         return Server(config.url, spawn(config))
     except (ServerError, OSError) as exc:
         raise LaunchError(f"cannot start the Visdom server: {exc}") from None
+
+
+def _check_access(url: str) -> None:
+    try:
+        check_access(url)
+    except LoginRefused as exc:
+        raise LaunchError(str(exc)) from None
+    except Unreachable as exc:
+        raise LaunchError(f"the Visdom server at {url} did not take a request ({exc}); check it, or pass "
+                          "--headless to train without it") from None
 
 
 # ---- supervising the workers ---------------------------------------------------------------

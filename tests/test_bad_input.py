@@ -124,3 +124,49 @@ def test_bad_input_gets_one_line_and_touches_nothing(place: Path, name: str, arg
     assert words in lines[0], lines[0]
     assert result.returncode == code, (result.returncode, lines[0])
     assert digest(place / "runs") == before  # nothing written, no server started (its env folder)
+
+
+@pytest.fixture(scope="module")
+def login_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Visdom server with its login on (user ada, password s3cret)."""
+    import os
+
+    from dashboard.server import ServerConfig, start_background
+
+    saved = {k: os.environ.get(k) for k in ("VISDOM_USERNAME", "VISDOM_PASSWORD")}
+    os.environ.update(VISDOM_USERNAME="ada", VISDOM_PASSWORD="s3cret")
+    try:
+        server = start_background(ServerConfig(port=free_port(), env_dir=tmp_path_factory.mktemp("login"), login=True))
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    yield server.config.url
+    server.stop()
+
+
+@pytest.mark.parametrize("command, user, password, words", [
+    ("run", None, None, "asks for a login; set VISDOM_USERNAME and VISDOM_PASSWORD"),
+    ("run", "ada", "wrong", "refused the login of VISDOM_USERNAME='ada'"),
+    ("replay", None, None, "asks for a login"),
+    ("replay", "bob", "s3cret", "refused the login"),
+])
+def test_a_server_with_a_login_refuses_before_anything_starts(place: Path, login_server: str, command: str,
+                                                              user: str | None, password: str | None,
+                                                              words: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the right credentials every request would be refused while the runs trained unseen."""
+    for key, value in (("VISDOM_USERNAME", user), ("VISDOM_PASSWORD", password)):
+        if value is None:
+            monkeypatch.delenv(key, raising=False)
+        else:
+            monkeypatch.setenv(key, value)
+    before = digest(place / "runs")
+    args = ["run", "--models", "softmax", "--limit", "500"] if command == "run" else ["replay", "runs"]
+    result = livetrain(place, *args, "--visdom-url", login_server)
+    assert "Traceback" not in result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and words in lines[0], result.stderr
+    assert result.returncode == 1
+    assert digest(place / "runs") == before

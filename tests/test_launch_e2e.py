@@ -282,3 +282,22 @@ def test_a_resumed_run_draws_its_earlier_points_too(visdom_server: ServerProcess
     (trace,) = [d for d in drawn if d["name"] == "mlp"]
     assert trace["x"] == [0.1, 0.2, 0.3, 0.4, 0.5, 0.6] and trace["y"][-1] == 0.1
     assert read(tmp_path / "mlp").series(TRAIN_LOSS)[0] == trace["x"]  # and the log holds them all once
+
+
+def test_a_server_with_a_login_gets_every_window(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server elsewhere with its login on: the workers and the board log in with the
+    credentials in the environment and draw everything, tails included."""
+    monkeypatch.setenv("VISDOM_USERNAME", "ada")
+    monkeypatch.setenv("VISDOM_PASSWORD", "s3cret")
+    server = start_background(ServerConfig(port=free_port(), env_dir=tmp_path / "visdom", login=True))
+    try:
+        code, out, err = finish(livetrain(tmp_path, "run", "--models", "softmax,mlp", "--limit", "3000",
+                                          "--epochs", "2", "--visdom-url", server.config.url, "--env", "login",
+                                          "--log-dir", str(tmp_path / "runs"), "--no-keep-serving"))
+        assert code == 0, err
+        assert "missed" not in out  # nothing was left to redraw
+        runs = launch_dir(tmp_path / "runs")
+        assert_windows_match_logs(server_state(server.config.url, "login"), [runs / "softmax", runs / "mlp"],
+                                  max_points=1000)
+    finally:
+        server.stop()
