@@ -23,6 +23,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from dashboard import assets
 
@@ -235,6 +236,43 @@ def quiet_application(visdom_application: type) -> type:
     return type("QuietApplication", (visdom_application, NoDebug), {})
 
 
+# Visdom's page stays "offline" after its server restarts until the person clicks the button or
+# reloads. This script, added to the page, clicks it every 2 s while the page is offline, unless
+# the person turned it offline themselves (a click of theirs on "online"; clicking "offline"
+# hands it back). On reconnecting, the page loads the env again, redrawn by then.
+RECONNECT_SCRIPT = b"""<script>/* livetrain: reconnect after a server restart */
+(function () {
+  var paused = false;
+  document.addEventListener('click', function (e) {
+    var b = e.target && e.target.closest ? e.target.closest('button') : null;
+    var text = b ? b.textContent.trim() : '';
+    if (e.isTrusted && /^(online|offline|readonly)$/.test(text)) { paused = text !== 'offline'; }
+  }, true);
+  setInterval(function () {
+    var b = document.querySelector('button.btn-danger');
+    if (!paused && b && b.textContent.trim() === 'offline') { b.click(); }
+  }, 2000);
+})();
+</script>"""
+
+
+def reconnect_transform() -> type:
+    """A tornado output transform that adds RECONNECT_SCRIPT to the HTML pages the server sends."""
+    import tornado.web
+
+    class AddReconnect(tornado.web.OutputTransform):  # type: ignore[misc]
+        def transform_first_chunk(self, status_code: int, headers: Any, chunk: bytes,
+                                  finishing: bool) -> tuple[int, Any, bytes]:
+            if (finishing and headers.get("Content-Type", "").startswith("text/html")
+                    and b"</body>" in chunk and b"main.js" in chunk):
+                chunk = chunk.replace(b"</body>", RECONNECT_SCRIPT + b"</body>", 1)
+                if "Content-Length" in headers:
+                    headers["Content-Length"] = str(len(chunk))
+            return status_code, headers, chunk
+
+    return AddReconnect
+
+
 def serve(config: ServerConfig, announce: bool = True) -> None:
     """Run the Visdom server in this process until interrupted (blocking)."""
     assets.check()
@@ -260,6 +298,7 @@ def serve(config: ServerConfig, announce: bool = True) -> None:
     visdom_app.DEFAULT_ENV_PATH = f"{env_dir}/"
     app = quiet_application(visdom_app.Application)(port=config.port, env_path=f"{env_dir}/",
                                                     user_credential=credential)
+    app.transforms.insert(0, reconnect_transform())
     if not os.environ.get(STOCK_UPDATE_VAR):  # set only by the benchmarks, to measure visdom's own handler
         # rules added later are matched first: this /update replaces visdom's
         app.add_handlers(r".*", [(r"/update", fast_update_handler(), {"app": app}),

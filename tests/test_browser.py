@@ -191,3 +191,44 @@ def test_labels_holding_html_show_as_text(visdom_server: ServerProcess, launch: 
         loss = next(p for p in state["panes"] if p["title"] == windows.COMPARE_BY_METRIC["train/loss"].title)
         assert [t["name"] for t in loss["traces"]] == [windows.trace_name(HOSTILE)]
         assert HOSTILE in loss["legend"]  # plotly reads the escaped name back to the label's text
+
+
+def test_the_page_reconnects_by_itself_after_a_server_restart(launch: Any, tmp_path: Path) -> None:
+    """Visdom's page stays offline after its server restarts; ours reconnects within seconds and
+    shows what the new server holds, with no reload."""
+    from dashboard.replay import replay
+    from dashboard.server import ServerConfig, start_background
+    from tests.conftest import free_port
+
+    proc, log_dir = launch
+    proc.wait(300)
+    runs = next(p for p in log_dir.iterdir() if p.is_dir())
+    config = ServerConfig(port=free_port(), env_dir=tmp_path / "visdom")
+    first = start_background(config)
+    replay([runs / "softmax"], first.config.url, "reconnect")
+    loss = windows.COMPARE_BY_METRIC["train/loss"].title
+
+    def traces_in_loss(state: dict[str, Any]) -> list[str]:
+        pane = next((p for p in state.get("panes", []) if p["title"] == loss), None)
+        return sorted(t["name"] for t in pane["traces"]) if pane and pane["traces"] else []
+
+    second = None
+    try:
+        with Browser(1280, 1000) as browser:
+            browser.open(f"{config.url}/env/reconnect")
+            state = browser.settled(lambda s: traces_in_loss(s) == ["softmax"])
+            assert state["connected"]
+            first.process.kill()
+            first.process.wait()
+            deadline = time.monotonic() + 15
+            while browser.probe()["connected"]:
+                assert time.monotonic() < deadline, "the page never noticed the server was gone"
+                time.sleep(0.25)
+            second = start_background(config)  # a new, empty server on the same port
+            replay([runs], second.config.url, "reconnect")  # all three runs this time
+            state = browser.settled(lambda s: s["connected"] and traces_in_loss(s) == sorted(LABELS), timeout=30)
+            browser.screenshot(ARTIFACTS / "reconnected.png")
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
