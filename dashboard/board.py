@@ -54,7 +54,7 @@ class Board:
         self.smoothing = smoothing  # the runs' (for the style of the traces the board creates)
         self.followers: dict[Path, LogFollower] = {}
         self.labels: dict[Path, str | None] = {}  # None: the label in the run's log
-        self.colours: dict[Path, int] = {}  # runs added with a label: their colour
+        self._placed: list[tuple[str, int]] = []  # (label, colour) of the runs added with a label
         self._uris: dict[str, list[str]] = {}  # per data set: the sample images as data URIs
         self._lock = threading.Lock()  # poll (the caller's thread) against drawing (the sender's)
         if sender is not None:
@@ -73,7 +73,8 @@ class Board:
             self.followers[run_dir] = LogFollower(run_dir, keep_scalars=False)
             self.labels[run_dir] = label
             if label is not None:
-                self.colours[run_dir] = windows.default_colour_index(label) if colour_index is None else colour_index
+                colour = windows.default_colour_index(label) if colour_index is None else colour_index
+                self._placed.append((label, colour))
             if label is not None and self.sender is not None:
                 self.sender.register(f"placeholders:{run_dir}", self._placeholder_sender(label))
 
@@ -141,15 +142,10 @@ class Board:
         def send(connection: VisdomConnection) -> None:
             connection.post("update", windows.placeholder_message(self.env, window))
             smoothed = bool(self.smoothing) and window.per_batch
-            for run_dir, colour in list(self.colours.items()):
-                label = self.labels[run_dir]
-                assert label is not None
-                # an empty trace in the run's style; the run's worker fills it (an update of a
-                # trace that is there changes only its points, so the style must be the worker's)
-                data = [windows.trace(window, label, colour, [], [], faded=smoothed)]
-                if smoothed:
-                    data.append(windows.trace(window, label, colour, [], [], smoothed=True))
-                for trace in data:
+            for label, colour in list(self._placed):
+                # empty traces in the run's style (the worker's: see `windows.run_traces`), which
+                # its worker fills
+                for trace in windows.run_traces(window, label, colour, ([], []), ([], []) if smoothed else None):
                     connection.post("update", windows.trace_message(self.env, window, trace, create=True))
         return send
 

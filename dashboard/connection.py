@@ -22,6 +22,10 @@ MISSING_WINDOW = "win does not exist"
 class Unreachable(Exception):
     """The server did not answer, answered with an error, or refused the login."""
 
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status  # the HTTP status of an error answer; None when nothing answered
+
 
 class VisdomConnection:
     """Posts messages to a Visdom server's endpoints (`events`, `update`, `win_exists`, `win_data`...)."""
@@ -46,10 +50,7 @@ class VisdomConnection:
             with self._opener.open(req, timeout=self.timeout) as resp:
                 return resp.read().decode("utf-8", "replace")
         except urllib.error.HTTPError as exc:
-            if path == SPLICE_PATH:  # a server without the endpoint (an error from ours: the same)
-                self.can_splice = False
-                return ""
-            raise Unreachable(f"{self.url}{path} answered HTTP {exc.code}") from None
+            raise Unreachable(f"{self.url}{path} answered HTTP {exc.code}", status=exc.code) from None
         except (urllib.error.URLError, ConnectionError, TimeoutError, socket.timeout, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise Unreachable(f"{self.url} did not answer ({reason})") from None
@@ -71,9 +72,13 @@ class VisdomConnection:
         STALE or MISSING_WINDOW; None when the server cannot (a stock Visdom server)."""
         if not self.can_splice:
             return None
-        answer = self.post(SPLICE_PATH.lstrip("/"), {"eid": env, "splices": splices})
         try:
-            answers = json.loads(answer) if self.can_splice else None
+            answer = self.post(SPLICE_PATH.lstrip("/"), {"eid": env, "splices": splices})
+            answers = json.loads(answer)
+        except Unreachable as exc:
+            if exc.status is None:
+                raise  # nothing answered: an outage, not a server without the endpoint
+            answers = None  # an error answer: a server without the endpoint (one from ours: the same)
         except ValueError:
             answers = None
         if not isinstance(answers, list) or len(answers) != len(splices):
@@ -100,14 +105,14 @@ def check_access(url: str, timeout: float = 5.0) -> None:
     try:
         connection.login()
     except Unreachable as exc:
-        if "HTTP 400" in str(exc):
+        if exc.status == 400:
             raise LoginRefused(f"the Visdom server at {connection.url} refused the login of {USER_VAR}="
                                f"{connection.username!r}; check {USER_VAR} and {PASSWORD_VAR}") from None
         raise
     try:
         connection.post("win_exists", {"eid": "livetrain", "win": "livetrain"})
     except Unreachable as exc:
-        if "HTTP 400" in str(exc):
+        if exc.status == 400:
             raise LoginRefused(f"the Visdom server at {connection.url} asks for a login; set {USER_VAR} and "
                                f"{PASSWORD_VAR} to its user name and password") from None
         raise

@@ -407,8 +407,6 @@ def start_method(configs: Sequence[RunConfig]) -> str:
     already imported (3 processes importing it at once take 2-3 s on 2 cores); "spawn" when a
     run may use CUDA, which cannot be used in a child forked after the parent asked about it.
     The launcher forks before it starts any thread of its own."""
-    import torch
-
     if any(c.device != "cpu" for c in configs) and torch.cuda.is_available():
         return "spawn"
     return "fork"

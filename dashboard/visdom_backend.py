@@ -103,10 +103,7 @@ class VisdomBackend:
         with self._lock:
             xs, ys = self._series[metric].points()
             smooth = self._smoothed[metric][1].points() if metric in self._smoothed else None
-        data = [windows.trace(window, self.label, self.colour_index, xs, ys, faded=smooth is not None)]
-        if smooth is not None:
-            data.append(windows.trace(window, self.label, self.colour_index, *smooth, smoothed=True))
-        return data
+        return windows.run_traces(window, self.label, self.colour_index, (xs, ys), smooth)
 
     def _send_traces(self, connection: VisdomConnection) -> None:
         """Draw every trace that changed since it was last drawn: as its new tail, all in one
@@ -160,8 +157,7 @@ class VisdomBackend:
             return panes.gallery_html(self._uris, g["predicted"], g["probability"], g["true"], g["classes"], g["x"])
 
     def _send_gallery(self, connection: VisdomConnection) -> None:
-        connection.post("events", windows.text_message(self.env, self.gallery_win, windows.gallery_title(self.label),
-                                                      self.gallery_html(), windows.UNIT, windows.PANE_HEIGHT))
+        connection.post("events", windows.gallery_message(self.env, self.label, self.gallery_html()))
 
     def _send_confusion(self, connection: VisdomConnection) -> None:
         with self._lock:

@@ -95,6 +95,17 @@ def trace(window: CompareWindow, label: str, colour_index: int, xs: list[float],
     }
 
 
+def run_traces(window: CompareWindow, label: str, colour_index: int, points: tuple[list[float], list[float]],
+               smoothed_points: tuple[list[float], list[float]] | None = None) -> list[dict[str, Any]]:
+    """A run's traces in a compare window: its points (faded when a smoothed trace goes with
+    them), then the smoothed ones. The style is fixed when a trace is created: later updates
+    change only its points."""
+    data = [trace(window, label, colour_index, *points, faded=smoothed_points is not None)]
+    if smoothed_points is not None:
+        data.append(trace(window, label, colour_index, *smoothed_points, smoothed=True))
+    return data
+
+
 def trace_message(env: str, window: CompareWindow, data: dict[str, Any], create: bool) -> dict[str, Any]:
     """Replace one run's trace, or (create=True) append it, creating the window when missing."""
     message: dict[str, Any] = {"eid": env, "win": window.win, "name": data["name"], "append": create, "data": [data]}
@@ -117,8 +128,10 @@ def text_message(env: str, win: str, title: str, content: str, width: int, heigh
             "opts": {"title": title, "width": width, "height": height}}
 
 
-def gallery_title(label: str) -> str:
-    return f"{label}: test images, predicted (true)"
+def gallery_message(env: str, label: str, content: str) -> dict[str, Any]:
+    """A run's prediction gallery, whole."""
+    return text_message(env, run_window("gallery", label), f"{label}: test images, predicted (true)", content,
+                        UNIT, PANE_HEIGHT)
 
 
 def confusion_title(label: str, x: float | None = None) -> str:
@@ -136,7 +149,7 @@ CONFUSION_WAITING = waiting_html("The confusion matrix appears after the first e
 def run_placeholders(env: str, label: str) -> list[dict[str, Any]]:
     """A run's gallery and confusion-matrix windows before it reports anything, so that the page
     places them in run order, each gallery beside its matrix (the run's worker then fills them)."""
-    return [text_message(env, run_window("gallery", label), gallery_title(label), GALLERY_WAITING, UNIT, PANE_HEIGHT),
+    return [gallery_message(env, label, GALLERY_WAITING),
             text_message(env, run_window("confusion", label), confusion_title(label), CONFUSION_WAITING,
                          UNIT, PANE_HEIGHT)]
 

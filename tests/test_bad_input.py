@@ -129,20 +129,12 @@ def test_bad_input_gets_one_line_and_touches_nothing(place: Path, name: str, arg
 @pytest.fixture(scope="module")
 def login_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A Visdom server with its login on (user ada, password s3cret)."""
-    import os
-
     from dashboard.server import ServerConfig, start_background
 
-    saved = {k: os.environ.get(k) for k in ("VISDOM_USERNAME", "VISDOM_PASSWORD")}
-    os.environ.update(VISDOM_USERNAME="ada", VISDOM_PASSWORD="s3cret")
-    try:
+    with pytest.MonkeyPatch.context() as env:  # the server reads them at its start
+        env.setenv("VISDOM_USERNAME", "ada")
+        env.setenv("VISDOM_PASSWORD", "s3cret")
         server = start_background(ServerConfig(port=free_port(), env_dir=tmp_path_factory.mktemp("login"), login=True))
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
     yield server.config.url
     server.stop()
 

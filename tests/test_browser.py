@@ -17,10 +17,11 @@ from typing import Any
 import pytest
 
 from dashboard import windows
-from dashboard.connection import Unreachable, VisdomConnection
+from dashboard.connection import Unreachable
 from dashboard.server import ServerProcess
 from tests.browser import Browser, find_chromium, overlaps
 from tests.conftest import REPO
+from tests.test_live import server_state
 
 pytestmark = [
     pytest.mark.slow,
@@ -36,7 +37,7 @@ COMPARE_TITLES = {w.title: w for w in windows.COMPARE_WINDOWS}
 
 def server_windows(url: str, env: str) -> dict[str, Any]:
     try:
-        return json.loads(VisdomConnection(url).post("win_data", {"eid": env, "win": None}))
+        return server_state(url, env)
     except Unreachable:  # no such env yet (visdom answers 500)
         return {}
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -37,6 +38,13 @@ def stream(backend: VisdomBackend, sender: Sender, flushes: int, per_flush: int,
     return step
 
 
+def drawing(url: str, env: str, label: str, **options: Any) -> tuple[VisdomConnection, Sender, VisdomBackend]:
+    """A run's backend drawing into `env` at `url` through its own connection and sender."""
+    connection = VisdomConnection(url)
+    sender = Sender(connection)
+    return connection, sender, VisdomBackend(sender, env, label, **options)
+
+
 def expected(backend: VisdomBackend) -> dict[str, tuple[list[float], list[float]]]:
     return {d["name"]: (d["x"], d["y"]) for d in backend.trace_data(TRAIN_LOSS)}
 
@@ -44,10 +52,8 @@ def expected(backend: VisdomBackend) -> dict[str, tuple[list[float], list[float]
 @pytest.mark.parametrize("smoothing", [None, 0.6])
 def test_tails_are_spliced_and_the_server_holds_the_whole_trace(visdom_server: ServerProcess, smoothing: float | None) -> None:
     url, env = visdom_server.config.url, f"splice-{smoothing}"
-    connection = VisdomConnection(url)
-    sender = Sender(connection)
     # 40 points per trace at most: the buckets merge (the whole trace changes) several times
-    backend = VisdomBackend(sender, env, "run <1>", max_points=40, smoothing=smoothing)
+    connection, sender, backend = drawing(url, env, "run <1>", max_points=40, smoothing=smoothing)
     stream(backend, sender, flushes=60, per_flush=7)
     assert held(url, env, LOSS_WIN) == expected(backend)
     assert len(expected(backend)["run &lt;1&gt;"][0]) > 20
@@ -59,9 +65,7 @@ def test_tails_are_spliced_and_the_server_holds_the_whole_trace(visdom_server: S
 
 def test_a_trace_changed_behind_the_clients_back_is_sent_whole(visdom_server: ServerProcess) -> None:
     url, env = visdom_server.config.url, "splice-stale"
-    connection = VisdomConnection(url)
-    sender = Sender(connection)
-    backend = VisdomBackend(sender, env, "a", max_points=400)
+    connection, sender, backend = drawing(url, env, "a", max_points=400)
     stream(backend, sender, flushes=3, per_flush=5)
     # someone else replaces the trace (a replay into the same env, a user's script)
     window = windows.COMPARE_BY_METRIC[TRAIN_LOSS]
@@ -88,9 +92,7 @@ def stock_server(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
 
 def test_a_stock_visdom_server_gets_whole_traces(stock_server: ServerProcess) -> None:
     url, env = stock_server.config.url, "stock"
-    connection = VisdomConnection(url)
-    sender = Sender(connection)
-    backend = VisdomBackend(sender, env, "b", max_points=40)
+    connection, sender, backend = drawing(url, env, "b", max_points=40)
     stream(backend, sender, flushes=10, per_flush=7)
     assert not connection.can_splice and backend.tails_sent == 0
     assert held(url, env, LOSS_WIN) == expected(backend)
