@@ -9,8 +9,13 @@ Each line is one record with a "kind":
 - "confusion":   x, time, the confusion matrix (rows true class, columns predicted)
 - "status":      running / finished / failed / interrupted, with a reason
 
-Every record is written with one `write` and flushed, so a crash loses at most the line being
-written; the reader keeps every complete record of a file cut mid-line.
+Every record but the per-batch scalars is written with one `write` and flushed at once. Per-batch
+scalars are written in batches, at most WRITE_EVERY seconds apart (and before any other record, and
+at close): a write and flush per batch cost the training thread about 140 us of an MLP step's
+8 ms (2%, measured in the dashboard benchmark), mostly in the cold-cache encoding, a batch a few
+us a line. So a process killed outright (SIGKILL) loses at most its last quarter second of batch
+scalars; whatever ends it otherwise (an exception, Ctrl-C, SIGTERM) closes the log first. The
+reader keeps every complete record of a file cut mid-line.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import torch
 LOG_NAME = "log.jsonl"
 INCOMPLETE_MARK = "windows-incomplete"  # in a run dir: the Visdom server missed the run's last updates
 _ROW_FIELDS = {"kind", "step", "x", "time"}
+WRITE_EVERY = 0.25  # seconds: the longest per-batch scalars wait to be written
 
 
 def _finite(value: float) -> float | None:
@@ -69,17 +75,34 @@ class RunLog:
             self._file.write("\n")
         self._gallery: bytes | None = None
         self.meta = dict(meta or {})
+        self._pending: list[tuple[float, int, float, dict[str, float]]] = []  # scalars not yet written
+        self._written = time.monotonic()
 
     def _write(self, kind: str, **fields: Any) -> None:
+        self._write_pending(flush=False)
         record = {"kind": kind, "time": round(time.time(), 3), **fields}
         self._file.write(json.dumps(record, allow_nan=False, separators=(",", ":")) + "\n")
         self._file.flush()
+
+    def _write_pending(self, flush: bool = True) -> None:
+        pending, self._pending = self._pending, []
+        self._written = time.monotonic()
+        if pending:
+            self._file.write("".join(
+                json.dumps({"kind": "scalars", "time": round(t, 3), "step": step, "x": x,
+                            **{k: _finite(v) for k, v in values.items()}}, allow_nan=False, separators=(",", ":")) + "\n"
+                for t, step, x, values in pending))
+            if flush:
+                self._file.flush()
 
     def config(self, config: Mapping[str, Any]) -> None:
         self._write("config", config=dict(config), run=self.meta)
 
     def scalars(self, step: int, x: float, values: Mapping[str, float]) -> None:
-        self._write("scalars", step=int(step), x=float(x), **{k: _finite(v) for k, v in values.items()})
+        # converted now, so that a value that is not a number fails here, at the caller
+        self._pending.append((time.time(), int(step), float(x), {k: float(v) for k, v in values.items()}))
+        if time.monotonic() - self._written >= WRITE_EVERY:
+            self._write_pending()
 
     def predictions(self, x: float, images: torch.Tensor, predicted: torch.Tensor,
                     probability: torch.Tensor, true: torch.Tensor, classes: tuple[str, ...]) -> None:
@@ -99,6 +122,7 @@ class RunLog:
 
     def close(self) -> None:
         if not self._file.closed:
+            self._write_pending()
             self._file.close()
 
 

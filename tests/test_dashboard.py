@@ -4,7 +4,11 @@ coalescing, backoff and redraw, the terminal line, and the headless adapter."""
 from __future__ import annotations
 
 import io
+import json
 import math
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -199,7 +203,8 @@ def test_headless_dashboard_writes_the_log_that_pandas_reads(tmp_path: Path) -> 
     assert record.meta["label"] == "solo" and record.status == "finished"
 
 
-def test_log_follower_reads_a_growing_log_like_the_reader(tmp_path: Path) -> None:
+def test_log_follower_reads_a_growing_log_like_the_reader(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runlog, "WRITE_EVERY", 0.0)  # every batch's scalars written at once
     dash = Dashboard(tmp_path, "grow")
     follower = runlog.LogFollower(tmp_path)
     dash.config({"model": "mlp", "epochs": 2})
@@ -213,6 +218,55 @@ def test_log_follower_reads_a_growing_log_like_the_reader(tmp_path: Path) -> Non
     with open(path, "a") as handle:
         handle.write('"train/loss":6.0}\n')
     assert follower.poll() and follower.record.latest[TRAIN_LOSS] == 6.0 and follower.record.skipped == 0
+
+
+def test_batch_scalars_are_written_in_batches_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Per-batch scalars wait at most WRITE_EVERY s; any other record, and close, writes them first."""
+    clock = [100.0]
+    monkeypatch.setattr(runlog.time, "monotonic", lambda: clock[0])
+    log = runlog.RunLog(tmp_path)
+    log.config({"model": "mlp"})
+    follower = runlog.LogFollower(tmp_path)
+    assert follower.poll()
+    for step in range(1, 4):
+        log.scalars(step, step / 10, {TRAIN_LOSS: float(step)})
+    assert not follower.poll()  # waiting
+    clock[0] += runlog.WRITE_EVERY
+    log.scalars(4, 0.4, {TRAIN_LOSS: 4.0})  # a quarter second on: all four written
+    assert follower.poll() and follower.record.latest[TRAIN_LOSS] == 4.0
+    log.scalars(5, 0.5, {TRAIN_LOSS: math.nan})
+    log.status("failed", "diverged")  # the pending batch first, then the status
+    log.scalars(6, 0.6, {TRAIN_LOSS: 6.0})
+    log.close()
+    record = runlog.read(tmp_path)
+    assert [r["step"] for r in record.scalars] == [1, 2, 3, 4, 5, 6] and record.scalars[4][TRAIN_LOSS] is None
+    kinds = [json.loads(line)["kind"] for line in (tmp_path / runlog.LOG_NAME).read_text().splitlines()]
+    assert kinds == ["config"] + ["scalars"] * 5 + ["status", "scalars"]
+
+
+def test_a_killed_writer_loses_at_most_its_pending_batch(tmp_path: Path) -> None:
+    """SIGKILL (no close): everything but the scalars of the last WRITE_EVERY s is on disk."""
+    script = (f"import time\nfrom pathlib import Path\nfrom dashboard.runlog import RunLog\n"
+              f"log = RunLog(Path({str(tmp_path)!r}))\nlog.config({{'model': 'mlp'}})\n"
+              f"for step in range(1, 100000):\n    log.scalars(step, step, {{'train/loss': 1.0}})\n"
+              f"    time.sleep(0.001)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).parent.parent)
+    try:
+        follower = runlog.LogFollower(tmp_path)
+        deadline = time.monotonic() + 60
+        while not follower.record.latest and time.monotonic() < deadline:  # writing scalars
+            follower.poll()
+            time.sleep(0.05)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        killed = time.time()
+    finally:
+        proc.kill()
+    record = runlog.read(tmp_path)
+    steps = [r["step"] for r in record.scalars]
+    assert record.config == {"model": "mlp"} and steps == list(range(1, len(steps) + 1)) and len(steps) > 100
+    assert killed - record.scalars[-1]["time"] < runlog.WRITE_EVERY + 0.5  # at most the last batch lost
 
 
 def test_replay_names_what_to_pass_when_there_is_no_log(tmp_path: Path) -> None:
