@@ -80,6 +80,11 @@ class Deadline(Exception):
     """The interleaved runs' training time is up."""
 
 
+def segment(t0: float, now: float) -> int:
+    """The index of the SEGMENT-long phase of the schedule started at t0 that `now` falls in."""
+    return int((now - t0) // SEGMENT)
+
+
 class Interleaved:
     """Reports to `inner` (a live Dashboard) only in the live phases of a shared schedule: wall-clock
     segments of SEGMENT s cycling through PHASES, the same for all three runs. In the other phases
@@ -91,7 +96,7 @@ class Interleaved:
         self.reporting = [0.0, 0]  # the training thread's CPU in the Dashboard's per-batch calls, their count
 
     def live(self, now: float) -> bool:
-        return PHASES[int((now - self.t0) // SEGMENT) % len(PHASES)] == "live"
+        return PHASES[segment(self.t0, now) % len(PHASES)] == "live"
 
     def scalars(self, step: int, x: float, values: Mapping[str, float]) -> None:
         now = time.perf_counter()
@@ -194,24 +199,7 @@ def interleaved(url: str, seconds: float) -> dict[str, Any]:
     shutil.rmtree(root, ignore_errors=True)
     stamps = [a[0] for a in answers]
     reporting = sum(a[1][0] for a in answers) / max(sum(a[1][1] for a in answers), 1)
-    start, end = max(s[0][0] for s in stamps), min(s[-1][0] for s in stamps)
-    first = math.ceil((start - t0) / (SEGMENT * len(PHASES)))  # whole cycles inside [start, end]
-    last = math.floor((end - t0) / (SEGMENT * len(PHASES)))
-    rates: list[list[float]] = []  # per cycle, samples/s in each phase
-    cpu = [[0.0, 0, 0.0] for _ in PHASES]  # per phase: training-thread CPU between counted batches, their count, wall time
-    for cycle in range(first, last):
-        row = []
-        for phase in range(len(PHASES)):
-            lo = t0 + SEGMENT * (cycle * len(PHASES) + phase) + SETTLE
-            hi = lo - SETTLE + SEGMENT
-            row.append(BATCH * sum(lo <= t < hi for s in stamps for t, _ in s) / (SEGMENT - SETTLE))
-            for s in stamps:
-                for (t1, c1), (t2, c2) in zip(s, s[1:]):
-                    if lo <= t1 and t2 < hi:
-                        cpu[phase][0] += c2 - c1
-                        cpu[phase][1] += 1
-                        cpu[phase][2] += t2 - t1
-        rates.append(row)
+    rates, cpu = by_phase(stamps, t0)
     if len(rates) < 3:
         raise RuntimeError("fewer than three whole cycles with all three runs training; use a longer --seconds")
     live, none_a, none_b = (sum(r[i] for r in rates) / len(rates) for i in range(3))
@@ -236,6 +224,38 @@ def interleaved(url: str, seconds: float) -> dict[str, Any]:
         "dashboard_call_us_per_batch": round(1e6 * reporting, 1),
         "cycle_samples_per_s": [" ".join(str(round(x)) for x in r) for r in rates],
     }
+
+
+def by_phase(stamps: list[list[tuple[float, float]]], t0: float) -> tuple[list[list[float]], list[list[float]]]:
+    """From each run's per-batch (wall clock, thread CPU) stamps: per whole cycle in which all runs
+    trained, samples/s in each phase; and per phase, the training-thread CPU, count and wall time
+    of the intervals between two batches counted in the same phase."""
+    start, end = max(s[0][0] for s in stamps), min(s[-1][0] for s in stamps)
+    first = math.ceil((start - t0) / (SEGMENT * len(PHASES)))  # whole cycles inside [start, end]
+    last = math.floor((end - t0) / (SEGMENT * len(PHASES)))
+    counts = [[0] * len(PHASES) for _ in range(first, last)]
+    cpu = [[0.0, 0, 0.0] for _ in PHASES]  # per phase: CPU between counted batches, their count, wall time
+
+    def counted(t: float) -> tuple[int, int] | None:
+        """(cycle from `first`, phase) of a batch stamped past a phase's first SETTLE s, in a whole cycle."""
+        k = segment(t0, t)
+        cycle, phase = divmod(k, len(PHASES))
+        if t - t0 - k * SEGMENT < SETTLE or not first <= cycle < last:
+            return None
+        return cycle - first, phase
+
+    for s in stamps:
+        where = [counted(t) for t, _ in s]
+        for w in where:
+            if w is not None:
+                counts[w[0]][w[1]] += 1
+        for (t1, c1), (t2, c2), w1, w2 in zip(s, s[1:], where, where[1:]):
+            if w1 is not None and w1 == w2:
+                phase_cpu = cpu[w1[1]]
+                phase_cpu[0] += c2 - c1
+                phase_cpu[1] += 1
+                phase_cpu[2] += t2 - t1
+    return [[BATCH * n / (SEGMENT - SETTLE) for n in row] for row in counts], cpu
 
 
 def _count_cpu(sender: Sender, total: list[float]) -> None:
