@@ -1,8 +1,10 @@
 """`Dashboard`: the thin adapter a training run reports to, and the only thing workers take from here.
 
 It fans each call out to the run log (always, first: the source of truth) and, when a Visdom URL
-is given, to the Visdom backend, whose sender thread does all the talking to the server. Nothing
-here blocks on the network: a dead or frozen server costs the training loop nothing."""
+is given, to the Visdom backend, whose sender thread does all the talking to the server. The
+per-batch scalars are the exception: they go to the run log alone, which hands them to the backend
+in the batches it writes (a few a second), so a batch costs the training loop one short call.
+Nothing here blocks on the network: a dead or frozen server costs the training loop nothing."""
 
 from __future__ import annotations
 
@@ -52,7 +54,11 @@ class Dashboard:
                                         options.max_points, options.smoothing)
             if earlier is not None:  # a resumed run: its windows start with what it logged before
                 feed(earlier, self.visdom)
+            # per-batch scalars reach the windows in the batches the run log writes (at most
+            # WRITE_EVERY s apart): the per-batch call is the run log's alone
+            self.log.on_scalars = self.visdom.add_points
             self.sender.start()
+        self.scalars = self.log.scalars  # type: ignore[method-assign]  # no extra call per batch
 
     def _targets(self) -> list[Any]:
         return [self.log] + ([self.visdom] if self.visdom is not None else [])
@@ -62,8 +68,8 @@ class Dashboard:
             target.config(config)
 
     def scalars(self, step: int, x: float, values: Mapping[str, float]) -> None:
-        for target in self._targets():
-            target.scalars(step, x, values)
+        # replaced in __init__ by the run log's own method, which hands batches to the windows
+        self.log.scalars(step, x, values)
 
     def predictions(self, x: float, images: torch.Tensor, predicted: torch.Tensor,
                     probability: torch.Tensor, true: torch.Tensor, classes: tuple[str, ...]) -> None:

@@ -27,6 +27,10 @@ class MinMaxSeries:
         self.partial: tuple[Point, Point] | None = None  # the bucket being filled
         self.partial_count = 0
         self.count = 0  # raw points seen
+        # the points of the complete buckets, as `points` gives them: kept as buckets complete (a
+        # flush then copies lists instead of walking every bucket), redone when buckets merge
+        self._xs: list[float] = []
+        self._ys: list[float] = []
 
     def add(self, x: float, y: float) -> None:
         """Add one point; non-finite values (a diverged loss) are not drawn."""
@@ -41,25 +45,33 @@ class MinMaxSeries:
         self.partial_count += 1
         if self.partial_count == self.size:
             self.buckets.append(self.partial)
+            _extend(self._xs, self._ys, self.partial)
             self.partial, self.partial_count = None, 0
             if len(self.buckets) == self.max_buckets:
                 # halve the resolution: adjacent pairs become one bucket of twice the size
                 self.buckets = [_merge(self.buckets[i], self.buckets[i + 1]) for i in range(0, len(self.buckets), 2)]
                 self.size *= 2
+                self._xs, self._ys = [], []
+                for bucket in self.buckets:
+                    _extend(self._xs, self._ys, bucket)
 
     def points(self) -> tuple[list[float], list[float]]:
-        """(xs, ys) of the trace as the server should hold it."""
-        xs: list[float] = []
-        ys: list[float] = []
-        buckets = self.buckets + ([self.partial] if self.partial is not None else [])
-        for low, high in buckets:
-            first, second = (low, high) if low[0] <= high[0] else (high, low)
-            xs.append(first[0])
-            ys.append(first[1])
-            if second != first:
-                xs.append(second[0])
-                ys.append(second[1])
+        """(xs, ys) of the trace as the server should hold it (new lists)."""
+        xs, ys = self._xs[:], self._ys[:]
+        if self.partial is not None:
+            _extend(xs, ys, self.partial)
         return xs, ys
+
+
+def _extend(xs: list[float], ys: list[float], bucket: tuple[Point, Point]) -> None:
+    """Append a bucket's points, in x order (one point when its lowest is its highest)."""
+    low, high = bucket
+    first, second = (low, high) if low[0] <= high[0] else (high, low)
+    xs.append(first[0])
+    ys.append(first[1])
+    if second != first:
+        xs.append(second[0])
+        ys.append(second[1])
 
 
 def _merge(a: tuple[Point, Point], b: tuple[Point, Point]) -> tuple[Point, Point]:

@@ -1,7 +1,7 @@
 """One run's windows in Visdom: its traces in the compare windows, its gallery and confusion matrix.
 
-Implements trainers' `Reporter`. Calls from the training thread fold the new values into bounded
-series under a lock (a few microseconds) and return; the `Sender` thread draws them. The state
+Implements trainers' `Reporter`. Calls from the training thread queue the new values under a lock
+and return; the `Sender` thread folds them into bounded series and draws them. The state
 held here is bounded (at most `max_points` per trace, the latest gallery and matrix) and is
 everything needed to redraw the run's windows from nothing after the server comes back."""
 
@@ -41,7 +41,7 @@ class VisdomBackend:
         self._uris: list[str] = []
         self._gallery: dict[str, Any] | None = None
         self._confusion: dict[str, Any] | None = None
-        self._incoming: list[tuple[float, dict[str, float]]] = []  # points not yet in the series
+        self._incoming: list[tuple[float, Mapping[str, float]]] = []  # points not yet in the series
         self._versions = {w.metric: 0 for w in windows.COMPARE_WINDOWS}  # points added per metric
         # per (metric, trace index): (connection.outages, version, xs, ys) as last sent (sender thread only)
         self._held: dict[tuple[str, int], tuple[int, int, list[float], list[float]]] = {}
@@ -60,12 +60,16 @@ class VisdomBackend:
         pass  # shown in the runs pane, which the Board draws
 
     def scalars(self, step: int, x: float, values: Mapping[str, float]) -> None:
-        # only queued here: folding a point into the series right after a training step, with the
-        # caches cold, cost the training thread ~20 us a batch; the sender thread folds them in
-        # bulk (and the training thread itself every FOLD_AT points, which bounds the queue while
-        # the server is away)
+        self.add_points([(x, dict(values))])
+
+    def add_points(self, points: list[tuple[float, Mapping[str, float]]]) -> None:
+        """Queue points (x, values) for the next flush. A live `Dashboard` passes each batch of
+        scalars its run log writes (a few a second), so nothing here runs per training step."""
+        # only queued here, on the training thread; the sender thread folds them into the series
+        # in bulk (and the training thread itself every FOLD_AT points, which bounds the queue
+        # while the server is away)
         with self._lock:
-            self._incoming.append((x, dict(values)))
+            self._incoming.extend(points)
             full = len(self._incoming) >= FOLD_AT
         if full:
             self._fold()

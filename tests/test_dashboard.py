@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy
 import pandas
@@ -56,6 +57,22 @@ def test_long_series_stay_bounded_and_keep_every_buckets_extremes() -> None:
         low, high = start + chunk.index(min(chunk)), start + chunk.index(max(chunk))
         assert drawn[float(low)] == min(chunk) and drawn[float(high)] == max(chunk)
     assert len(drawn) == len(xs_drawn) == 2 * math.ceil(len(ys) / s.size)
+
+
+def test_the_points_kept_as_buckets_complete_match_the_buckets_after_every_add() -> None:
+    """`points` keeps the complete buckets' points as it goes (redone when buckets merge): at every
+    moment, across merges and with a bucket half filled, they are exactly the buckets' extremes."""
+    ys = torch.randn(3000, generator=torch.Generator().manual_seed(1)).tolist()
+    s = MinMaxSeries(max_points=40)
+    for i, y in enumerate(ys):
+        s.add(i / 7, y)
+        expected: tuple[list[float], list[float]] = ([], [])
+        for low, high in s.buckets + ([s.partial] if s.partial is not None else []):
+            for point in sorted({low, high}):
+                expected[0].append(point[0])
+                expected[1].append(point[1])
+        assert s.points() == expected, i
+    assert s.size >= 128  # many merges happened
 
 
 def test_non_finite_values_are_not_drawn() -> None:
@@ -242,6 +259,36 @@ def test_batch_scalars_are_written_in_batches_in_order(tmp_path: Path, monkeypat
     assert [r["step"] for r in record.scalars] == [1, 2, 3, 4, 5, 6] and record.scalars[4][TRAIN_LOSS] is None
     kinds = [json.loads(line)["kind"] for line in (tmp_path / runlog.LOG_NAME).read_text().splitlines()]
     assert kinds == ["config"] + ["scalars"] * 5 + ["status", "scalars"]
+
+
+def test_scalars_lines_are_the_json_of_the_record_and_reach_the_listener(tmp_path: Path) -> None:
+    """The filled-in scalars lines read back as the record json.dumps would write (odd metric names,
+    NaN as null); the listener (the live windows) gets each batch as written, in order."""
+    log = runlog.RunLog(tmp_path)
+    batches: list[list[tuple[float, Any]]] = []
+    log.on_scalars = batches.append
+    odd = {'say "100%"': 1.5, "back\\slash": -2.25e-7, TRAIN_LOSS: math.inf, "n": 3}
+    log.scalars(1, 0.5, odd)
+    log.scalars(2, 1 / 3, {TRAIN_LOSS: 0.1})
+    log.close()
+    rows = [json.loads(line) for line in (tmp_path / runlog.LOG_NAME).read_text().splitlines()]
+    assert [{k: v for k, v in r.items() if k != "time"} for r in rows] == [
+        {"kind": "scalars", "step": 1, "x": 0.5, 'say "100%"': 1.5, "back\\slash": -2.25e-7, TRAIN_LOSS: None, "n": 3.0},
+        {"kind": "scalars", "step": 2, "x": 1 / 3, TRAIN_LOSS: 0.1}]
+    assert abs(rows[0]["time"] - time.time()) < 60
+    assert batches == [[(0.5, odd), (1 / 3, {TRAIN_LOSS: 0.1})]]
+
+
+def test_a_value_that_is_not_a_number_fails_without_losing_the_rest(tmp_path: Path) -> None:
+    log = runlog.RunLog(tmp_path)
+    log.scalars(1, 0.1, {TRAIN_LOSS: 1.0})
+    log.scalars(2, 0.2, {TRAIN_LOSS: "lots"})  # type: ignore[dict-item]
+    log.scalars(3, 0.3, {TRAIN_LOSS: 3.0})
+    with pytest.raises(ValueError, match="scalars of step 2 not logged.*report numbers"):
+        log.status("finished")  # the batch is written first: the status is written, then the error
+    log.close()
+    record = runlog.read(tmp_path)
+    assert [r["step"] for r in record.scalars] == [1, 3] and record.status == "finished" and record.skipped == 0
 
 
 def test_a_killed_writer_loses_at_most_its_pending_batch(tmp_path: Path) -> None:

@@ -22,7 +22,9 @@ class Reporter(Protocol):
 
     def config(self, config: Mapping[str, Any]) -> None: ...
 
-    def scalars(self, step: int, x: float, values: Mapping[str, float]) -> None: ...
+    def scalars(self, step: int, x: float, values: Mapping[str, float]) -> None:
+        """Called once per batch: keep it cheap. `values` is the reporter's to keep (it may be read
+        a moment later): pass a new mapping each call."""
 
     def predictions(self, x: float, images: torch.Tensor, predicted: torch.Tensor,
                     probability: torch.Tensor, true: torch.Tensor, classes: tuple[str, ...]) -> None: ...
