@@ -508,6 +508,7 @@ def launch(runs: Sequence[tuple[RunConfig, Path, bool]], launch_dir: Path, optio
             # the env-wide windows first, so that the page opens with the runs table and the
             # compare windows on top, whatever the workers draw next
             sender.flush()
+            sender.connection.close()  # the workers are forked next: no open socket for them to inherit
         if not stops.count:  # a Ctrl-C while the server was starting: start nothing
             supervisor.start()  # forks: before the launcher starts any thread
         if sender is not None:

@@ -223,3 +223,28 @@ def test_the_server_runs_without_tornados_debug_mode(tmp_path: Path, monkeypatch
     assert not app.settings.get("debug") and not app.settings.get("autoreload")
     assert not app.settings.get("serve_traceback")
     assert any(rule.matcher.regex.pattern.startswith("/events") for rule in app.wildcard_router.rules)
+
+
+def test_the_connection_is_kept_open_and_replaced_after_a_restart(tmp_path: Path) -> None:
+    """One HTTP connection serves every request; after the server restarts (the open connection is
+    dead), the next request goes through on a new one, with no error and no outage to report."""
+    from dashboard.connection import VisdomConnection
+
+    config = ServerConfig(port=free_port(), env_dir=tmp_path)
+    server = start_background(config)
+    try:
+        connection = VisdomConnection(config.url)
+        message = {"eid": "keep", "win": "none"}
+        assert connection.post("win_exists", message) == "false"
+        assert connection._http is not None
+        sock = connection._http.sock
+        for _ in range(5):
+            assert connection.post("win_exists", message) == "false"
+        assert connection._http.sock is sock and connection.requests == 6
+        server.process.kill()
+        server.process.wait(10)
+        server = start_background(config)
+        assert connection.post("win_exists", message) == "false"
+        assert connection._http.sock is not sock and connection.requests == 8  # the dead one, then a new one
+    finally:
+        server.stop()
