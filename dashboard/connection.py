@@ -62,35 +62,42 @@ class VisdomConnection:
             self._http.close()
             self._http = None
 
+    def _exchange(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[http.client.HTTPResponse, str]:
+        """One request on the open connection (opened if need be). Any failure closes it: a late
+        answer (a frozen server's) must never be read as the next request's."""
+        connection = self._connect()
+        self.requests += 1
+        try:
+            connection.request("POST", self._base + path, body, headers)
+            response = connection.getresponse()
+            return response, response.read().decode("utf-8", "replace")
+        except BaseException:
+            self.close()
+            raise
+
     def _request(self, path: str, body: bytes) -> str:
         headers = {"Content-Type": "application/json"}
         if self._cookies:
             headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self._cookies.items())
-        for attempt in (1, 2):
-            reused = self._http is not None
-            connection = self._connect()
-            self.requests += 1
+        reused = self._http is not None
+        try:
             try:
-                connection.request("POST", self._base + path, body, headers)
-                response = connection.getresponse()
-                text = response.read().decode("utf-8", "replace")
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
-                self.close()
-                if reused and attempt == 1:
-                    continue  # a kept-alive connection the server had closed: once more, on a new one
-                raise Unreachable(f"{self.url} did not answer ({exc or type(exc).__name__})") from None
-            except (OSError, http.client.HTTPException) as exc:  # refused, timed out (a frozen server)...
-                self.close()  # a late answer must not be read as the next request's
-                raise Unreachable(f"{self.url} did not answer ({exc or type(exc).__name__})") from None
-            if response.will_close:
-                self.close()
-            for header in response.headers.get_all("Set-Cookie") or ():
-                for name, morsel in http.cookies.SimpleCookie(header).items():
-                    self._cookies[name] = morsel.coded_value
-            if response.status >= 400:
-                raise Unreachable(f"{self.url}{path} answered HTTP {response.status}", status=response.status)
-            return text
-        raise AssertionError("not reached: the second attempt returns or raises")
+                response, text = self._exchange(path, body, headers)
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                if not reused:
+                    raise
+                # a kept-alive connection the server had closed: once more, on a new one
+                response, text = self._exchange(path, body, headers)
+        except (OSError, http.client.HTTPException) as exc:  # refused, reset, timed out (a frozen server)...
+            raise Unreachable(f"{self.url} did not answer ({exc or type(exc).__name__})") from None
+        if response.will_close:
+            self.close()
+        for header in response.headers.get_all("Set-Cookie") or ():
+            for name, morsel in http.cookies.SimpleCookie(header).items():
+                self._cookies[name] = morsel.coded_value
+        if response.status >= 400:
+            raise Unreachable(f"{self.url}{path} answered HTTP {response.status}", status=response.status)
+        return text
 
     def login(self) -> None:
         """Log in when credentials are set (Visdom's page sends sha256 of the password)."""

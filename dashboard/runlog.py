@@ -40,14 +40,8 @@ _ROW_FIELDS = {"kind", "step", "x", "time"}
 WRITE_EVERY = 0.25  # seconds: the longest per-batch scalars wait to be written
 
 
-def _finite(value: float) -> float | None:
-    """JSON has no NaN or infinity: those are written as null."""
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
 def _number(value: Any) -> str:
-    """A number as JSON writes it (`repr` of the float); NaN and infinity as null."""
+    """A number as JSON writes it (`repr` of the float); NaN and infinity, which JSON lacks, as null."""
     value = float(value)
     return repr(value) if math.isfinite(value) else "null"
 
@@ -92,7 +86,7 @@ class RunLog:
             self._file.write("\n")
         self._gallery: bytes | None = None
         self.meta = dict(meta or {})
-        self._pending: list[tuple[float, int, float, dict[str, float]]] = []  # scalars not yet written
+        self._pending: list[tuple[float, int, float, Mapping[str, float]]] = []  # scalars not yet written, as passed
         self._written = time.monotonic()
         self._templates: dict[tuple[str, ...], str] = {}  # per set of metric names: a scalars line to fill in
         # called with [(x, values), ...] after each batch of scalars is written (the live windows)
