@@ -46,7 +46,9 @@ class Cli(click.Group):
             sys.exit(0)
         except click.UsageError as exc:
             hint = f"; see '{exc.ctx.command_path} --help'" if exc.ctx else ""
-            click.echo(f"Error: {exc.format_message()}{hint}", err=True)
+            message = exc.format_message()
+            message = message[:-1] if hint and message.endswith(".") else message  # not ".;"
+            click.echo(f"Error: {message}{hint}", err=True)
             sys.exit(exc.exit_code)
         except click.ClickException as exc:
             click.echo(f"Error: {exc.format_message()}", err=True)

@@ -95,6 +95,7 @@ def assert_one_line_error(result: Result, code: int, *words: str) -> None:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
     assert "Traceback" not in result.output
+    assert ".;" not in lines[0], lines[0]  # click's sentence, then our hint: one stop, not two
     for word in words:
         assert word in lines[0], lines[0]
 
