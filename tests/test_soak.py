@@ -33,13 +33,12 @@ CNN_EPOCHS = 8  # the CNN trains longest: the faults happen while it does
 FAULTS = 5
 
 
-def assert_windows_hold_the_logs(state: dict, run_dirs: list[Path], context: str) -> None:
+def assert_windows_hold_the_logs(state: dict, records: list[runlog.RunRecord], context: str) -> None:
     """Each run's trace in each compare window is what its log's points downsample to (a run that
     logged no point of a metric, e.g. one that diverged in its first epoch, has none)."""
     for window in windows.COMPARE_WINDOWS:
         held = traces(state, window.win)
-        for run_dir in run_dirs:
-            record = runlog.read(run_dir)
+        for record in records:
             label = record.meta["label"]
             expected = drawn_from_log(record, window.metric, max_points=1000).points()
             assert held.get(label, ([], [])) == expected, (context, window.win, label)
@@ -137,8 +136,11 @@ def test_soak_server_killed_and_frozen_at_random_while_runs_fail_beside_healthy_
         runs = launch_dir(log_dir)
         killed_at = time.monotonic() + rng.uniform(2, 8)
 
+        cnn = runlog.LogFollower(runs / "cnn")  # reads only what the log gained since
+
         def cnn_x() -> float:
-            return runlog.read(runs / "cnn", keep_scalars=False).x
+            cnn.poll()
+            return cnn.record.x
 
         # FAULTS faults, or fewer if the CNN is half way through its second-last epoch first; then
         # the server stays up (one down as the launch ends is another test: the launcher says how
@@ -177,16 +179,17 @@ def test_soak_server_killed_and_frozen_at_random_while_runs_fail_beside_healthy_
         assert "killed failed: the worker process was killed (SIGKILL)" in out, (context, out)
         assert "diverges failed: loss became" in out, (context, out)
         run_dirs = [runs / label for label in (*HEALTHY, "killed", "diverges")]
+        records = {d.name: runlog.read(d) for d in run_dirs}
         for label in HEALTHY:
-            record = runlog.read(runs / label)
+            record = records[label]
             epochs = CNN_EPOCHS if label == "cnn" else EPOCHS
             assert record.status == "finished" and len(record.series("test/acc")[0]) == epochs, (context, label)
         # every window holds what the logs hold (the launcher redrew what the server missed)
-        assert_windows_hold_the_logs(server_state(config.url, "soak"), run_dirs, context)
+        assert_windows_hold_the_logs(server_state(config.url, "soak"), list(records.values()), context)
         assert not [d for d in run_dirs if (d / runlog.INCOMPLETE_MARK).exists()], context
         # and training went on at full speed while the server was away
-        points = {d.name: [(r["time"], r["x"]) for r in runlog.read(d).scalars if TRAIN_LOSS in r]
-                  for d in run_dirs}
+        points = {name: [(r["time"], r["x"]) for r in record.scalars if TRAIN_LOSS in r]
+                  for name, record in records.items()}
         slower, away = time_per_batch_while_away(points, outages)
         assert away >= 1.0 and slower <= 1.25, (context, slower, away, outages)
     finally:
