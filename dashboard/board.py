@@ -57,12 +57,14 @@ class Board:
         self._placed: list[tuple[str, int]] = []  # (label, colour) of the runs added with a label
         self._uris: dict[str, list[str]] = {}  # per data set: the sample images as data URIs
         self._lock = threading.Lock()  # poll (the caller's thread) against drawing (the sender's)
+        self._panes = windows.SentPanes(env)  # the runs pane and disagreement as last sent
         if sender is not None:
             # the runs pane is written whole, so it also creates the env; then the compare windows
             sender.register(windows.RUNS_WIN, self._send_runs)
             for window in windows.COMPARE_WINDOWS:
                 sender.register("frame:" + window.win, self._frame_sender(window))
             sender.register(windows.DISAGREE_WIN, self._send_disagreement)
+            sender.add_check(self._check)
 
     def add(self, run_dir: Path, label: str | None = None, colour_index: int | None = None) -> None:
         """Follow one more run (its log may not exist yet). With its label known, its own windows
@@ -135,8 +137,8 @@ class Board:
         with self._lock:
             content = panes.runs_html(self.summaries())
             height = runs_pane_height(len(self.followers))
-        connection.post("events", windows.text_message(self.env, windows.RUNS_WIN, "Runs", content,
-                                                      RUNS_PANE_WIDTH, height))
+        self._panes.post(connection, windows.text_message(self.env, windows.RUNS_WIN, "Runs", content,
+                                                         RUNS_PANE_WIDTH, height))
 
     def _frame_sender(self, window: windows.CompareWindow) -> Any:
         def send(connection: VisdomConnection) -> None:
@@ -149,9 +151,17 @@ class Board:
                     connection.post("update", windows.trace_message(self.env, window, trace, create=True))
         return send
 
+    def _check(self, connection: VisdomConnection) -> list[str]:
+        """Mark the env-wide panes the server holds otherwise than last sent (see `Sender.add_check`)."""
+        marked = self._panes.differing(connection)
+        for key in marked:  # their sender keys are their window ids
+            assert self.sender is not None
+            self.sender.mark(key)
+        return marked
+
     def _send_disagreement(self, connection: VisdomConnection) -> None:
         with self._lock:
             content = panes.disagreement_html(*self.disagreement(), limit=DISAGREE_SHOWN)
-        connection.post("events", windows.text_message(self.env, windows.DISAGREE_WIN,
-                                                      "Where the runs disagree (sample test images)",
-                                                      content, *DISAGREE_SIZE))
+        self._panes.post(connection, windows.text_message(self.env, windows.DISAGREE_WIN,
+                                                         "Where the runs disagree (sample test images)",
+                                                         content, *DISAGREE_SIZE))

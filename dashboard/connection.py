@@ -111,6 +111,15 @@ class VisdomConnection:
         self.login()
         return self._request("/" + endpoint, json.dumps(message, separators=(",", ":"), allow_nan=False).encode())
 
+    def pane(self, env: str, win: str) -> dict[str, Any] | None:
+        """The pane `win` of `env` as the server holds it; None when it holds none."""
+        try:
+            return json.loads(self.post("win_data", {"eid": env, "win": win}))
+        except Unreachable as exc:
+            if exc.status is None:
+                raise  # nothing answered: an outage
+            return None  # visdom answers an error for a missing env or window
+
     def splice(self, env: str, splices: list[dict[str, Any]]) -> list[str] | None:
         """Replace the tails of traces (see `dashboard.server.splice_handler`): per splice SPLICED,
         STALE or MISSING_WINDOW; None when the server cannot (a stock Visdom server)."""

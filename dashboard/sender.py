@@ -6,7 +6,13 @@ last sent, at most once per `interval` seconds, so many changes coalesce into on
 window per flush; the first change after a quiet spell goes at once.
 A failed request (server down, frozen past the timeout, restarted, erroring) ends the pass; the
 next pass waits out a backoff (0.5 s doubling to 8 s) and then sends *every* item again, in the
-order they were first registered, which rebuilds all windows on a server that lost them."""
+order they were first registered, which rebuilds all windows on a server that lost them.
+
+A request that timed out may still be applied later: a frozen server reads it when it thaws,
+maybe after newer ones. Our server refuses messages older than what it holds (`windows.new_seq`);
+for any server, CHECK_AFTER s after the first good pass that follows a failure, and at close if
+a failure came since, the sender runs its checks (`add_check`): each reads back what its windows
+hold, and marks what differs from what it last sent, which the next pass sends again."""
 
 from __future__ import annotations
 
@@ -17,7 +23,9 @@ from collections.abc import Callable
 from dashboard.connection import Unreachable, VisdomConnection
 
 SendFn = Callable[[VisdomConnection], None]
+CheckFn = Callable[[VisdomConnection], list[str]]
 MAX_BACKOFF = 8.0
+CHECK_AFTER = 2.0  # s after the server answers again: requests it had queued are applied by then
 
 
 class Sender:
@@ -39,12 +47,22 @@ class Sender:
         self.last_error = ""
         self.requests = 0
         self._retry_at = 0.0
+        self._checks: list[CheckFn] = []
+        self._suspect = False  # a request failed since the last check: the server may hold late ones
+        self._check_at: float | None = None
+        self.checks_run = 0
+        self.check_marked: list[str] = []  # what the checks found different (and sent again)
 
     def register(self, key: str, send: SendFn, changed: bool = True) -> None:
         """Add an item; `send(connection)` draws it whole (it may post more than once)."""
         with self._lock:
             self._items[key] = send
             self._version[key] = self._version.get(key, 0) + (1 if changed else 0)
+
+    def add_check(self, check: CheckFn) -> None:
+        """`check(connection)` compares what the server holds with what was sent, marks what
+        differs and returns its keys (see the module doc)."""
+        self._checks.append(check)
 
     def mark(self, key: str) -> None:
         """Say that an item changed; the next pass sends it."""
@@ -74,17 +92,38 @@ class Sender:
                 with self._lock:
                     self._sent[key] = version
         except Unreachable as exc:
-            self.connected = False
-            self.ever_failed = True
-            self.failures += 1
-            self.last_error = str(exc)
-            self._retry_at = time.monotonic() + min(0.5 * 2 ** (self.failures - 1), MAX_BACKOFF)
-            with self._lock:
-                self._sent.clear()  # the server may have restarted empty: draw everything again
-            self.connection.forget_login()
+            self._failed(exc)
             return False
         self.connected, self.failures, self.last_error = True, 0, ""
+        if self._suspect and self._checks:
+            if self._check_at is None:
+                self._check_at = time.monotonic() + CHECK_AFTER
+            elif time.monotonic() >= self._check_at:
+                return self.check()
         return True
+
+    def _failed(self, exc: Unreachable) -> None:
+        self.connected = False
+        self.ever_failed = True
+        self.failures += 1
+        self.last_error = str(exc)
+        self._retry_at = time.monotonic() + min(0.5 * 2 ** (self.failures - 1), MAX_BACKOFF)
+        with self._lock:
+            self._sent.clear()  # the server may have restarted empty: draw everything again
+        self.connection.forget_login()
+        self._suspect, self._check_at = True, None
+
+    def check(self) -> bool:
+        """Run the checks now (see the module doc), and send what they found different."""
+        try:
+            marked = [key for check in self._checks for key in check(self.connection)]
+        except Unreachable as exc:
+            self._failed(exc)
+            return False
+        self.checks_run += 1
+        self.check_marked.extend(marked)
+        self._suspect, self._check_at = False, None
+        return self.flush() if marked else True
 
     def _loop(self) -> None:
         # A change after a quiet spell is sent at once (the first points of a run show without
@@ -102,7 +141,8 @@ class Sender:
             last = time.monotonic()
             self.flush()
         self._retry_at = 0.0  # a last pass at close, whatever the backoff
-        self.flush()
+        if self.flush() and self._suspect and self._checks:
+            self.check()
 
     def close(self, wait: float = 3.0) -> bool:
         """Send what is left and stop, waiting at most `wait` s (a frozen server must not hold up the exit).

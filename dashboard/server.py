@@ -21,7 +21,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -140,14 +140,38 @@ def login_credentials(env_dir: Path) -> dict[str, str]:
     return {"username": user, "password": hash_password(hash_password(password))}
 
 
+# Every message livetrain sends carries a sequence number (`windows.new_seq`: the time it was
+# built). A request that timed out on a frozen server is still read and applied when the server
+# thaws, possibly after newer ones; this server keeps the newest number it applied, per trace and
+# per whole pane (in the pane, under SEQ_KEY: {trace name: seq}, "" for the whole pane), and
+# refuses an older message (it answers STALE). A stock Visdom server ignores the key.
+SEQ_KEY = "livetrain_seq"
+SPLICE_PATH = "/livetrain/splice"
+SPLICED, STALE = "livetrain: spliced", "livetrain: stale"
+
+
+def held_seq(pane: dict | None, name: str) -> int:
+    """The newest sequence number applied to `pane`'s trace `name` ("" for the whole pane); -1 for none."""
+    return int(((pane or {}).get(SEQ_KEY) or {}).get(name, -1))
+
+
+def _set_seq(pane: dict, name: str, seq: Any) -> None:
+    if seq is not None:
+        pane.setdefault(SEQ_KEY, {})[name] = int(seq)
+
+
 def fast_update_handler() -> type:
-    """Visdom's /update handler without its whole-pane diff.
+    """Visdom's /update handler without its whole-pane diff, and with sequence numbers.
 
     For every update visdom deep-copies the pane, diffs old and new with `jsonpatch` (its own
     comment: "make_patch isn't high performance"), and hashes the result: 15-80 ms of server CPU
     per update of a 3-trace window of 1,000-4,000 points, measured here. This handler applies
     the very same update (`UpdateHandler.update`) to plot windows in place and broadcasts the
-    whole pane, as the /events handler does; anything else goes to visdom's own code."""
+    whole pane, as the /events handler does; anything else goes to visdom's own code.
+
+    A trace message with a sequence number older than the trace's is refused (STALE). One that
+    appends a whole trace (livetrain's "create the window if missing") replaces a trace of that
+    name already there: a late or repeated create must not double the points."""
     from visdom.server.handlers.web_handlers import UpdateHandler
     from visdom.utils.server_utils import broadcast, extract_eid
     from visdom.utils.shared_utils import get_rand_id
@@ -158,11 +182,21 @@ def fast_update_handler() -> type:
             eid = extract_eid(args)
             env = handler.state[eid]["jsons"] if eid in handler.state else {}
             p = env.get(args.get("win"))
-            data = p["content"]["data"] if p is not None and p.get("type") == "plot" else None
-            if not data or data[0].get("type") not in ("scatter", "scattergl") or args.get("name") is None:
-                UpdateHandler.wrap_func(handler, args)
+            name, seq = args.get("name"), args.get(SEQ_KEY)
+            if seq is not None and name is not None and p is not None and int(seq) < held_seq(p, name):
+                handler.write(STALE)
                 return
+            data = p["content"]["data"] if p is not None and p.get("type") == "plot" else None
+            if not data or data[0].get("type") not in ("scatter", "scattergl") or name is None:
+                UpdateHandler.wrap_func(handler, args)
+                created = handler.state.get(eid, {}).get("jsons", {}).get(args.get("win"))
+                if created is not None and created.get("type") == "plot" and name is not None:
+                    _set_seq(created, name, seq)
+                return
+            if seq is not None and args.get("append") and any(t.get("name") == name for t in data):
+                args = {**args, "append": False}  # a whole trace: replace, never append twice
             p = UpdateHandler.update(p, args)
+            _set_seq(p, name, seq)
             p["contentID"] = get_rand_id()
             broadcast(handler, p, eid)
             handler.write(p["id"])
@@ -170,18 +204,41 @@ def fast_update_handler() -> type:
     return FastUpdateHandler
 
 
-SPLICE_PATH = "/livetrain/splice"
-SPLICED, STALE = "livetrain: spliced", "livetrain: stale"
+def events_handler() -> type:
+    """Visdom's /events handler (a whole pane), refusing a message older than the pane it would
+    replace (STALE): a gallery or runs table from before a freeze must not replace a newer one."""
+    import tornado.escape
+    from visdom.server.handlers.web_handlers import PostHandler
+    from visdom.utils.server_utils import check_auth, extract_eid, register_window, window
+
+    class SeqPostHandler(PostHandler):  # type: ignore[misc]  # its initialize
+        @check_auth  # type: ignore[misc]
+        def post(self) -> None:
+            req = tornado.escape.json_decode(tornado.escape.to_basestring(self.request.body))
+            eid = extract_eid(req)
+            seq = req.get(SEQ_KEY)
+            old = self.state[eid]["jsons"].get(req.get("win")) if eid in self.state else None
+            if seq is not None and old is not None and int(seq) < held_seq(old, ""):
+                self.write(STALE)
+                return
+            p = window(req)
+            _set_seq(p, "", seq)
+            register_window(self, p, eid)
+
+    return SeqPostHandler
 
 
 def splice_handler() -> type:
     """Replaces the tails of several named traces in one request:
-    `{"eid": ..., "splices": [{"win", "name", "from": k, "length": n, "x": [...], "y": [...]}, ...]}`.
+    `{"eid": ..., "splices": [{"win", "name", "from": k, "base": s0, "livetrain_seq": s, "x": [...],
+    "y": [...]}, ...]}`.
 
     A run's traces of 1,000 points that gained a few since the last flush go as those few points,
     all in one request, instead of one request per window, each with the whole trace. A splice is
-    applied only if its trace still holds the `length` points the client last sent (else STALE:
-    the client sends that trace whole); a window that is not there answers visdom's own
+    applied only if its trace still holds the very message the client built it on: the trace's
+    sequence number is `base` (a trace's length is no proof: a bounded trace keeps about the same
+    length, so an older head that came back late would take the new tail). Else STALE: the
+    client sends that trace whole. A window that is not there answers visdom's own
     "win does not exist". The answer is a JSON list, one of SPLICED / STALE / MISSING_WINDOW per
     splice. A stock Visdom server answers anything but such a list here (its catch-all login
     handler: HTTP 500), and the client then sends whole traces to it."""
@@ -198,12 +255,13 @@ def splice_handler() -> type:
         if p is None or p.get("type") != "plot":
             return MISSING_WINDOW
         traces = [t for t in p["content"]["data"] if t.get("name") == item["name"]]
-        start, length = int(item["from"]), int(item["length"])
-        if len(traces) != 1 or len(traces[0]["x"]) != length or not 0 <= start <= length:
+        start = int(item["from"])
+        if len(traces) != 1 or held_seq(p, item["name"]) != int(item["base"]) or not 0 <= start <= len(traces[0]["x"]):
             return STALE
         trace = traces[0]
         trace["x"] = trace["x"][:start] + list(item["x"])
         trace["y"] = trace["y"][:start] + list(item["y"])
+        _set_seq(p, item["name"], item[SEQ_KEY])
         return SPLICED
 
     class SpliceHandler(UpdateHandler):  # type: ignore[misc]  # its initialize, login check and post
@@ -273,8 +331,9 @@ def reconnect_transform() -> type:
     return AddReconnect
 
 
-def serve(config: ServerConfig, announce: bool = True) -> None:
-    """Run the Visdom server in this process until interrupted (blocking)."""
+def serve(config: ServerConfig, announce: bool = True, port_file: Path | None = None) -> None:
+    """Run the Visdom server in this process until interrupted (blocking). Port 0 takes a free
+    port; the port it listens on is written to `port_file` (if given) once it listens."""
     assets.check()
     env_dir = config.env_dir.resolve()
     try:
@@ -302,11 +361,21 @@ def serve(config: ServerConfig, announce: bool = True) -> None:
     if not os.environ.get(STOCK_UPDATE_VAR):  # set only by the benchmarks, to measure visdom's own handler
         # rules added later are matched first: this /update replaces visdom's
         app.add_handlers(r".*", [(r"/update", fast_update_handler(), {"app": app}),
+                                 (r"/events", events_handler(), {"app": app}),
                                  (SPLICE_PATH, splice_handler(), {"app": app})])
+    import tornado.httpserver
+    import tornado.netutil
+
     try:
-        app.listen(config.port, address=config.host, max_buffer_size=1024**3)
+        sockets = tornado.netutil.bind_sockets(config.port, address=config.host)
     except OSError as exc:
         raise ServerError(f"cannot listen on {config.host}:{config.port}: {exc.strerror}")
+    tornado.httpserver.HTTPServer(app, max_buffer_size=1024**3).add_sockets(sockets)
+    config = replace(config, port=int(sockets[0].getsockname()[1]))
+    if port_file is not None:
+        partial = port_file.with_name(port_file.name + ".tmp")
+        partial.write_text(str(config.port))
+        partial.replace(port_file)
     if announce:
         if not is_loopback(config.host):
             print(
@@ -322,9 +391,10 @@ def serve(config: ServerConfig, announce: bool = True) -> None:
 class ServerProcess:
     """A Visdom server running in a child process (see `start_background`)."""
 
-    config: ServerConfig
+    config: ServerConfig  # its port is the one it listens on once `wait_ready` returned
     process: subprocess.Popen[bytes]
     log_path: Path
+    port_file: Path | None = None  # where a server started on port 0 says which port it took
 
     def stop(self, timeout: float = 5.0) -> None:
         if self.process.poll() is None:
@@ -334,6 +404,8 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        if self.port_file is not None:
+            self.port_file.unlink(missing_ok=True)
 
     def wait_ready(self, timeout: float = 30.0, abort: Callable[[], bool] = lambda: False) -> bool:
         """Wait until the server answers as Visdom; raise ServerError if it exits or never answers.
@@ -346,6 +418,11 @@ class ServerProcess:
             if self.process.poll() is not None:
                 tail = self.log_path.read_text(errors="replace").strip().splitlines()
                 raise ServerError(f"the Visdom server exited at start: {tail[-1] if tail else 'no output'}")
+            if self.config.port == 0:
+                if self.port_file is None or not self.port_file.is_file():
+                    time.sleep(0.05)
+                    continue
+                self.config = replace(self.config, port=int(self.port_file.read_text()))
             if probe(self.config.url, timeout=1.0) == "visdom":
                 return True
             time.sleep(0.05)
@@ -358,10 +435,14 @@ def spawn(config: ServerConfig) -> ServerProcess:
     """Start the server in a child process and return at once (see `ServerProcess.wait_ready`).
 
     The child has its own session: a Ctrl-C in the terminal reaches only its owner, which stops it
-    when it is done with it (the page stays up while runs are wound down)."""
+    when it is done with it (the page stays up while runs are wound down). Port 0: a free port,
+    known once `wait_ready` returned (in `config`)."""
     assets.check()
     config.env_dir.mkdir(parents=True, exist_ok=True)
     log_path = config.env_dir / "server.log"
+    port_file = None
+    if config.port == 0:
+        port_file = config.env_dir / f"server-port-{os.getpid()}-{secrets.token_hex(4)}"
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
             [
@@ -369,11 +450,12 @@ def spawn(config: ServerConfig) -> ServerProcess:
                 "--host", config.host, "--port", str(config.port),
                 "--env-dir", str(config.env_dir.resolve()),
                 *(["--login"] if config.login else []),
+                *(["--port-file", str(port_file.resolve())] if port_file else []),
             ],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             cwd=Path(__file__).resolve().parent.parent, start_new_session=True,
         )
-    return ServerProcess(config, process, log_path)
+    return ServerProcess(config, process, log_path, port_file)
 
 
 def start_background(config: ServerConfig, timeout: float = 30.0) -> ServerProcess:
@@ -390,12 +472,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
     parser.add_argument("--env-dir", type=Path, default=DEFAULT_ENV_DIR)
     parser.add_argument("--login", action="store_true")
+    parser.add_argument("--port-file", type=Path, help="write the port listened on here (for --port 0)")
     args = parser.parse_args(argv)
     # visdom imports torch only to accept tensors in its client; the server never needs it, and
     # importing it costs 1.5 s of start-up and ~200 MB (a None entry makes `import torch` fail fast)
     sys.modules.setdefault("torch", None)  # type: ignore[arg-type]
     try:
-        serve(ServerConfig(args.host, args.port, args.env_dir, args.login))
+        serve(ServerConfig(args.host, args.port, args.env_dir, args.login), port_file=args.port_file)
     except (ServerError, assets.AssetError) as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 1

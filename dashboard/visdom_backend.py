@@ -8,7 +8,7 @@ everything needed to redraw the run's windows from nothing after the server come
 from __future__ import annotations
 
 import threading
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 import torch
 
@@ -43,8 +43,9 @@ class VisdomBackend:
         self._confusion: dict[str, Any] | None = None
         self._incoming: list[tuple[float, Mapping[str, float]]] = []  # points not yet in the series
         self._versions = {w.metric: 0 for w in windows.COMPARE_WINDOWS}  # points added per metric
-        # per (metric, trace index): (connection.outages, version, xs, ys) as last sent (sender thread only)
-        self._held: dict[tuple[str, int], tuple[int, int, list[float], list[float]]] = {}
+        # per (metric, trace index): what was last sent (sender thread only)
+        self._held: dict[tuple[str, int], Held] = {}
+        self._panes = windows.SentPanes(env)  # the gallery and matrix as last sent
         self.tails_sent = 0  # traces sent as their new tail only
         self.gallery_win = windows.run_window("gallery", label)
         self.confusion_win = windows.run_window("confusion", label)
@@ -54,6 +55,7 @@ class VisdomBackend:
         self._traces_key = windows.run_window("traces", label)
         sender.register(self._traces_key, self._send_traces, changed=False)
         sender.register(self.confusion_win, self._send_confusion, changed=False)
+        sender.add_check(self.check)
 
     # ---- Reporter, called from the training thread ----
     def config(self, config: Mapping[str, Any]) -> None:
@@ -125,46 +127,70 @@ class VisdomBackend:
 
     def _send_traces(self, connection: VisdomConnection) -> None:
         """Draw every trace that changed since it was last drawn: as its new tail, all in one
-        request, where the server still holds the rest (our server); else whole, one request each."""
+        request, where the server still holds the rest (our server); else whole, one request each.
+        Each message is numbered (`windows.new_seq`); a tail names the message it extends."""
         self._fold()
         with self._lock:
             versions = dict(self._versions)
-        changed = []  # (window, (metric, trace index), plotly trace, version)
+        changed = []  # (window, (metric, trace index), plotly trace, version, seq)
         for window in windows.COMPARE_WINDOWS:
             version = versions[window.metric]
             if not version:
                 continue  # no points yet: no trace
             for index, data in enumerate(self.trace_data(window.metric)):
                 held = self._held.get((window.metric, index))
-                if held is None or held[:2] != (connection.outages, version):
-                    changed.append((window, (window.metric, index), data, version))
-        tails = {key: self._tail(connection, window, key, data) for window, key, data, _ in changed}
+                if held is None or (held.outages, held.version) != (connection.outages, version):
+                    changed.append((window, (window.metric, index), data, version, windows.new_seq()))
+        tails = {key: self._tail(connection, window, key, data, seq) for window, key, data, _, seq in changed}
         tails = {key: tail for key, tail in tails.items() if tail is not None}
         answers = connection.splice(self.env, list(tails.values())) if tails else None
         spliced = {key for key, answer in zip(tails, answers or ()) if answer == SPLICED}
         self.tails_sent += len(spliced)
-        for window, key, data, version in changed:
+        for window, key, data, version, seq in changed:
             if key not in spliced:
-                if connection.post("update", windows.trace_message(self.env, window, data, create=False)) == MISSING_WINDOW:
-                    connection.post("update", windows.trace_message(self.env, window, data, create=True))
-            self._held[key] = (connection.outages, version, data["x"], data["y"])
+                replace = windows.trace_message(self.env, window, data, create=False, seq=seq)
+                if connection.post("update", replace) == MISSING_WINDOW:
+                    connection.post("update", windows.trace_message(self.env, window, data, create=True, seq=seq))
+            self._held[key] = Held(connection.outages, version, data["name"], data["x"], data["y"], seq)
 
     def _tail(self, connection: VisdomConnection, window: windows.CompareWindow, key: tuple[str, int],
-              data: dict[str, Any]) -> dict[str, Any] | None:
+              data: dict[str, Any], seq: int) -> dict[str, Any] | None:
         """The splice that turns the trace as last sent into `data`, or None when it must go whole
         (never sent, or sent before an outage, or the buckets merged since)."""
         held = self._held.get(key)
-        if held is None or held[0] != connection.outages:
+        if held is None or held.outages != connection.outages:
             return None
-        _, _, old_x, old_y = held
         xs, ys = data["x"], data["y"]
         # the last bucket (up to two points) may have changed; the rest stays until the buckets
         # merge (the whole trace changes then, once per doubling)
-        start = max(0, len(old_x) - 2)
-        if len(xs) < start or xs[:start] != old_x[:start] or ys[:start] != old_y[:start]:
+        start = max(0, len(held.xs) - 2)
+        if len(xs) < start or xs[:start] != held.xs[:start] or ys[:start] != held.ys[:start]:
             return None
-        return {"win": window.win, "name": data["name"], "from": start, "length": len(old_x),
+        return {"win": window.win, "name": data["name"], "from": start, "base": held.seq, windows.SEQ_KEY: seq,
                 "x": xs[start:], "y": ys[start:]}
+
+    def check(self, connection: VisdomConnection) -> list[str]:
+        """Read back this run's windows from the server and compare them with what was last sent;
+        what differs is forgotten, so that it goes again, whole. The sender calls this after an
+        outage: requests that timed out then may have been applied late, over newer ones (a stock
+        Visdom server applies them; ours refuses older messages). The keys marked to go again."""
+        marked: list[str] = []
+        by_window: dict[str, list[tuple[str, int]]] = {}
+        for key in self._held:
+            by_window.setdefault(windows.COMPARE_BY_METRIC[key[0]].win, []).append(key)
+        for win, keys in by_window.items():
+            pane = connection.pane(self.env, win)
+            held_traces = {t.get("name"): t for t in pane["content"]["data"]} if pane and pane.get("type") == "plot" else {}
+            for key in keys:
+                held, there = self._held[key], held_traces.get(self._held[key].name)
+                if there is None or there.get("x") != held.xs or there.get("y") != held.ys:
+                    del self._held[key]
+                    if self._traces_key not in marked:
+                        marked.append(self._traces_key)
+        marked += self._panes.differing(connection)
+        for key in marked:
+            self.sender.mark(key)
+        return marked
 
     def gallery_html(self) -> str:
         with self._lock:
@@ -176,11 +202,24 @@ class VisdomBackend:
             return panes.gallery_html(self._uris, g["predicted"], g["probability"], g["true"], g["classes"], g["x"])
 
     def _send_gallery(self, connection: VisdomConnection) -> None:
-        connection.post("events", windows.gallery_message(self.env, self.label, self.gallery_html()))
+        message = windows.gallery_message(self.env, self.label, self.gallery_html())
+        self._panes.post(connection, message)
 
     def _send_confusion(self, connection: VisdomConnection) -> None:
         with self._lock:
             c = self._confusion
         if c is not None:
             title = windows.confusion_title(self.label, c["x"])
-            connection.post("events", windows.heatmap_message(self.env, self.confusion_win, title, c["matrix"], c["classes"]))
+            message = windows.heatmap_message(self.env, self.confusion_win, title, c["matrix"], c["classes"])
+            self._panes.post(connection, message)
+
+
+class Held(NamedTuple):
+    """A trace as last sent: after which outage, at which version, its points and its number."""
+
+    outages: int
+    version: int
+    name: str
+    xs: list[float]
+    ys: list[float]
+    seq: int

@@ -5,15 +5,22 @@ trace (two with smoothing) and only ever replaces its own traces, so several pro
 write to one window. A window is created by the first message that finds it missing, with an
 append, which the server turns into "create if missing" in one step, so two runs starting
 together cannot wipe each other. Per-run windows (gallery, confusion matrix) and the env-wide
-panes are written whole."""
+panes are written whole.
+
+Every message that writes points or a pane carries a sequence number (`new_seq`), so that a
+server can refuse a message older than what it holds: a request that timed out on a frozen
+server is still applied when the server thaws, maybe after newer ones."""
 
 from __future__ import annotations
 
 import html
+import threading
+import time
 import zlib
 from dataclasses import dataclass
 from typing import Any
 
+from dashboard.server import SEQ_KEY
 from trainers.reporting import SAMPLES_PER_S, TEST_ACC, TEST_LOSS, TRAIN_ACC, TRAIN_LOSS
 
 # matplotlib's "tab10": distinct, and the same colour for a run in every window
@@ -53,6 +60,20 @@ PANE_HEIGHT = 440
 UNIT = 460
 FULL_WIDTH = 4000  # wider than any screen: the page cuts it to the browser's width
 PLOT_SIZE = {"width": UNIT, "height": PANE_HEIGHT}
+
+
+_seq_lock = threading.Lock()
+_last_seq = 0
+
+
+def new_seq() -> int:
+    """A new message's sequence number: the time it was built, in ns, strictly increasing within
+    this process. Messages from the processes that write one window (a run's worker, then the
+    launcher redrawing it from its log, or a replay) are ordered by when they were built."""
+    global _last_seq
+    with _seq_lock:
+        _last_seq = max(_last_seq + 1, time.time_ns())
+        return _last_seq
 
 
 def colour(index: int) -> str:
@@ -106,9 +127,13 @@ def run_traces(window: CompareWindow, label: str, colour_index: int, points: tup
     return data
 
 
-def trace_message(env: str, window: CompareWindow, data: dict[str, Any], create: bool) -> dict[str, Any]:
-    """Replace one run's trace, or (create=True) append it, creating the window when missing."""
+def trace_message(env: str, window: CompareWindow, data: dict[str, Any], create: bool,
+                  seq: int | None = None) -> dict[str, Any]:
+    """Replace one run's trace, or (create=True) append it, creating the window when missing.
+    With `seq`, a server of ours refuses it if the trace holds a newer message."""
     message: dict[str, Any] = {"eid": env, "win": window.win, "name": data["name"], "append": create, "data": [data]}
+    if seq is not None:
+        message[SEQ_KEY] = seq
     if create:
         message["layout"] = _layout("epoch", window.y_title, window.log_y)
         message["opts"] = {"title": window.title, **PLOT_SIZE}
@@ -122,16 +147,19 @@ def placeholder_message(env: str, window: CompareWindow) -> dict[str, Any]:
             "layout": _layout("epoch", window.y_title, window.log_y), "opts": {"title": window.title, **PLOT_SIZE}}
 
 
-def text_message(env: str, win: str, title: str, content: str, width: int, height: int) -> dict[str, Any]:
-    """A whole text pane (its HTML must already be escaped where it holds outside text)."""
+def text_message(env: str, win: str, title: str, content: str, width: int, height: int,
+                 seq: int | None = None) -> dict[str, Any]:
+    """A whole text pane (its HTML must already be escaped where it holds outside text), numbered
+    now unless `seq` is given."""
     return {"eid": env, "win": win, "data": [{"content": content, "type": "text"}],
-            "opts": {"title": title, "width": width, "height": height}}
+            "opts": {"title": title, "width": width, "height": height},
+            SEQ_KEY: new_seq() if seq is None else seq}
 
 
-def gallery_message(env: str, label: str, content: str) -> dict[str, Any]:
+def gallery_message(env: str, label: str, content: str, seq: int | None = None) -> dict[str, Any]:
     """A run's prediction gallery, whole."""
     return text_message(env, run_window("gallery", label), f"{label}: test images, predicted (true)", content,
-                        UNIT, PANE_HEIGHT)
+                        UNIT, PANE_HEIGHT, seq)
 
 
 def confusion_title(label: str, x: float | None = None) -> str:
@@ -148,10 +176,11 @@ CONFUSION_WAITING = waiting_html("The confusion matrix appears after the first e
 
 def run_placeholders(env: str, label: str) -> list[dict[str, Any]]:
     """A run's gallery and confusion-matrix windows before it reports anything, so that the page
-    places them in run order, each gallery beside its matrix (the run's worker then fills them)."""
-    return [gallery_message(env, label, GALLERY_WAITING),
+    places them in run order, each gallery beside its matrix (the run's worker then fills them).
+    Numbered 0: older than anything a run draws, so a placeholder never replaces it."""
+    return [gallery_message(env, label, GALLERY_WAITING, seq=0),
             text_message(env, run_window("confusion", label), confusion_title(label), CONFUSION_WAITING,
-                         UNIT, PANE_HEIGHT)]
+                         UNIT, PANE_HEIGHT, seq=0)]
 
 
 def heatmap_message(env: str, win: str, title: str, matrix: list[list[int]], classes: list[str]) -> dict[str, Any]:
@@ -162,4 +191,40 @@ def heatmap_message(env: str, win: str, title: str, matrix: list[list[int]], cla
     layout = {"xaxis": {"title": {"text": "predicted"}, "tickangle": -45},
               "yaxis": {"title": {"text": "true"}, "autorange": "reversed"},
               "margin": {"l": 90, "r": 20, "t": 20, "b": 90}}
-    return {"eid": env, "win": win, "data": [data], "layout": layout, "opts": {"title": title, **PLOT_SIZE}}
+    return {"eid": env, "win": win, "data": [data], "layout": layout, "opts": {"title": title, **PLOT_SIZE},
+            SEQ_KEY: new_seq()}
+
+
+class SentPanes:
+    """Whole panes (text, heatmap) as last sent to one env, to check what a server holds."""
+
+    def __init__(self, env: str) -> None:
+        self.env = env
+        self._sent: dict[str, Any] = {}  # win -> its content as sent
+
+    def post(self, connection: Any, message: dict[str, Any]) -> None:
+        """Send a whole-pane message on `connection` (a `VisdomConnection`) and remember it."""
+        connection.post("events", message)
+        self._sent[message["win"]] = _message_content(message)
+
+    def differing(self, connection: Any) -> list[str]:
+        """The windows whose content on the server is not what was last sent."""
+        differ = []
+        for win, sent in list(self._sent.items()):
+            pane = connection.pane(self.env, win)
+            if pane is None or _pane_content(pane) != sent:
+                differ.append(win)
+        return differ
+
+
+def _message_content(message: dict[str, Any]) -> Any:
+    """What a whole-pane message puts in its pane: a text pane's HTML, a heatmap's values."""
+    data = message["data"][0]
+    return data["content"] if data["type"] == "text" else data.get("z")
+
+
+def _pane_content(pane: dict[str, Any]) -> Any:
+    if pane.get("type") == "text":
+        return pane.get("content")
+    data = (pane.get("content") or {}).get("data") or [{}]
+    return data[0].get("z")

@@ -22,7 +22,7 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def visdom_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """The real Visdom server on a free loopback port, with its env files in a temp folder."""
-    config = ServerConfig(port=free_port(), env_dir=tmp_path_factory.mktemp("visdom-env"))
+    config = ServerConfig(port=0, env_dir=tmp_path_factory.mktemp("visdom-env"))  # a free port, taken by the server
     server = start_background(config)
     yield server
     server.stop()

@@ -8,7 +8,6 @@ import json
 import multiprocessing
 import os
 import signal
-import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -158,7 +157,7 @@ def _rows(run_dir: Path) -> int:
 
 
 def test_server_down_at_start_then_killed_mid_run_and_restarted(tmp_path: Path) -> None:
-    config = ServerConfig(port=free_port(), env_dir=tmp_path / "visdom")
+    config = ServerConfig(port=free_port(), env_dir=tmp_path / "visdom")  # a fixed port: restarted on it
     spec = _spec(config.url, tmp_path / "run", epochs=4, limit=30000)
     events: list[str] = []
     server: list[ServerProcess] = []
@@ -186,17 +185,19 @@ def test_server_down_at_start_then_killed_mid_run_and_restarted(tmp_path: Path) 
             s.stop()
 
 
-def test_a_frozen_server_does_not_slow_training(tmp_path: Path) -> None:
-    config = ServerConfig(port=free_port(), env_dir=tmp_path / "visdom")
-    server = start_background(config)
-    spec = _spec(config.url, tmp_path / "run", epochs=3, limit=20000)
+def test_a_frozen_server_does_not_stop_training_and_its_windows_end_whole(tmp_path: Path) -> None:
+    """Frozen for 5 s (past the 2 s request timeout, twice), then thawed: training went on while
+    it was frozen, and the windows end equal to the log, although requests that timed out were
+    applied when the server thawed (our server refuses them; see tests/test_late_requests.py)."""
+    server = start_background(ServerConfig(port=0, env_dir=tmp_path / "visdom"))
+    spec = _spec(server.config.url, tmp_path / "run", epochs=3, limit=20000)
     frozen: list[float] = []
 
     def freeze(elapsed: float) -> None:
         if not frozen and _rows(spec.run_dir) >= 100:
             os.kill(server.process.pid, signal.SIGSTOP)
             frozen.append(time.time())
-        elif len(frozen) == 1 and time.time() - frozen[0] > 5.0:  # past the 2 s request timeout, twice
+        elif len(frozen) == 1 and time.time() - frozen[0] > 5.0:
             os.kill(server.process.pid, signal.SIGCONT)
             frozen.append(time.time())
 
@@ -204,16 +205,44 @@ def test_a_frozen_server_does_not_slow_training(tmp_path: Path) -> None:
         assert run_workers([spec], during=freeze) == [0]
         assert len(frozen) == 2
         record = runlog.read(spec.run_dir)
-        stamps = [(r["time"]) for r in record.scalars if TRAIN_LOSS in r]
+        assert record.status == "finished"
+        # training went on while the server was frozen (an unloaded MLP logs ~100 batches a
+        # second; 20 in 5 s would be a training thread waiting on the server)
+        during = [r for r in record.scalars if TRAIN_LOSS in r and frozen[0] <= r["time"] <= frozen[1]]
+        assert len(during) >= 20, len(during)
+        assert_windows_match_logs(server_state(server.config.url, "outage"), [spec.run_dir])
+    finally:
+        os.kill(server.process.pid, signal.SIGCONT)
+        server.stop()
 
-        def median_gap(lo: float, hi: float) -> float:
-            inside = [t for t in stamps if lo <= t <= hi]
-            return statistics.median(b - a for a, b in zip(inside, inside[1:]))
 
-        before = median_gap(stamps[0], frozen[0])
-        during = median_gap(frozen[0], frozen[1])
-        assert during <= 1.2 * before + 0.001, (before, during)
-        assert_windows_match_logs(server_state(config.url, "outage"), [spec.run_dir])
+def test_the_training_thread_never_touches_the_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every socket call a live run makes, against a frozen server, is on its sender thread."""
+    import socket
+    import threading
+
+    from dashboard.adapter import Dashboard
+    from trainers.loop import fit
+
+    server = start_background(ServerConfig(port=0, env_dir=tmp_path / "visdom"))
+    callers: list[str] = []
+    for name in ("connect", "sendall", "send", "recv_into", "recv"):
+        real = getattr(socket.socket, name)
+
+        def spy(self: socket.socket, *args: Any, _real: Any = real, **kwargs: Any) -> Any:
+            callers.append(threading.current_thread().name)
+            return _real(self, *args, **kwargs)
+        monkeypatch.setattr(socket.socket, name, spy)
+    options = DashboardOptions(visdom_url=server.config.url, env="frozen", interval=0.2, timeout=0.5)
+    try:
+        os.kill(server.process.pid, signal.SIGSTOP)
+        dash = Dashboard(tmp_path / "run", "mlp", options)
+        try:
+            result = fit(RunConfig("mlp", epochs=1, limit=4000, threads=1), dash, tmp_path / "run")
+        finally:
+            dash.close(wait=1.0)
+        assert result.status == "finished"
+        assert callers and set(callers) == {"visdom-mlp"}, set(callers)
     finally:
         os.kill(server.process.pid, signal.SIGCONT)
         server.stop()

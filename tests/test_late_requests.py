@@ -1,0 +1,131 @@
+"""Requests that timed out on a frozen server are still applied when it thaws, possibly after newer
+ones. Reproduced on purpose: a relay (tests/relay.py) holds the requests a run sends while "the
+server is frozen", the run times out and goes on, newer sends land, and then the held requests are
+delivered. Our server refuses them (each message carries a sequence number, and a tail names the
+message it extends); a stock Visdom server applies them, and the run's check after the outage (and
+at close) finds the difference and sends again. Either way the server ends holding what the run
+last drew."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+from dashboard import windows
+from dashboard.connection import VisdomConnection
+from dashboard.sender import CHECK_AFTER, Sender
+from dashboard.server import SEQ_KEY, STALE, STOCK_UPDATE_VAR, ServerConfig, ServerProcess, start_background
+from dashboard.visdom_backend import VisdomBackend
+from tests.relay import HoldingRelay
+from tests.test_splice import expected, held, stream
+from trainers.reporting import TRAIN_LOSS
+
+LOSS_WIN = windows.COMPARE_BY_METRIC[TRAIN_LOSS].win
+CLASSES = tuple(f"class {i}" for i in range(10))
+
+
+@pytest.fixture(params=["ours", "stock"])
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+           monkeypatch: pytest.MonkeyPatch) -> Iterator[ServerProcess]:
+    if request.param == "stock":  # Visdom's own /update and /events, no splice endpoint
+        monkeypatch.setenv(STOCK_UPDATE_VAR, "1")
+    started = start_background(ServerConfig(port=0, env_dir=tmp_path_factory.mktemp("visdom")))
+    yield started
+    started.stop()
+
+
+@pytest.fixture
+def relay(server: ServerProcess) -> Iterator[HoldingRelay]:
+    relayed = HoldingRelay(server.config.port)
+    yield relayed
+    relayed.close()
+
+
+def predict(backend: VisdomBackend, x: float, seed: int) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    images = torch.rand(16, 1, 28, 28, generator=gen)
+    predicted = torch.randint(0, 10, (16,), generator=gen)
+    backend.predictions(x, images, predicted, torch.rand(16, generator=gen), torch.randint(0, 10, (16,), generator=gen),
+                        CLASSES)
+    backend.confusion(x, torch.randint(0, 50, (10, 10), generator=gen), CLASSES)
+
+
+def gallery(url: str, env: str, win: str) -> str:
+    return json.loads(VisdomConnection(url).post("win_data", {"eid": env, "win": win}))["content"]
+
+
+def failing_flush(sender: Sender) -> None:
+    time.sleep(0.6 * 2 ** max(sender.failures - 1, 0) + 0.05)  # past the backoff
+    assert not sender.flush()
+
+
+@pytest.mark.parametrize("then", ["go on", "close"])
+def test_requests_applied_late_do_not_leave_a_stale_window(server: ServerProcess, relay: HoldingRelay, then: str) -> None:
+    env, url = "late", server.config.url
+    connection = VisdomConnection(relay.url, timeout=0.5)
+    sender = Sender(connection)
+    backend = VisdomBackend(sender, env, "run", max_points=40)
+    step = stream(backend, sender, flushes=3, per_flush=9)  # drawn, tails spliced (on ours)
+    predict(backend, 1.0, seed=1)
+    assert sender.flush()
+    old_gallery = gallery(url, env, backend.gallery_win)
+
+    relay.hold_all()  # the server freezes: the next request times out, kept in its socket
+    step = stream_failing(backend, sender, step)
+    relay.hold_matching(b"POST /update")  # it answers the gallery and freezes on the traces
+    predict(backend, 1.5, seed=2)
+    step = stream_failing(backend, sender, step)
+    assert len(relay.kept) == 2
+
+    relay.pass_all()  # thawed: newer sends land first
+    time.sleep(0.6 * 2 ** (sender.failures - 1) + 0.05)
+    predict(backend, 2.0, seed=3)
+    step = stream(backend, sender, flushes=2, per_flush=9, start=step)
+    newest_gallery = gallery(url, env, backend.gallery_win)
+    assert newest_gallery != old_gallery
+    assert held(url, env, LOSS_WIN) == expected(backend)
+
+    late = relay.release()  # ... and then the requests it had queued
+    assert len(late) == 2 and all(a.startswith("HTTP/1.1 200") for a in late), late
+    if connection.can_splice:  # our server: both refused, nothing changed
+        assert all(STALE in answer for answer in late), late
+        assert held(url, env, LOSS_WIN) == expected(backend)
+    else:  # a stock server applied them: the window went back in time
+        assert held(url, env, LOSS_WIN) != expected(backend)
+        if then == "go on":  # the run's check, CHECK_AFTER s after the server answered again
+            time.sleep(CHECK_AFTER)
+            assert sender.flush()
+        else:  # the run ends first: its sender checks at close
+            sender.start()
+            assert sender.close(wait=10)
+        assert sender.checks_run == 1 and backend._traces_key in sender.check_marked
+    assert held(url, env, LOSS_WIN) == expected(backend)
+    assert gallery(url, env, backend.gallery_win) == newest_gallery
+
+
+def stream_failing(backend: VisdomBackend, sender: Sender, step: int) -> int:
+    for _ in range(9):
+        step += 1
+        backend.scalars(step, step / 100, {TRAIN_LOSS: (step * 7919 % 1000) / 1000})
+    failing_flush(sender)
+    return step
+
+
+def test_our_server_refuses_a_pane_older_than_the_one_it_holds(visdom_server: ServerProcess) -> None:
+    url, env = visdom_server.config.url, "late-panes"
+    connection = VisdomConnection(url)
+    newer, older = (windows.text_message(env, "pane", "t", text, 100, 100) for text in ("newer", "older"))
+    older[SEQ_KEY] = newer[SEQ_KEY] - 1
+    connection.post("events", newer)
+    assert connection.post("events", older) == STALE
+    assert gallery(url, env, "pane") == "newer"
+    # a placeholder (numbered 0) never replaces what a run drew
+    for placeholder in windows.run_placeholders(env, "run"):
+        connection.post("events", windows.gallery_message(env, "run", "drawn") if "gallery" in placeholder["win"]
+                        else windows.text_message(env, placeholder["win"], "t", "drawn", 100, 100))
+        assert connection.post("events", placeholder) == STALE
+        assert gallery(url, env, placeholder["win"]) == "drawn"
