@@ -22,7 +22,7 @@ from dashboard.replay import ReplayError, check_runs, replay as replay_runs
 from dashboard.server import (
     DEFAULT_ENV_DIR, DEFAULT_HOST, DEFAULT_PORT, ServerConfig, ServerError, port_state, serve, start_background,
 )
-from trainers.config import DEVICES, OPTIMIZERS
+from trainers.config import DEVICES, MAX_EPOCHS, MAX_SEED, OPTIMIZERS
 from trainers.data import DATASETS
 from trainers.worker import EXIT_INTERRUPTED
 
@@ -159,15 +159,16 @@ _view_options = _options(
               help="Per-run override, by label or by model (all its runs), e.g. --set mlp.lr=0.05 or "
                    "--set slow.epochs=3; settings: lr, epochs, batch-size, optimizer, seed, device, limit.")
 @click.option("--dataset", type=click.Choice(DATASETS), default="fashion-mnist", show_default=True)
-@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1, max=MAX_EPOCHS), default=10, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="[default: each model's own]")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Learning rate for every run [default: each model's own].")
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=None, help="[default: each model's own]")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0, max=MAX_SEED), default=0, show_default=True)
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @click.option("--limit", type=click.IntRange(min=1), default=None,
-              help="Train on the first N training images only (quick runs).")
+              help="Train on the first N training images only (quick runs); at most the data set's "
+                   "(60,000 for Fashion-MNIST and MNIST, 50,000 for CIFAR-10).")
 @click.option("--resume", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Continue the runs of an earlier launch (its folder) from their last checkpoints.")
 @_view_options
@@ -188,7 +189,7 @@ def run(ctx: click.Context, models: tuple[str, ...], settings: tuple[str, ...], 
 
 
 @cli.command()
-@click.option("--epochs", type=click.IntRange(min=1), default=DEMO_EPOCHS, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1, max=MAX_EPOCHS), default=DEMO_EPOCHS, show_default=True)
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="Train on the first N training images only [default: all 60,000].")
 @click.option("--env", default="demo", show_default=True, help="Visdom env to draw into.")

@@ -45,7 +45,7 @@ from trainers.config import ConfigError, RunConfig, threads_per_run
 from trainers.loop import CHECKPOINT, read_checkpoint, resolve_device
 from trainers.models import MODELS
 from trainers.reporting import TEST_ACC
-from trainers.worker import ERROR_FILE, EXIT_INTERRUPTED, WorkerSpec
+from trainers.worker import ERROR_FILE, EXIT_DISK_FULL, STOP_REASONS, STOP_SIGNALS, WorkerSpec
 from trainers.worker import main as worker_main
 
 FINAL_STATES = ("finished", "failed", "interrupted")
@@ -208,9 +208,15 @@ def check_machine(configs: Sequence[RunConfig]) -> None:
             # read and check every file now (a damaged one is one error here, not one per run);
             # forked workers find the data already loaded. One thread: no OpenMP pool before the fork
             torch.set_num_threads(1)
-            data.load(dataset, data_dir or None)
+            loaded = data.load(dataset, data_dir or None)
         except data.DataError as exc:
             raise LaunchError(str(exc)) from None
+        for config in configs:
+            if (config.dataset, config.data_dir or "") == (dataset, data_dir):
+                try:
+                    config.check_sizes(len(loaded.train))
+                except ConfigError as exc:
+                    raise PlanError(f"run {config.label!r}: {exc}") from None
 
 
 def check_env(env: str) -> str:
@@ -314,10 +320,23 @@ class StopRequests:
 
     def __init__(self) -> None:
         self.count = 0
+        self.first: int = signal.SIGINT  # the signal of the first request (Ctrl-C until one came)
         self._saved: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: Any) -> None:
+        if not self.count:
+            self.first = signum
         self.count += 1
+
+    @property
+    def reason(self) -> str:
+        """What the run logs say stopped them: "stopped by Ctrl-C", "stopped by SIGTERM"..."""
+        return STOP_REASONS[self.first]
+
+    @property
+    def exit_code(self) -> int:
+        """128 + the signal, as a shell reports a process it stopped: 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP."""
+        return 128 + int(self.first)
 
     @contextmanager
     def installed(self) -> Iterator["StopRequests"]:
@@ -341,10 +360,20 @@ def _sigint_ignored() -> Iterator[None]:
         signal.signal(signal.SIGINT, saved)
 
 
-def death_reason(exitcode: int | None, stopping: bool) -> tuple[str, str]:
-    """The final status of a worker that ended without logging one."""
+def death_reason(exitcode: int | None, stopping: str | bool, run_dir: Path | None = None) -> tuple[str, str]:
+    """The final status of a worker that ended without logging one (`stopping`: what stopped the
+    launch, e.g. "stopped by SIGTERM", or False)."""
+    if exitcode == EXIT_DISK_FULL:
+        said = ""
+        if run_dir is not None:
+            try:
+                said = (run_dir / ERROR_FILE).read_text().strip().splitlines()[0]
+            except (OSError, IndexError):
+                pass
+        return "failed", said or f"no space left on the disk holding {run_dir}; free some space and resume"
     if stopping:
-        return "interrupted", "stopped by Ctrl-C before it could log it"
+        how = stopping if isinstance(stopping, str) else "stopped"
+        return "interrupted", f"{how} before it could log it"
     if exitcode is not None and exitcode < 0:
         try:
             name = signal.Signals(-exitcode).name
@@ -387,8 +416,8 @@ class Supervisor:
             return False
         if self.stops.count and self.stop_sent_at is None:
             self.stop_sent_at = time.monotonic()
-            for proc in alive:
-                _signal(proc, signal.SIGTERM)
+            for proc in alive:  # the signal says what stopped the launch (see trainers.worker)
+                _signal(proc, STOP_SIGNALS[self.stops.first])
         if self.stops.count > 1 or (self.stop_sent_at is not None
                                     and time.monotonic() - self.stop_sent_at > STOP_GRACE):
             for proc in alive:
@@ -419,25 +448,32 @@ def _signal(proc: Any, sig: int) -> None:
         pass
 
 
-def seal_logs(specs: Sequence[WorkerSpec], exitcodes: Sequence[int | None], stopping: bool) -> None:
+def seal_logs(specs: Sequence[WorkerSpec], exitcodes: Sequence[int | None],
+              stopping: str | bool) -> dict[str, tuple[str, str]]:
     """Give every run whose worker ended without a final status one (its log is never rewritten,
     only appended to). Such a worker's sender died with it, so its last points may not have
-    reached the server: its windows are marked incomplete, to be redrawn from its log."""
+    reached the server: its windows are marked incomplete, to be redrawn from its log.
+    Returns, by label, the (state, reason) of the runs whose logs could not take it (a full disk)."""
+    unwritten = {}
     for spec, code in zip(specs, exitcodes):
         record = read(spec.run_dir, keep_scalars=False) if (spec.run_dir / LOG_NAME).is_file() else None
         if record is not None and record.status in FINAL_STATES:
             continue
-        state, reason = death_reason(code, stopping)
-        log = RunLog(spec.run_dir, meta={"label": spec.config.label, "colour": spec.colour_index,
-                                         "env": spec.dashboard.env})
+        state, reason = death_reason(code, stopping, spec.run_dir)
         try:
-            if record is None or not record.config:
-                log.config(spec.config.to_dict())
-            log.status(state, reason)
-        finally:
-            log.close()
-        if spec.dashboard.visdom_url is not None:
-            (spec.run_dir / INCOMPLETE_MARK).touch()
+            log = RunLog(spec.run_dir, meta={"label": spec.config.label, "colour": spec.colour_index,
+                                             "env": spec.dashboard.env})
+            try:
+                if record is None or not record.config:
+                    log.config(spec.config.to_dict())
+                log.status(state, reason)
+            finally:
+                log.close()
+            if spec.dashboard.visdom_url is not None:
+                (spec.run_dir / INCOMPLETE_MARK).touch()
+        except OSError:
+            unwritten[spec.config.label] = (state, reason)
+    return unwritten
 
 
 # ---- one launch, start to end --------------------------------------------------------------
@@ -449,11 +485,13 @@ class Outcome:
     launch_dir: Path
     runs: list[RunSummary] = field(default_factory=list)
     interrupted: bool = False
+    stopped_by: str = ""  # what interrupted it: "stopped by Ctrl-C", "stopped by SIGTERM"...
+    interrupted_code: int = 130  # 128 + the signal that interrupted it
 
     @property
     def exit_code(self) -> int:
         if self.interrupted:
-            return EXIT_INTERRUPTED
+            return self.interrupted_code
         return 0 if self.runs and all(r.status == "finished" for r in self.runs) else 1
 
     def failed(self) -> list[RunSummary]:
@@ -519,7 +557,7 @@ def launch(runs: Sequence[tuple[RunConfig, Path, bool]], launch_dir: Path, optio
             view.draw(board.summaries())
             if not running:
                 break
-        seal_logs(specs, supervisor.exitcodes(), supervisor.stopping)
+        unwritten = seal_logs(specs, supervisor.exitcodes(), stops.reason if supervisor.stopping else False)
         board.poll()
         view.draw(board.summaries())
         if sender is not None:
@@ -529,7 +567,9 @@ def launch(runs: Sequence[tuple[RunConfig, Path, bool]], launch_dir: Path, optio
             if (missed or not delivered) and stops.count < 2 and server is not None:
                 _redraw(out, specs, launch_dir, server.url, options)
         outcome.interrupted = supervisor.stopping
-    outcome.runs = board.summaries()
+        outcome.stopped_by, outcome.interrupted_code = stops.reason, stops.exit_code
+    outcome.runs = [replace(r, status=unwritten[r.label][0], reason=unwritten[r.label][1]) if r.label in unwritten else r
+                    for r in board.summaries()]
     return outcome
 
 
@@ -622,7 +662,7 @@ def _report(out: TextIO, outcome: Outcome, seconds: float) -> None:
     took = clock(seconds)
     out.write("\n")
     if outcome.interrupted:
-        out.write(f"Interrupted after {took}: run logs and the checkpoints of finished epochs are kept in "
+        out.write(f"Interrupted ({outcome.stopped_by}) after {took}: run logs and the checkpoints of finished epochs are kept in "
                   f"{outcome.launch_dir}; continue with `livetrain run --resume {outcome.launch_dir}`\n")
     elif not outcome.failed():
         out.write(f"All {len(runs)} run(s) finished in {took}; logs in {outcome.launch_dir}\n")

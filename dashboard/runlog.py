@@ -84,6 +84,7 @@ class RunLog:
         self._file = open(self.path, "a", encoding="utf-8")
         if _cut(self.path):  # a process killed mid-write: start on a line of our own
             self._file.write("\n")
+        self._failed = False  # a write failed (a full disk): the next record starts a new line
         self._gallery: bytes | None = None
         self.meta = dict(meta or {})
         self._pending: list[tuple[float, int, float, Mapping[str, float]]] = []  # scalars not yet written, as passed
@@ -95,10 +96,23 @@ class RunLog:
     def _write(self, kind: str, **fields: Any) -> None:
         error = self._write_pending(flush=False)
         record = {"kind": kind, "time": round(time.time(), 3), **fields}
-        self._file.write(json.dumps(record, allow_nan=False, separators=(",", ":")) + "\n")
-        self._file.flush()
+        self._put(json.dumps(record, allow_nan=False, separators=(",", ":")) + "\n", flush=True)
         if error is not None:
             raise error
+
+    def _put(self, text: str, flush: bool) -> None:
+        """Write (and flush) `text`; after a failed write (a full disk), on a line of its own, so
+        that a line cut short by it spoils no later record."""
+        try:
+            if self._failed:
+                self._file.write("\n")
+                self._failed = False
+            self._file.write(text)
+            if flush:
+                self._file.flush()
+        except OSError:
+            self._failed = True
+            raise
 
     def _write_pending(self, flush: bool = True) -> ValueError | None:
         """Write the pending scalars; the error of any that were not numbers is returned, for the
@@ -121,9 +135,7 @@ class RunLog:
                 points.append((x, values))
             except (TypeError, ValueError) as exc:  # not a number: the others are still written
                 error = error or ValueError(f"scalars of step {step} not logged ({exc}): report numbers")
-        self._file.write("".join(lines))
-        if flush:
-            self._file.flush()
+        self._put("".join(lines), flush)
         if points and self.on_scalars is not None:
             self.on_scalars(points)
         return error
@@ -158,7 +170,14 @@ class RunLog:
 
     def close(self) -> None:
         if not self._file.closed:
-            error = self._write_pending()
+            try:
+                error = self._write_pending()
+            except OSError:  # a full disk: what was written stays, the file is closed all the same
+                try:
+                    self._file.close()
+                except OSError:
+                    pass
+                raise
             self._file.close()
             if error is not None:
                 raise error

@@ -32,6 +32,7 @@ DEFAULT_PORT = 8097
 DEFAULT_ENV_DIR = Path("runs") / "visdom"
 USER_VAR, PASSWORD_VAR, COOKIE_VAR = "VISDOM_USERNAME", "VISDOM_PASSWORD", "VISDOM_COOKIE"
 STOCK_UPDATE_VAR = "LIVETRAIN_STOCK_UPDATE"
+OWNER_CHECK = 0.5  # s between a started server's looks at whether its owner is still there
 
 
 class ServerError(Exception):
@@ -331,9 +332,12 @@ def reconnect_transform() -> type:
     return AddReconnect
 
 
-def serve(config: ServerConfig, announce: bool = True, port_file: Path | None = None) -> None:
+def serve(config: ServerConfig, announce: bool = True, port_file: Path | None = None,
+          owner: int | None = None) -> None:
     """Run the Visdom server in this process until interrupted (blocking). Port 0 takes a free
-    port; the port it listens on is written to `port_file` (if given) once it listens."""
+    port; the port it listens on is written to `port_file` (if given) once it listens. With
+    `owner` (the pid of the process that started it, its parent), it stops within a second of
+    the owner's end, however that came (kill -9 included): nothing keeps running unnoticed."""
     assets.check()
     env_dir = config.env_dir.resolve()
     try:
@@ -384,6 +388,12 @@ def serve(config: ServerConfig, announce: bool = True, port_file: Path | None = 
                 flush=True,
             )
         print(f"Visdom server at {config.url} (env files in {env_dir}); Ctrl-C stops it.", flush=True)
+    if owner is not None:
+        def check_owner() -> None:
+            if os.getppid() != owner:
+                print(f"The process that started this server (pid {owner}) has ended; stopping.", flush=True)
+                tornado.ioloop.IOLoop.current().stop()
+        tornado.ioloop.PeriodicCallback(check_owner, OWNER_CHECK * 1000).start()
     tornado.ioloop.IOLoop.current().start()
 
 
@@ -451,6 +461,7 @@ def spawn(config: ServerConfig) -> ServerProcess:
                 "--env-dir", str(config.env_dir.resolve()),
                 *(["--login"] if config.login else []),
                 *(["--port-file", str(port_file.resolve())] if port_file else []),
+                "--owner", str(os.getpid()),
             ],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             cwd=Path(__file__).resolve().parent.parent, start_new_session=True,
@@ -473,12 +484,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--env-dir", type=Path, default=DEFAULT_ENV_DIR)
     parser.add_argument("--login", action="store_true")
     parser.add_argument("--port-file", type=Path, help="write the port listened on here (for --port 0)")
+    parser.add_argument("--owner", type=int, help="stop when this process (the parent) has ended")
     args = parser.parse_args(argv)
     # visdom imports torch only to accept tensors in its client; the server never needs it, and
     # importing it costs 1.5 s of start-up and ~200 MB (a None entry makes `import torch` fail fast)
     sys.modules.setdefault("torch", None)  # type: ignore[arg-type]
     try:
-        serve(ServerConfig(args.host, args.port, args.env_dir, args.login), port_file=args.port_file)
+        serve(ServerConfig(args.host, args.port, args.env_dir, args.login), port_file=args.port_file, owner=args.owner)
     except (ServerError, assets.AssetError) as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 1

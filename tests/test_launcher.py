@@ -62,7 +62,9 @@ def test_settings_apply_by_model_then_by_label() -> None:
     (["mlp.epochs=1.5"], "epochs must be a whole number"),
     (["mlp-lr=1"], "write RUN.SETTING=VALUE"),
     (["mlp.lr=-1"], "run 'mlp': learning rate must be a positive number, not -1.0"),
-    (["mlp.epochs=0"], "run 'mlp': epochs must be at least 1, not 0"),
+    (["mlp.epochs=0"], "run 'mlp': epochs must be from 1 to 10,000, not 0"),
+    (["mlp.epochs=99999999999999999999"], "run 'mlp': epochs must be from 1 to 10,000"),
+    (["mlp.seed=-3"], "run 'mlp': seed must be from 0 to 2**63-1"),
     (["softmax.optimizer=adam"], "run 'softmax': softmax regression trains with its hand-written SGD"),
 ])
 def test_bad_settings_are_usage_errors(settings: list[str], message: str) -> None:
@@ -118,7 +120,7 @@ def logged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 USAGE_ERRORS = [
     (["--models", "mlp,resnet"], "unknown model 'resnet'"),
     (["--dataset", "svhn"], "Invalid value for '--dataset'"),
-    (["--epochs", "0"], "Invalid value for '--epochs': 0 is not in the range x>=1"),
+    (["--epochs", "0"], "Invalid value for '--epochs': 0 is not in the range 1<=x<=10000"),
     (["--epochs", "-3"], "'--epochs'"),
     (["--batch-size", "0"], "Invalid value for '--batch-size'"),
     (["--lr", "-0.1"], "Invalid value for '--lr': -0.1 is not in the range x>0"),

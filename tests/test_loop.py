@@ -143,7 +143,8 @@ def test_threads_are_set_per_run(fashion: data.Dataset) -> None:
 @pytest.mark.parametrize("changes, message", [
     (dict(model="resnet"), "unknown model 'resnet'; choose one of softmax, mlp, cnn"),
     (dict(dataset="svhn"), "unknown data set 'svhn'"),
-    (dict(epochs=0), "epochs must be at least 1, not 0"),
+    (dict(epochs=0), "epochs must be from 1 to 10,000, not 0"),
+    (dict(epochs=10**20), "epochs must be from 1 to 10,000"),
     (dict(batch_size=-5), "batch size must be at least 1, not -5"),
     (dict(lr=-0.1), "learning rate must be a positive number, not -0.1"),
     (dict(lr=float("nan")), "learning rate must be a positive number, not nan"),

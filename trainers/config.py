@@ -11,6 +11,10 @@ from trainers.data import DATASETS
 from trainers.models import MODELS
 
 OPTIMIZERS = ("sgd", "adam")
+# Bounds on what a run can finish with: 10,000 epochs of the CNN on Fashion-MNIST take about 8 h
+# on 2 cores (the softmax 25 min); torch's seeds are 64-bit
+MAX_EPOCHS = 10_000
+MAX_SEED = 2**63 - 1
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -53,8 +57,10 @@ class RunConfig:
     def check(self) -> None:
         if self.dataset not in DATASETS:
             raise ConfigError(f"unknown data set {self.dataset!r}; choose one of {', '.join(DATASETS)}")
-        if self.epochs < 1:
-            raise ConfigError(f"epochs must be at least 1, not {self.epochs}")
+        if not 1 <= self.epochs <= MAX_EPOCHS:
+            raise ConfigError(f"epochs must be from 1 to {MAX_EPOCHS:,}, not {self.epochs}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError(f"seed must be from 0 to 2**63-1, not {self.seed}")
         if self.batch_size is not None and self.batch_size < 1:
             raise ConfigError(f"batch size must be at least 1, not {self.batch_size}")
         if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
@@ -69,6 +75,16 @@ class RunConfig:
             raise ConfigError(f"threads must be at least 1, not {self.threads}")
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"limit must be at least 1, not {self.limit}")
+
+    def check_sizes(self, train_images: int) -> None:
+        """What only the data set can say: --limit and the batch size fit its `train_images`."""
+        if self.limit is not None and self.limit > train_images:
+            raise ConfigError(f"limit {self.limit} is more than the {train_images} training images of "
+                              f"{self.dataset}; use at most {train_images}, or leave it out to train on all")
+        images = min(self.limit or train_images, train_images)
+        if self.batch_size is not None and self.batch_size > images:
+            raise ConfigError(f"batch size {self.batch_size} is more than the {images} training images "
+                              f"it would train on; use at most {images}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

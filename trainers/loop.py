@@ -5,6 +5,7 @@ permutation and converted there. Everything reaches the outside through a `Repor
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import time
@@ -206,16 +207,28 @@ def fit(config: RunConfig, reporter: Reporter, run_dir: Path | None = None, resu
 
 def _save_checkpoint(run_dir: Path, epochs_done: int, config: RunConfig, model: models.Model, optimizer: Any,
                      generator: torch.Generator, history: list[dict[str, float]]) -> None:
-    """Write the checkpoint atomically (a temp file renamed over the old one)."""
+    """Write the checkpoint atomically (a temp file renamed over the old one). Serialized in memory
+    first and written by us: torch.save straight to a file on a full disk raises a RuntimeError
+    that does not say so ("unexpected pos ..."); a write raises OSError(ENOSPC), with the file's
+    name. The temp file never stays behind."""
     run_dir.mkdir(parents=True, exist_ok=True)
     state = {
         "epochs_done": epochs_done, "config": config.to_dict(),
         "model": model.state_dict(), "optimizer": optimizer.state_dict(),
         "generator": generator.get_state(), "torch_rng": torch.get_rng_state(), "history": history,
     }
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
     tmp = run_dir / f".{CHECKPOINT}.{os.getpid()}.tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, run_dir / CHECKPOINT)
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(buffer.getbuffer())
+        os.replace(tmp, run_dir / CHECKPOINT)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.filename is None:
+            exc.filename = str(run_dir / CHECKPOINT)
+        raise
 
 
 def read_checkpoint(path: Path, config: RunConfig) -> dict[str, Any]:

@@ -4,17 +4,23 @@ A worker reports only to `dashboard.Dashboard` (the run log, and Visdom when a U
 launcher follows the run logs for the terminal and the env-wide panes. Whatever ends the run
 (finished, diverged, an exception, Ctrl-C) is written to the run log as its final status.
 
-`main` is the entry of a launcher's worker process: it is stopped by the launcher (SIGTERM or
-SIGINT), never straight by the terminal's Ctrl-C (the launcher starts it with SIGINT ignored),
-it prints nothing (the launcher's terminal view shows the run), and its exit code says how the
-run ended: 0 finished, 1 failed (the traceback, if any, goes to the run dir's error.txt),
-130 interrupted."""
+`main` is the entry of a launcher's worker process: it is stopped by the launcher, never straight
+by the terminal's Ctrl-C (the launcher starts it with SIGINT ignored). The launcher passes on what
+stopped it as the signal it sends (STOP_SIGNALS), so the run log says "stopped by Ctrl-C", "by
+SIGTERM" or "the terminal was closed". A worker whose launcher died (kill -9, out of memory)
+notices within a second (its parent changes), stops, and logs that. It prints nothing (the
+launcher's terminal view shows the run), and its exit code says how the run ended: 0 finished,
+1 failed (the traceback, if any, goes to the run dir's error.txt), 3 failed for want of disk
+space, 130 interrupted."""
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import sys
+import threading
+import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,45 +41,113 @@ class WorkerSpec:
     resume: bool = False
 
 
+KEPT = "the checkpoint of the last finished epoch is kept"
+STOPPED_BY_CTRL_C = "stopped by Ctrl-C"
+
+
+class DiskFull(OSError):
+    """The disk holding a run's folder has no space left (its message says which, and what to do)."""
+
+
+def disk_full(exc: BaseException, run_dir: Path) -> DiskFull | None:
+    """`exc` as a DiskFull with a one-line reason, when it is one (ENOSPC, EDQUOT); else None."""
+    if isinstance(exc, DiskFull):
+        return exc
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskFull(exc.errno, f"no space left on the disk holding {run_dir.resolve()} (writing "
+                        f"{Path(exc.filename).name if exc.filename else 'the run log'}); free some space "
+                        "and resume, or choose another --log-dir")
+    return None
+
+
 def run(spec: WorkerSpec) -> RunResult:
-    """Train one run, reporting to its dashboard; the final status always reaches the run log."""
+    """Train one run, reporting to its dashboard; the final status reaches the run log (unless the
+    disk is full: then DiskFull is raised, its reason left for the launcher to tell)."""
     config = spec.config.resolved()
     dash = Dashboard(spec.run_dir, config.label, spec.dashboard, spec.colour_index)
     try:
         return fit(config, dash, spec.run_dir, resume=spec.resume)
     except KeyboardInterrupt:
-        dash.status("interrupted", "stopped by Ctrl-C; the checkpoint of the last finished epoch is kept")
+        dash.status("interrupted", f"{_stopped_by or STOPPED_BY_CTRL_C}; {KEPT}")
         raise
     except Exception as exc:
-        dash.status("failed", f"{type(exc).__name__}: {exc}")
+        full = disk_full(exc, spec.run_dir)
+        try:
+            dash.status("failed", full.strerror if full else f"{type(exc).__name__}: {exc}")
+        except OSError as again:
+            if full or disk_full(again, spec.run_dir):
+                raise full or disk_full(again, spec.run_dir) from None  # type: ignore[misc]
+            raise
+        if full:
+            raise full from None
         raise
     finally:
-        dash.close()
+        try:
+            dash.close()
+        except OSError as exc:  # pending scalars on a full disk: what was written stays readable
+            if not disk_full(exc, spec.run_dir):
+                raise
 
 
-EXIT_FAILED, EXIT_INTERRUPTED = 1, 130
+EXIT_FAILED, EXIT_DISK_FULL, EXIT_INTERRUPTED = 1, 3, 130
 ERROR_FILE = "error.txt"
+# what a launcher sends its workers for what stopped it (SIGINT itself is ignored by workers, so
+# that the terminal's Ctrl-C reaches the launcher alone), and what their logs then say
+STOP_SIGNALS = {signal.SIGINT: signal.SIGUSR1, signal.SIGTERM: signal.SIGTERM, signal.SIGHUP: signal.SIGHUP}
+STOP_REASONS = {
+    signal.SIGUSR1: STOPPED_BY_CTRL_C,
+    signal.SIGINT: STOPPED_BY_CTRL_C,
+    signal.SIGTERM: "stopped by SIGTERM",
+    signal.SIGHUP: "stopped: the terminal was closed (SIGHUP)",
+}
+_stopped_by = ""  # why this process was asked to stop (see _stop_on)
+LAUNCHER_CHECK = 0.5  # s between looks at whether the launcher is still there
 
 
 def _stop_on(signum: int, frame: object) -> None:
     # the first stop request interrupts training; later ones must not cut the final log writes short
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    global _stopped_by
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
         signal.signal(sig, signal.SIG_IGN)
+    _stopped_by = _stopped_by or STOP_REASONS.get(signum, f"stopped by {signal.Signals(signum).name}")
     raise KeyboardInterrupt
+
+
+def watch_launcher(launcher: int, every: float = LAUNCHER_CHECK) -> threading.Thread:
+    """A daemon thread that stops this process (as a stop signal would) once `launcher`, its
+    parent, is gone: killed with SIGKILL or by the kernel's out-of-memory killer, the launcher
+    cannot stop its workers, which would train on unseen to the end."""
+    def watch() -> None:
+        global _stopped_by
+        while os.getppid() == launcher:
+            time.sleep(every)
+        _stopped_by = _stopped_by or f"stopped: its launcher (pid {launcher}) died"
+        os.kill(os.getpid(), signal.SIGUSR2)
+
+    thread = threading.Thread(target=watch, name="launcher-watch", daemon=True)
+    thread.start()
+    return thread
 
 
 def main(spec: WorkerSpec) -> None:
     """A launcher's worker process: train, then exit with the run's outcome (see the module doc)."""
-    signal.signal(signal.SIGTERM, _stop_on)
-    signal.signal(signal.SIGHUP, _stop_on)
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, _stop_on)
     if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
         signal.signal(signal.SIGINT, _stop_on)
+    watch_launcher(os.getppid())
     code = EXIT_FAILED
     try:
         result = run(spec)
         code = 0 if result.status == "finished" else EXIT_FAILED
     except KeyboardInterrupt:
         code = EXIT_INTERRUPTED
+    except DiskFull as exc:
+        code = EXIT_DISK_FULL
+        try:
+            (spec.run_dir / ERROR_FILE).write_text(f"{exc.strerror}\n")
+        except OSError:
+            pass
     except BaseException:  # noqa: BLE001 - logged as failed by run(); the details go next to the log
         try:
             spec.run_dir.mkdir(parents=True, exist_ok=True)
