@@ -102,6 +102,15 @@ def cases() -> list[tuple[str, list[str], int, str]]:
         # values
         ("smooth out of range", ["run", "--smooth", "1"], 2, "--smooth"),
         ("limit zero", ["run", "--limit", "0"], 2, "--limit"),
+        # values no run can finish with
+        ("epochs past a lifetime", ["run", "--headless", "--epochs", "99999999999999999999"], 2, "1<=x<=10000"),
+        ("epochs past the bound by --set", ["run", "--headless", "--models", "mlp", "--set", "mlp.epochs=10001"], 2,
+         "epochs must be from 1 to 10,000"),
+        ("limit past the data set", ["run", "--headless", "--limit", "60001"], 2,
+         "is more than the 60000 training images of fashion-mnist; use at most 60000"),
+        ("batch past the data", ["run", "--headless", "--models", "mlp", "--limit", "100", "--batch-size", "101"], 2,
+         "batch size 101 is more than the 100 training images"),
+        ("seed negative", ["run", "--headless", "--seed", "-1"], 2, "--seed"),
         ("set on a missing run", ["run", "--models", "mlp", "--set", "cnn.lr=1"], 2, "no run 'cnn'"),
         ("lr infinite", ["run", "--lr", "inf"], 2, "learning rate must be a positive number"),
         ("demo on a held port", ["demo", "--port", "PORT"], 1, "not Visdom"),

@@ -100,12 +100,13 @@ def test_ctrl_c_stops_every_run_then_resume_finishes_them(tmp_path: Path) -> Non
     sent = time.monotonic()
     proc.send_signal(signal.SIGINT)
     code, out, err = finish(proc, timeout=30)
-    assert time.monotonic() - sent < 5, "every worker stops within 5 s"
+    assert time.monotonic() - sent < 10, "every worker stops within seconds"  # killed past 4.5 s
     assert code == 130, out + err
     assert "Traceback" not in err and f"livetrain run --resume runs/{runs.name}" in out
     for label in ("softmax", "mlp", "cnn"):
         record = read(runs / label)
         assert record.status == "interrupted" and record.skipped == 0, label
+        assert record.states[-1]["reason"].startswith("stopped by Ctrl-C"), record.states[-1]
     assert (runs / "softmax" / CHECKPOINT).is_file()  # the finished epochs' checkpoint is kept
 
     code, out, err = finish(livetrain(tmp_path, "run", "--resume", str(runs), "--epochs", "1", "--headless"))
@@ -128,7 +129,7 @@ def test_a_second_ctrl_c_ends_at_once(tmp_path: Path) -> None:
     time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     code, out, err = finish(proc, timeout=30)
-    assert time.monotonic() - sent < 2
+    assert time.monotonic() - sent < 4  # killed at once: no 4.5 s grace
     assert code == 130, out + err
     assert all(read(runs / label).status == "interrupted" for label in ("mlp", "cnn"))
 
