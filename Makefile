@@ -8,7 +8,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup browser demo test server clean
+.PHONY: setup browser demo test stress server clean
 
 demo: setup
 	$(PY) launch.py demo
@@ -16,6 +16,16 @@ demo: setup
 # The browser tests need Chromium: installed here, and a missing one fails them rather than skips.
 test: setup browser
 	LIVETRAIN_REQUIRE_BROWSER=1 $(PY) -m pytest
+
+# The whole suite STRESS times in a row, with one busy process beside it (as a second program on
+# a laptop would be); stops at the first failure. Each pass prints pytest's closing line.
+STRESS ?= 3
+stress: setup browser
+	@python3 -c 'while True: pass' & busy=$$!; trap "kill $$busy" EXIT; \
+	for i in $$(seq $(STRESS)); do \
+		echo "== stress: pass $$i of $(STRESS), one busy process beside it"; \
+		LIVETRAIN_REQUIRE_BROWSER=1 $(PY) -m pytest -q -p no:cacheprovider || exit 1; \
+	done; echo "== stress: $(STRESS) of $(STRESS) passes passed"
 
 server: setup
 	$(PY) launch.py server

@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from dashboard import runlog  # noqa: E402
-from dashboard.server import ServerConfig, start_background  # noqa: E402
+from dashboard.server import ServerConfig, ServerProcess, start_background  # noqa: E402
 from trainers.reporting import TRAIN_LOSS  # noqa: E402
 
 Outage = tuple[str, float, float, float]  # (what, away from, back at, answering at): wall-clock time
@@ -73,6 +73,24 @@ def time_per_batch_while_away(points: dict[str, list[tuple[float, float]]],
     return (weighted / away if away else 0.0), away
 
 
+def make_fault(server: ServerProcess, config: ServerConfig, rng: random.Random) -> tuple[ServerProcess, Outage]:
+    """Kill the server and start a new one on its port after 0.5-3 s, or freeze it (SIGSTOP) for
+    1-5.5 s (past a 5 s request timeout at times), at even odds: the server up after, and the outage."""
+    start = time.time()
+    if rng.random() < 0.5:
+        server.process.kill()
+        server.process.wait()
+        time.sleep(rng.uniform(0.5, 3.0))
+        back = time.time()
+        server = start_background(config)
+        return server, ("killed", start, back, time.time())
+    os.kill(server.process.pid, signal.SIGSTOP)
+    time.sleep(rng.uniform(1.0, 5.5))
+    os.kill(server.process.pid, signal.SIGCONT)
+    back = time.time()
+    return server, ("frozen", start, back, back)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="how long the faults go on")
@@ -93,19 +111,8 @@ def main() -> int:
         ends = time.monotonic() + args.seconds
         while time.monotonic() < ends:
             time.sleep(rng.uniform(2.0, 4.0))
-            start = time.time()
-            if rng.random() < 0.5:
-                server.process.kill()
-                server.process.wait()
-                time.sleep(rng.uniform(1.0, 3.0))
-                back = time.time()
-                server = start_background(config)
-                outages.append(("killed", start, back, time.time()))
-            else:
-                os.kill(server.process.pid, signal.SIGSTOP)
-                time.sleep(rng.uniform(1.0, 5.5))
-                os.kill(server.process.pid, signal.SIGCONT)
-                outages.append(("frozen", start, time.time(), time.time()))
+            server, outage = make_fault(server, config, rng)
+            outages.append(outage)
         time.sleep(3)
         proc.send_signal(signal.SIGINT)
         proc.wait(60)

@@ -13,10 +13,21 @@ from dashboard.server import ServerConfig, ServerProcess, start_background
 REPO = Path(__file__).resolve().parent.parent
 
 
+_reserved: list[socket.socket] = []  # held until the tests end
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port that stays free for the servers under test, and only for them, until the
+    tests end: it is held bound (not listening) with SO_REUSEADDR. The kernel then gives it to no
+    other bind and to no outgoing connection, while a server that also sets SO_REUSEADDR (tornado,
+    http.server, the launcher's port check) may listen on it. (Binding port 0 and closing at once,
+    as before, left a race: anything could take the port before the server under test did.)
+    Where the server may pick its port, start it on port 0 instead."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    _reserved.append(sock)
+    return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

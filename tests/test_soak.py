@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from dashboard import runlog, windows
+from benchmarks.outage_bench import make_fault
 from dashboard.server import ServerConfig, ServerProcess, start_background
 from tests.test_launch_e2e import finish, launch_dir, livetrain, training, worker_of
 from tests.test_live import drawn_from_log, server_state, traces
@@ -77,21 +78,10 @@ def test_soak_server_killed_and_frozen_at_random_while_runs_fail_beside_healthy_
             if killed_at and time.monotonic() >= killed_at:
                 os.kill(worker_of(proc.pid, runs / "killed"), signal.SIGKILL)
                 killed_at = 0.0
-            server = servers[-1]
-            start = time.time()
-            if rng.random() < 0.5:
-                server.process.kill()
-                server.process.wait()
-                time.sleep(rng.uniform(0.5, 3.0))
-                back = time.time()
-                servers.append(start_background(config))
-                outages.append(("killed", start, back, time.time()))
-            else:
-                os.kill(server.process.pid, signal.SIGSTOP)
-                time.sleep(rng.uniform(1.0, 5.5))  # past the 5 s request timeout, at times
-                os.kill(server.process.pid, signal.SIGCONT)
-                back = time.time()
-                outages.append(("frozen", start, back, back))
+            server, outage = make_fault(servers[-1], config, rng)
+            if server is not servers[-1]:
+                servers.append(server)
+            outages.append(outage)
         assert proc.poll() is None, (context, "the runs ended during a fault; raise --limit", outages)
         code, out, err = finish(proc, timeout=300)
     finally:
