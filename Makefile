@@ -8,7 +8,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup browser demo test stress server clean
+.PHONY: setup browser demo test check stress server clean
 
 demo: setup
 	$(PY) launch.py demo
@@ -16,6 +16,10 @@ demo: setup
 # The browser tests need Chromium: installed here, and a missing one fails them rather than skips.
 test: setup browser
 	LIVETRAIN_REQUIRE_BROWSER=1 $(PY) -m pytest
+
+# The quick loop: every test not marked slow (about 1.5 min), no browser needed.
+check: setup
+	$(PY) -m pytest -q -m "not slow"
 
 # The whole suite STRESS times in a row, with one busy process beside it (as a second program on
 # a laptop would be); stops at the first failure. Each pass prints pytest's closing line.

@@ -7,6 +7,7 @@ import io
 import json
 import math
 import signal
+import struct
 import subprocess
 import sys
 import threading
@@ -189,7 +190,7 @@ def test_closing_against_a_frozen_server_does_not_hang() -> None:
     time.sleep(0.2)
     started = time.monotonic()
     assert sender.close(wait=0.5) is False
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - started < 3  # a limit a user would notice, with room for a loaded machine
 
 
 def test_terminal_line_shows_progress_metrics_and_eta() -> None:
@@ -292,10 +293,17 @@ def test_a_value_that_is_not_a_number_fails_without_losing_the_rest(tmp_path: Pa
 
 
 def test_a_killed_writer_loses_at_most_its_pending_batch(tmp_path: Path) -> None:
-    """SIGKILL (no close): everything but the scalars of the last WRITE_EVERY s is on disk."""
-    script = (f"import time\nfrom pathlib import Path\nfrom dashboard.runlog import RunLog\n"
+    """SIGKILL (no close): everything but the scalars of the last WRITE_EVERY s is on disk. The
+    writer notes, after each call, the step and the time it passed (in a shared 16-byte file), so
+    what was lost is measured on its own clock, whatever the machine's load did to the killer's."""
+    shared = tmp_path / "last-call"
+    shared.write_bytes(bytes(16))
+    script = (f"import mmap, struct, time\nfrom pathlib import Path\nfrom dashboard.runlog import RunLog\n"
               f"log = RunLog(Path({str(tmp_path)!r}))\nlog.config({{'model': 'mlp'}})\n"
-              f"for step in range(1, 100000):\n    log.scalars(step, step, {{'train/loss': 1.0}})\n"
+              f"noted = open({str(shared)!r}, 'r+b')\nnote = mmap.mmap(noted.fileno(), 16)\n"
+              f"for step in range(1, 100000):\n    t = time.time()\n"
+              f"    log.scalars(step, step, {{'train/loss': 1.0}})\n"
+              f"    struct.pack_into('<qd', note, 0, step, t)\n"
               f"    time.sleep(0.001)\n")
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).parent.parent)
     try:
@@ -307,13 +315,15 @@ def test_a_killed_writer_loses_at_most_its_pending_batch(tmp_path: Path) -> None
         time.sleep(1.0)
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
-        killed = time.time()
     finally:
         proc.kill()
+    last_step, last_call = struct.unpack("<qd", shared.read_bytes())
     record = runlog.read(tmp_path)
     steps = [r["step"] for r in record.scalars]
     assert record.config == {"model": "mlp"} and steps == list(range(1, len(steps) + 1)) and len(steps) > 100
-    assert killed - record.scalars[-1]["time"] < runlog.WRITE_EVERY + 0.5  # at most the last batch lost
+    assert last_step >= steps[-1]
+    # the calls since the last batch written span less than WRITE_EVERY (plus the call's own time)
+    assert last_call - record.scalars[-1]["time"] < runlog.WRITE_EVERY + 0.1, (last_step, steps[-1])
 
 
 def test_replay_names_what_to_pass_when_there_is_no_log(tmp_path: Path) -> None:

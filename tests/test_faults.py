@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 
 from dashboard.runlog import LOG_NAME, read
+from dashboard.server import ServerProcess
 from tests.conftest import free_port
+from tests.test_live import assert_windows_match_logs, server_state
 from tests.test_launch_e2e import finish, launch_dir, livetrain, training, wait_for, worker_of
 from trainers import loop
 from trainers.config import RunConfig
@@ -53,16 +55,23 @@ def started(tmp_path: Path, labels: tuple[str, ...], *args: str) -> tuple[subpro
     return proc, runs
 
 
-def test_sigterm_to_the_launcher_stops_the_runs_as_ctrl_c_does_and_says_so(tmp_path: Path) -> None:
-    proc, runs = started(tmp_path, ("mlp", "cnn"), "--headless")
-    proc.send_signal(signal.SIGTERM)
+@pytest.mark.parametrize("sig, said", [(signal.SIGTERM, "stopped by SIGTERM"),
+                                       (signal.SIGHUP, "stopped: the terminal was closed (SIGHUP)")])
+def test_sigterm_or_sighup_to_the_launcher_stops_the_runs_as_ctrl_c_does_and_says_so(
+        visdom_server: ServerProcess, tmp_path: Path, sig: signal.Signals, said: str) -> None:
+    url, env = visdom_server.config.url, f"stopped-{sig.name}"
+    proc, runs = started(tmp_path, ("mlp", "cnn"), "--visdom-url", url, "--env", env)
+    wait_for(lambda: all(read(runs / label, keep_scalars=False).predictions for label in ("mlp", "cnn")))
+    proc.send_signal(sig)
     code, out, err = finish(proc, timeout=60)
-    assert code == 128 + signal.SIGTERM, out + err
-    assert "Traceback" not in err and "Interrupted (stopped by SIGTERM)" in out and "--resume" in out
+    assert code == 128 + sig, out + err
+    assert "Traceback" not in err and f"Interrupted ({said})" in out and "--resume" in out
     for label in ("mlp", "cnn"):
         record = read(runs / label)
         assert record.status == "interrupted", label
-        assert record.states[-1]["reason"].startswith("stopped by SIGTERM"), record.states[-1]
+        assert record.states[-1]["reason"].startswith(said), record.states[-1]
+    # the page holds what the logs hold
+    assert_windows_match_logs(server_state(url, env), [runs / "mlp", runs / "cnn"], max_points=1000)
 
 
 def test_a_killed_launcher_leaves_no_worker_or_server_running(tmp_path: Path) -> None:
@@ -88,6 +97,19 @@ def test_a_killed_launcher_leaves_no_worker_or_server_running(tmp_path: Path) ->
     assert "has ended; stopping" in (tmp_path / "visdom" / "server.log").read_text()
 
 
+def test_a_killed_launchers_workers_stop_and_their_windows_equal_their_logs(
+        visdom_server: ServerProcess, tmp_path: Path) -> None:
+    url, env = visdom_server.config.url, "orphans"
+    proc, runs = started(tmp_path, ("mlp", "cnn"), "--visdom-url", url, "--env", env)
+    wait_for(lambda: all(read(runs / label, keep_scalars=False).predictions for label in ("mlp", "cnn")))
+    workers = [worker_of(proc.pid, runs / label) for label in ("mlp", "cnn")]
+    proc.kill()
+    proc.wait()
+    wait_for(lambda: not any(alive(pid) for pid in workers), timeout=20)
+    assert all(read(runs / label).status == "interrupted" for label in ("mlp", "cnn"))
+    assert_windows_match_logs(server_state(url, env), [runs / "mlp", runs / "cnn"], max_points=1000)
+
+
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Any:
     """A 1.5 MB tmpfs: room for the MLP's run log and one checkpoint (0.8 MB), not for the next."""
@@ -102,9 +124,12 @@ def small_disk(tmp_path: Path) -> Any:
         subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
-def test_a_full_disk_ends_the_run_failed_and_says_where(tmp_path: Path, small_disk: Path) -> None:
-    code, out, err = finish(livetrain(tmp_path, "run", "--headless", "--models", "mlp", "--epochs", "20",
-                                      "--limit", "2000", "--log-dir", str(small_disk / "runs")), timeout=120)
+def test_a_full_disk_ends_the_run_failed_and_says_where(visdom_server: ServerProcess, tmp_path: Path,
+                                                        small_disk: Path) -> None:
+    url = visdom_server.config.url
+    code, out, err = finish(livetrain(tmp_path, "run", "--models", "mlp", "--epochs", "20", "--limit", "2000",
+                                      "--log-dir", str(small_disk / "runs"), "--visdom-url", url,
+                                      "--env", "full-disk"), timeout=120)
     assert code == 1, out + err
     assert "Traceback" not in err + out
     assert "mlp failed: no space left on the disk holding" in out and str(small_disk) in out, out
@@ -114,6 +139,7 @@ def test_a_full_disk_ends_the_run_failed_and_says_where(tmp_path: Path, small_di
     assert record.skipped == 0 and record.config and record.scalars  # readable up to the failure
     assert record.status == "failed" and "no space left on the disk holding" in record.states[-1]["reason"]
     assert 1 <= record.x < 20  # it trained, and stopped at the full disk
+    assert_windows_match_logs(server_state(url, "full-disk"), [run_dir], max_points=1000)
 
 
 def test_a_checkpoint_on_a_full_disk_leaves_no_temporary_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

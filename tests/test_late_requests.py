@@ -66,7 +66,7 @@ def failing_flush(sender: Sender) -> None:
 @pytest.mark.parametrize("then", ["go on", "close"])
 def test_requests_applied_late_do_not_leave_a_stale_window(server: ServerProcess, relay: HoldingRelay, then: str) -> None:
     env, url = "late", server.config.url
-    connection = VisdomConnection(relay.url, timeout=0.5)
+    connection = VisdomConnection(relay.url, timeout=1.5)  # held requests time out; others answer in ms
     sender = Sender(connection)
     backend = VisdomBackend(sender, env, "run", max_points=40)
     step = stream(backend, sender, flushes=3, per_flush=9)  # drawn, tails spliced (on ours)
