@@ -39,7 +39,7 @@ from dashboard.replay import ReplayError, replay
 from dashboard.runlog import INCOMPLETE_MARK, LOG_NAME, RunLog, read
 from dashboard.sender import Sender
 from dashboard.server import ServerConfig, ServerError, ServerProcess, port_state, probe, spawn
-from dashboard.terminal import TerminalView, clock
+from dashboard.terminal import GoneQuiet, TerminalView, clock
 from trainers import data
 from trainers.config import ConfigError, RunConfig, threads_per_run
 from trainers.loop import CHECKPOINT, read_checkpoint, resolve_device
@@ -595,7 +595,7 @@ def run(request: RunRequest, out: TextIO | None = None) -> int:
     """Check everything, start the server if needed, train, report; the exit code.
 
     Raises PlanError / LaunchError before anything is started or written."""
-    out = out or sys.stdout
+    out = GoneQuiet(out or sys.stdout)  # type: ignore[assignment]  # a closed terminal stops no run
     if request.resume_dir is not None:
         runs = resume_runs(request.resume_dir, request.resume_epochs)
         configs = [config for config, _, _ in runs]

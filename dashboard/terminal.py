@@ -54,6 +54,36 @@ def line(run: RunSummary, width: int = 12, now: float | None = None) -> str:
     return "  ".join(parts)
 
 
+class GoneQuiet:
+    """A text stream that goes quiet once writing to it fails: a closed terminal (EIO), a closed
+    pipe (EPIPE). What the launcher prints is for a person; the runs and their logs go on."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.gone = False
+
+    def write(self, text: str) -> int:
+        if not self.gone:
+            try:
+                return self.stream.write(text)
+            except (OSError, ValueError):
+                self.gone = True
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.gone:
+            try:
+                self.stream.flush()
+            except (OSError, ValueError):
+                self.gone = True
+
+    def isatty(self) -> bool:
+        try:
+            return not self.gone and self.stream.isatty()
+        except (OSError, ValueError):
+            return False
+
+
 class TerminalView:
     """Draws the runs' lines to `stream`, in place when it is a terminal."""
 

@@ -5,8 +5,11 @@ the run logs filling up mid-run. Plus the full disk injected into a checkpoint w
 from __future__ import annotations
 
 import errno
+import os
+import select
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -15,7 +18,7 @@ import pytest
 
 from dashboard.runlog import LOG_NAME, read
 from dashboard.server import ServerProcess
-from tests.conftest import free_port
+from tests.conftest import REPO, free_port
 from tests.test_live import assert_windows_match_logs, server_state
 from tests.test_launch_e2e import finish, launch_dir, livetrain, training, wait_for, worker_of
 from trainers import loop
@@ -200,3 +203,39 @@ def test_the_run_log_after_a_failed_write_starts_a_new_line(tmp_path: Path) -> N
     record = read(tmp_path)
     assert record.skipped == 1 and record.status == "failed" and record.config == {"model": "mlp"}
     assert (tmp_path / LOG_NAME).read_text().endswith('"reason":"disk full"}\n')
+
+
+def test_a_closed_terminal_stops_the_runs_and_says_so(tmp_path: Path) -> None:
+    """The launcher in a real terminal (a pty it controls), which is then closed: the kernel hangs
+    it up (SIGHUP to the launcher and its workers, and every later write fails); the runs stop,
+    their logs say the terminal was closed, and the launcher exits 129."""
+    import pty
+
+    env = {**os.environ, "COLUMNS": "120"}
+    pid, terminal = pty.fork()
+    if pid == 0:  # the child: the launcher, with the pty as its controlling terminal
+        os.chdir(tmp_path)
+        os.execve(sys.executable, [sys.executable, str(REPO / "launch.py"), "run", "--headless", "--models",
+                                   "mlp,cnn", "--epochs", "40", "--limit", "6000"], env)
+    seen = bytearray()
+    try:
+        def read_some() -> None:
+            ready, _, _ = select.select([terminal], [], [], 0.2)
+            if ready:
+                seen.extend(os.read(terminal, 65536))
+
+        def training_all() -> bool:
+            read_some()
+            found = list((tmp_path / "runs").glob("*/*/log.jsonl"))
+            return len(found) == 2 and all(training(p.parent) for p in found)
+
+        wait_for(training_all)
+    finally:
+        os.close(terminal)  # the terminal window is closed
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 128 + signal.SIGHUP, (status, bytes(seen[-500:]))
+    runs = launch_dir(tmp_path / "runs")
+    for label in ("mlp", "cnn"):
+        record = read(runs / label)
+        assert record.status == "interrupted", label
+        assert record.states[-1]["reason"].startswith("stopped: the terminal was closed (SIGHUP)"), record.states
