@@ -232,7 +232,13 @@ def test_a_closed_terminal_stops_the_runs_and_says_so(tmp_path: Path) -> None:
         wait_for(training_all)
     finally:
         os.close(terminal)  # the terminal window is closed
-    _, status = os.waitpid(pid, 0)
+    deadline = time.monotonic() + 60
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0:
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            raise AssertionError("the launcher did not end within 60 s of its terminal closing")
+        time.sleep(0.1)
+    status = done[1]
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 128 + signal.SIGHUP, (status, bytes(seen[-500:]))
     runs = launch_dir(tmp_path / "runs")
     for label in ("mlp", "cnn"):
