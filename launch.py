@@ -14,17 +14,17 @@ from click.exceptions import NoArgsIsHelpError
 
 from dashboard import assets
 from dashboard.connection import LoginRefused, Unreachable, check_access
-from dashboard.launcher import (
-    LaunchError, PlanError, RunRequest, check_env, check_url, past_runs, plan_runs, runs_table,
-)
-from dashboard.launcher import run as run_launch
+from dashboard.launch.history import past_runs, runs_table
+from dashboard.launch.plan import LaunchError, PlanError, check_env, check_url, plan_runs
+from dashboard.launch.run import RunRequest
+from dashboard.launch.run import run as run_launch
+from dashboard.launch.worker import EXIT_INTERRUPTED
 from dashboard.replay import ReplayError, check_runs, replay as replay_runs
 from dashboard.server import (
     DEFAULT_ENV_DIR, DEFAULT_HOST, DEFAULT_PORT, ServerConfig, ServerError, port_state, serve, start_background,
 )
 from trainers.config import DEVICES, MAX_EPOCHS, MAX_SEED, OPTIMIZERS
 from trainers.data import DATASETS
-from trainers.worker import EXIT_INTERRUPTED
 
 PORT = click.IntRange(1, 65535)
 DEMO_MODELS = "softmax,mlp,cnn"

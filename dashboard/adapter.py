@@ -15,8 +15,7 @@ from typing import Any, Mapping
 import torch
 
 from dashboard.connection import VisdomConnection
-from dashboard.replay import feed
-from dashboard.runlog import INCOMPLETE_MARK, LOG_NAME, RunLog, read
+from dashboard.runlog import INCOMPLETE_MARK, LOG_NAME, RunLog, feed, read
 from dashboard.sender import Sender
 from dashboard.visdom_backend import VisdomBackend
 from dashboard.windows import default_colour_index

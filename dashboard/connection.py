@@ -16,9 +16,7 @@ import os
 import urllib.parse
 from typing import Any
 
-from dashboard.server import PASSWORD_VAR, SPLICE_PATH, USER_VAR
-
-MISSING_WINDOW = "win does not exist"
+from dashboard.protocol import PASSWORD_VAR, SPLICE_PATH, USER_VAR
 
 
 class Unreachable(Exception):

@@ -9,14 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from dashboard.board import Board, run_colour, run_label
 from dashboard.connection import VisdomConnection
-from dashboard.runlog import INCOMPLETE_MARK, LOG_NAME, RunRecord, metric_values, read
+from dashboard.runlog import INCOMPLETE_MARK, LOG_NAME, RunRecord, feed, read
 from dashboard.sender import Sender
 from dashboard.visdom_backend import VisdomBackend
-from trainers.reporting import Reporter
 
 
 class ReplayError(Exception):
@@ -67,22 +64,6 @@ def check_runs(paths: list[Path]) -> list[Path]:
 
 def _no_config(run_dir: Path) -> str:
     return f"{run_dir / LOG_NAME} holds no run (no config record); is it a livetrain run log?"
-
-
-def feed(record: RunRecord, reporter: Reporter) -> None:
-    """Send a logged run's records to `reporter` in the order they were logged."""
-    reporter.config(record.config)
-    for row in record.scalars:
-        reporter.scalars(row["step"], row["x"], metric_values(row))
-    if record.gallery is not None:
-        classes = tuple(record.classes)
-        for p in record.predictions:
-            reporter.predictions(p["x"], record.gallery, torch.tensor(p["predicted"]), torch.tensor(p["probability"]),
-                                 torch.tensor(p["true"]), classes)
-        for c in record.confusions:
-            reporter.confusion(c["x"], torch.tensor(c["matrix"]), classes)
-    for state in record.states:
-        reporter.status(state["state"], state.get("reason", ""))
 
 
 def replay(paths: list[Path], url: str, env: str, max_points: int = 1000, smoothing: float | None = None,

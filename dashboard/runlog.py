@@ -34,6 +34,8 @@ from typing import Any, Callable, Mapping
 
 import torch
 
+from trainers.reporting import Reporter
+
 LOG_NAME = "log.jsonl"
 INCOMPLETE_MARK = "windows-incomplete"  # in a run dir: the Visdom server missed the run's last updates
 _ROW_FIELDS = {"kind", "step", "x", "time"}
@@ -284,3 +286,19 @@ class LogFollower:
         for line in lines:
             self.record.add_line(line)
         return bool(lines)
+
+
+def feed(record: RunRecord, reporter: Reporter) -> None:
+    """Send a logged run's records to `reporter` in the order they were logged."""
+    reporter.config(record.config)
+    for row in record.scalars:
+        reporter.scalars(row["step"], row["x"], metric_values(row))
+    if record.gallery is not None:
+        classes = tuple(record.classes)
+        for p in record.predictions:
+            reporter.predictions(p["x"], record.gallery, torch.tensor(p["predicted"]), torch.tensor(p["probability"]),
+                                 torch.tensor(p["true"]), classes)
+        for c in record.confusions:
+            reporter.confusion(c["x"], torch.tensor(c["matrix"]), classes)
+    for state in record.states:
+        reporter.status(state["state"], state.get("reason", ""))

@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from dashboard import assets
+from dashboard.protocol import COOKIE_VAR, MISSING_WINDOW, PASSWORD_VAR, SEQ_KEY, SPLICE_PATH, SPLICED, STALE, USER_VAR
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8097
 DEFAULT_ENV_DIR = Path("runs") / "visdom"
-USER_VAR, PASSWORD_VAR, COOKIE_VAR = "VISDOM_USERNAME", "VISDOM_PASSWORD", "VISDOM_COOKIE"
 STOCK_UPDATE_VAR = "LIVETRAIN_STOCK_UPDATE"
 OWNER_CHECK = 0.5  # s between a started server's looks at whether its owner is still there
 
@@ -146,9 +146,6 @@ def login_credentials(env_dir: Path) -> dict[str, str]:
 # thaws, possibly after newer ones; this server keeps the newest number it applied, per trace and
 # per whole pane (in the pane, under SEQ_KEY: {trace name: seq}, "" for the whole pane), and
 # refuses an older message (it answers STALE). A stock Visdom server ignores the key.
-SEQ_KEY = "livetrain_seq"
-SPLICE_PATH = "/livetrain/splice"
-SPLICED, STALE = "livetrain: spliced", "livetrain: stale"
 
 
 def held_seq(pane: dict | None, name: str) -> int:
@@ -248,8 +245,6 @@ def splice_handler() -> type:
     from visdom.server.handlers.web_handlers import UpdateHandler
     from visdom.utils.server_utils import broadcast, extract_eid
     from visdom.utils.shared_utils import get_rand_id
-
-    from dashboard.connection import MISSING_WINDOW
 
     def apply(env: dict, item: dict) -> str:
         p = env.get(item["win"])

@@ -13,11 +13,11 @@ from typing import Any, Mapping, NamedTuple
 import torch
 
 from dashboard import panes, windows
-from dashboard.connection import MISSING_WINDOW, VisdomConnection
+from dashboard.connection import VisdomConnection
 from dashboard.downsample import Ema, MinMaxSeries
 from dashboard.runlog import compact_probabilities
 from dashboard.sender import Sender
-from dashboard.server import SPLICED
+from dashboard.protocol import MISSING_WINDOW, SEQ_KEY, SPLICED
 
 FOLD_AT = 256  # queued points the training thread folds into the series itself
 GALLERY_SHOWN = 16  # images in a run's gallery (4 rows of 4 in its window); the rest of the sample feeds the disagreement window
@@ -166,7 +166,7 @@ class VisdomBackend:
         start = max(0, len(held.xs) - 2)
         if len(xs) < start or xs[:start] != held.xs[:start] or ys[:start] != held.ys[:start]:
             return None
-        return {"win": window.win, "name": data["name"], "from": start, "base": held.seq, windows.SEQ_KEY: seq,
+        return {"win": window.win, "name": data["name"], "from": start, "base": held.seq, SEQ_KEY: seq,
                 "x": xs[start:], "y": ys[start:]}
 
     def check(self, connection: VisdomConnection) -> list[str]:

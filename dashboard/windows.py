@@ -20,7 +20,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
-from dashboard.server import SEQ_KEY
+from dashboard.protocol import SEQ_KEY
 from trainers.reporting import SAMPLES_PER_S, TEST_ACC, TEST_LOSS, TRAIN_ACC, TRAIN_LOSS
 
 # matplotlib's "tab10": distinct, and the same colour for a run in every window

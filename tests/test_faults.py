@@ -23,7 +23,7 @@ from tests.test_live import assert_windows_match_logs, server_state
 from tests.test_launch_e2e import finish, launch_dir, livetrain, training, wait_for, worker_of
 from trainers import loop
 from trainers.config import RunConfig
-from trainers.worker import DiskFull, disk_full
+from dashboard.launch.worker import DiskFull, disk_full
 
 pytestmark = pytest.mark.slow
 

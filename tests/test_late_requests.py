@@ -18,7 +18,8 @@ import torch
 from dashboard import windows
 from dashboard.connection import VisdomConnection
 from dashboard.sender import CHECK_AFTER, Sender
-from dashboard.server import SEQ_KEY, STALE, STOCK_UPDATE_VAR, ServerConfig, ServerProcess, start_background
+from dashboard.protocol import SEQ_KEY, STALE
+from dashboard.server import STOCK_UPDATE_VAR, ServerConfig, ServerProcess, start_background
 from dashboard.visdom_backend import VisdomBackend
 from tests.relay import HoldingRelay
 from tests.test_splice import expected, held, stream

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from dashboard import windows
-from dashboard.launcher import LaunchOptions, Outcome, Server, launch
+from dashboard.launch.run import LaunchOptions, Outcome, launch
+from dashboard.launch.servers import Server
 from dashboard.adapter import Dashboard, DashboardOptions
 from dashboard.runlog import INCOMPLETE_MARK, LOG_NAME, RunLog, read
 from dashboard.server import ServerConfig, ServerProcess, probe, start_background
@@ -28,7 +29,7 @@ from trainers import data
 from trainers.config import RunConfig
 from trainers.loop import CHECKPOINT
 from trainers.reporting import TRAIN_LOSS
-from trainers.worker import ERROR_FILE
+from dashboard.launch.worker import ERROR_FILE
 
 pytestmark = pytest.mark.slow
 

@@ -26,7 +26,7 @@ from dashboard.server import ServerConfig, ServerProcess, start_background
 from tests.conftest import free_port
 from trainers.config import RunConfig
 from trainers.reporting import TEST_ACC, TRAIN_LOSS
-from trainers.worker import WorkerSpec, run
+from dashboard.launch.worker import WorkerSpec, run
 
 MAX_POINTS = 60  # small, so that per-batch traces are downsampled (past 30 points) and per-epoch ones are not
 

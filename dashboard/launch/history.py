@@ -1,0 +1,67 @@
+"""Past runs: the table of every run logged under a folder."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from dashboard.launch.plan import epochs_done
+from dashboard.launch.supervisor import FINAL_STATES
+from dashboard.runlog import LOG_NAME, read
+from trainers.reporting import TEST_ACC
+
+
+@dataclass
+class PastRun:
+    label: str
+    model: str
+    dataset: str
+    epochs: str
+    test_acc: float | None
+    status: str
+    duration: float | None
+    path: Path
+    started: float
+
+
+def past_runs(log_dir: Path) -> list[PastRun]:
+    """Every run logged under `log_dir` (a launch's folder or a folder of them), oldest first."""
+    rows = []
+    for path in sorted(set(log_dir.glob(f"*/{LOG_NAME}")) | set(log_dir.glob(f"*/*/{LOG_NAME}"))):
+        record = read(path, keep_scalars=False)
+        if not record.config:
+            continue
+        status = record.status
+        if status not in FINAL_STATES:
+            quiet = time.time() - path.stat().st_mtime
+            status = "running" if quiet < 120 else "stopped (no final status)"
+        elif record.states and record.states[-1].get("reason") and status == "failed":
+            status = "failed: " + str(record.states[-1]["reason"])
+        total = record.config.get("epochs")
+        duration = (record.updated - record.started) if record.started and record.updated else None
+        rows.append(PastRun(
+            label=str(record.meta.get("label") or record.config.get("label") or path.parent.name),
+            model=str(record.config.get("model", "?")), dataset=str(record.config.get("dataset", "?")),
+            epochs=f"{epochs_done(record.x)}/{total}" if total else "?",
+            test_acc=record.latest.get(TEST_ACC), status=status, duration=duration,
+            path=path.parent, started=record.started or 0.0))
+    return sorted(rows, key=lambda r: (r.started, str(r.path)))
+
+
+def runs_table(rows: Sequence[PastRun], status_width: int = 48) -> str:
+    """The `runs` command's table."""
+    def hms(seconds: float | None) -> str:  # always h:mm:ss, so that the column lines up
+        if seconds is None:
+            return "-"
+        seconds = int(seconds)
+        return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+    header = ("label", "model", "dataset", "epochs", "test acc", "status", "duration", "path")
+    body = [(r.label, r.model, r.dataset, r.epochs, "-" if r.test_acc is None else f"{r.test_acc:.4f}",
+             r.status if len(r.status) <= status_width else r.status[: status_width - 3] + "...",
+             hms(r.duration), str(r.path)) for r in rows]
+    widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [header, *body]]
+    return "\n".join(lines)

@@ -1,0 +1,251 @@
+"""One launch, start to end: the workers started and watched, the terminal view and the board
+drawn from their logs, the page redrawn from the logs if the server missed their end, the report."""
+
+from __future__ import annotations
+
+import sys
+import time
+import urllib.parse
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TextIO
+
+from dashboard import windows
+from dashboard.adapter import DashboardOptions
+from dashboard.board import Board
+from dashboard.connection import VisdomConnection
+from dashboard.launch.plan import (
+    ENV_RE, check_env, check_machine, check_url, new_launch_dir, prepare_log_dir, resume_runs,
+)
+from dashboard.launch.servers import Server, find_server
+from dashboard.launch.supervisor import StopRequests, Supervisor, seal_logs
+from dashboard.launch.worker import WorkerSpec
+from dashboard.panes import RunSummary
+from dashboard.replay import ReplayError, replay
+from dashboard.runlog import INCOMPLETE_MARK, read
+from dashboard.sender import Sender
+from dashboard.server import ServerConfig, ServerError
+from dashboard.terminal import GoneQuiet, TerminalView, clock
+from trainers.config import RunConfig, threads_per_run
+
+
+@dataclass
+class Outcome:
+    """How a launch ended."""
+
+    launch_dir: Path
+    runs: list[RunSummary] = field(default_factory=list)
+    interrupted: bool = False
+    stopped_by: str = ""  # what interrupted it: "stopped by Ctrl-C", "stopped by SIGTERM"...
+    interrupted_code: int = 130  # 128 + the signal that interrupted it
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return self.interrupted_code
+        return 0 if self.runs and all(r.status == "finished" for r in self.runs) else 1
+
+    def failed(self) -> list[RunSummary]:
+        return [r for r in self.runs if r.status != "finished"]
+
+
+@dataclass
+class LaunchOptions:
+    """The run-wide choices: where the windows go (None: headless) and how they are drawn."""
+
+    server: Server | None
+    env: str
+    smoothing: float | None = None
+    max_points: int = 1000
+    stream: TextIO = field(default_factory=lambda: sys.stdout)
+    poll: float = 0.5  # seconds between terminal redraws / board polls
+
+
+def worker_specs(runs: Sequence[tuple[RunConfig, Path, bool]], options: LaunchOptions) -> list[WorkerSpec]:
+    threads = threads_per_run(len(runs))
+    dash = DashboardOptions(visdom_url=options.server.url if options.server else None, env=options.env,
+                            max_points=options.max_points, smoothing=options.smoothing)
+    specs = []
+    for index, (config, run_dir, resume) in enumerate(runs):
+        if config.threads is None and config.device != "cuda":
+            config = replace(config, threads=threads)
+        specs.append(WorkerSpec(config, run_dir, dash, colour_index=index, resume=resume))
+    return specs
+
+
+def launch(runs: Sequence[tuple[RunConfig, Path, bool]], launch_dir: Path, options: LaunchOptions) -> Outcome:
+    """Train `runs` (config, run dir, resume) side by side until each has ended; returns how."""
+    out = options.stream
+    specs = worker_specs(runs, options)
+    server = options.server
+    sender = Sender(VisdomConnection(server.url), name="visdom-board") if server else None
+    board = Board(sender, options.env, options.smoothing)
+    for spec in specs:
+        board.add(spec.run_dir, spec.config.label, spec.colour_index)
+    view = TerminalView(out)
+    stops = StopRequests()
+    outcome = Outcome(launch_dir)
+    with stops.installed():
+        supervisor = Supervisor(specs, stops)
+        if server is not None and server.started is not None:
+            try:
+                server.started.wait_ready(abort=lambda: stops.count > 0)
+            except ServerError as exc:
+                out.write(f"Warning: {exc}; training goes on, and the run logs can be replayed later.\n")
+                server.started = None
+        if sender is not None and not stops.count:
+            # the env-wide windows first, so that the page opens with the runs table and the
+            # compare windows on top, whatever the workers draw next
+            sender.flush()
+            sender.connection.close()  # the workers are forked next: no open socket for them to inherit
+        if not stops.count:  # a Ctrl-C while the server was starting: start nothing
+            supervisor.start()  # forks: before the launcher starts any thread
+        if sender is not None:
+            sender.start()
+        while True:
+            running = supervisor.step(options.poll)
+            board.poll()
+            view.draw(board.summaries())
+            if not running:
+                break
+        unwritten = seal_logs(specs, supervisor.exitcodes(), stops.reason if supervisor.stopping else False)
+        board.poll()
+        view.draw(board.summaries())
+        if sender is not None:
+            sender.mark(windows.RUNS_WIN)  # the final statuses, including sealed ones
+            delivered = sender.close(wait=0.5 if stops.count > 1 else 3.0)
+            missed = [s for s in specs if (s.run_dir / INCOMPLETE_MARK).exists()]
+            if (missed or not delivered) and stops.count < 2 and server is not None:
+                _redraw(out, specs, launch_dir, server.url, options)
+        outcome.interrupted = supervisor.stopping
+        outcome.stopped_by, outcome.interrupted_code = stops.reason, stops.exit_code
+    outcome.runs = [replace(r, status=unwritten[r.label][0], reason=unwritten[r.label][1]) if r.label in unwritten else r
+                    for r in board.summaries()]
+    return outcome
+
+
+@dataclass
+class RunRequest:
+    """A `run` (or `demo`) command, parsed: new runs, or the runs of an earlier launch to resume."""
+
+    configs: list[RunConfig] = field(default_factory=list)
+    resume_dir: Path | None = None
+    resume_epochs: int | None = None
+    log_dir: Path = Path("runs")
+    headless: bool = False
+    visdom_url: str | None = None
+    server: ServerConfig = field(default_factory=ServerConfig)
+    start_server: bool = True
+    env: str | None = None  # default: one env per launch, named after its folder
+    keep_serving: bool = True  # after the runs, keep a server this command started up until Ctrl-C
+    smoothing: float | None = None
+    max_points: int = 1000
+
+
+def run(request: RunRequest, out: TextIO | None = None) -> int:
+    """Check everything, start the server if needed, train, report; the exit code.
+
+    Raises PlanError / LaunchError before anything is started or written."""
+    out = GoneQuiet(out or sys.stdout)  # type: ignore[assignment]  # a closed terminal stops no run
+    if request.resume_dir is not None:
+        runs = resume_runs(request.resume_dir, request.resume_epochs)
+        configs = [config for config, _, _ in runs]
+    else:
+        configs = list(request.configs)
+    if request.env is not None:
+        check_env(request.env)
+    check_machine(configs)
+    if request.resume_dir is None:
+        prepare_log_dir(request.log_dir)
+    server = None
+    if not request.headless:
+        url = check_url(request.visdom_url) if request.visdom_url else None
+        server = find_server(url, request.server, request.start_server)
+    try:
+        if request.resume_dir is None:
+            launch_dir = new_launch_dir(request.log_dir)
+            runs = [(config, launch_dir / config.label, False) for config in configs]
+            env = request.env or f"livetrain_{launch_dir.name}"
+        else:
+            launch_dir = request.resume_dir
+            env = request.env or _logged_env(runs) or f"livetrain_{launch_dir.name}"
+        options = LaunchOptions(server, env, request.smoothing, request.max_points, out)
+        _announce(out, runs, launch_dir, server, env)
+        started = time.monotonic()
+        outcome = launch(runs, launch_dir, options)
+        _report(out, outcome, time.monotonic() - started)
+        if server is not None and server.started is not None and request.keep_serving and not outcome.interrupted:
+            _serve_until_stopped(out, server, env)
+        return outcome.exit_code
+    finally:
+        if server is not None and server.started is not None:
+            server.started.stop()
+
+
+def _logged_env(runs: Sequence[tuple[RunConfig, Path, bool]]) -> str | None:
+    record = read(runs[0][1], keep_scalars=False)
+    env = record.meta.get("env")
+    return str(env) if env and ENV_RE.fullmatch(str(env)) else None
+
+
+def page_url(server: Server, env: str) -> str:
+    return f"{server.url}/env/{urllib.parse.quote(env)}"
+
+
+def _announce(out: TextIO, runs: Sequence[tuple[RunConfig, Path, bool]], launch_dir: Path,
+              server: Server | None, env: str) -> None:
+    first = runs[0][0]
+    names = ", ".join(config.label + (" (resumed)" if resume else "") for config, _, resume in runs)
+    out.write(f"livetrain: {len(runs)} run(s) on {first.dataset}: {names}\n")
+    out.write(f"Run logs:  {launch_dir}\n")
+    if server is None:
+        out.write("Headless: no Visdom server; replay the logs into one later with "
+                  f"`livetrain replay {launch_dir}`\n")
+    else:
+        note = " (server started by this command)" if server.started is not None else ""
+        out.write(f"Dashboard: {page_url(server, env)}{note}\n")
+    out.write("Ctrl-C stops the runs (a second Ctrl-C kills them).\n\n")
+    out.flush()
+
+
+def _report(out: TextIO, outcome: Outcome, seconds: float) -> None:
+    runs = outcome.runs
+    took = clock(seconds)
+    out.write("\n")
+    if outcome.interrupted:
+        out.write(f"Interrupted ({outcome.stopped_by}) after {took}: run logs and the checkpoints of finished epochs are kept in "
+                  f"{outcome.launch_dir}; continue with `livetrain run --resume {outcome.launch_dir}`\n")
+    elif not outcome.failed():
+        out.write(f"All {len(runs)} run(s) finished in {took}; logs in {outcome.launch_dir}\n")
+    else:
+        out.write(f"{len(outcome.failed())} of {len(runs)} run(s) did not finish ({took}):\n")
+        for run_summary in outcome.failed():
+            reason = f": {run_summary.reason}" if run_summary.reason else ""
+            out.write(f"  {run_summary.label} {run_summary.status}{reason}\n")
+        out.write(f"Logs in {outcome.launch_dir}\n")
+    out.flush()
+
+
+def _serve_until_stopped(out: TextIO, server: Server, env: str) -> None:
+    assert server.started is not None
+    out.write(f"The page stays up at {page_url(server, env)}; Ctrl-C stops the server.\n")
+    out.flush()
+    stops = StopRequests()
+    with stops.installed():
+        while not stops.count and server.started.process.poll() is None:
+            time.sleep(0.2)
+    out.write("Visdom server stopped.\n")
+
+
+def _redraw(out: TextIO, specs: Sequence[WorkerSpec], launch_dir: Path, url: str, options: LaunchOptions) -> None:
+    """The server missed the runs' last updates (down or frozen as they ended): if it answers now,
+    draw every run again from its log, so that the page ends complete; else say how to later."""
+    try:
+        done = replay([spec.run_dir for spec in specs], url, options.env, options.max_points, options.smoothing)
+        out.write(f"The Visdom server missed the runs' last updates; redrew {len(done.labels)} run(s) "
+                  "from their logs.\n")
+    except ReplayError:
+        out.write(f"The Visdom server missed updates and does not answer now; once it does, "
+                  f"`livetrain replay {launch_dir} --env {options.env}` redraws the runs.\n")
+    out.flush()

@@ -1,0 +1,54 @@
+"""The Visdom server a launch draws into: a URL given, or the local one, reused or started."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dashboard.connection import LoginRefused, Unreachable, check_access
+from dashboard.launch.plan import LaunchError
+from dashboard.server import ServerConfig, ServerError, ServerProcess, port_state, probe, spawn
+
+
+@dataclass
+class Server:
+    """Where the live windows go, and the server process when this launch started it."""
+
+    url: str
+    started: ServerProcess | None = None
+
+
+def find_server(visdom_url: str | None, config: ServerConfig, start: bool) -> Server:
+    """The Visdom server to draw into: `visdom_url` (which must answer), or the local one, reused
+    when it answers, else started (unless `start` is False). A started one may still be booting:
+    call `started.wait_ready()`."""
+    if visdom_url is not None:
+        state = probe(visdom_url, timeout=3.0)
+        if state != "visdom":
+            what = "nothing answers" if state == "none" else "no Visdom server answers"
+            raise LaunchError(f"{what} at {visdom_url}; start one there (`livetrain server`), fix --visdom-url, "
+                              "or leave it out to use a local server")
+        _check_access(visdom_url)
+        return Server(visdom_url)
+    try:
+        if port_state(config) == "visdom":
+            _check_access(config.url)
+            return Server(config.url)
+    except ServerError as exc:
+        raise LaunchError(f"{exc}, or pass --visdom-url of a running Visdom server") from None
+    if not start:
+        raise LaunchError(f"no Visdom server answers at {config.url} and --no-server was given; "
+                          "start one with `livetrain server`, or drop --no-server or add --headless")
+    try:
+        return Server(config.url, spawn(config))
+    except (ServerError, OSError) as exc:
+        raise LaunchError(f"cannot start the Visdom server: {exc}") from None
+
+
+def _check_access(url: str) -> None:
+    try:
+        check_access(url)
+    except LoginRefused as exc:
+        raise LaunchError(str(exc)) from None
+    except Unreachable as exc:
+        raise LaunchError(f"the Visdom server at {url} did not take a request ({exc}); check it, or pass "
+                          "--headless to train without it") from None

@@ -1,0 +1,188 @@
+"""Worker processes: started one per run, stopped on Ctrl-C, SIGTERM or SIGHUP (the signal
+passed on, so the logs say what stopped them), killed when they do not stop, and their logs
+sealed when they died without a final status."""
+
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dashboard.launch.worker import ERROR_FILE, EXIT_DISK_FULL, STOP_REASONS, STOP_SIGNALS, WorkerSpec
+from dashboard.launch.worker import main as worker_main
+from dashboard.runlog import INCOMPLETE_MARK, LOG_NAME, RunLog, read
+from trainers.config import RunConfig
+
+
+FINAL_STATES = ("finished", "failed", "interrupted")
+STOP_GRACE = 4.5  # seconds a worker gets to log "interrupted" and close before it is killed
+
+
+class StopRequests:
+    """Counts SIGINT/SIGTERM/SIGHUP while installed: the first asks the runs to stop, the second kills them."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.first: int = signal.SIGINT  # the signal of the first request (Ctrl-C until one came)
+        self._saved: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if not self.count:
+            self.first = signum
+        self.count += 1
+
+    @property
+    def reason(self) -> str:
+        """What the run logs say stopped them: "stopped by Ctrl-C", "stopped by SIGTERM"..."""
+        return STOP_REASONS[self.first]
+
+    @property
+    def exit_code(self) -> int:
+        """128 + the signal, as a shell reports a process it stopped: 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP."""
+        return 128 + int(self.first)
+
+    @contextmanager
+    def installed(self) -> Iterator["StopRequests"]:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            self._saved[sig] = signal.signal(sig, self._handle)
+        try:
+            yield self
+        finally:
+            for sig, handler in self._saved.items():
+                signal.signal(sig, handler)
+
+
+@contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """Children started inside ignore the terminal's Ctrl-C (Python keeps an inherited SIG_IGN);
+    the launcher stops them itself, so that it decides what a Ctrl-C means."""
+    saved = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, saved)
+
+
+def death_reason(exitcode: int | None, stopping: str | bool, run_dir: Path | None = None) -> tuple[str, str]:
+    """The final status of a worker that ended without logging one (`stopping`: what stopped the
+    launch, e.g. "stopped by SIGTERM", or False)."""
+    if exitcode == EXIT_DISK_FULL:
+        said = ""
+        if run_dir is not None:
+            try:
+                said = (run_dir / ERROR_FILE).read_text().strip().splitlines()[0]
+            except (OSError, IndexError):
+                pass
+        return "failed", said or f"no space left on the disk holding {run_dir}; free some space and resume"
+    if stopping:
+        how = stopping if isinstance(stopping, str) else "stopped"
+        return "interrupted", f"{how} before it could log it"
+    if exitcode is not None and exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        return "failed", f"the worker process was killed ({name})"
+    return "failed", f"the worker process exited with code {exitcode} (details in {ERROR_FILE}, if any)"
+
+
+class Supervisor:
+    """Starts one worker process per spec and watches them until all have ended."""
+
+    def __init__(self, specs: Sequence[WorkerSpec], stops: StopRequests) -> None:
+        self.specs = list(specs)
+        self.stops = stops
+        self.procs: list[Any] = []
+        self.stop_sent_at: float | None = None
+
+    def start(self) -> None:
+        ctx = multiprocessing.get_context(start_method([spec.config for spec in self.specs]))
+        sys.stdout.flush()  # a forked child must not inherit (and later repeat) buffered output
+        sys.stderr.flush()
+        with _sigint_ignored():
+            for spec in self.specs:
+                proc = ctx.Process(target=worker_main, args=(spec,), name=f"livetrain-{spec.config.label}")
+                proc.start()
+                self.procs.append(proc)
+
+    @property
+    def stopping(self) -> bool:
+        return self.stops.count > 0
+
+    def alive(self) -> list[Any]:
+        return [p for p in self.procs if p.exitcode is None]
+
+    def step(self, timeout: float = 0.5) -> bool:
+        """Act on stop requests, wait up to `timeout` for a worker to end. False once all have."""
+        alive = self.alive()
+        if not alive:
+            return False
+        if self.stops.count and self.stop_sent_at is None:
+            self.stop_sent_at = time.monotonic()
+            for proc in alive:  # the signal says what stopped the launch (see dashboard.launch.worker)
+                _signal(proc, STOP_SIGNALS[self.stops.first])
+        if self.stops.count > 1 or (self.stop_sent_at is not None
+                                    and time.monotonic() - self.stop_sent_at > STOP_GRACE):
+            for proc in alive:
+                _signal(proc, signal.SIGKILL)
+        multiprocessing.connection.wait([p.sentinel for p in alive], timeout)
+        return bool(self.alive())
+
+    def exitcodes(self) -> list[int | None]:
+        for proc in self.procs:
+            proc.join(timeout=5)
+        return [p.exitcode for p in self.procs]
+
+
+def start_method(configs: Sequence[RunConfig]) -> str:
+    """How worker processes start: "fork" on the CPU, so they begin training at once with torch
+    already imported (3 processes importing it at once take 2-3 s on 2 cores); "spawn" when a
+    run may use CUDA, which cannot be used in a child forked after the parent asked about it.
+    The launcher forks before it starts any thread of its own."""
+    if any(c.device != "cpu" for c in configs) and torch.cuda.is_available():
+        return "spawn"
+    return "fork"
+
+
+def _signal(proc: Any, sig: int) -> None:
+    try:
+        os.kill(proc.pid, sig)
+    except (ProcessLookupError, TypeError):
+        pass
+
+
+def seal_logs(specs: Sequence[WorkerSpec], exitcodes: Sequence[int | None],
+              stopping: str | bool) -> dict[str, tuple[str, str]]:
+    """Give every run whose worker ended without a final status one (its log is never rewritten,
+    only appended to). Such a worker's sender died with it, so its last points may not have
+    reached the server: its windows are marked incomplete, to be redrawn from its log.
+    Returns, by label, the (state, reason) of the runs whose logs could not take it (a full disk)."""
+    unwritten = {}
+    for spec, code in zip(specs, exitcodes):
+        record = read(spec.run_dir, keep_scalars=False) if (spec.run_dir / LOG_NAME).is_file() else None
+        if record is not None and record.status in FINAL_STATES:
+            continue
+        state, reason = death_reason(code, stopping, spec.run_dir)
+        try:
+            log = RunLog(spec.run_dir, meta={"label": spec.config.label, "colour": spec.colour_index,
+                                             "env": spec.dashboard.env})
+            try:
+                if record is None or not record.config:
+                    log.config(spec.config.to_dict())
+                log.status(state, reason)
+            finally:
+                log.close()
+            if spec.dashboard.visdom_url is not None:
+                (spec.run_dir / INCOMPLETE_MARK).touch()
+        except OSError:
+            unwritten[spec.config.label] = (state, reason)
+    return unwritten

@@ -1,0 +1,44 @@
+"""The house rules, checked: dependencies run one way. `trainers/` (the core) imports nothing
+from `dashboard/`; the client and the server share only `dashboard.protocol`; a training worker
+imports neither the server nor the board."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import REPO
+
+
+def imported(path: Path) -> set[str]:
+    """The modules a source file imports (at any depth: function-level imports count)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def test_the_core_imports_nothing_from_the_dashboard() -> None:
+    for path in sorted((REPO / "trainers").glob("*.py")):
+        assert not [m for m in imported(path) if m.split(".")[0] == "dashboard"], path
+
+
+def test_client_and_server_share_only_the_wire_protocol() -> None:
+    server, connection = REPO / "dashboard" / "server.py", REPO / "dashboard" / "connection.py"
+    assert not [m for m in imported(server) if m.startswith(("dashboard.connection", "dashboard.windows"))]
+    assert not [m for m in imported(connection) if m.startswith("dashboard.server")]
+    client = [REPO / "dashboard" / f for f in ("connection.py", "windows.py", "visdom_backend.py")]
+    assert all(any(m.startswith("dashboard.protocol") for m in imported(f)) for f in client)
+
+
+def test_a_training_worker_imports_neither_the_server_nor_the_board() -> None:
+    probe = ("import sys, dashboard.launch.worker; "
+             "print(sorted(m for m in sys.modules if m in ('dashboard.server', 'dashboard.board', 'dashboard.replay')))")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]", done.stdout
