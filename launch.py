@@ -21,7 +21,8 @@ from dashboard.launch.run import run as run_launch
 from dashboard.launch.worker import EXIT_INTERRUPTED
 from dashboard.replay import ReplayError, check_runs, replay as replay_runs
 from dashboard.server import (
-    DEFAULT_ENV_DIR, DEFAULT_HOST, DEFAULT_PORT, ServerConfig, ServerError, port_state, serve, start_background,
+    DEFAULT_ENV_DIR, DEFAULT_HOST, DEFAULT_PORT, Found, ServerConfig, ServerError, port_state, serve,
+    start_background,
 )
 from trainers.config import DEVICES, MAX_EPOCHS, MAX_SEED, OPTIMIZERS
 from trainers.data import DATASETS
@@ -87,7 +88,7 @@ _server_options = _options(
 def run_server(config: ServerConfig) -> None:
     """Serve in the foreground, or say so and return when a Visdom server already answers."""
     try:
-        if port_state(config) == "visdom":
+        if port_state(config) == Found.VISDOM:
             click.echo(f"A Visdom server already answers at {config.url}; reusing it.")
             return
         serve(config)
@@ -242,7 +243,7 @@ def replay(run_dirs: tuple[Path, ...], env: str, visdom_url: str | None, smooth:
     started = None
     try:
         check_runs(list(run_dirs))  # before anything is started
-        if visdom_url is None and port_state(config) == "free":
+        if visdom_url is None and port_state(config) == Found.FREE:
             started = start_background(config)
         url = visdom_url or config.url
         if started is None:

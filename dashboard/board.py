@@ -17,6 +17,7 @@ from dashboard import panes, windows
 from dashboard.connection import VisdomConnection
 from dashboard.runlog import LogFollower, RunRecord
 from dashboard.sender import Sender
+from trainers.reporting import RunState
 
 RUNS_PANE_WIDTH = windows.FULL_WIDTH  # a row of its own
 DISAGREE_SIZE = (windows.UNIT, windows.PANE_HEIGHT)
@@ -41,7 +42,7 @@ def summary(record: RunRecord, label: str) -> panes.RunSummary:
     last = record.states[-1] if record.states else {}
     return panes.RunSummary(
         label=label, colour_index=run_colour(record, label),
-        config=record.config, status=last.get("state", "starting"), reason=last.get("reason", ""),
+        config=record.config, status=last.get("state", RunState.STARTING), reason=last.get("reason", ""),
         x=record.x, latest=dict(record.latest), started=record.started, updated=record.updated)
 
 

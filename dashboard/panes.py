@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import torch
 
 from dashboard.windows import RIGHT, WRONG, colour
-from trainers.reporting import SAMPLES_PER_S, TEST_ACC, TEST_LOSS, TRAIN_ACC, TRAIN_LOSS
+from trainers.reporting import RunState, SAMPLES_PER_S, TEST_ACC, TEST_LOSS, TRAIN_ACC, TRAIN_LOSS
 
 IMAGE_PX = 56  # 28x28 images shown at twice their size
 
@@ -119,7 +119,7 @@ class RunSummary:
     label: str
     colour_index: int = 0
     config: dict[str, Any] = field(default_factory=dict)
-    status: str = "starting"
+    status: str = RunState.STARTING
     reason: str = ""
     x: float = 0.0
     latest: dict[str, float] = field(default_factory=dict)
@@ -127,7 +127,8 @@ class RunSummary:
     updated: float | None = None
 
 
-STATUS_COLOURS = {"finished": RIGHT, "failed": WRONG, "interrupted": "#ff7f0e", "running": "#1f77b4"}
+STATUS_COLOURS = {RunState.FINISHED: RIGHT, RunState.FAILED: WRONG, RunState.INTERRUPTED: "#ff7f0e",
+                  RunState.RUNNING: "#1f77b4"}
 
 
 def _number(value: Any, digits: int = 4) -> str:

@@ -34,7 +34,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from trainers.reporting import Reporter
+from trainers.reporting import Reporter, RunState
 
 LOG_NAME = "log.jsonl"
 INCOMPLETE_MARK = "windows-incomplete"  # in a run dir: the Visdom server missed the run's last updates
@@ -207,7 +207,7 @@ class RunRecord:
 
     @property
     def status(self) -> str:
-        return self.states[-1]["state"] if self.states else "unknown"
+        return self.states[-1]["state"] if self.states else RunState.UNKNOWN
 
     def add_line(self, line: bytes | str) -> None:
         """Take one line of the log; anything that is not a complete record is counted in `skipped`."""

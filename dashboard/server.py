@@ -22,6 +22,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,18 @@ DEFAULT_PORT = 8097
 DEFAULT_ENV_DIR = Path("runs") / "visdom"
 STOCK_UPDATE_VAR = "LIVETRAIN_STOCK_UPDATE"
 OWNER_CHECK = 0.5  # s between a started server's looks at whether its owner is still there
+
+
+class Found(str, Enum):
+    """What `probe` finds at a URL, and what `port_state` finds on a port."""
+
+    VISDOM = "visdom"  # a Visdom server answers
+    OTHER = "other"  # something answers that is not Visdom
+    NONE = "none"  # nothing answers
+    FREE = "free"  # the port is free to listen on
+
+    def __str__(self) -> str:
+        return self.value
 
 
 class ServerError(Exception):
@@ -68,27 +81,27 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def probe(url: str, timeout: float = 1.0) -> str:
-    """What answers at `url`: "visdom", "other" (something that is not Visdom) or "none"."""
+def probe(url: str, timeout: float = 1.0) -> Found:
+    """What answers at `url`: VISDOM, OTHER (something that is not Visdom) or NONE."""
     try:
         with urllib.request.urlopen(url.rstrip("/") + "/", timeout=timeout) as resp:
             body = resp.read(65536).decode("utf-8", "replace")
     except urllib.error.HTTPError as exc:
         body = exc.read(65536).decode("utf-8", "replace") if exc.fp else ""
     except ValueError:  # a URL urllib cannot use (http.client.InvalidURL)
-        return "other"
+        return Found.OTHER
     except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         refused = isinstance(reason, ConnectionRefusedError) or (
             isinstance(reason, OSError) and reason.errno in (errno.ECONNREFUSED, errno.EADDRNOTAVAIL)
         )
-        return "none" if refused else "other"
+        return Found.NONE if refused else Found.OTHER
     # index.html's title is "visdom", login.html's "Visdom Login"
-    return "visdom" if re.search(r"<title>\s*visdom( login)?\s*</title>", body, re.I) else "other"
+    return Found.VISDOM if re.search(r"<title>\s*visdom( login)?\s*</title>", body, re.I) else Found.OTHER
 
 
 def port_state(config: ServerConfig) -> str:
-    """ "free" when we can listen on host:port, "visdom" when a Visdom server already does.
+    """FREE when we can listen on host:port, VISDOM when a Visdom server already does.
 
     Raises ServerError when something else holds the port or the address is unusable."""
     try:
@@ -100,7 +113,7 @@ def port_state(config: ServerConfig) -> str:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(sockaddr)
-            return "free"
+            return Found.FREE
         except OSError as exc:
             if exc.errno == errno.EACCES:
                 raise ServerError(
@@ -112,8 +125,8 @@ def port_state(config: ServerConfig) -> str:
                 )
             if exc.errno != errno.EADDRINUSE:
                 raise ServerError(f"cannot listen on {config.host}:{config.port}: {exc.strerror}")
-    if probe(config.url, timeout=3.0) == "visdom":
-        return "visdom"
+    if probe(config.url, timeout=3.0) == Found.VISDOM:
+        return Found.VISDOM
     raise ServerError(
         f"port {config.port} on {config.host} is in use by another program (not Visdom); "
         "stop it or choose another port with --port"
@@ -428,7 +441,7 @@ class ServerProcess:
                     time.sleep(0.05)
                     continue
                 self.config = replace(self.config, port=int(self.port_file.read_text()))
-            if probe(self.config.url, timeout=1.0) == "visdom":
+            if probe(self.config.url, timeout=1.0) == Found.VISDOM:
                 return True
             time.sleep(0.05)
         self.stop()

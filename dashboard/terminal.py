@@ -11,7 +11,7 @@ import time
 from typing import Sequence, TextIO
 
 from dashboard.panes import RunSummary
-from trainers.reporting import SAMPLES_PER_S, TEST_ACC, TRAIN_ACC, TRAIN_LOSS
+from trainers.reporting import RunState, SAMPLES_PER_S, TEST_ACC, TRAIN_ACC, TRAIN_LOSS
 
 BAR = 12
 
@@ -46,7 +46,7 @@ def line(run: RunSummary, width: int = 12, now: float | None = None) -> str:
     if SAMPLES_PER_S in latest:
         parts.append(f"{latest[SAMPLES_PER_S]:>7,.0f} samples/s")
     now = time.time() if now is None else now
-    if run.status == "running" and run.started and 0 < done < 1:
+    if run.status == RunState.RUNNING and run.started and 0 < done < 1:
         elapsed = (run.updated or now) - run.started
         parts.append(f"ETA {clock(elapsed * (1 - done) / done)}")
     status = run.status + (f": {run.reason}" if run.reason else "")

@@ -180,7 +180,8 @@ class VisdomBackend:
             by_window.setdefault(windows.COMPARE_BY_METRIC[key[0]].win, []).append(key)
         for win, keys in by_window.items():
             pane = connection.pane(self.env, win)
-            held_traces = {t.get("name"): t for t in pane["content"]["data"]} if pane and pane.get("type") == "plot" else {}
+            plot = pane is not None and pane.get("type") == "plot"
+            held_traces = {t.get("name"): t for t in pane["content"]["data"]} if plot else {}
             for key in keys:
                 held, there = self._held[key], held_traces.get(self._held[key].name)
                 if there is None or there.get("x") != held.xs or there.get("y") != held.ys:

@@ -38,7 +38,7 @@ def test_client_and_server_share_only_the_wire_protocol() -> None:
 
 
 def test_a_training_worker_imports_neither_the_server_nor_the_board() -> None:
-    probe = ("import sys, dashboard.launch.worker; "
-             "print(sorted(m for m in sys.modules if m in ('dashboard.server', 'dashboard.board', 'dashboard.replay')))")
+    probe = ("import sys, dashboard.launch.worker; print(sorted(m for m in sys.modules "
+             "if m in ('dashboard.server', 'dashboard.board', 'dashboard.replay')))")
     done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]", done.stdout

@@ -65,7 +65,8 @@ def failing_flush(sender: Sender) -> None:
 
 
 @pytest.mark.parametrize("then", ["go on", "close"])
-def test_requests_applied_late_do_not_leave_a_stale_window(server: ServerProcess, relay: HoldingRelay, then: str) -> None:
+def test_requests_applied_late_do_not_leave_a_stale_window(server: ServerProcess, relay: HoldingRelay,
+                                                          then: str) -> None:
     env, url = "late", server.config.url
     connection = VisdomConnection(relay.url, timeout=1.5)  # held requests time out; others answer in ms
     sender = Sender(connection)

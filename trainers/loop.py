@@ -19,7 +19,7 @@ from trainers import data, models
 from trainers.config import ConfigError, RunConfig
 from trainers.reporting import (
     EPOCH_TRAIN_ACC, EPOCH_TRAIN_LOSS, LR, SAMPLES_PER_S, TEST_ACC, TEST_LOSS, TRAIN_ACC, TRAIN_LOSS,
-    Reporter,
+    Reporter, RunState,
 )
 
 # predictions are reported on a fixed sample of test images, the same for every run on a data set,
@@ -49,7 +49,7 @@ class EvalResult:
 class RunResult:
     """How a run ended, with one dict of metrics per finished epoch."""
 
-    status: str  # "finished" or "failed"
+    status: RunState  # RUNNING while it trains; FINISHED or FAILED once fit returns
     reason: str = ""
     history: list[dict[str, float]] = field(default_factory=list)
 
@@ -150,7 +150,7 @@ def fit(config: RunConfig, reporter: Reporter, run_dir: Path | None = None, resu
         dataset: data.Dataset | None = None) -> RunResult:
     """Train `config` to its last epoch, reporting as it goes; checkpoint after every epoch.
 
-    A loss that turns NaN or infinite ends the run as "failed" with the reason reported."""
+    A loss that turns NaN or infinite ends the run as FAILED with the reason reported."""
     config = config.resolved()
     assert config.batch_size is not None
     if config.threads:
@@ -173,20 +173,20 @@ def fit(config: RunConfig, reporter: Reporter, run_dir: Path | None = None, resu
     # ---- model and optimizer, maybe from the last checkpoint ----
     model = spec.build(ds.image_shape, len(ds.classes)).to(device)
     optimizer = make_optimizer(model, config)
-    result = RunResult("running")
+    result = RunResult(RunState.RUNNING)
     start_epoch = 0
     if resume:
         start_epoch, result.history = _load_checkpoint(run_dir, config, model, optimizer, generator)
     reporter.config(config.to_dict())
-    reporter.status("running")
+    reporter.status(RunState.RUNNING)
 
     for epoch in range(start_epoch, config.epochs):
         try:
             train_loss, train_acc = train_one_epoch(model, optimizer, spec.loss, train_x, train_y, config,
                                                     epoch, reporter, generator, stats)
         except Diverged as exc:
-            result.status, result.reason = "failed", str(exc)
-            reporter.status("failed", str(exc))
+            result.status, result.reason = RunState.FAILED, str(exc)
+            reporter.status(RunState.FAILED, str(exc))
             return result
         test = evaluate(model, spec.loss, test_x, test_y, len(ds.classes), stats)
         metrics = {EPOCH_TRAIN_LOSS: train_loss, EPOCH_TRAIN_ACC: train_acc, TEST_LOSS: test.loss, TEST_ACC: test.acc}
@@ -200,8 +200,8 @@ def fit(config: RunConfig, reporter: Reporter, run_dir: Path | None = None, resu
         if run_dir is not None:
             _save_checkpoint(run_dir, epoch + 1, config, model, optimizer, generator, result.history)
 
-    result.status = "finished"
-    reporter.status("finished")
+    result.status = RunState.FINISHED
+    reporter.status(RunState.FINISHED)
     return result
 
 

@@ -6,6 +6,7 @@ everything in memory, for tests and for code that wants the numbers back."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, Mapping, Protocol
 
 import torch
@@ -15,6 +16,27 @@ TRAIN_LOSS, TRAIN_ACC, SAMPLES_PER_S, LR = "train/loss", "train/acc", "train/sam
 # Per epoch (x is a whole number of epochs):
 EPOCH_TRAIN_LOSS, EPOCH_TRAIN_ACC = "epoch/train_loss", "epoch/train_acc"
 TEST_LOSS, TEST_ACC = "test/loss", "test/acc"
+
+
+class RunState(str, Enum):
+    """A run's state, as reported and logged; each is equal to the string its log holds."""
+
+    STARTING = "starting"  # planned; nothing logged yet
+    RUNNING = "running"
+    FINISHED = "finished"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+    UNKNOWN = "unknown"  # a log that holds no status record
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def final(self) -> bool:
+        return self in FINAL_STATES
+
+
+FINAL_STATES = frozenset({RunState.FINISHED, RunState.FAILED, RunState.INTERRUPTED})
 
 
 class Reporter(Protocol):

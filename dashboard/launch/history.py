@@ -8,9 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dashboard.launch.plan import epochs_done
-from dashboard.launch.supervisor import FINAL_STATES
 from dashboard.runlog import LOG_NAME, read
-from trainers.reporting import TEST_ACC
+from trainers.reporting import FINAL_STATES, RunState, TEST_ACC
 
 
 @dataclass
@@ -36,8 +35,8 @@ def past_runs(log_dir: Path) -> list[PastRun]:
         status = record.status
         if status not in FINAL_STATES:
             quiet = time.time() - path.stat().st_mtime
-            status = "running" if quiet < 120 else "stopped (no final status)"
-        elif record.states and record.states[-1].get("reason") and status == "failed":
+            status = RunState.RUNNING if quiet < 120 else "stopped (no final status)"
+        elif record.states and record.states[-1].get("reason") and status == RunState.FAILED:
             status = "failed: " + str(record.states[-1]["reason"])
         total = record.config.get("epochs")
         duration = (record.updated - record.started) if record.started and record.updated else None

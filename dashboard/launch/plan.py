@@ -22,6 +22,7 @@ from trainers import data
 from trainers.config import ConfigError, RunConfig
 from trainers.loop import CHECKPOINT, read_checkpoint, resolve_device
 from trainers.models import MODELS
+from trainers.reporting import RunState
 
 
 LABEL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,39}")
@@ -144,7 +145,7 @@ def resume_runs(launch_dir: Path, epochs: int | None = None) -> list[tuple[RunCo
             config = replace(config, label=str(record.meta["label"]))
         if epochs is not None:
             config = replace(config, epochs=epochs)
-        if record.status == "finished" and config.epochs <= epochs_done(record.x):
+        if record.status == RunState.FINISHED and config.epochs <= epochs_done(record.x):
             done.append(config.label)
             continue
         checkpoint = run_dir / CHECKPOINT

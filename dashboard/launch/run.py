@@ -28,6 +28,7 @@ from dashboard.sender import Sender
 from dashboard.server import ServerConfig, ServerError
 from dashboard.terminal import GoneQuiet, TerminalView, clock
 from trainers.config import RunConfig, threads_per_run
+from trainers.reporting import RunState
 
 
 @dataclass
@@ -44,10 +45,10 @@ class Outcome:
     def exit_code(self) -> int:
         if self.interrupted:
             return self.interrupted_code
-        return 0 if self.runs and all(r.status == "finished" for r in self.runs) else 1
+        return 0 if self.runs and all(r.status == RunState.FINISHED for r in self.runs) else 1
 
     def failed(self) -> list[RunSummary]:
-        return [r for r in self.runs if r.status != "finished"]
+        return [r for r in self.runs if r.status != RunState.FINISHED]
 
 
 @dataclass
@@ -214,7 +215,8 @@ def _report(out: TextIO, outcome: Outcome, seconds: float) -> None:
     took = clock(seconds)
     out.write("\n")
     if outcome.interrupted:
-        out.write(f"Interrupted ({outcome.stopped_by}) after {took}: run logs and the checkpoints of finished epochs are kept in "
+        out.write(f"Interrupted ({outcome.stopped_by}) after {took}: run logs and the checkpoints of finished "
+                  "epochs are kept in "
                   f"{outcome.launch_dir}; continue with `livetrain run --resume {outcome.launch_dir}`\n")
     elif not outcome.failed():
         out.write(f"All {len(runs)} run(s) finished in {took}; logs in {outcome.launch_dir}\n")

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from dashboard.connection import LoginRefused, Unreachable, check_access
 from dashboard.launch.plan import LaunchError
-from dashboard.server import ServerConfig, ServerError, ServerProcess, port_state, probe, spawn
+from dashboard.server import Found, ServerConfig, ServerError, ServerProcess, port_state, probe, spawn
 
 
 @dataclass
@@ -23,14 +23,14 @@ def find_server(visdom_url: str | None, config: ServerConfig, start: bool) -> Se
     call `started.wait_ready()`."""
     if visdom_url is not None:
         state = probe(visdom_url, timeout=3.0)
-        if state != "visdom":
-            what = "nothing answers" if state == "none" else "no Visdom server answers"
+        if state != Found.VISDOM:
+            what = "nothing answers" if state == Found.NONE else "no Visdom server answers"
             raise LaunchError(f"{what} at {visdom_url}; start one there (`livetrain server`), fix --visdom-url, "
                               "or leave it out to use a local server")
         _check_access(visdom_url)
         return Server(visdom_url)
     try:
-        if port_state(config) == "visdom":
+        if port_state(config) == Found.VISDOM:
             _check_access(config.url)
             return Server(config.url)
     except ServerError as exc:

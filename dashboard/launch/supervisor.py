@@ -21,9 +21,9 @@ from dashboard.launch.worker import ERROR_FILE, EXIT_DISK_FULL, STOP_REASONS, ST
 from dashboard.launch.worker import main as worker_main
 from dashboard.runlog import INCOMPLETE_MARK, LOG_NAME, RunLog, read
 from trainers.config import RunConfig
+from trainers.reporting import FINAL_STATES, RunState
 
 
-FINAL_STATES = ("finished", "failed", "interrupted")
 STOP_GRACE = 4.5  # seconds a worker gets to log "interrupted" and close before it is killed
 
 
@@ -82,17 +82,17 @@ def death_reason(exitcode: int | None, stopping: str | bool, run_dir: Path | Non
                 said = (run_dir / ERROR_FILE).read_text().strip().splitlines()[0]
             except (OSError, IndexError):
                 pass
-        return "failed", said or f"no space left on the disk holding {run_dir}; free some space and resume"
+        return RunState.FAILED, said or f"no space left on the disk holding {run_dir}; free some space and resume"
     if stopping:
         how = stopping if isinstance(stopping, str) else "stopped"
-        return "interrupted", f"{how} before it could log it"
+        return RunState.INTERRUPTED, f"{how} before it could log it"
     if exitcode is not None and exitcode < 0:
         try:
             name = signal.Signals(-exitcode).name
         except ValueError:
             name = f"signal {-exitcode}"
-        return "failed", f"the worker process was killed ({name})"
-    return "failed", f"the worker process exited with code {exitcode} (details in {ERROR_FILE}, if any)"
+        return RunState.FAILED, f"the worker process was killed ({name})"
+    return RunState.FAILED, f"the worker process exited with code {exitcode} (details in {ERROR_FILE}, if any)"
 
 
 class Supervisor:

@@ -28,6 +28,7 @@ from pathlib import Path
 from dashboard.adapter import Dashboard, DashboardOptions
 from trainers.config import RunConfig
 from trainers.loop import RunResult, fit
+from trainers.reporting import RunState
 
 
 @dataclass(frozen=True)
@@ -68,12 +69,12 @@ def run(spec: WorkerSpec) -> RunResult:
     try:
         return fit(config, dash, spec.run_dir, resume=spec.resume)
     except KeyboardInterrupt:
-        dash.status("interrupted", f"{_stopped_by or STOPPED_BY_CTRL_C}; {KEPT}")
+        dash.status(RunState.INTERRUPTED, f"{_stopped_by or STOPPED_BY_CTRL_C}; {KEPT}")
         raise
     except Exception as exc:
         full = disk_full(exc, spec.run_dir)
         try:
-            dash.status("failed", full.strerror if full else f"{type(exc).__name__}: {exc}")
+            dash.status(RunState.FAILED, full.strerror if full else f"{type(exc).__name__}: {exc}")
         except OSError as again:
             if full or disk_full(again, spec.run_dir):
                 raise full or disk_full(again, spec.run_dir) from None  # type: ignore[misc]
@@ -139,7 +140,7 @@ def main(spec: WorkerSpec) -> None:
     code = EXIT_FAILED
     try:
         result = run(spec)
-        code = 0 if result.status == "finished" else EXIT_FAILED
+        code = 0 if result.status == RunState.FINISHED else EXIT_FAILED
     except KeyboardInterrupt:
         code = EXIT_INTERRUPTED
     except DiskFull as exc:
