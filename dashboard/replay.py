@@ -11,7 +11,7 @@ from pathlib import Path
 
 from dashboard.board import Board, run_colour, run_label
 from dashboard.connection import VisdomConnection
-from dashboard.runlog import INCOMPLETE_MARK, LOG_NAME, RunRecord, feed, read
+from dashboard.runlog import INCOMPLETE_MARK, LOG_NAME, RunRecord, feed, read, run_dirs
 from dashboard.sender import Sender
 from dashboard.visdom_backend import VisdomBackend
 
@@ -33,9 +33,7 @@ def find_runs(paths: list[Path]) -> list[Path]:
         if (path / LOG_NAME).is_file() or path.name == LOG_NAME:
             runs.append(path.parent if path.name == LOG_NAME else path)
         elif path.is_dir():
-            # a launch's folder (run dirs one level down), or a log dir (launches, two down)
-            found = sorted(p.parent for p in path.glob(f"*/{LOG_NAME}")) or \
-                sorted(p.parent for p in path.glob(f"*/*/{LOG_NAME}"))
+            found = run_dirs(path)  # a launch's folder, or a log dir of launches
             if not found:
                 raise ReplayError(f"no run log ({LOG_NAME}) in {path} or its subfolders; pass a run dir")
             runs.extend(found)

@@ -249,6 +249,18 @@ class RunRecord:
         return [r["x"] for r in rows], [r[name] for r in rows]
 
 
+def run_dirs(folder: Path, depth: int = 2) -> list[Path]:
+    """The run folders at `folder`, sorted: itself when it holds a run log; else its subfolders
+    that do (a launch's folder); else, with `depth` 2, theirs (a log dir of launches)."""
+    if (folder / LOG_NAME).is_file():
+        return [folder]
+    for level in range(1, depth + 1):
+        found = sorted(p.parent for p in folder.glob("*/" * level + LOG_NAME))
+        if found:
+            return found
+    return []
+
+
 def read(path: Path, keep_scalars: bool = True) -> RunRecord:
     """Read a run log (or the run dir holding one), keeping every complete record
     (`keep_scalars=False`: only each metric's latest value, for a quick summary)."""

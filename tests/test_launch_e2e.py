@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from dashboard import windows
+from dashboard.launch.plan import PlannedRun
 from dashboard.launch.run import LaunchOptions, Outcome, launch
 from dashboard.launch.servers import Server
 from dashboard.adapter import Dashboard, DashboardOptions
@@ -175,10 +176,10 @@ def test_a_run_that_raises_or_diverges_does_not_stop_the_others(tmp_path: Path) 
     train_images.write_bytes(train_images.read_bytes()[:100])  # cut short: reading it raises
     runs = tmp_path / "runs"
     plan = [
-        (RunConfig("softmax", epochs=1, limit=2000, label="fine").resolved(), runs / "fine", False),
-        (RunConfig("mlp", epochs=1, limit=2000, label="broken", data_dir=str(damaged)).resolved(),
-         runs / "broken", False),
-        (RunConfig("mlp", epochs=1, limit=2000, lr=1e30, label="boom").resolved(), runs / "boom", False),
+        PlannedRun(RunConfig("softmax", epochs=1, limit=2000, label="fine").resolved(), runs / "fine"),
+        PlannedRun(RunConfig("mlp", epochs=1, limit=2000, label="broken", data_dir=str(damaged)).resolved(),
+                   runs / "broken"),
+        PlannedRun(RunConfig("mlp", epochs=1, limit=2000, lr=1e30, label="boom").resolved(), runs / "boom"),
     ]
     terminal = io.StringIO()
     outcome = launch(plan, runs, LaunchOptions(None, "isolation", stream=terminal))
@@ -220,7 +221,7 @@ def _two_runs(tmp_path: Path, url: str, during: Callable[[Path], None]) -> tuple
     """Two short MLP runs drawing to `url`, with `during(runs folder)` run in a thread meanwhile.
     Returns how the launch ended, what its terminal showed and the run dirs."""
     runs = tmp_path / "runs"
-    plan = [(RunConfig("mlp", epochs=2, limit=6000, label=label).resolved(), runs / label, False)
+    plan = [PlannedRun(RunConfig("mlp", epochs=2, limit=6000, label=label).resolved(), runs / label)
             for label in ("a", "b")]
     thread = threading.Thread(target=during, args=(runs,))
     thread.start()

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dashboard.launch.plan import epochs_done
-from dashboard.runlog import LOG_NAME, read
+from dashboard.runlog import LOG_NAME, read, run_dirs
 from trainers.reporting import FINAL_STATES, RunState, TEST_ACC
 
 
@@ -28,7 +28,8 @@ class PastRun:
 def past_runs(log_dir: Path) -> list[PastRun]:
     """Every run logged under `log_dir` (a launch's folder or a folder of them), oldest first."""
     rows = []
-    for path in sorted(set(log_dir.glob(f"*/{LOG_NAME}")) | set(log_dir.glob(f"*/*/{LOG_NAME}"))):
+    for run_dir in run_dirs(log_dir):
+        path = run_dir / LOG_NAME
         record = read(path, keep_scalars=False)
         if not record.config:
             continue

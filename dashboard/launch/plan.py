@@ -11,13 +11,13 @@ import time
 import urllib.parse
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from dashboard.runlog import LOG_NAME, read
+from dashboard.runlog import LOG_NAME, read, run_dirs
 from trainers import data
 from trainers.config import ConfigError, RunConfig
 from trainers.loop import CHECKPOINT, read_checkpoint, resolve_device
@@ -34,6 +34,16 @@ SETTINGS: dict[str, tuple[type, str]] = {
     "optimizer": (str, "a name"), "seed": (int, "a whole number"), "device": (str, "a name"),
     "limit": (int, "a whole number"),
 }
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One run of a launch: its checked config, its folder, and whether it resumes from the
+    checkpoint there."""
+
+    config: RunConfig
+    run_dir: Path
+    resume: bool = False
 
 
 class PlanError(Exception):
@@ -126,16 +136,14 @@ def plan_runs(models: Sequence[str], settings: Sequence[str], **common: Any) -> 
     return configs
 
 
-def resume_runs(launch_dir: Path, epochs: int | None = None) -> list[tuple[RunConfig, Path, bool]]:
-    """(config, run dir, has a checkpoint) for each run of an earlier launch that has epochs left."""
-    run_dirs = sorted(p.parent for p in launch_dir.glob(f"*/{LOG_NAME}"))
-    if not run_dirs and (launch_dir / LOG_NAME).is_file():
-        run_dirs = [launch_dir]  # one run's own folder
-    if not run_dirs:
+def resume_runs(launch_dir: Path, epochs: int | None = None) -> list[PlannedRun]:
+    """Each run of an earlier launch that has epochs left (resumed where it has a checkpoint)."""
+    found = run_dirs(launch_dir, depth=1)  # a launch's folder, or one run's own
+    if not found:
         raise LaunchError(f"no run logs in {launch_dir}; pass a folder made by `livetrain run` "
                           "(`livetrain runs` lists them)")
     todo, done = [], []
-    for run_dir in run_dirs:
+    for run_dir in found:
         record = read(run_dir, keep_scalars=False)
         if not record.config:
             raise LaunchError(f"{run_dir / LOG_NAME} has no config record, so it cannot be resumed; "
@@ -155,7 +163,7 @@ def resume_runs(launch_dir: Path, epochs: int | None = None) -> list[tuple[RunCo
                 read_checkpoint(checkpoint, config)  # damaged: said now, not by the run's worker
         except ConfigError as exc:
             raise LaunchError(f"cannot resume {run_dir}: {str(exc).removeprefix('cannot resume: ')}") from None
-        todo.append((config, run_dir, checkpoint.is_file()))
+        todo.append(PlannedRun(config, run_dir, checkpoint.is_file()))
     if not todo:
         raise LaunchError(f"every run in {launch_dir} has finished its epochs ({', '.join(done)}); "
                           "pass --epochs with a larger number to train them further")
@@ -166,21 +174,30 @@ def epochs_done(x: float) -> int:
     return int(math.floor(x + 1e-9))
 
 
-def check_machine(configs: Sequence[RunConfig]) -> None:
-    """What only this machine can say: the device exists and every data set is on disk, whole."""
+def check_devices(configs: Sequence[RunConfig]) -> None:
+    """Every run's device exists on this machine (`--device cuda` needs a GPU)."""
     for config in configs:
         try:
             resolve_device(config.device)
         except ConfigError as exc:
             raise LaunchError(str(exc)) from None
+
+
+def prepare_to_fork() -> None:
+    """Set this process up to fork workers: one torch thread until then, so that no OpenMP pool
+    exists at the fork (a forked child cannot use its parent's)."""
+    torch.set_num_threads(1)
+
+
+def load_data(configs: Sequence[RunConfig]) -> None:
+    """Read every data set the runs train on, checking each file (a damaged one is one error
+    here, not one per run), and each run's --limit and batch size against it. The data stays
+    loaded, in `trainers.data`'s cache: forked workers find it there."""
     for dataset, data_dir in sorted({(c.dataset, c.data_dir or "") for c in configs}):
         if data_dir and not Path(data_dir).is_dir():
             raise LaunchError(f"--data-dir {data_dir} is not a folder; give the folder that holds the data "
                               "sets, or leave it out to use ./data and the system's copy")
         try:
-            # read and check every file now (a damaged one is one error here, not one per run);
-            # forked workers find the data already loaded. One thread: no OpenMP pool before the fork
-            torch.set_num_threads(1)
             loaded = data.load(dataset, data_dir or None)
         except data.DataError as exc:
             raise LaunchError(str(exc)) from None

@@ -16,7 +16,8 @@ from dashboard.adapter import DashboardOptions
 from dashboard.board import Board
 from dashboard.connection import VisdomConnection
 from dashboard.launch.plan import (
-    ENV_RE, check_env, check_machine, check_url, new_launch_dir, prepare_log_dir, resume_runs,
+    ENV_RE, PlannedRun, check_devices, check_env, check_url, load_data, new_launch_dir, prepare_log_dir,
+    prepare_to_fork, resume_runs,
 )
 from dashboard.launch.servers import Server, find_server
 from dashboard.launch.supervisor import StopRequests, Supervisor, seal_logs
@@ -63,20 +64,21 @@ class LaunchOptions:
     poll: float = 0.5  # seconds between terminal redraws / board polls
 
 
-def worker_specs(runs: Sequence[tuple[RunConfig, Path, bool]], options: LaunchOptions) -> list[WorkerSpec]:
+def worker_specs(runs: Sequence[PlannedRun], options: LaunchOptions) -> list[WorkerSpec]:
     threads = threads_per_run(len(runs))
     dash = DashboardOptions(visdom_url=options.server.url if options.server else None, env=options.env,
                             max_points=options.max_points, smoothing=options.smoothing)
     specs = []
-    for index, (config, run_dir, resume) in enumerate(runs):
+    for index, run in enumerate(runs):
+        config = run.config
         if config.threads is None and config.device != "cuda":
             config = replace(config, threads=threads)
-        specs.append(WorkerSpec(config, run_dir, dash, colour_index=index, resume=resume))
+        specs.append(WorkerSpec(config, run.run_dir, dash, colour_index=index, resume=run.resume))
     return specs
 
 
-def launch(runs: Sequence[tuple[RunConfig, Path, bool]], launch_dir: Path, options: LaunchOptions) -> Outcome:
-    """Train `runs` (config, run dir, resume) side by side until each has ended; returns how."""
+def launch(runs: Sequence[PlannedRun], launch_dir: Path, options: LaunchOptions) -> Outcome:
+    """Train `runs` side by side until each has ended; returns how."""
     out = options.stream
     specs = worker_specs(runs, options)
     server = options.server
@@ -151,12 +153,14 @@ def run(request: RunRequest, out: TextIO | None = None) -> int:
     out = GoneQuiet(out or sys.stdout)  # type: ignore[assignment]  # a closed terminal stops no run
     if request.resume_dir is not None:
         runs = resume_runs(request.resume_dir, request.resume_epochs)
-        configs = [config for config, _, _ in runs]
+        configs = [run.config for run in runs]
     else:
         configs = list(request.configs)
     if request.env is not None:
         check_env(request.env)
-    check_machine(configs)
+    check_devices(configs)
+    prepare_to_fork()
+    load_data(configs)
     if request.resume_dir is None:
         prepare_log_dir(request.log_dir)
     server = None
@@ -166,7 +170,7 @@ def run(request: RunRequest, out: TextIO | None = None) -> int:
     try:
         if request.resume_dir is None:
             launch_dir = new_launch_dir(request.log_dir)
-            runs = [(config, launch_dir / config.label, False) for config in configs]
+            runs = [PlannedRun(config, launch_dir / config.label) for config in configs]
             env = request.env or f"livetrain_{launch_dir.name}"
         else:
             launch_dir = request.resume_dir
@@ -184,8 +188,8 @@ def run(request: RunRequest, out: TextIO | None = None) -> int:
             server.started.stop()
 
 
-def _logged_env(runs: Sequence[tuple[RunConfig, Path, bool]]) -> str | None:
-    record = read(runs[0][1], keep_scalars=False)
+def _logged_env(runs: Sequence[PlannedRun]) -> str | None:
+    record = read(runs[0].run_dir, keep_scalars=False)
     env = record.meta.get("env")
     return str(env) if env and ENV_RE.fullmatch(str(env)) else None
 
@@ -194,10 +198,10 @@ def page_url(server: Server, env: str) -> str:
     return f"{server.url}/env/{urllib.parse.quote(env)}"
 
 
-def _announce(out: TextIO, runs: Sequence[tuple[RunConfig, Path, bool]], launch_dir: Path,
+def _announce(out: TextIO, runs: Sequence[PlannedRun], launch_dir: Path,
               server: Server | None, env: str) -> None:
-    first = runs[0][0]
-    names = ", ".join(config.label + (" (resumed)" if resume else "") for config, _, resume in runs)
+    first = runs[0].config
+    names = ", ".join(run.config.label + (" (resumed)" if run.resume else "") for run in runs)
     out.write(f"livetrain: {len(runs)} run(s) on {first.dataset}: {names}\n")
     out.write(f"Run logs:  {launch_dir}\n")
     if server is None:
