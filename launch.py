@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -13,16 +12,15 @@ from click.core import ParameterSource
 from click.exceptions import NoArgsIsHelpError
 
 from dashboard import assets
-from dashboard.connection import LoginRefused, Unreachable, check_access
 from dashboard.launch.history import past_runs, runs_table
 from dashboard.launch.plan import LaunchError, PlanError, check_env, check_url, plan_runs
+from dashboard.launch.replaying import replay_runs
 from dashboard.launch.run import RunRequest
 from dashboard.launch.run import run as run_launch
 from dashboard.launch.worker import EXIT_INTERRUPTED
-from dashboard.replay import ReplayError, check_runs, replay as replay_runs
+from dashboard.replay import ReplayError
 from dashboard.server import (
     DEFAULT_ENV_DIR, DEFAULT_HOST, DEFAULT_PORT, Found, ServerConfig, ServerError, port_state, serve,
-    start_background,
 )
 from trainers.config import DEVICES, MAX_EPOCHS, MAX_SEED, OPTIMIZERS
 from trainers.data import DATASETS
@@ -234,40 +232,16 @@ def runs(log_dir: Path) -> None:
 def replay(run_dirs: tuple[Path, ...], env: str, visdom_url: str | None, smooth: float | None,
            host: str, port: int, env_dir: Path, login: bool) -> None:
     """Draw logged runs (run dirs, or a folder of them) in a Visdom env, as they looked live."""
-    config = ServerConfig(host, port, env_dir, login)
     try:
         check_env(env)
         visdom_url = check_url(visdom_url) if visdom_url is not None else None
     except PlanError as exc:
         raise click.UsageError(str(exc)) from None
-    started = None
     try:
-        check_runs(list(run_dirs))  # before anything is started
-        if visdom_url is None and port_state(config) == Found.FREE:
-            started = start_background(config)
-        url = visdom_url or config.url
-        if started is None:
-            check_access(url)
-        done = replay_runs(list(run_dirs), url, env, smoothing=smooth)
-    except LoginRefused as exc:
+        replay_runs(list(run_dirs), env, visdom_url, ServerConfig(host, port, env_dir, login), sys.stdout,
+                    smoothing=smooth)
+    except (LaunchError, ReplayError, assets.AssetError) as exc:
         raise click.ClickException(str(exc)) from None
-    except Unreachable as exc:
-        raise click.ClickException(f"could not draw the runs at {url}: {exc}") from None
-    except (ReplayError, ServerError, assets.AssetError) as exc:
-        if started is not None:
-            started.stop()
-        raise click.ClickException(str(exc)) from None
-    note = f" ({done.skipped_lines} incomplete log lines skipped)" if done.skipped_lines else ""
-    click.echo(f"Replayed {len(done.labels)} run(s): {', '.join(done.labels)}{note}. See {url}/env/{env}")
-    if started is not None:
-        click.echo("The Visdom server started for this replay runs until Ctrl-C.")
-        try:
-            while started.process.poll() is None:
-                time.sleep(0.5)
-        except KeyboardInterrupt:
-            click.echo("\nVisdom server stopped.")
-        finally:
-            started.stop()
 
 
 def entry(prog_name: str | None = None) -> None:

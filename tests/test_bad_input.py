@@ -92,7 +92,7 @@ def cases() -> list[tuple[str, list[str], int, str]]:
         ("url not http", ["replay", "runs", "--visdom-url", "ftp://localhost:21"], 2, "write it like"),
         ("url bad port", ["run", "--visdom-url", "http://localhost:99999"], 2, "port is not a number"),
         ("url nobody answers", ["run", "--visdom-url", f"http://127.0.0.1:{unused}"], 1, "nothing answers at"),
-        ("url not visdom", ["replay", "runs", "--visdom-url", "http://127.0.0.1:PORT"], 1, "could not draw"),
+        ("url not visdom", ["replay", "runs", "--visdom-url", "http://127.0.0.1:PORT"], 1, "no Visdom server answers at"),
         # files and folders
         ("replay a file", ["replay", "a-file"], 1, "is not a run dir"),
         ("replay garbage log", ["replay", "garbage"], 1, "holds no run"),

@@ -92,6 +92,36 @@ def test_headless_then_replay(visdom_server: ServerProcess, tmp_path: Path) -> N
     assert_windows_match_logs(server_state(url, "headless"), [runs / "softmax", runs / "second"], max_points=1000)
 
 
+def test_replay_starts_a_server_when_none_answers_and_keeps_it_up(tmp_path: Path) -> None:
+    code, out, err = finish(livetrain(tmp_path, "run", "--headless", "--models", "softmax", "--epochs", "1",
+                                      "--limit", "2000"))
+    assert code == 0, out + err
+    runs = launch_dir(tmp_path / "runs")
+    port = free_port()
+    proc = livetrain(tmp_path, "replay", str(runs), "--port", str(port), "--env-dir", str(tmp_path / "visdom"))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: probe(url) == "visdom" and "replay" in server_state_or_none(url), timeout=60)
+        assert_windows_match_logs(server_state(url, "replay"), [runs / "softmax"], max_points=1000)
+    finally:
+        proc.send_signal(signal.SIGINT)
+    code, out, err = finish(proc, timeout=30)
+    assert code == 0 and err == "", out + err
+    assert "Replayed 1 run(s): softmax" in out and "The page stays up" in out and "Visdom server stopped" in out
+    assert probe(url) == "none"
+
+
+def server_state_or_none(url: str) -> list[str]:
+    """The envs the server holds (none while it is still starting)."""
+    import json
+
+    from dashboard.connection import Unreachable, VisdomConnection
+    try:
+        return json.loads(VisdomConnection(url, timeout=2).post("env_state", {}))
+    except (Unreachable, ValueError):
+        return []
+
+
 def test_ctrl_c_stops_every_run_then_resume_finishes_them(tmp_path: Path) -> None:
     proc = livetrain(tmp_path, "run", "--headless", "--models", "softmax,mlp,cnn", "--epochs", "40",
                      "--limit", "6000")

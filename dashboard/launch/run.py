@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import sys
 import time
-import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -19,7 +18,7 @@ from dashboard.launch.plan import (
     ENV_RE, PlannedRun, check_devices, check_env, check_url, load_data, new_launch_dir, prepare_log_dir,
     prepare_to_fork, resume_runs,
 )
-from dashboard.launch.servers import Server, find_server
+from dashboard.launch.servers import Server, find_server, page_url, serve_until_stopped
 from dashboard.launch.supervisor import StopRequests, Supervisor, seal_logs
 from dashboard.launch.worker import WorkerSpec
 from dashboard.panes import RunSummary
@@ -181,7 +180,7 @@ def run(request: RunRequest, out: TextIO | None = None) -> int:
         outcome = launch(runs, launch_dir, options)
         _report(out, outcome, time.monotonic() - started)
         if server is not None and server.started is not None and request.keep_serving and not outcome.interrupted:
-            _serve_until_stopped(out, server, env)
+            serve_until_stopped(out, server, env)
         return outcome.exit_code
     finally:
         if server is not None and server.started is not None:
@@ -192,10 +191,6 @@ def _logged_env(runs: Sequence[PlannedRun]) -> str | None:
     record = read(runs[0].run_dir, keep_scalars=False)
     env = record.meta.get("env")
     return str(env) if env and ENV_RE.fullmatch(str(env)) else None
-
-
-def page_url(server: Server, env: str) -> str:
-    return f"{server.url}/env/{urllib.parse.quote(env)}"
 
 
 def _announce(out: TextIO, runs: Sequence[PlannedRun], launch_dir: Path,
@@ -231,17 +226,6 @@ def _report(out: TextIO, outcome: Outcome, seconds: float) -> None:
             out.write(f"  {run_summary.label} {run_summary.status}{reason}\n")
         out.write(f"Logs in {outcome.launch_dir}\n")
     out.flush()
-
-
-def _serve_until_stopped(out: TextIO, server: Server, env: str) -> None:
-    assert server.started is not None
-    out.write(f"The page stays up at {page_url(server, env)}; Ctrl-C stops the server.\n")
-    out.flush()
-    stops = StopRequests()
-    with stops.installed():
-        while not stops.count and server.started.process.poll() is None:
-            time.sleep(0.2)
-    out.write("Visdom server stopped.\n")
 
 
 def _redraw(out: TextIO, specs: Sequence[WorkerSpec], launch_dir: Path, url: str, options: LaunchOptions) -> None:

@@ -1,11 +1,16 @@
-"""The Visdom server a launch draws into: a URL given, or the local one, reused or started."""
+"""The Visdom server a launch (or a replay) draws into: a URL given, or the local one, reused or
+started; and keeping a started one up until Ctrl-C."""
 
 from __future__ import annotations
 
+import time
+import urllib.parse
 from dataclasses import dataclass
+from typing import TextIO
 
 from dashboard.connection import LoginRefused, Unreachable, check_access
 from dashboard.launch.plan import LaunchError
+from dashboard.launch.supervisor import StopRequests
 from dashboard.server import Found, ServerConfig, ServerError, ServerProcess, port_state, probe, spawn
 
 
@@ -52,3 +57,18 @@ def _check_access(url: str) -> None:
     except Unreachable as exc:
         raise LaunchError(f"the Visdom server at {url} did not take a request ({exc}); check it, or pass "
                           "--headless to train without it") from None
+
+
+def page_url(server: Server, env: str) -> str:
+    return f"{server.url}/env/{urllib.parse.quote(env)}"
+
+
+def serve_until_stopped(out: TextIO, server: Server, env: str) -> None:
+    assert server.started is not None
+    out.write(f"The page stays up at {page_url(server, env)}; Ctrl-C stops the server.\n")
+    out.flush()
+    stops = StopRequests()
+    with stops.installed():
+        while not stops.count and server.started.process.poll() is None:
+            time.sleep(0.2)
+    out.write("Visdom server stopped.\n")
