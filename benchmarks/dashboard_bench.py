@@ -44,7 +44,8 @@ from dashboard.adapter import Dashboard, DashboardOptions
 from dashboard.board import Board
 from dashboard.connection import VisdomConnection
 from dashboard.sender import Sender
-from dashboard.server import STOCK_UPDATE_VAR, ServerConfig, ServerProcess, start_background
+from benchmarks.stock_visdom import start_stock
+from dashboard.server import ServerConfig, ServerProcess, start_background
 from dashboard.visdom_backend import VisdomBackend
 from tests.conftest import free_port
 from trainers.config import RunConfig
@@ -358,9 +359,7 @@ def main() -> None:
     args = parser.parse_args()
     env_dir = Path(tempfile.mkdtemp(prefix="lt-bench-env-"))
     ours = start_background(ServerConfig(port=free_port(), env_dir=env_dir / "ours"))
-    os.environ[STOCK_UPDATE_VAR] = "1"
-    stock = start_background(ServerConfig(port=free_port(), env_dir=env_dir / "stock"))
-    del os.environ[STOCK_UPDATE_VAR]
+    stock = start_stock(free_port(), env_dir / "stock")
     results: dict[str, Any] = {}
     try:
         results["throughput_interleaved"] = interleaved(ours.config.url, args.seconds)

@@ -32,7 +32,6 @@ from dashboard.protocol import COOKIE_VAR, MISSING_WINDOW, PASSWORD_VAR, SEQ_KEY
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8097
 DEFAULT_ENV_DIR = Path("runs") / "visdom"
-STOCK_UPDATE_VAR = "LIVETRAIN_STOCK_UPDATE"
 OWNER_CHECK = 0.5  # s between a started server's looks at whether its owner is still there
 
 
@@ -370,11 +369,11 @@ def serve(config: ServerConfig, announce: bool = True, port_file: Path | None = 
     app = quiet_application(visdom_app.Application)(port=config.port, env_path=f"{env_dir}/",
                                                     user_credential=credential)
     app.transforms.insert(0, reconnect_transform())
-    if not os.environ.get(STOCK_UPDATE_VAR):  # set only by the benchmarks, to measure visdom's own handler
-        # rules added later are matched first: this /update replaces visdom's
-        app.add_handlers(r".*", [(r"/update", fast_update_handler(), {"app": app}),
-                                 (r"/events", events_handler(), {"app": app}),
-                                 (SPLICE_PATH, splice_handler(), {"app": app})])
+    # rules added later are matched first: these replace visdom's own (benchmarks.stock_visdom
+    # starts visdom's own server, to compare with)
+    app.add_handlers(r".*", [(r"/update", fast_update_handler(), {"app": app}),
+                             (r"/events", events_handler(), {"app": app}),
+                             (SPLICE_PATH, splice_handler(), {"app": app})])
     import tornado.httpserver
     import tornado.netutil
 

@@ -19,8 +19,10 @@ from dashboard import windows
 from dashboard.connection import VisdomConnection
 from dashboard.sender import CHECK_AFTER, Sender
 from dashboard.protocol import SEQ_KEY, STALE
-from dashboard.server import STOCK_UPDATE_VAR, ServerConfig, ServerProcess, start_background
+from dashboard.server import ServerConfig, ServerProcess, start_background
 from dashboard.visdom_backend import VisdomBackend
+from benchmarks.stock_visdom import start_stock
+from tests.conftest import free_port
 from tests.relay import HoldingRelay
 from tests.test_splice import expected, held, stream
 from trainers.reporting import TRAIN_LOSS
@@ -30,11 +32,12 @@ CLASSES = tuple(f"class {i}" for i in range(10))
 
 
 @pytest.fixture(params=["ours", "stock"])
-def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-           monkeypatch: pytest.MonkeyPatch) -> Iterator[ServerProcess]:
-    if request.param == "stock":  # Visdom's own /update and /events, no splice endpoint
-        monkeypatch.setenv(STOCK_UPDATE_VAR, "1")
-    started = start_background(ServerConfig(port=0, env_dir=tmp_path_factory.mktemp("visdom")))
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    env_dir = tmp_path_factory.mktemp("visdom")
+    if request.param == "stock":  # Visdom's own server: its /update and /events, no splice endpoint
+        started = start_stock(free_port(), env_dir)
+    else:
+        started = start_background(ServerConfig(port=0, env_dir=env_dir))
     yield started
     started.stop()
 

@@ -14,7 +14,8 @@ import pytest
 from dashboard import windows
 from dashboard.connection import VisdomConnection
 from dashboard.sender import Sender
-from dashboard.server import STOCK_UPDATE_VAR, ServerConfig, ServerProcess, start_background
+from benchmarks.stock_visdom import start_stock
+from dashboard.server import ServerProcess
 from dashboard.visdom_backend import VisdomBackend
 from tests.conftest import free_port
 from trainers.reporting import TRAIN_LOSS
@@ -82,10 +83,9 @@ def test_a_trace_changed_behind_the_clients_back_is_sent_whole(visdom_server: Se
 
 
 @pytest.fixture
-def stock_server(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[ServerProcess]:
-    """A server with Visdom's own /update handler and no splice endpoint, like a remote stock one."""
-    monkeypatch.setenv(STOCK_UPDATE_VAR, "1")
-    server = start_background(ServerConfig(port=free_port(), env_dir=tmp_path_factory.mktemp("stock")))
+def stock_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """Visdom's own server (no splice endpoint, its own /update), like a remote stock one."""
+    server = start_stock(free_port(), tmp_path_factory.mktemp("stock"))
     yield server
     server.stop()
 
