@@ -2,9 +2,9 @@
 
 Visdom's own client blocks without a timeout on a frozen server and prints a traceback on a dead
 one; this posts the same JSON messages with a timeout and turns every failure into `Unreachable`.
-It keeps its HTTP connection open between requests (keep-alive): a new connection per request cost
-the client and the server about 0.4 ms of the 1.3 ms CPU a request took, several times a second
-per run. Requests go straight to the server, never through an HTTP proxy."""
+It keeps its HTTP connection open between requests (keep-alive: a new connection per request
+costs both sides CPU several times a second per run; the README's benchmarks say how much).
+Requests go straight to the server, never through an HTTP proxy."""
 
 from __future__ import annotations
 

@@ -11,8 +11,8 @@ Each line is one record with a "kind":
 
 Every record but the per-batch scalars is written with one `write` and flushed at once. Per-batch
 scalars are written in batches, at most WRITE_EVERY seconds apart (and before any other record, and
-at close): a write and flush per batch cost the training thread about 140 us of an MLP step's
-8 ms (2%, measured in the dashboard benchmark), mostly in the cold-cache encoding. The per-batch
+at close): a write and flush per batch cost the training thread a measurable share of a short
+step, mostly in the cold-cache encoding (see the README's dashboard benchmarks). The per-batch
 call only queues (time, step, x, values); the batch is checked and encoded when written, each line
 filled into a template made once per set of metric names (cheaper than json.dumps per line), and
 then handed to `on_scalars` (a live `Dashboard`'s windows), which so cost nothing per batch.

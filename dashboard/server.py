@@ -174,8 +174,8 @@ def fast_update_handler() -> type:
     """Visdom's /update handler without its whole-pane diff, and with sequence numbers.
 
     For every update visdom deep-copies the pane, diffs old and new with `jsonpatch` (its own
-    comment: "make_patch isn't high performance"), and hashes the result: 15-80 ms of server CPU
-    per update of a 3-trace window of 1,000-4,000 points, measured here. This handler applies
+    comment: "make_patch isn't high performance"), and hashes the result: a cost that grows with
+    the window (the README's benchmarks give the numbers). This handler applies
     the very same update (`UpdateHandler.update`) to plot windows in place and broadcasts the
     whole pane, as the /events handler does; anything else goes to visdom's own code.
 
@@ -288,8 +288,8 @@ def splice_handler() -> type:
 
 def quiet_application(visdom_application: type) -> type:
     """Visdom's Application without tornado's debug mode, which visdom turns on: it re-reads every
-    loaded module's mtime twice a second (6.5 ms of CPU a second on an idle server, measured here,
-    taken from the training beside it), restarts the server when a source file changes, re-hashes
+    loaded module's mtime twice a second (CPU taken from the training beside it even when the
+    server is idle), restarts the server when a source file changes, re-hashes
     static files on every request and sends tracebacks to clients."""
     import tornado.web
 
@@ -494,7 +494,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--owner", type=int, help="stop when this process (the parent) has ended")
     args = parser.parse_args(argv)
     # visdom imports torch only to accept tensors in its client; the server never needs it, and
-    # importing it costs 1.5 s of start-up and ~200 MB (a None entry makes `import torch` fail fast)
+    # importing it costs seconds of start-up and memory (a None entry makes `import torch` fail fast)
     sys.modules.setdefault("torch", None)  # type: ignore[arg-type]
     try:
         serve(ServerConfig(args.host, args.port, args.env_dir, args.login), port_file=args.port_file, owner=args.owner)
