@@ -119,7 +119,7 @@ class VisdomConnection:
             return None  # visdom answers an error for a missing env or window
 
     def splice(self, env: str, splices: list[dict[str, Any]]) -> list[str] | None:
-        """Replace the tails of traces (see `dashboard.server.splice_handler`): per splice SPLICED,
+        """Replace the tails of traces (see `dashboard.visdom_app.splice_handler`): per splice SPLICED,
         STALE or MISSING_WINDOW; None when the server cannot (a stock Visdom server)."""
         if not self.can_splice:
             return None

@@ -1,6 +1,7 @@
 """The house rules, checked: dependencies run one way. `trainers/` (the core) imports nothing
-from `dashboard/`; the client and the server share only `dashboard.protocol`; a training worker
-imports neither the server nor the board."""
+from `dashboard/`; no two modules import each other, however far round; the client and the
+server share only `dashboard.protocol`; a training worker imports neither the server nor the
+board; no product file is over 400 lines."""
 
 from __future__ import annotations
 
@@ -42,3 +43,38 @@ def test_a_training_worker_imports_neither_the_server_nor_the_board() -> None:
              "if m in ('dashboard.server', 'dashboard.board', 'dashboard.replay')))")
     done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]", done.stdout
+
+
+def product_modules() -> dict[str, Path]:
+    files = [*(REPO / "dashboard").rglob("*.py"), *(REPO / "trainers").glob("*.py"), REPO / "launch.py"]
+    modules = {}
+    for path in files:
+        name = ".".join(path.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
+        modules[name] = path
+    return modules
+
+
+def test_no_two_modules_import_each_other() -> None:
+    modules = product_modules()
+    graph = {name: {m for m in imported(path) if m in modules and m != name} for name, path in modules.items()}
+    cycles: list[list[str]] = []
+
+    def walk(name: str, path: list[str], done: set[str]) -> None:
+        for dep in sorted(graph[name]):
+            if dep in path:
+                cycles.append(path[path.index(dep):] + [dep])
+            elif dep not in done:
+                walk(dep, path + [dep], done)
+        done.add(name)
+
+    done: set[str] = set()
+    for name in sorted(graph):
+        if name not in done:
+            walk(name, [name], done)
+    assert not cycles, cycles
+    assert "dashboard.launch.worker" in graph and graph["dashboard.launch.worker"]  # the walk sees imports
+
+
+def test_no_product_file_is_over_400_lines() -> None:
+    sizes = {path.name: len(path.read_text().splitlines()) for path in product_modules().values()}
+    assert not {name: n for name, n in sizes.items() if n > 400}, sizes

@@ -215,7 +215,7 @@ def test_the_server_runs_without_tornados_debug_mode(tmp_path: Path, monkeypatch
     (CPU taken from training), a restart when a source file changes, tracebacks sent to clients."""
     import visdom.server.app as visdom_app
 
-    from dashboard.server import quiet_application
+    from dashboard.visdom_app import quiet_application
 
     monkeypatch.setattr(visdom_app, "DEFAULT_ENV_PATH", f"{tmp_path}/")
     app = quiet_application(visdom_app.Application)(port=free_port(), env_path=f"{tmp_path}/")

@@ -10,20 +10,19 @@ range; gzip or raw) and any problem is a one-line `DataError` naming the file an
 from __future__ import annotations
 
 import contextlib
-import gzip
 import io
 import os
-import pickle
 import shutil
 import subprocess
 import sys
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
 import torch
+
+from trainers.datafiles import DataError, check_labels, read_cifar_bin, read_cifar_pickle, read_idx
 
 DATA_ENV = "LIVETRAIN_DATA"
 SYSTEM_DATA_DIR = Path("/usr/share/datasets")
@@ -42,11 +41,6 @@ IDX_FILES = {
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 CIFAR_PY = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch")
-CIFAR_RECORD = 1 + 3 * 32 * 32  # one label byte, then the R, G and B planes
-
-
-class DataError(Exception):
-    """A one-line, user-facing reason why a data set cannot be loaded, with what to do."""
 
 
 @dataclass(frozen=True)
@@ -241,8 +235,8 @@ def _read_idx_split(folder: Path, images_base: str, labels_base: str) -> Split:
     images_path = _idx_path(folder, images_base)
     labels_path = _idx_path(folder, labels_base)
     assert images_path is not None and labels_path is not None  # _find_in checked
-    images = _read_idx(images_path, ndim=3)  # (N, 28, 28)
-    labels = _read_idx(labels_path, ndim=1)  # (N,)
+    images = read_idx(images_path, ndim=3)  # (N, 28, 28)
+    labels = read_idx(labels_path, ndim=1)  # (N,)
     if images.shape[1:] != (28, 28):
         raise DataError(f"{images_path} holds {images.shape[1]}x{images.shape[2]} images, not 28x28")
     if images.shape[0] != labels.shape[0]:
@@ -250,58 +244,18 @@ def _read_idx_split(folder: Path, images_base: str, labels_base: str) -> Split:
             f"{images_path} has {images.shape[0]} images but {labels_path.name} has "
             f"{labels.shape[0]} labels; the files do not belong together"
         )
-    _check_labels(labels, labels_path)
+    check_labels(labels, labels_path)
     return Split(torch.from_numpy(images).unsqueeze(1), torch.from_numpy(labels).long())
-
-
-def _read_idx(path: Path, ndim: int) -> np.ndarray:
-    """Parse an IDX file of unsigned bytes (gzip or raw); check its header against its size."""
-    data = _read_bytes(path)
-    if len(data) < 4 + 4 * ndim:
-        raise DataError(f"{path} is truncated: {len(data)} bytes is shorter than an IDX header")
-    magic = int.from_bytes(data[:4], "big")
-    want = 0x0800 + ndim
-    if magic != want:
-        kind = "image" if ndim == 3 else "label"
-        raise DataError(f"{path} is not an IDX {kind} file (magic number {magic:#010x}, expected {want:#010x})")
-    dims = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    header = 4 + 4 * ndim
-    expected = header + int(np.prod(dims))
-    if len(data) != expected:
-        state = "truncated" if len(data) < expected else "longer than its header says"
-        raise DataError(
-            f"{path} is {state}: its header promises {dims[0]} items ({expected} bytes) "
-            f"but it holds {len(data)} bytes; get a fresh copy"
-        )
-    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims).copy()
-
-
-def _read_bytes(path: Path) -> bytes:
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc.strerror}")
-    if raw[:2] != b"\x1f\x8b":
-        return raw
-    try:
-        return gzip.decompress(raw)
-    except (EOFError, OSError, zlib.error) as exc:
-        raise DataError(f"{path} is a damaged gzip file ({exc}); get a fresh copy")
-
-
-def _check_labels(labels: np.ndarray, path: Path, classes: int = 10) -> None:
-    if labels.size and int(labels.max()) >= classes:
-        raise DataError(f"{path} has label {int(labels.max())}, outside 0-{classes - 1}")
 
 
 # ---- CIFAR-10 (python pickles or binary records) -------------------------------------------
 
 def _read_cifar(folder: Path) -> tuple[Split, Split]:
     if (folder / "test_batch.bin").is_file():
-        reader: Callable[[Path], tuple[np.ndarray, np.ndarray]] = _read_cifar_bin
+        reader: Callable[[Path], tuple[np.ndarray, np.ndarray]] = read_cifar_bin
         suffix = ".bin"
     else:
-        reader, suffix = _read_cifar_pickle, ""
+        reader, suffix = read_cifar_pickle, ""
     parts = [reader(folder / f"{n}{suffix}") for n in CIFAR_PY]
     train_x = np.concatenate([p[0] for p in parts[:5]])
     train_y = np.concatenate([p[1] for p in parts[:5]])
@@ -310,54 +264,6 @@ def _read_cifar(folder: Path) -> tuple[Split, Split]:
         return Split(torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y.astype(np.int64)))
 
     return split(train_x, train_y), split(*parts[5])
-
-
-def _read_cifar_bin(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    data = _read_bytes(path)
-    if not data or len(data) % CIFAR_RECORD:
-        raise DataError(f"{path} is truncated: {len(data)} bytes is not a whole number of 3073-byte records")
-    records = np.frombuffer(data, dtype=np.uint8).reshape(-1, CIFAR_RECORD)
-    labels = records[:, 0].copy()
-    _check_labels(labels, path)
-    return records[:, 1:].reshape(-1, 3, 32, 32), labels
-
-
-class _ArrayUnpickler(pickle.Unpickler):
-    """Unpickles CIFAR's batch dicts and numpy arrays, and nothing that could run code."""
-
-    ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"), ("numpy", "dtype"),
-        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-        ("numpy._core.numeric", "_frombuffer"), ("numpy.core.numeric", "_frombuffer"),
-        ("_codecs", "encode"), ("codecs", "encode"),
-    }
-
-    def find_class(self, module: str, name: str) -> object:
-        if (module, name) not in self.ALLOWED:
-            raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a CIFAR-10 batch")
-        return super().find_class(module, name)
-
-
-def _read_cifar_pickle(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    raw = _read_bytes(path)
-    try:
-        batch = _ArrayUnpickler(io.BytesIO(raw), encoding="bytes").load()
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
-        raise DataError(f"{path} is not a readable CIFAR-10 batch ({type(exc).__name__}); get a fresh copy")
-    if not isinstance(batch, dict):
-        raise DataError(f"{path} is not a CIFAR-10 batch (no dict inside)")
-    data = batch.get(b"data", batch.get("data"))
-    labels = batch.get(b"labels", batch.get("labels"))
-    if not isinstance(data, np.ndarray) or labels is None:
-        raise DataError(f"{path} is not a CIFAR-10 batch (no data or labels)")
-    labels = np.asarray(labels, dtype=np.int64)
-    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
-        raise DataError(f"{path} holds {data.dtype} data of shape {data.shape}, not (N, 3072) bytes")
-    if data.shape[0] != labels.shape[0]:
-        raise DataError(f"{path} has {data.shape[0]} images but {labels.shape[0]} labels")
-    _check_labels(labels, path)
-    return data.reshape(-1, 3, 32, 32), labels
 
 
 # ---- batches -------------------------------------------------------------------------------

@@ -1,0 +1,195 @@
+"""Our additions to visdom's tornado Application, which `dashboard.server` builds: handlers that
+replace visdom's /update and /events (in place, with sequence numbers) and add a splice endpoint,
+the Application without tornado's debug mode, and the page's reconnect script."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dashboard.protocol import MISSING_WINDOW, SEQ_KEY, SPLICED, STALE
+
+
+# Every message livetrain sends carries a sequence number (`windows.new_seq`: the time it was
+# built). A request that timed out on a frozen server is still read and applied when the server
+# thaws, possibly after newer ones; this server keeps the newest number it applied, per trace and
+# per whole pane (in the pane, under SEQ_KEY: {trace name: seq}, "" for the whole pane), and
+# refuses an older message (it answers STALE). A stock Visdom server ignores the key.
+
+
+def held_seq(pane: dict | None, name: str) -> int:
+    """The newest sequence number applied to `pane`'s trace `name` ("" for the whole pane); -1 for none."""
+    return int(((pane or {}).get(SEQ_KEY) or {}).get(name, -1))
+
+
+def _set_seq(pane: dict, name: str, seq: Any) -> None:
+    if seq is not None:
+        pane.setdefault(SEQ_KEY, {})[name] = int(seq)
+
+
+def fast_update_handler() -> type:
+    """Visdom's /update handler without its whole-pane diff, and with sequence numbers.
+
+    For every update visdom deep-copies the pane, diffs old and new with `jsonpatch` (its own
+    comment: "make_patch isn't high performance"), and hashes the result: a cost that grows with
+    the window (the README's benchmarks give the numbers). This handler applies
+    the very same update (`UpdateHandler.update`) to plot windows in place and broadcasts the
+    whole pane, as the /events handler does; anything else goes to visdom's own code.
+
+    A trace message with a sequence number older than the trace's is refused (STALE). One that
+    appends a whole trace (livetrain's "create the window if missing") replaces a trace of that
+    name already there: a late or repeated create must not double the points."""
+    from visdom.server.handlers.web_handlers import UpdateHandler
+    from visdom.utils.server_utils import broadcast, extract_eid
+    from visdom.utils.shared_utils import get_rand_id
+
+    class FastUpdateHandler(UpdateHandler):  # type: ignore[misc]
+        @staticmethod
+        def wrap_func(handler: UpdateHandler, args: dict) -> None:
+            eid = extract_eid(args)
+            env = handler.state[eid]["jsons"] if eid in handler.state else {}
+            p = env.get(args.get("win"))
+            name, seq = args.get("name"), args.get(SEQ_KEY)
+            if seq is not None and name is not None and p is not None and int(seq) < held_seq(p, name):
+                handler.write(STALE)
+                return
+            data = p["content"]["data"] if p is not None and p.get("type") == "plot" else None
+            if not data or data[0].get("type") not in ("scatter", "scattergl") or name is None:
+                UpdateHandler.wrap_func(handler, args)
+                created = handler.state.get(eid, {}).get("jsons", {}).get(args.get("win"))
+                if created is not None and created.get("type") == "plot" and name is not None:
+                    _set_seq(created, name, seq)
+                return
+            if seq is not None and args.get("append") and any(t.get("name") == name for t in data):
+                args = {**args, "append": False}  # a whole trace: replace, never append twice
+            p = UpdateHandler.update(p, args)
+            _set_seq(p, name, seq)
+            p["contentID"] = get_rand_id()
+            broadcast(handler, p, eid)
+            handler.write(p["id"])
+
+    return FastUpdateHandler
+
+
+def events_handler() -> type:
+    """Visdom's /events handler (a whole pane), refusing a message older than the pane it would
+    replace (STALE): a gallery or runs table from before a freeze must not replace a newer one."""
+    import tornado.escape
+    from visdom.server.handlers.web_handlers import PostHandler
+    from visdom.utils.server_utils import check_auth, extract_eid, register_window, window
+
+    class SeqPostHandler(PostHandler):  # type: ignore[misc]  # its initialize
+        @check_auth  # type: ignore[misc]
+        def post(self) -> None:
+            req = tornado.escape.json_decode(tornado.escape.to_basestring(self.request.body))
+            eid = extract_eid(req)
+            seq = req.get(SEQ_KEY)
+            old = self.state[eid]["jsons"].get(req.get("win")) if eid in self.state else None
+            if seq is not None and old is not None and int(seq) < held_seq(old, ""):
+                self.write(STALE)
+                return
+            p = window(req)
+            _set_seq(p, "", seq)
+            register_window(self, p, eid)
+
+    return SeqPostHandler
+
+
+def splice_handler() -> type:
+    """Replaces the tails of several named traces in one request:
+    `{"eid": ..., "splices": [{"win", "name", "from": k, "base": s0, "livetrain_seq": s, "x": [...],
+    "y": [...]}, ...]}`.
+
+    A run's traces of 1,000 points that gained a few since the last flush go as those few points,
+    all in one request, instead of one request per window, each with the whole trace. A splice is
+    applied only if its trace still holds the very message the client built it on: the trace's
+    sequence number is `base` (a trace's length is no proof: a bounded trace keeps about the same
+    length, so an older head that came back late would take the new tail). Else STALE: the
+    client sends that trace whole. A window that is not there answers visdom's own
+    "win does not exist". The answer is a JSON list, one of SPLICED / STALE / MISSING_WINDOW per
+    splice. A stock Visdom server answers anything but such a list here (its catch-all login
+    handler: HTTP 500), and the client then sends whole traces to it."""
+    import json
+
+    from visdom.server.handlers.web_handlers import UpdateHandler
+    from visdom.utils.server_utils import broadcast, extract_eid
+    from visdom.utils.shared_utils import get_rand_id
+
+    def apply(env: dict, item: dict) -> str:
+        p = env.get(item["win"])
+        if p is None or p.get("type") != "plot":
+            return MISSING_WINDOW
+        traces = [t for t in p["content"]["data"] if t.get("name") == item["name"]]
+        start = int(item["from"])
+        if len(traces) != 1 or held_seq(p, item["name"]) != int(item["base"]) or not 0 <= start <= len(traces[0]["x"]):
+            return STALE
+        trace = traces[0]
+        trace["x"] = trace["x"][:start] + list(item["x"])
+        trace["y"] = trace["y"][:start] + list(item["y"])
+        _set_seq(p, item["name"], item[SEQ_KEY])
+        return SPLICED
+
+    class SpliceHandler(UpdateHandler):  # type: ignore[misc]  # its initialize, login check and post
+        @staticmethod
+        def wrap_func(handler: UpdateHandler, args: dict) -> None:
+            eid = extract_eid(args)
+            env = handler.state[eid]["jsons"] if eid in handler.state else {}
+            answers = [apply(env, item) for item in args["splices"]]
+            for win in dict.fromkeys(i["win"] for i, a in zip(args["splices"], answers) if a == SPLICED):
+                env[win]["contentID"] = get_rand_id()
+                broadcast(handler, env[win], eid)  # each changed pane once
+            handler.write(json.dumps(answers))
+
+    return SpliceHandler
+
+
+def quiet_application(visdom_application: type) -> type:
+    """Visdom's Application without tornado's debug mode, which visdom turns on: it re-reads every
+    loaded module's mtime twice a second (CPU taken from the training beside it even when the
+    server is idle), restarts the server when a source file changes, re-hashes
+    static files on every request and sends tracebacks to clients."""
+    import tornado.web
+
+    class NoDebug(tornado.web.Application):  # type: ignore[misc]
+        def __init__(self, *args: object, **settings: object) -> None:
+            settings["debug"] = False
+            super().__init__(*args, **settings)
+
+    # visdom's __init__ calls super(Application, self).__init__: that is NoDebug's here
+    return type("QuietApplication", (visdom_application, NoDebug), {})
+
+
+# Visdom's page stays "offline" after its server restarts until the person clicks the button or
+# reloads. This script, added to the page, clicks it every 2 s while the page is offline, unless
+# the person turned it offline themselves (a click of theirs on "online"; clicking "offline"
+# hands it back). On reconnecting, the page loads the env again, redrawn by then.
+RECONNECT_SCRIPT = b"""<script>/* livetrain: reconnect after a server restart */
+(function () {
+  var paused = false;
+  document.addEventListener('click', function (e) {
+    var b = e.target && e.target.closest ? e.target.closest('button') : null;
+    var text = b ? b.textContent.trim() : '';
+    if (e.isTrusted && /^(online|offline|readonly)$/.test(text)) { paused = text !== 'offline'; }
+  }, true);
+  setInterval(function () {
+    var b = document.querySelector('button.btn-danger');
+    if (!paused && b && b.textContent.trim() === 'offline') { b.click(); }
+  }, 2000);
+})();
+</script>"""
+
+
+def reconnect_transform() -> type:
+    """A tornado output transform that adds RECONNECT_SCRIPT to the HTML pages the server sends."""
+    import tornado.web
+
+    class AddReconnect(tornado.web.OutputTransform):  # type: ignore[misc]
+        def transform_first_chunk(self, status_code: int, headers: Any, chunk: bytes,
+                                  finishing: bool) -> tuple[int, Any, bytes]:
+            if (finishing and headers.get("Content-Type", "").startswith("text/html")
+                    and b"</body>" in chunk and b"main.js" in chunk):
+                chunk = chunk.replace(b"</body>", RECONNECT_SCRIPT + b"</body>", 1)
+                if "Content-Length" in headers:
+                    headers["Content-Length"] = str(len(chunk))
+            return status_code, headers, chunk
+
+    return AddReconnect
