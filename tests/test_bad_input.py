@@ -16,7 +16,7 @@ import pytest
 
 from dashboard.runlog import RunLog
 from tests.conftest import REPO, free_port
-from tests.test_data import _broken
+from tests.helpers import broken
 from trainers.config import RunConfig
 
 pytestmark = pytest.mark.slow
@@ -45,7 +45,7 @@ def place(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     log.close()
     for how in ("truncated", "wrong-magic", "mismatched-count", "missing", "damaged-gzip", "bad-label", "wrong-size"):
         (root / "data" / how).mkdir(parents=True)
-        _broken(root / "data" / how, how)
+        broken(root / "data" / how, how)
     damaged = root / "damaged" / "2026-01-01T000000" / "mlp"
     log = RunLog(damaged, meta={"label": "mlp", "colour": 1, "env": "old"})
     log.config(RunConfig("mlp", epochs=3, limit=100).to_dict())

@@ -21,7 +21,7 @@ from dashboard.connection import Unreachable
 from dashboard.server import ServerProcess
 from tests.browser import Browser, find_chromium, overlaps
 from tests.conftest import REPO
-from tests.test_live import server_state
+from tests.helpers import server_state
 
 pytestmark = [
     pytest.mark.slow,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import pickle
 from pathlib import Path
@@ -11,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.helpers import broken, make_cifar, make_mnist
 from trainers import data
 from trainers.data import DataError
 
@@ -21,33 +21,6 @@ FASHION_MD5 = {
     ("test", "images"): "8181f5470baa50b63fa0f6fddb340f0a",
     ("test", "labels"): "15d484375f8d13e6eb1aabb0c3f46965",
 }
-
-
-def write_idx(path: Path, array: np.ndarray, magic: int | None = None, gz: bool = False,
-              cut: int = 0) -> Path:
-    """An IDX file of unsigned bytes as MNIST ships them; `cut` drops bytes off the end."""
-    magic = 0x0800 + array.ndim if magic is None else magic
-    raw = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
-    raw += array.astype(np.uint8).tobytes()
-    raw = raw[: len(raw) - cut]
-    if gz:
-        raw, path = gzip.compress(raw), path.with_name(path.name + ".gz")
-    path.write_bytes(raw)
-    return path
-
-
-def make_mnist(folder: Path, n_train: int = 50, n_test: int = 20, gz: bool = True, seed: int = 0) -> dict:
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    arrays = {}
-    for split, n in (("train", n_train), ("test", n_test)):
-        images_name, labels_name = data.IDX_FILES[split]
-        images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
-        labels = rng.integers(0, 10, n, dtype=np.uint8)
-        write_idx(folder / images_name, images, gz=gz)
-        write_idx(folder / labels_name, labels, gz=gz)
-        arrays[split] = (images, labels)
-    return arrays
 
 
 @pytest.fixture(autouse=True)
@@ -109,26 +82,6 @@ def test_torchvision_layout_is_found(tmp_path: Path) -> None:
     assert len(ds.train) == 7 and ds.source == Path("data/FashionMNIST/raw")
 
 
-def make_cifar(folder: Path, per_batch: int = 6, binary: bool = False, seed: int = 0) -> np.ndarray:
-    """CIFAR-10's python (pickled dict) or binary layout; returns the test images (N, 3, 32, 32)."""
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True)
-    test_images = None
-    for name in data.CIFAR_PY:
-        images = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
-        labels = rng.integers(0, 10, per_batch)
-        if binary:
-            records = np.concatenate([labels.astype(np.uint8)[:, None], images], axis=1)
-            (folder / f"{name}.bin").write_bytes(records.tobytes())
-        else:
-            batch = {b"batch_label": name.encode(), b"labels": labels.tolist(), b"data": images}
-            (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
-        test_images = images
-    (folder / ("batches.meta.txt" if binary else "batches.meta")).write_bytes(b"meta")
-    assert test_images is not None
-    return test_images.reshape(-1, 3, 32, 32)
-
-
 @pytest.mark.parametrize("binary, subdir", [(False, "cifar-10-batches-py"), (True, "cifar-10-batches-bin")])
 def test_generated_cifar10_loads(tmp_path: Path, binary: bool, subdir: str) -> None:
     test_images = make_cifar(tmp_path / "data" / subdir, binary=binary)
@@ -151,33 +104,6 @@ def test_cifar_pickle_that_would_run_code_is_refused(tmp_path: Path) -> None:
         data.load("cifar10", folder, download=False)
 
 
-def _broken(tmp_path: Path, how: str) -> Path:
-    folder = tmp_path / "broken"
-    arrays = make_mnist(folder, gz=False)
-    images, labels = arrays["train"]
-    target = folder / "train-images-idx3-ubyte"
-    if how == "truncated":
-        write_idx(target, images, cut=100)
-    elif how == "wrong-magic":
-        write_idx(target, images, magic=0x0803 + 0x1000)
-    elif how == "mismatched-count":
-        write_idx(folder / "train-labels-idx1-ubyte", labels[:-3])
-    elif how == "missing":
-        target.unlink()
-    elif how == "damaged-gzip":
-        target.unlink()
-        good = gzip.compress(write_idx(target, images).read_bytes())
-        target.unlink()
-        (folder / "train-images-idx3-ubyte.gz").write_bytes(good[: len(good) // 2])
-    elif how == "bad-label":
-        bad = labels.copy()
-        bad[4] = 12
-        write_idx(folder / "train-labels-idx1-ubyte", bad)
-    elif how == "wrong-size":
-        write_idx(target, np.zeros((50, 32, 32), dtype=np.uint8))
-    return folder
-
-
 @pytest.mark.parametrize("how, message", [
     ("truncated", r"train-images-idx3-ubyte is truncated: its header promises 50 items \(39216 bytes\) "
                   r"but it holds 39116 bytes; get a fresh copy"),
@@ -191,7 +117,7 @@ def _broken(tmp_path: Path, how: str) -> Path:
     ("wrong-size", r"holds 32x32 images, not 28x28"),
 ])
 def test_broken_files_give_one_line_errors(tmp_path: Path, how: str, message: str) -> None:
-    folder = _broken(tmp_path, how)
+    folder = broken(tmp_path, how)
     with pytest.raises(DataError, match=message) as info:
         data.load("mnist", folder, download=False)
     assert "\n" not in str(info.value)

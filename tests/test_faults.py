@@ -19,8 +19,9 @@ import pytest
 from dashboard.runlog import LOG_NAME, read
 from dashboard.server import ServerProcess
 from tests.conftest import REPO, free_port
-from tests.test_live import assert_windows_match_logs, server_state
-from tests.test_launch_e2e import finish, launch_dir, livetrain, training, wait_for, worker_of
+from tests.helpers import (
+    assert_windows_match_logs, finish, launch_dir, livetrain, server_state, training, wait_for, worker_of,
+)
 from trainers import loop
 from trainers.config import RunConfig
 from dashboard.launch.worker import DiskFull, disk_full

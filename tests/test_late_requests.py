@@ -23,8 +23,8 @@ from dashboard.server import ServerConfig, ServerProcess, start_background
 from dashboard.visdom_backend import VisdomBackend
 from benchmarks.stock_visdom import start_stock
 from tests.conftest import free_port
+from tests.helpers import expected, held, stream
 from tests.relay import HoldingRelay
-from tests.test_splice import expected, held, stream
 from trainers.reporting import TRAIN_LOSS
 
 LOSS_WIN = windows.COMPARE_BY_METRIC[TRAIN_LOSS].win

@@ -8,8 +8,6 @@ import io
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -22,10 +20,12 @@ from dashboard.launch.plan import PlannedRun
 from dashboard.launch.run import LaunchOptions, Outcome, launch
 from dashboard.launch.servers import Server
 from dashboard.adapter import Dashboard, DashboardOptions
-from dashboard.runlog import INCOMPLETE_MARK, LOG_NAME, RunLog, read
+from dashboard.runlog import INCOMPLETE_MARK, RunLog, read
 from dashboard.server import ServerConfig, ServerProcess, probe, start_background
-from tests.conftest import REPO, free_port
-from tests.test_live import assert_windows_match_logs, server_state
+from tests.conftest import free_port
+from tests.helpers import (
+    assert_windows_match_logs, finish, launch_dir, livetrain, server_state, training, wait_for, worker_of,
+)
 from trainers import data
 from trainers.config import RunConfig
 from trainers.loop import CHECKPOINT
@@ -33,34 +33,6 @@ from trainers.reporting import TRAIN_LOSS
 from dashboard.launch.worker import ERROR_FILE
 
 pytestmark = pytest.mark.slow
-
-
-def livetrain(cwd: Path, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, str(REPO / "launch.py"), *args], cwd=cwd, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-
-def finish(proc: subprocess.Popen[str], timeout: float = 240) -> tuple[int, str, str]:
-    out, err = proc.communicate(timeout=timeout)
-    return proc.returncode, out, err
-
-
-def launch_dir(log_dir: Path) -> Path:
-    (only,) = [p for p in log_dir.iterdir() if p.is_dir()]
-    return only
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
-
-
-def training(run_dir: Path) -> bool:
-    """The run has logged per-batch points."""
-    path = run_dir / LOG_NAME
-    return path.is_file() and b'"kind":"scalars"' in path.read_bytes()
 
 
 def test_run_live_draws_every_run_on_the_server(visdom_server: ServerProcess, tmp_path: Path) -> None:
@@ -164,22 +136,6 @@ def test_a_second_ctrl_c_ends_at_once(tmp_path: Path) -> None:
     assert time.monotonic() - sent < 4  # killed at once: no 4.5 s grace
     assert code == 130, out + err
     assert all(read(runs / label).status == "interrupted" for label in ("mlp", "cnn"))
-
-
-def worker_of(parent: int, run_dir: Path) -> int:
-    """The child process of `parent` that has `run_dir`'s log open."""
-    log = str(run_dir / LOG_NAME)
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) != parent:
-                continue
-            if any(os.readlink(fd) == log for fd in (entry / "fd").iterdir()):
-                return int(entry.name)
-        except (OSError, ValueError):
-            continue
-    raise AssertionError(f"no worker of {parent} writes {log}")
 
 
 def test_kill_9_of_one_worker_leaves_the_others_training(visdom_server: ServerProcess, tmp_path: Path) -> None:

@@ -4,7 +4,6 @@ mid-run, frozen with SIGSTOP, and a replay of the logged runs."""
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 import signal
@@ -18,60 +17,14 @@ from dashboard import runlog, windows
 from dashboard.adapter import DashboardOptions
 from dashboard.board import Board
 from dashboard.connection import VisdomConnection
-from dashboard.downsample import MinMaxSeries
 from dashboard.replay import replay
 from dashboard.sender import Sender
-from dashboard.visdom_backend import GALLERY_SHOWN
 from dashboard.server import ServerConfig, ServerProcess, start_background
 from tests.conftest import free_port
+from tests.helpers import MAX_POINTS, assert_windows_match_logs, drawn_from_log, server_state
 from trainers.config import RunConfig
 from trainers.reporting import TEST_ACC, TRAIN_LOSS
 from dashboard.launch.worker import WorkerSpec, run
-
-MAX_POINTS = 60  # small, so that per-batch traces are downsampled (past 30 points) and per-epoch ones are not
-
-
-def server_state(url: str, env: str) -> dict[str, Any]:
-    return json.loads(VisdomConnection(url).post("win_data", {"eid": env, "win": None}))
-
-
-def traces(state: dict[str, Any], win: str) -> dict[str, tuple[list[float], list[float]]]:
-    """A compare window's traces by name (the unnamed placeholder left out)."""
-    return {d["name"]: (d["x"], d["y"]) for d in state[win]["content"]["data"] if d["name"]}
-
-
-def drawn_from_log(record: runlog.RunRecord, metric: str, max_points: int = MAX_POINTS) -> MinMaxSeries:
-    series = MinMaxSeries(max_points)
-    for x, y in zip(*record.series(metric)):
-        series.add(x, y)
-    return series
-
-
-def assert_windows_match_logs(state: dict[str, Any], run_dirs: list[Path], max_points: int = MAX_POINTS) -> None:
-    """Every compare window holds one trace per run, and it is exactly what the run log's points
-    downsample to; where a trace was downsampled, each bucket shows its raw min and max."""
-    for window in windows.COMPARE_WINDOWS:
-        held = traces(state, window.win)
-        assert sorted(held) == sorted(runlog.read(d).meta["label"] for d in run_dirs), window.win
-        for run_dir in run_dirs:
-            record = runlog.read(run_dir)
-            xs, ys = record.series(window.metric)
-            assert xs, (window.metric, run_dir)
-            expected = drawn_from_log(record, window.metric, max_points)
-            assert held[record.meta["label"]] == expected.points(), (window.win, run_dir)
-            drawn = dict(zip(*held[record.meta["label"]]))
-            logged = dict(zip(xs, ys))
-            assert all(logged[x] == y for x, y in drawn.items())  # only logged points are drawn
-            for start in range(0, len(ys), expected.size):  # and every bucket's extremes are
-                chunk = ys[start:start + expected.size]
-                assert min(chunk) in drawn.values() and max(chunk) in drawn.values()
-    for run_dir in run_dirs:
-        record = runlog.read(run_dir)
-        label = record.meta["label"]
-        heat = state[windows.run_window("confusion", label)]["content"]["data"][0]
-        assert heat["z"] == record.confusions[-1]["matrix"] and heat["x"][0] == "T-shirt/top"
-        gallery = state[windows.run_window("gallery", label)]["content"]
-        assert gallery.count("<figure") == GALLERY_SHOWN and f"after epoch {record.predictions[-1]['x']:g}" in gallery
 
 
 def run_workers(specs: list[WorkerSpec], board: Board | None = None, during: Any = None,

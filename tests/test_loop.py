@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from tests.conftest import REPO
-from tests.test_data import make_cifar
+from tests.helpers import make_cifar
 from trainers import data
 from trainers.config import ConfigError, RunConfig
 from trainers.loop import CHECKPOINT, SAMPLE_SIZE, fit

@@ -19,8 +19,7 @@ import pytest
 from dashboard import runlog, windows
 from benchmarks.outage_bench import make_fault
 from dashboard.server import ServerConfig, ServerProcess, start_background
-from tests.test_launch_e2e import finish, launch_dir, livetrain, training, worker_of
-from tests.test_live import drawn_from_log, server_state, traces
+from tests.helpers import drawn_from_log, finish, launch_dir, livetrain, server_state, traces, training, worker_of
 from trainers.reporting import TRAIN_LOSS
 
 pytestmark = pytest.mark.slow

@@ -4,50 +4,18 @@ a server that lost the window and a trace changed behind the client's back get w
 
 from __future__ import annotations
 
-import json
-import random
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
 from dashboard import windows
-from dashboard.connection import VisdomConnection
-from dashboard.sender import Sender
 from benchmarks.stock_visdom import start_stock
 from dashboard.server import ServerProcess
-from dashboard.visdom_backend import VisdomBackend
 from tests.conftest import free_port
+from tests.helpers import drawing, expected, held, stream
 from trainers.reporting import TRAIN_LOSS
 
 LOSS_WIN = windows.COMPARE_BY_METRIC[TRAIN_LOSS].win
-
-
-def held(url: str, env: str, win: str) -> dict[str, tuple[list[float], list[float]]]:
-    state = json.loads(VisdomConnection(url).post("win_data", {"eid": env, "win": None}))
-    return {d["name"]: (d["x"], d["y"]) for d in state[win]["content"]["data"] if d["name"]}
-
-
-def stream(backend: VisdomBackend, sender: Sender, flushes: int, per_flush: int, start: int = 0) -> int:
-    rng = random.Random(start)
-    step = start
-    for _ in range(flushes):
-        for _ in range(per_flush):
-            step += 1
-            backend.scalars(step, step / 100, {TRAIN_LOSS: rng.random()})
-        assert sender.flush(), sender.last_error
-    return step
-
-
-def drawing(url: str, env: str, label: str, **options: Any) -> tuple[VisdomConnection, Sender, VisdomBackend]:
-    """A run's backend drawing into `env` at `url` through its own connection and sender."""
-    connection = VisdomConnection(url)
-    sender = Sender(connection)
-    return connection, sender, VisdomBackend(sender, env, label, **options)
-
-
-def expected(backend: VisdomBackend) -> dict[str, tuple[list[float], list[float]]]:
-    return {d["name"]: (d["x"], d["y"]) for d in backend.trace_data(TRAIN_LOSS)}
 
 
 @pytest.mark.parametrize("smoothing", [None, 0.6])

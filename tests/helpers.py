@@ -1,0 +1,219 @@
+"""Helpers the tests share: what a server holds and what a run log downsamples to, running
+`launch.py` as a process, a run's backend drawing into a server, generated data-set files."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import pickle
+import random
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dashboard import runlog, windows
+from dashboard.connection import VisdomConnection
+from dashboard.downsample import MinMaxSeries
+from dashboard.runlog import LOG_NAME
+from dashboard.sender import Sender
+from dashboard.visdom_backend import GALLERY_SHOWN, VisdomBackend
+from tests.conftest import REPO
+from trainers import data
+from trainers.reporting import TRAIN_LOSS
+
+
+MAX_POINTS = 60  # small, so that per-batch traces are downsampled (past 30 points) and per-epoch ones are not
+
+
+def server_state(url: str, env: str) -> dict[str, Any]:
+    return json.loads(VisdomConnection(url).post("win_data", {"eid": env, "win": None}))
+
+
+def traces(state: dict[str, Any], win: str) -> dict[str, tuple[list[float], list[float]]]:
+    """A compare window's traces by name (the unnamed placeholder left out)."""
+    return {d["name"]: (d["x"], d["y"]) for d in state[win]["content"]["data"] if d["name"]}
+
+
+def drawn_from_log(record: runlog.RunRecord, metric: str, max_points: int = MAX_POINTS) -> MinMaxSeries:
+    series = MinMaxSeries(max_points)
+    for x, y in zip(*record.series(metric)):
+        series.add(x, y)
+    return series
+
+
+def assert_windows_match_logs(state: dict[str, Any], run_dirs: list[Path], max_points: int = MAX_POINTS) -> None:
+    """Every compare window holds one trace per run, and it is exactly what the run log's points
+    downsample to; where a trace was downsampled, each bucket shows its raw min and max."""
+    for window in windows.COMPARE_WINDOWS:
+        held = traces(state, window.win)
+        assert sorted(held) == sorted(runlog.read(d).meta["label"] for d in run_dirs), window.win
+        for run_dir in run_dirs:
+            record = runlog.read(run_dir)
+            xs, ys = record.series(window.metric)
+            assert xs, (window.metric, run_dir)
+            expected = drawn_from_log(record, window.metric, max_points)
+            assert held[record.meta["label"]] == expected.points(), (window.win, run_dir)
+            drawn = dict(zip(*held[record.meta["label"]]))
+            logged = dict(zip(xs, ys))
+            assert all(logged[x] == y for x, y in drawn.items())  # only logged points are drawn
+            for start in range(0, len(ys), expected.size):  # and every bucket's extremes are
+                chunk = ys[start:start + expected.size]
+                assert min(chunk) in drawn.values() and max(chunk) in drawn.values()
+    for run_dir in run_dirs:
+        record = runlog.read(run_dir)
+        label = record.meta["label"]
+        heat = state[windows.run_window("confusion", label)]["content"]["data"][0]
+        assert heat["z"] == record.confusions[-1]["matrix"] and heat["x"][0] == "T-shirt/top"
+        gallery = state[windows.run_window("gallery", label)]["content"]
+        assert gallery.count("<figure") == GALLERY_SHOWN and f"after epoch {record.predictions[-1]['x']:g}" in gallery
+
+
+def livetrain(cwd: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, str(REPO / "launch.py"), *args], cwd=cwd, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def finish(proc: subprocess.Popen[str], timeout: float = 240) -> tuple[int, str, str]:
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err
+
+
+def launch_dir(log_dir: Path) -> Path:
+    (only,) = [p for p in log_dir.iterdir() if p.is_dir()]
+    return only
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def training(run_dir: Path) -> bool:
+    """The run has logged per-batch points."""
+    path = run_dir / LOG_NAME
+    return path.is_file() and b'"kind":"scalars"' in path.read_bytes()
+
+
+def worker_of(parent: int, run_dir: Path) -> int:
+    """The child process of `parent` that has `run_dir`'s log open."""
+    log = str(run_dir / LOG_NAME)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) != parent:
+                continue
+            if any(os.readlink(fd) == log for fd in (entry / "fd").iterdir()):
+                return int(entry.name)
+        except (OSError, ValueError):
+            continue
+    raise AssertionError(f"no worker of {parent} writes {log}")
+
+
+def held(url: str, env: str, win: str) -> dict[str, tuple[list[float], list[float]]]:
+    state = json.loads(VisdomConnection(url).post("win_data", {"eid": env, "win": None}))
+    return {d["name"]: (d["x"], d["y"]) for d in state[win]["content"]["data"] if d["name"]}
+
+
+def stream(backend: VisdomBackend, sender: Sender, flushes: int, per_flush: int, start: int = 0) -> int:
+    rng = random.Random(start)
+    step = start
+    for _ in range(flushes):
+        for _ in range(per_flush):
+            step += 1
+            backend.scalars(step, step / 100, {TRAIN_LOSS: rng.random()})
+        assert sender.flush(), sender.last_error
+    return step
+
+
+def drawing(url: str, env: str, label: str, **options: Any) -> tuple[VisdomConnection, Sender, VisdomBackend]:
+    """A run's backend drawing into `env` at `url` through its own connection and sender."""
+    connection = VisdomConnection(url)
+    sender = Sender(connection)
+    return connection, sender, VisdomBackend(sender, env, label, **options)
+
+
+def expected(backend: VisdomBackend) -> dict[str, tuple[list[float], list[float]]]:
+    return {d["name"]: (d["x"], d["y"]) for d in backend.trace_data(TRAIN_LOSS)}
+
+
+def write_idx(path: Path, array: np.ndarray, magic: int | None = None, gz: bool = False,
+              cut: int = 0) -> Path:
+    """An IDX file of unsigned bytes as MNIST ships them; `cut` drops bytes off the end."""
+    magic = 0x0800 + array.ndim if magic is None else magic
+    raw = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    raw += array.astype(np.uint8).tobytes()
+    raw = raw[: len(raw) - cut]
+    if gz:
+        raw, path = gzip.compress(raw), path.with_name(path.name + ".gz")
+    path.write_bytes(raw)
+    return path
+
+
+def make_mnist(folder: Path, n_train: int = 50, n_test: int = 20, gz: bool = True, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = {}
+    for split, n in (("train", n_train), ("test", n_test)):
+        images_name, labels_name = data.IDX_FILES[split]
+        images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        labels = rng.integers(0, 10, n, dtype=np.uint8)
+        write_idx(folder / images_name, images, gz=gz)
+        write_idx(folder / labels_name, labels, gz=gz)
+        arrays[split] = (images, labels)
+    return arrays
+
+
+def make_cifar(folder: Path, per_batch: int = 6, binary: bool = False, seed: int = 0) -> np.ndarray:
+    """CIFAR-10's python (pickled dict) or binary layout; returns the test images (N, 3, 32, 32)."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True)
+    test_images = None
+    for name in data.CIFAR_PY:
+        images = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
+        labels = rng.integers(0, 10, per_batch)
+        if binary:
+            records = np.concatenate([labels.astype(np.uint8)[:, None], images], axis=1)
+            (folder / f"{name}.bin").write_bytes(records.tobytes())
+        else:
+            batch = {b"batch_label": name.encode(), b"labels": labels.tolist(), b"data": images}
+            (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
+        test_images = images
+    (folder / ("batches.meta.txt" if binary else "batches.meta")).write_bytes(b"meta")
+    assert test_images is not None
+    return test_images.reshape(-1, 3, 32, 32)
+
+
+def broken(tmp_path: Path, how: str) -> Path:
+    folder = tmp_path / "broken"
+    arrays = make_mnist(folder, gz=False)
+    images, labels = arrays["train"]
+    target = folder / "train-images-idx3-ubyte"
+    if how == "truncated":
+        write_idx(target, images, cut=100)
+    elif how == "wrong-magic":
+        write_idx(target, images, magic=0x0803 + 0x1000)
+    elif how == "mismatched-count":
+        write_idx(folder / "train-labels-idx1-ubyte", labels[:-3])
+    elif how == "missing":
+        target.unlink()
+    elif how == "damaged-gzip":
+        target.unlink()
+        good = gzip.compress(write_idx(target, images).read_bytes())
+        target.unlink()
+        (folder / "train-images-idx3-ubyte.gz").write_bytes(good[: len(good) // 2])
+    elif how == "bad-label":
+        bad = labels.copy()
+        bad[4] = 12
+        write_idx(folder / "train-labels-idx1-ubyte", bad)
+    elif how == "wrong-size":
+        write_idx(target, np.zeros((50, 32, 32), dtype=np.uint8))
+    return folder
