@@ -84,6 +84,11 @@ def finish(proc: subprocess.Popen[str], timeout: float = 240) -> tuple[int, str,
     return proc.returncode, out, err
 
 
+def launched(log_dir: Path) -> bool:
+    """A launch's folder exists in `log_dir` (the launcher's write test, a file, is not one)."""
+    return log_dir.is_dir() and any(p.is_dir() for p in log_dir.iterdir())
+
+
 def launch_dir(log_dir: Path) -> Path:
     (only,) = [p for p in log_dir.iterdir() if p.is_dir()]
     return only

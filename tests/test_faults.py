@@ -20,7 +20,8 @@ from dashboard.runlog import LOG_NAME, read
 from dashboard.server import ServerProcess
 from tests.conftest import REPO, free_port
 from tests.helpers import (
-    assert_windows_match_logs, finish, launch_dir, livetrain, server_state, training, wait_for, worker_of,
+    assert_windows_match_logs, finish, launch_dir, launched, livetrain, server_state, training, wait_for,
+    worker_of,
 )
 from trainers import loop
 from trainers.config import RunConfig
@@ -52,7 +53,7 @@ def children(pid: int) -> list[int]:
 
 def started(tmp_path: Path, labels: tuple[str, ...], *args: str) -> tuple[subprocess.Popen[str], Path]:
     proc = livetrain(tmp_path, "run", "--models", ",".join(labels), "--epochs", "40", "--limit", "6000", *args)
-    wait_for(lambda: (tmp_path / "runs").is_dir() and any((tmp_path / "runs").iterdir()) or proc.poll() is not None)
+    wait_for(lambda: launched(tmp_path / "runs") or proc.poll() is not None)
     assert proc.poll() is None, proc.communicate()
     runs = launch_dir(tmp_path / "runs")
     wait_for(lambda: all(training(runs / label) for label in labels))

@@ -24,7 +24,8 @@ from dashboard.runlog import INCOMPLETE_MARK, RunLog, read
 from dashboard.server import ServerConfig, ServerProcess, probe, start_background
 from tests.conftest import free_port
 from tests.helpers import (
-    assert_windows_match_logs, finish, launch_dir, livetrain, server_state, training, wait_for, worker_of,
+    assert_windows_match_logs, finish, launch_dir, launched, livetrain, server_state, training, wait_for,
+    worker_of,
 )
 from trainers import data
 from trainers.config import RunConfig
@@ -97,7 +98,7 @@ def server_state_or_none(url: str) -> list[str]:
 def test_ctrl_c_stops_every_run_then_resume_finishes_them(tmp_path: Path) -> None:
     proc = livetrain(tmp_path, "run", "--headless", "--models", "softmax,mlp,cnn", "--epochs", "40",
                      "--limit", "6000")
-    wait_for(lambda: (tmp_path / "runs").is_dir() and any((tmp_path / "runs").iterdir()))
+    wait_for(lambda: launched(tmp_path / "runs"))
     runs = launch_dir(tmp_path / "runs")
     wait_for(lambda: all(training(runs / label) for label in ("softmax", "mlp", "cnn"))
              and (runs / "softmax" / CHECKPOINT).is_file())
@@ -125,7 +126,7 @@ def test_ctrl_c_stops_every_run_then_resume_finishes_them(tmp_path: Path) -> Non
 
 def test_a_second_ctrl_c_ends_at_once(tmp_path: Path) -> None:
     proc = livetrain(tmp_path, "run", "--headless", "--models", "mlp,cnn", "--epochs", "40", "--limit", "6000")
-    wait_for(lambda: (tmp_path / "runs").is_dir() and any((tmp_path / "runs").iterdir()))
+    wait_for(lambda: launched(tmp_path / "runs"))
     runs = launch_dir(tmp_path / "runs")
     wait_for(lambda: training(runs / "mlp") and training(runs / "cnn"))
     sent = time.monotonic()
@@ -142,7 +143,7 @@ def test_kill_9_of_one_worker_leaves_the_others_training(visdom_server: ServerPr
     url = visdom_server.config.url
     proc = livetrain(tmp_path, "run", "--models", "softmax,mlp,cnn", "--epochs", "2", "--limit", "4000",
                      "--visdom-url", url, "--env", "killed")
-    wait_for(lambda: (tmp_path / "runs").is_dir() and any((tmp_path / "runs").iterdir()))
+    wait_for(lambda: launched(tmp_path / "runs"))
     runs = launch_dir(tmp_path / "runs")
     wait_for(lambda: training(runs / "cnn"))
     os.kill(worker_of(proc.pid, runs / "cnn"), signal.SIGKILL)

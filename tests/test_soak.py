@@ -19,7 +19,9 @@ import pytest
 from dashboard import runlog, windows
 from benchmarks.outage_bench import make_fault
 from dashboard.server import ServerConfig, ServerProcess, start_background
-from tests.helpers import drawn_from_log, finish, launch_dir, livetrain, server_state, traces, training, worker_of
+from tests.helpers import (
+    drawn_from_log, finish, launch_dir, launched, livetrain, server_state, traces, training, worker_of,
+)
 from trainers.reporting import TRAIN_LOSS
 
 pytestmark = pytest.mark.slow
@@ -56,7 +58,7 @@ def test_soak_server_killed_and_frozen_at_random_while_runs_fail_beside_healthy_
     outages: list[tuple[str, float, float, float]] = []
     try:
         deadline = time.monotonic() + 120
-        while not (log_dir.is_dir() and any(log_dir.iterdir())
+        while not (launched(log_dir)
                    and all(training(launch_dir(log_dir) / label) for label in HEALTHY)):
             assert proc.poll() is None and time.monotonic() < deadline, (context, proc.communicate())
             time.sleep(0.2)
