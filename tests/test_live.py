@@ -143,7 +143,9 @@ def test_a_frozen_server_does_not_stop_training_and_its_windows_end_whole(tmp_pa
     it was frozen, and the windows end equal to the log, although requests that timed out were
     applied when the server thawed (our server refuses them; see tests/test_late_requests.py)."""
     server = start_background(ServerConfig(port=0, env_dir=tmp_path / "visdom"))
-    spec = _spec(server.config.url, tmp_path / "run", epochs=3, limit=20000)
+    # 6 epochs, so the run trains on well past the 5 s freeze: with 3, what was left after row 100
+    # (about 130 batches, two test passes and a 3 s close) is about 5 s on an unloaded machine
+    spec = _spec(server.config.url, tmp_path / "run", epochs=6, limit=20000)
     frozen: list[float] = []
 
     def freeze(elapsed: float) -> None:
