@@ -20,6 +20,7 @@ from dashboard.launch.plan import PlannedRun
 from dashboard.launch.run import LaunchOptions, Outcome, launch
 from dashboard.launch.servers import Server
 from dashboard.adapter import Dashboard, DashboardOptions
+from dashboard.connection import Unreachable, VisdomConnection
 from dashboard.runlog import INCOMPLETE_MARK, RunLog, read
 from dashboard.server import ServerConfig, ServerProcess, probe, start_background
 from tests.conftest import free_port
@@ -73,9 +74,16 @@ def test_replay_starts_a_server_when_none_answers_and_keeps_it_up(tmp_path: Path
     port = free_port()
     proc = livetrain(tmp_path, "replay", str(runs), "--port", str(port), "--env-dir", str(tmp_path / "visdom"))
     url = f"http://127.0.0.1:{port}"
+    def drawn() -> bool:  # the replay draws window after window: wait for the last
+        try:
+            assert_windows_match_logs(server_state(url, "replay"), [runs / "softmax"], max_points=1000)
+            return True
+        except (AssertionError, KeyError, Unreachable, ValueError):
+            return False
+
     try:
         wait_for(lambda: probe(url) == "visdom" and "replay" in server_state_or_none(url), timeout=60)
-        assert_windows_match_logs(server_state(url, "replay"), [runs / "softmax"], max_points=1000)
+        wait_for(drawn, timeout=30)
     finally:
         proc.send_signal(signal.SIGINT)
     code, out, err = finish(proc, timeout=30)
@@ -88,7 +96,6 @@ def server_state_or_none(url: str) -> list[str]:
     """The envs the server holds (none while it is still starting)."""
     import json
 
-    from dashboard.connection import Unreachable, VisdomConnection
     try:
         return json.loads(VisdomConnection(url, timeout=2).post("env_state", {}))
     except (Unreachable, ValueError):
