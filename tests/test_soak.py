@@ -1,8 +1,8 @@
 """Faults under load: five runs launched as a user launches them (three that should finish, one
 whose worker is killed, one forced to diverge) while the server is killed and restarted, and
-frozen and resumed, at random moments. Afterwards every window holds what the run logs hold, the
-runs kept training while the server was away, and the three healthy runs finished (how fast they
-trained while it was away is benchmarks/outage_bench.py's to measure).
+frozen and resumed, at random moments. Afterwards every window holds what the run logs hold and
+the three healthy runs finished (how fast they trained while it was away is
+benchmarks/outage_bench.py's to measure).
 
 The moments are drawn from a seed printed with any failure (LIVETRAIN_SOAK_SEED repeats one)."""
 
@@ -22,7 +22,6 @@ from dashboard.server import ServerConfig, ServerProcess, start_background
 from tests.helpers import (
     drawn_from_log, finish, launch_dir, launched, livetrain, server_state, traces, training, worker_of,
 )
-from trainers.reporting import TRAIN_LOSS
 
 pytestmark = pytest.mark.slow
 
@@ -105,12 +104,9 @@ def test_soak_server_killed_and_frozen_at_random_while_runs_fail_beside_healthy_
         # every window holds what the logs hold (the launcher redrew what the server missed)
         assert_windows_hold_the_logs(server_state(config.url, "soak"), list(records.values()), context)
         assert not [d for d in run_dirs if (d / runlog.INCOMPLETE_MARK).exists()], context
-        # and training went on while the server was away: the CNN, which trains through every
-        # fault, logged batches inside each (how fast is a wall-clock ratio, measured by
-        # benchmarks/outage_bench.py)
-        stamps = [r["time"] for r in records["cnn"].scalars if TRAIN_LOSS in r]
-        for what, start, back, _ in outages:
-            assert any(start <= t <= back for t in stamps), (context, what, start, back)
+        # (that training goes on while the server is away is what test_live's frozen-server test and
+        # its socket spy assert; how fast it goes is benchmarks/outage_bench.py's to measure: here
+        # an outage can fall inside the CNN's test pass, when it logs no batch at all)
     finally:
         for server in servers:
             server.stop()
