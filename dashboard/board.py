@@ -65,7 +65,7 @@ class Board:
             for window in windows.COMPARE_WINDOWS:
                 sender.register("frame:" + window.win, self._frame_sender(window))
             sender.register(windows.DISAGREE_WIN, self._send_disagreement)
-            sender.add_check(self._check)
+            sender.add_check(self._panes.differing)  # their sender keys are their window ids
 
     def add(self, run_dir: Path, label: str | None = None, colour_index: int | None = None) -> None:
         """Follow one more run (its log may not exist yet). With its label known, its own windows
@@ -151,14 +151,6 @@ class Board:
                 for trace in windows.run_traces(window, label, colour, ([], []), ([], []) if smoothed else None):
                     connection.post("update", windows.trace_message(self.env, window, trace, create=True))
         return send
-
-    def _check(self, connection: VisdomConnection) -> list[str]:
-        """Mark the env-wide panes the server holds otherwise than last sent (see `Sender.add_check`)."""
-        marked = self._panes.differing(connection)
-        for key in marked:  # their sender keys are their window ids
-            assert self.sender is not None
-            self.sender.mark(key)
-        return marked
 
     def _send_disagreement(self, connection: VisdomConnection) -> None:
         with self._lock:

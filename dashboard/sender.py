@@ -60,8 +60,8 @@ class Sender:
             self._version[key] = self._version.get(key, 0) + (1 if changed else 0)
 
     def add_check(self, check: CheckFn) -> None:
-        """`check(connection)` compares what the server holds with what was sent, marks what
-        differs and returns its keys (see the module doc)."""
+        """`check(connection)` compares what the server holds with what was sent and returns the
+        keys of the items that differ, which the sender marks (see the module doc)."""
         self._checks.append(check)
 
     def mark(self, key: str) -> None:
@@ -122,6 +122,8 @@ class Sender:
             return False
         self.checks_run += 1
         self.check_marked.extend(marked)
+        for key in marked:
+            self.mark(key)
         self._suspect, self._check_at = False, None
         return self.flush() if marked else True
 

@@ -171,9 +171,10 @@ class VisdomBackend:
 
     def check(self, connection: VisdomConnection) -> list[str]:
         """Read back this run's windows from the server and compare them with what was last sent;
-        what differs is forgotten, so that it goes again, whole. The sender calls this after an
+        what differs is forgotten, so that it goes again, whole (its keys are returned, for the
+        sender to mark). The sender calls this after an
         outage: requests that timed out then may have been applied late, over newer ones (a stock
-        Visdom server applies them; ours refuses older messages). The keys marked to go again."""
+        Visdom server applies them; ours refuses older messages)."""
         marked: list[str] = []
         by_window: dict[str, list[tuple[str, int]]] = {}
         for key in self._held:
@@ -188,10 +189,7 @@ class VisdomBackend:
                     del self._held[key]
                     if self._traces_key not in marked:
                         marked.append(self._traces_key)
-        marked += self._panes.differing(connection)
-        for key in marked:
-            self.sender.mark(key)
-        return marked
+        return marked + self._panes.differing(connection)
 
     def gallery_html(self) -> str:
         with self._lock:
