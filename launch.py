@@ -11,28 +11,45 @@ import click
 from click.core import ParameterSource
 from click.exceptions import NoArgsIsHelpError
 
-from dashboard import assets
 from dashboard.launch.history import past_runs, runs_table
-from dashboard.launch.plan import LaunchError, PlanError, check_env, check_url, plan_runs
+from dashboard.launch.plan import check_env, check_url, plan_runs
 from dashboard.launch.replaying import replay_runs
-from dashboard.launch.run import RunRequest
+from dashboard.launch.run import PER_LAUNCH, RunRequest
 from dashboard.launch.run import run as run_launch
 from dashboard.launch.worker import EXIT_INTERRUPTED
-from dashboard.replay import ReplayError
 from dashboard.server import (
-    DEFAULT_ENV_DIR, DEFAULT_HOST, DEFAULT_PORT, Found, ServerConfig, ServerError, port_state, serve,
+    DEFAULT_ENV_DIR, DEFAULT_HOST, DEFAULT_PORT, Found, ServerConfig, port_state, serve,
 )
+from dashboard.windows import DrawOptions
 from trainers.config import DEVICES, MAX_EPOCHS, MAX_SEED, OPTIMIZERS
 from trainers.data import DATASETS
+from trainers.errors import LivetrainError
 
 PORT = click.IntRange(1, 65535)
 DEMO_MODELS = "softmax,mlp,cnn"
 DEMO_EPOCHS = 10  # the three models' 10 epochs on all of Fashion-MNIST: about 3 minutes on 2 cores
 
 
+class Command(click.Command):
+    """A click command whose `LivetrainError`s become click's: a usage error (exit code 2) with
+    the command's --help hint, anything else one line with the error's own exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except LivetrainError as exc:
+            if exc.exit_code == click.UsageError.exit_code:
+                raise click.UsageError(str(exc), ctx) from None
+            error = click.ClickException(str(exc))
+            error.exit_code = exc.exit_code
+            raise error from None
+
+
 class Cli(click.Group):
     """A click group whose errors are one line on stderr, `Error: ...`, never a traceback:
     exit code 2 for a usage error, 1 for anything else, 130 for Ctrl-C."""
+
+    command_class = Command
 
     def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
              standalone_mode: bool = True, **extra: Any) -> Any:
@@ -90,8 +107,6 @@ def run_server(config: ServerConfig) -> None:
             click.echo(f"A Visdom server already answers at {config.url}; reusing it.")
             return
         serve(config)
-    except (ServerError, assets.AssetError) as exc:
-        raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt:
         click.echo("\nVisdom server stopped.")
 
@@ -115,20 +130,7 @@ def _run_request(ctx: click.Context, models: tuple[str, ...], settings: tuple[st
                                    "(only --epochs may change)", ctx)
         epochs = common["epochs"] if ctx.get_parameter_source("epochs") is ParameterSource.COMMANDLINE else None
         return RunRequest(resume_dir=resume, resume_epochs=epochs, **request)
-    try:
-        configs = plan_runs(models, settings, **common)
-    except PlanError as exc:
-        raise click.UsageError(str(exc), ctx) from None
-    return RunRequest(configs=configs, **request)
-
-
-def _launch(request: RunRequest) -> int:
-    try:
-        return run_launch(request)
-    except PlanError as exc:
-        raise click.UsageError(str(exc)) from None
-    except LaunchError as exc:
-        raise click.ClickException(str(exc)) from None
+    return RunRequest(configs=plan_runs(models, settings, **common), **request)
 
 
 _view_options = _options(
@@ -183,8 +185,9 @@ def run(ctx: click.Context, models: tuple[str, ...], settings: tuple[str, ...], 
                   device=device, limit=limit, data_dir=str(data_dir) if data_dir else None)
     request = _run_request(ctx, models, settings, resume, common, log_dir=log_dir, headless=headless,
                            visdom_url=visdom_url, server=ServerConfig(host, port, env_dir, login),
-                           start_server=not no_server, env=env, keep_serving=keep_serving, smoothing=smooth)
-    return _launch(request)
+                           start_server=not no_server, draw=DrawOptions(PER_LAUNCH if env is None else check_env(env), smooth),
+                           keep_serving=keep_serving)
+    return run_launch(request)
 
 
 @cli.command()
@@ -201,7 +204,8 @@ def demo(epochs: int, limit: int | None, env: str, data_dir: Path | None, log_di
     """The main job: softmax, MLP and CNN side by side on Fashion-MNIST, live; the page stays up after."""
     configs = plan_runs([DEMO_MODELS], [], epochs=epochs, limit=limit,
                         data_dir=str(data_dir) if data_dir else None)
-    return _launch(RunRequest(configs=configs, log_dir=log_dir, env=env, server=ServerConfig(host, port, env_dir, login)))
+    return run_launch(RunRequest(configs=configs, log_dir=log_dir, draw=DrawOptions(env),
+                                 server=ServerConfig(host, port, env_dir, login)))
 
 
 @cli.command()
@@ -232,16 +236,10 @@ def runs(log_dir: Path) -> None:
 def replay(run_dirs: tuple[Path, ...], env: str, visdom_url: str | None, smooth: float | None,
            host: str, port: int, env_dir: Path, login: bool) -> None:
     """Draw logged runs (run dirs, or a folder of them) in a Visdom env, as they looked live."""
-    try:
-        check_env(env)
-        visdom_url = check_url(visdom_url) if visdom_url is not None else None
-    except PlanError as exc:
-        raise click.UsageError(str(exc)) from None
-    try:
-        replay_runs(list(run_dirs), env, visdom_url, ServerConfig(host, port, env_dir, login), sys.stdout,
-                    smoothing=smooth)
-    except (LaunchError, ReplayError, assets.AssetError) as exc:
-        raise click.ClickException(str(exc)) from None
+    check_env(env)
+    visdom_url = check_url(visdom_url) if visdom_url is not None else None
+    replay_runs(list(run_dirs), DrawOptions(env, smooth), visdom_url, ServerConfig(host, port, env_dir, login),
+                sys.stdout)
 
 
 def entry(prog_name: str | None = None) -> None:

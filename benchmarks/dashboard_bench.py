@@ -47,6 +47,7 @@ from dashboard.sender import Sender
 from benchmarks.stock_visdom import start_stock
 from dashboard.server import ServerConfig, ServerProcess, start_background
 from dashboard.visdom_backend import VisdomBackend
+from dashboard.windows import DrawOptions
 from tests.conftest import free_port
 from trainers.config import RunConfig
 from trainers.loop import fit
@@ -148,7 +149,7 @@ def worker(mode: str, url: str, run_dir: str, label: str, limit: int, epochs: in
     inner: Any = None
     sender_cpu = [0.0]
     if mode == "live":
-        inner = Dashboard(Path(run_dir), label, DashboardOptions(visdom_url=url, env="bench"))
+        inner = Dashboard(Path(run_dir), label, DashboardOptions(visdom_url=url, draw=DrawOptions("bench")))
         _count_cpu(inner.sender, sender_cpu)
     elif mode == "raw":
         inner = RawVisdom(url, label)
@@ -164,7 +165,7 @@ def worker(mode: str, url: str, run_dir: str, label: str, limit: int, epochs: in
 
 def interleaved_worker(url: str, run_dir: str, label: str, t0: float, deadline: float, out: Any) -> None:
     config = RunConfig("mlp", epochs=1000, threads=1, label=label, seed=hash(label) % 1000)
-    inner = Dashboard(Path(run_dir), label, DashboardOptions(visdom_url=url, env="bench-interleaved"))
+    inner = Dashboard(Path(run_dir), label, DashboardOptions(visdom_url=url, draw=DrawOptions("bench-interleaved")))
     reporter = Interleaved(inner, t0, deadline)
     try:
         fit(config, reporter)
@@ -184,7 +185,7 @@ def interleaved(url: str, seconds: float) -> dict[str, Any]:
     procs = [ctx.Process(target=interleaved_worker,
                          args=(url, str(root / f"mlp{i}"), f"mlp{i}", t0, t0 + seconds, out)) for i in range(RUNS)]
     sender = Sender(VisdomConnection(url))
-    board = Board(sender, "bench-interleaved")
+    board = Board(sender, DrawOptions("bench-interleaved"))
     for i in range(RUNS):
         board.add(root / f"mlp{i}", f"mlp{i}", i)
     sender.start()
@@ -291,7 +292,7 @@ def throughput(mode: str, url: str, limit: int, epochs: int,
     parent_before = time.process_time()
     if mode == "live":  # the launcher's side: the board follows the logs and draws the panes
         sender = Sender(VisdomConnection(url))
-        board = Board(sender, "bench")
+        board = Board(sender, DrawOptions("bench"))
         for i in range(RUNS):
             board.add(root / f"mlp{i}")
         sender.start()
@@ -326,7 +327,7 @@ def server_cpu(server: ServerProcess) -> float:
 def ours_per_update(server: ServerProcess, logged: int, updates: int = 300) -> float:
     """Server CPU seconds per flush of one run's trace, after `logged` points."""
     sender = Sender(VisdomConnection(server.config.url))
-    backend = VisdomBackend(sender, f"points{logged}", "mlp", 0)
+    backend = VisdomBackend(sender, DrawOptions(f"points{logged}"), "mlp", 0)
     ys = torch.rand(logged + updates, generator=torch.Generator().manual_seed(0)).tolist()
     for i in range(logged):
         backend.scalars(i, i / 469, {TRAIN_LOSS: ys[i]})

@@ -18,9 +18,7 @@ from dashboard.connection import VisdomConnection
 from dashboard.runlog import INCOMPLETE_MARK, LOG_NAME, RunLog, feed, read
 from dashboard.sender import Sender
 from dashboard.visdom_backend import VisdomBackend
-from dashboard.windows import default_colour_index
-
-DEFAULT_ENV = "livetrain"
+from dashboard.windows import DrawOptions, default_colour_index
 
 
 @dataclass(frozen=True)
@@ -28,9 +26,7 @@ class DashboardOptions:
     """Where and how a run is drawn; `visdom_url=None` means headless (run log only)."""
 
     visdom_url: str | None = None
-    env: str = DEFAULT_ENV
-    max_points: int = 1000  # per trace on the server
-    smoothing: float | None = None  # EMA weight for an extra smoothed per-batch trace, e.g. 0.9
+    draw: DrawOptions = DrawOptions()
     interval: float = 1.0  # seconds between flushes to the server
     timeout: float = 5.0  # per request
 
@@ -43,14 +39,13 @@ class Dashboard:
         self.label = label
         self.colour_index = default_colour_index(label) if colour_index is None else colour_index
         earlier = read(run_dir) if options.visdom_url and (run_dir / LOG_NAME).is_file() else None
-        self.log = RunLog(run_dir, meta={"label": label, "colour": self.colour_index, "env": options.env})
+        self.log = RunLog(run_dir, meta={"label": label, "colour": self.colour_index, "env": options.draw.env})
         self.sender: Sender | None = None
         self.visdom: VisdomBackend | None = None
         if options.visdom_url:
             self.sender = Sender(VisdomConnection(options.visdom_url, timeout=options.timeout),
                                  options.interval, name=f"visdom-{label}")
-            self.visdom = VisdomBackend(self.sender, options.env, label, self.colour_index,
-                                        options.max_points, options.smoothing)
+            self.visdom = VisdomBackend(self.sender, options.draw, label, self.colour_index)
             if earlier is not None:  # a resumed run: its windows start with what it logged before
                 feed(earlier, self.visdom)
             # per-batch scalars reach the windows in the batches the run log writes (at most

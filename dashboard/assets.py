@@ -20,6 +20,8 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from trainers.errors import LivetrainError
+
 SETUP_COMMAND = "make setup"
 VISDOM_VERSION = "0.2.4"
 MATHJAX = "mathjax@2.7.5"
@@ -48,7 +50,7 @@ MATHJAX_REQUIRED = (
 )
 
 
-class AssetError(Exception):
+class AssetError(LivetrainError):
     """A one-line, user-facing reason why the frontend files cannot be installed or are missing."""
 
 

@@ -49,16 +49,16 @@ def summary(record: RunRecord, label: str) -> panes.RunSummary:
 class Board:
     """Follows run logs; draws the runs pane and the disagreement window through `sender` (if any)."""
 
-    def __init__(self, sender: Sender | None, env: str, smoothing: float | None = None) -> None:
+    def __init__(self, sender: Sender | None, draw: windows.DrawOptions) -> None:
         self.sender = sender
-        self.env = env
-        self.smoothing = smoothing  # the runs' (for the style of the traces the board creates)
+        self.env = draw.env
+        self.smoothing = draw.smoothing  # the runs' (for the style of the traces the board creates)
         self.followers: dict[Path, LogFollower] = {}
         self.labels: dict[Path, str | None] = {}  # None: the label in the run's log
         self._placed: list[tuple[str, int]] = []  # (label, colour) of the runs added with a label
         self._uris: dict[str, list[str]] = {}  # per data set: the sample images as data URIs
         self._lock = threading.Lock()  # poll (the caller's thread) against drawing (the sender's)
-        self._panes = windows.SentPanes(env)  # the runs pane and disagreement as last sent
+        self._panes = windows.SentPanes(self.env)  # the runs pane and disagreement as last sent
         if sender is not None:
             # the runs pane is written whole, so it also creates the env; then the compare windows
             sender.register(windows.RUNS_WIN, self._send_runs)

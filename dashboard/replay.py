@@ -14,9 +14,11 @@ from dashboard.connection import VisdomConnection
 from dashboard.runlog import INCOMPLETE_MARK, LOG_NAME, RunRecord, feed, read, run_dirs
 from dashboard.sender import Sender
 from dashboard.visdom_backend import VisdomBackend
+from dashboard.windows import DrawOptions
+from trainers.errors import LivetrainError
 
 
-class ReplayError(Exception):
+class ReplayError(LivetrainError):
     """A one-line reason the replay could not be done."""
 
 
@@ -64,12 +66,11 @@ def _no_config(run_dir: Path) -> str:
     return f"{run_dir / LOG_NAME} holds no run (no config record); is it a livetrain run log?"
 
 
-def replay(paths: list[Path], url: str, env: str, max_points: int = 1000, smoothing: float | None = None,
-           timeout: float = 10.0) -> Replayed:
-    """Draw the runs under `paths` into `env` at `url`."""
+def replay(paths: list[Path], url: str, draw: DrawOptions, timeout: float = 10.0) -> Replayed:
+    """Draw the runs under `paths` at `url`, into `draw.env`."""
     run_dirs = find_runs(paths)
     sender = Sender(VisdomConnection(url, timeout=timeout))
-    board = Board(sender, env, smoothing)
+    board = Board(sender, draw)
     labels: list[str] = []
     skipped = 0
     for run_dir in run_dirs:
@@ -86,7 +87,7 @@ def replay(paths: list[Path], url: str, env: str, max_points: int = 1000, smooth
         skipped += record.skipped
         colour = run_colour(record, label)
         board.add(run_dir, label, colour)  # its windows' places and its traces' order first
-        backend = VisdomBackend(sender, env, label, colour, max_points, smoothing)
+        backend = VisdomBackend(sender, draw, label, colour)
         feed(record, backend)
     board.poll()
     if not sender.flush():

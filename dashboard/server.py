@@ -30,6 +30,7 @@ from dashboard.protocol import COOKIE_VAR, PASSWORD_VAR, SPLICE_PATH, USER_VAR
 from dashboard.visdom_app import (
     events_handler, fast_update_handler, quiet_application, reconnect_transform, splice_handler,
 )
+from trainers.errors import LivetrainError
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8097
@@ -49,7 +50,7 @@ class Found(str, Enum):
         return self.value
 
 
-class ServerError(Exception):
+class ServerError(LivetrainError):
     """A one-line, user-facing reason why the server cannot start or be reached."""
 
 

@@ -26,13 +26,13 @@ GALLERY_SHOWN = 16  # images in a run's gallery (4 rows of 4 in its window); the
 class VisdomBackend:
     """Draws one run (label) into one Visdom env."""
 
-    def __init__(self, sender: Sender, env: str, label: str, colour_index: int | None = None,
-                 max_points: int = 1000, smoothing: float | None = None) -> None:
+    def __init__(self, sender: Sender, draw: windows.DrawOptions, label: str, colour_index: int | None = None) -> None:
         self.sender = sender
-        self.env = env
+        self.env = env = draw.env
         self.label = label
         self.colour_index = windows.default_colour_index(label) if colour_index is None else colour_index
-        self.smoothing = smoothing
+        self.smoothing = smoothing = draw.smoothing
+        max_points = draw.max_points
         self._lock = threading.Lock()
         self._series = {w.metric: MinMaxSeries(max_points) for w in windows.COMPARE_WINDOWS}
         self._smoothed = {w.metric: (Ema(smoothing), MinMaxSeries(max_points))

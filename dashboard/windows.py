@@ -27,6 +27,17 @@ from trainers.reporting import SAMPLES_PER_S, TEST_ACC, TEST_LOSS, TRAIN_ACC, TR
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
            "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 RIGHT, WRONG = "#2ca02c", "#d62728"
+DEFAULT_ENV = "livetrain"
+
+
+@dataclass(frozen=True)
+class DrawOptions:
+    """How runs are drawn, the same for every run of a launch: the Visdom env they share, the
+    smoothing of their per-batch traces, and how many points a trace keeps."""
+
+    env: str = DEFAULT_ENV
+    smoothing: float | None = None  # EMA weight of an extra smoothed per-batch trace (e.g. 0.9); None: no such trace
+    max_points: int = 1000  # per trace on the server
 
 
 @dataclass(frozen=True)

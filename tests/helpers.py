@@ -23,6 +23,7 @@ from dashboard.downsample import MinMaxSeries
 from dashboard.runlog import LOG_NAME
 from dashboard.sender import Sender
 from dashboard.visdom_backend import GALLERY_SHOWN, VisdomBackend
+from dashboard.windows import DrawOptions
 from tests.conftest import REPO
 from trainers import data
 from trainers.reporting import TRAIN_LOSS
@@ -140,10 +141,11 @@ def stream(backend: VisdomBackend, sender: Sender, flushes: int, per_flush: int,
 
 
 def drawing(url: str, env: str, label: str, **options: Any) -> tuple[VisdomConnection, Sender, VisdomBackend]:
-    """A run's backend drawing into `env` at `url` through its own connection and sender."""
+    """A run's backend drawing into `env` at `url` through its own connection and sender;
+    `options` are the rest of its DrawOptions (max_points, smoothing)."""
     connection = VisdomConnection(url)
     sender = Sender(connection)
-    return connection, sender, VisdomBackend(sender, env, label, **options)
+    return connection, sender, VisdomBackend(sender, DrawOptions(env, **options), label)
 
 
 def expected(backend: VisdomBackend) -> dict[str, tuple[list[float], list[float]]]:

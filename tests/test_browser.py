@@ -19,6 +19,7 @@ import pytest
 from dashboard import windows
 from dashboard.connection import Unreachable
 from dashboard.server import ServerProcess
+from dashboard.windows import DrawOptions
 from tests.browser import Browser, find_chromium, overlaps
 from tests.conftest import REPO
 from tests.helpers import server_state
@@ -206,7 +207,7 @@ def test_the_page_reconnects_by_itself_after_a_server_restart(launch: Any, tmp_p
     runs = next(p for p in log_dir.iterdir() if p.is_dir())
     config = ServerConfig(port=free_port(), env_dir=tmp_path / "visdom")
     first = start_background(config)
-    replay([runs / "softmax"], first.config.url, "reconnect")
+    replay([runs / "softmax"], first.config.url, DrawOptions("reconnect"))
     loss = windows.COMPARE_BY_METRIC["train/loss"].title
 
     def traces_in_loss(state: dict[str, Any]) -> list[str]:
@@ -226,7 +227,7 @@ def test_the_page_reconnects_by_itself_after_a_server_restart(launch: Any, tmp_p
                 assert time.monotonic() < deadline, "the page never noticed the server was gone"
                 time.sleep(0.25)
             second = start_background(config)  # a new, empty server on the same port
-            replay([runs], second.config.url, "reconnect")  # all three runs this time
+            replay([runs], second.config.url, DrawOptions("reconnect"))  # all three runs this time
             state = browser.settled(lambda s: s["connected"] and traces_in_loss(s) == sorted(LABELS), timeout=30)
             browser.screenshot(ARTIFACTS / "reconnected.png")
     finally:

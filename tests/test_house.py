@@ -1,7 +1,7 @@
 """The house rules, checked: dependencies run one way. `trainers/` (the core) imports nothing
 from `dashboard/`; no two modules import each other, however far round; the client and the
 server share only `dashboard.protocol`; a training worker imports neither the server nor the
-board; no product file is over 400 lines."""
+board; no product file is over 400 lines; every error a user meets carries its exit code."""
 
 from __future__ import annotations
 
@@ -78,3 +78,22 @@ def test_no_two_modules_import_each_other() -> None:
 def test_no_product_file_is_over_400_lines() -> None:
     sizes = {path.name: len(path.read_text().splitlines()) for path in product_modules().values()}
     assert not {name: n for name, n in sizes.items() if n > 400}, sizes
+
+
+def test_every_error_a_user_meets_carries_its_exit_code() -> None:
+    """One base error: each module's `...Error` is a LivetrainError, so the command line turns any
+    of them into one line with the kind's own exit code, and none needs re-wrapping to get it."""
+    import importlib
+
+    from trainers.errors import LivetrainError, UsageError
+
+    found = {}
+    for name, path in product_modules().items():
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.ClassDef) and node.name.endswith("Error"):
+                found[f"{name}.{node.name}"] = getattr(importlib.import_module(name), node.name)
+    assert len(found) >= 9, sorted(found)
+    assert not [n for n, kind in found.items() if not issubclass(kind, LivetrainError)], sorted(found)
+    usage = sorted(n for n, kind in found.items() if kind.exit_code == 2)
+    assert usage == ["dashboard.launch.plan.PlanError", "trainers.config.ConfigError", "trainers.errors.UsageError"]
+    assert issubclass(found["trainers.config.ConfigError"], UsageError)

@@ -21,6 +21,7 @@ from dashboard.sender import CHECK_AFTER, Sender
 from dashboard.protocol import SEQ_KEY, STALE
 from dashboard.server import ServerConfig, ServerProcess, start_background
 from dashboard.visdom_backend import VisdomBackend
+from dashboard.windows import DrawOptions
 from benchmarks.stock_visdom import start_stock
 from tests.conftest import free_port
 from tests.helpers import expected, held, stream
@@ -73,7 +74,7 @@ def test_requests_applied_late_do_not_leave_a_stale_window(server: ServerProcess
     env, url = "late", server.config.url
     connection = VisdomConnection(relay.url, timeout=1.5)  # held requests time out; others answer in ms
     sender = Sender(connection)
-    backend = VisdomBackend(sender, env, "run", max_points=40)
+    backend = VisdomBackend(sender, DrawOptions(env, max_points=40), "run")
     step = stream(backend, sender, flushes=3, per_flush=9)  # drawn, tails spliced (on ours)
     predict(backend, 1.0, seed=1)
     assert sender.flush()

@@ -33,6 +33,7 @@ from trainers.config import RunConfig
 from trainers.loop import CHECKPOINT
 from trainers.reporting import TRAIN_LOSS
 from dashboard.launch.worker import ERROR_FILE
+from dashboard.windows import DrawOptions
 
 pytestmark = pytest.mark.slow
 
@@ -176,7 +177,7 @@ def test_a_run_that_raises_or_diverges_does_not_stop_the_others(tmp_path: Path) 
         PlannedRun(RunConfig("mlp", epochs=1, limit=2000, lr=1e30, label="boom").resolved(), runs / "boom"),
     ]
     terminal = io.StringIO()
-    outcome = launch(plan, runs, LaunchOptions(None, "isolation", stream=terminal))
+    outcome = launch(plan, runs, LaunchOptions(None, DrawOptions("isolation"), stream=terminal))
     assert outcome.exit_code == 1 and not outcome.interrupted
     status = {r.label: (r.status, r.reason) for r in outcome.runs}
     assert status["fine"] == ("finished", "")
@@ -221,7 +222,7 @@ def _two_runs(tmp_path: Path, url: str, during: Callable[[Path], None]) -> tuple
     thread.start()
     terminal = io.StringIO()
     try:
-        outcome = launch(plan, runs, LaunchOptions(Server(url), "bounced", stream=terminal))
+        outcome = launch(plan, runs, LaunchOptions(Server(url), DrawOptions("bounced"), stream=terminal))
     finally:
         thread.join()
     return outcome, terminal.getvalue(), [runs / "a", runs / "b"]
@@ -272,7 +273,7 @@ def test_a_resumed_run_draws_its_earlier_points_too(visdom_server: ServerProcess
     for step in range(1, 6):
         earlier.scalars(step, step / 10, {TRAIN_LOSS: 1.0 / step})
     earlier.close()
-    dash = Dashboard(tmp_path / "mlp", "mlp", DashboardOptions(visdom_url=url, env="resumed"))
+    dash = Dashboard(tmp_path / "mlp", "mlp", DashboardOptions(visdom_url=url, draw=DrawOptions("resumed")))
     dash.scalars(6, 0.6, {TRAIN_LOSS: 0.1})  # the first point after the resume
     assert dash.close(wait=10)
     drawn = server_state(url, "resumed")[windows.COMPARE_BY_METRIC[TRAIN_LOSS].win]["content"]["data"]

@@ -22,6 +22,7 @@ from dashboard.launch.plan import PlanError, parse_models, parse_setting, plan_r
 from dashboard.runlog import LOG_NAME, RunLog, read
 from tests.conftest import free_port
 from trainers.config import RunConfig
+from trainers.errors import UsageError
 from trainers.reporting import TEST_ACC, TRAIN_LOSS
 from dashboard.launch.worker import WorkerSpec
 
@@ -68,8 +69,9 @@ def test_settings_apply_by_model_then_by_label() -> None:
     (["softmax.optimizer=adam"], "run 'softmax': softmax regression trains with its hand-written SGD"),
 ])
 def test_bad_settings_are_usage_errors(settings: list[str], message: str) -> None:
-    with pytest.raises(PlanError, match=re.escape(message)):
+    with pytest.raises(UsageError, match=re.escape(message)) as info:  # PlanError, or the run's ConfigError
         plan_runs(["softmax,mlp"], settings)
+    assert info.value.exit_code == 2
 
 
 # ---- the command line ----------------------------------------------------------------------

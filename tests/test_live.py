@@ -25,6 +25,7 @@ from tests.helpers import MAX_POINTS, assert_windows_match_logs, drawn_from_log,
 from trainers.config import RunConfig
 from trainers.reporting import TEST_ACC, TRAIN_LOSS
 from dashboard.launch.worker import WorkerSpec, run
+from dashboard.windows import DrawOptions
 
 
 def run_workers(specs: list[WorkerSpec], board: Board | None = None, during: Any = None,
@@ -54,11 +55,11 @@ def live(visdom_server: ServerProcess, tmp_path_factory: pytest.TempPathFactory)
     """A softmax and an MLP trained side by side, streaming to the server; the board draws the panes."""
     url, env = visdom_server.config.url, "live"
     root = tmp_path_factory.mktemp("runs")
-    options = DashboardOptions(visdom_url=url, env=env, max_points=MAX_POINTS, interval=0.3)
+    options = DashboardOptions(visdom_url=url, draw=DrawOptions(env, max_points=MAX_POINTS), interval=0.3)
     specs = [WorkerSpec(RunConfig(model, epochs=2, limit=6000, threads=1), root / model, options, i)
              for i, model in enumerate(["softmax", "mlp"])]
     sender = Sender(VisdomConnection(url), interval=0.3)
-    board = Board(sender, env)
+    board = Board(sender, DrawOptions(env))
     for spec in specs:
         board.add(spec.run_dir)
     sender.start()
@@ -84,7 +85,7 @@ def test_live_windows_hold_exactly_what_the_logs_hold(live: tuple[str, list[Path
 
 def test_replay_draws_the_same_windows_as_the_live_run(live: tuple[str, list[Path]]) -> None:
     url, run_dirs = live
-    done = replay(run_dirs, url, "replayed", max_points=MAX_POINTS)
+    done = replay(run_dirs, url, DrawOptions("replayed", max_points=MAX_POINTS))
     assert done.labels == ["softmax", "mlp"]
     live_state, replayed = server_state(url, "live"), server_state(url, "replayed")
     assert sorted(live_state) == sorted(replayed)
@@ -100,7 +101,8 @@ def test_replay_draws_the_same_windows_as_the_live_run(live: tuple[str, list[Pat
 
 
 def _spec(url: str, run_dir: Path, epochs: int, limit: int) -> WorkerSpec:
-    options = DashboardOptions(visdom_url=url, env="outage", max_points=MAX_POINTS, interval=0.3, timeout=2.0)
+    options = DashboardOptions(visdom_url=url, draw=DrawOptions("outage", max_points=MAX_POINTS), interval=0.3,
+                               timeout=2.0)
     return WorkerSpec(RunConfig("mlp", epochs=epochs, limit=limit, threads=1), run_dir, options, 0)
 
 
@@ -188,7 +190,7 @@ def test_the_training_thread_never_touches_the_network(tmp_path: Path, monkeypat
             callers.append(threading.current_thread().name)
             return _real(self, *args, **kwargs)
         monkeypatch.setattr(socket.socket, name, spy)
-    options = DashboardOptions(visdom_url=server.config.url, env="frozen", interval=0.2, timeout=0.5)
+    options = DashboardOptions(visdom_url=server.config.url, draw=DrawOptions("frozen"), interval=0.2, timeout=0.5)
     try:
         os.kill(server.process.pid, signal.SIGSTOP)
         dash = Dashboard(tmp_path / "run", "mlp", options)

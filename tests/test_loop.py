@@ -14,7 +14,7 @@ from tests.conftest import REPO
 from tests.helpers import make_cifar
 from trainers import data
 from trainers.config import ConfigError, RunConfig
-from trainers.loop import CHECKPOINT, SAMPLE_SIZE, fit
+from trainers.loop import CHECKPOINT, SAMPLE_SIZE, DeviceError, ResumeError, fit
 from trainers.reporting import (
     EPOCH_TRAIN_LOSS, LR, SAMPLES_PER_S, TEST_ACC, TRAIN_ACC, TRAIN_LOSS, Recorder,
 )
@@ -117,10 +117,11 @@ def test_checkpoint_is_weights_only_and_resume_continues_exactly(tmp_path, fashi
 
 
 def test_resume_refuses_a_missing_or_foreign_checkpoint(tmp_path, fashion: data.Dataset) -> None:
-    with pytest.raises(ConfigError, match="cannot resume: no checkpoint at"):
+    with pytest.raises(ResumeError, match="cannot resume: no checkpoint at") as info:
         fit(RunConfig("mlp", epochs=1, limit=100), Recorder(), run_dir=tmp_path, resume=True, dataset=fashion)
+    assert info.value.exit_code == 1  # the files say no, not the command line
     fit(RunConfig("softmax", epochs=1, limit=100), Recorder(), run_dir=tmp_path, dataset=fashion)
-    with pytest.raises(ConfigError, match="is a softmax on fashion-mnist, not a mlp on fashion-mnist"):
+    with pytest.raises(ResumeError, match="is a softmax on fashion-mnist, not a mlp on fashion-mnist"):
         fit(RunConfig("mlp", epochs=2, limit=100), Recorder(), run_dir=tmp_path, resume=True, dataset=fashion)
 
 
@@ -154,14 +155,16 @@ def test_threads_are_set_per_run(fashion: data.Dataset) -> None:
 ])
 def test_bad_configs_are_refused_before_any_data_loads(changes: dict, message: str) -> None:
     values = dict(model="mlp") | changes
-    with pytest.raises(ConfigError, match=re.escape(message)):
+    with pytest.raises(ConfigError, match=re.escape(message)) as info:
         RunConfig(**values).resolved()
+    assert info.value.exit_code == 2  # a usage error: the settings asked for it
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
 def test_cuda_on_a_cpu_machine_says_what_to_do(fashion: data.Dataset) -> None:
-    with pytest.raises(ConfigError, match="CUDA is not available here .*; use --device cpu or auto"):
+    with pytest.raises(DeviceError, match="CUDA is not available here .*; use --device cpu or auto") as info:
         fit(RunConfig("mlp", epochs=1, device="cuda"), Recorder(), dataset=fashion)
+    assert info.value.exit_code == 1  # the machine says no
 
 
 def test_trainers_never_import_visdom() -> None:

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from trainers.data import DATASETS
+from trainers.errors import UsageError
 from trainers.models import MODELS
 
 OPTIMIZERS = ("sgd", "adam")
@@ -18,8 +19,8 @@ MAX_SEED = 2**63 - 1
 DEVICES = ("auto", "cpu", "cuda")
 
 
-class ConfigError(ValueError):
-    """A one-line reason why a configuration cannot run."""
+class ConfigError(UsageError, ValueError):
+    """A one-line reason why a configuration cannot run (a usage error: the settings say it)."""
 
 
 @dataclass(frozen=True)

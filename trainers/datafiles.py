@@ -12,10 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
+from trainers.errors import LivetrainError
+
 CIFAR_RECORD = 1 + 3 * 32 * 32  # one label byte, then the R, G and B planes
 
 
-class DataError(Exception):
+class DataError(LivetrainError):
     """A one-line, user-facing reason why a data set cannot be loaded, with what to do."""
 
 

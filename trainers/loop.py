@@ -16,7 +16,8 @@ from typing import Any
 import torch
 
 from trainers import data, models
-from trainers.config import ConfigError, RunConfig
+from trainers.config import RunConfig
+from trainers.errors import LivetrainError
 from trainers.reporting import (
     EPOCH_TRAIN_ACC, EPOCH_TRAIN_LOSS, LR, SAMPLES_PER_S, TEST_ACC, TEST_LOSS, TRAIN_ACC, TRAIN_LOSS,
     Reporter, RunState,
@@ -28,6 +29,14 @@ SAMPLE_SIZE = 500
 SAMPLE_SEED = 1234
 EVAL_BATCH = 1000
 CHECKPOINT = "checkpoint.pt"
+
+
+class DeviceError(LivetrainError):
+    """The device a run asks for is not on this machine."""
+
+
+class ResumeError(LivetrainError):
+    """A run cannot be resumed: its checkpoint is missing, damaged or another run's."""
 
 
 class Diverged(Exception):
@@ -62,7 +71,7 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("CUDA is not available here (torch sees no GPU); use --device cpu or auto")
+        raise DeviceError("CUDA is not available here (torch sees no GPU); use --device cpu or auto")
     return torch.device(name)
 
 
@@ -239,10 +248,10 @@ def read_checkpoint(path: Path, config: RunConfig) -> dict[str, Any]:
         for key in ("model", "optimizer", "generator", "torch_rng", "epochs_done", "history"):
             state[key]  # noqa: B018 - raises KeyError when missing
     except Exception:  # torch.load raises many kinds (pickle, zip, EOF, runtime) on a damaged file
-        raise ConfigError(f"cannot resume: the checkpoint {path} is damaged or not a livetrain checkpoint; "
+        raise ResumeError(f"cannot resume: the checkpoint {path} is damaged or not a livetrain checkpoint; "
                           "delete it to train that run from the start") from None
     if (saved.model, saved.dataset) != (config.model, config.dataset):
-        raise ConfigError(f"cannot resume: {path} is a {saved.model} on {saved.dataset}, "
+        raise ResumeError(f"cannot resume: {path} is a {saved.model} on {saved.dataset}, "
                           f"not a {config.model} on {config.dataset}")
     return state
 
@@ -251,7 +260,7 @@ def _load_checkpoint(run_dir: Path | None, config: RunConfig, model: models.Mode
                      generator: torch.Generator) -> tuple[int, list[dict[str, float]]]:
     path = (run_dir or Path(".")) / CHECKPOINT
     if run_dir is None or not path.is_file():
-        raise ConfigError(f"cannot resume: no checkpoint at {path}")
+        raise ResumeError(f"cannot resume: no checkpoint at {path}")
     state = read_checkpoint(path, config)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])

@@ -2,7 +2,8 @@
 until each has ended, and reported.
 
 - `plan`: the runs from the command line's words, or an earlier launch's to resume; every check
-  that can refuse a command before anything starts or is written (`PlanError`, `LaunchError`).
+  that can refuse a command before anything starts or is written (`PlanError`, `LaunchError`;
+  every error a user meets is a `trainers.errors.LivetrainError`, carrying its exit code).
 - `servers`: the Visdom server a launch draws into, found or started.
 - `supervisor`: one worker process per run; stop requests passed on; dead workers' logs sealed.
 - `run`: one launch, start to end (`run` is what `launch.py run` and `demo` call).

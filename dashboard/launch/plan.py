@@ -1,6 +1,8 @@
 """The plan of a launch: runs from the command line's words (models, labels, --set), or the
 runs of an earlier launch to resume, and every check that can refuse a command before anything
-starts or is written (`PlanError`: a usage error; `LaunchError`: the machine says no)."""
+starts or is written. Its own errors are `PlanError` (a usage error) and `LaunchError` (the
+machine says no); the trainers' errors (a bad setting, data, device or checkpoint) pass through
+unchanged, with their own exit codes."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import torch
 from dashboard.runlog import LOG_NAME, read, run_dirs
 from trainers import data
 from trainers.config import ConfigError, RunConfig
+from trainers.errors import LivetrainError, UsageError
 from trainers.loop import CHECKPOINT, read_checkpoint, resolve_device
 from trainers.models import MODELS
 from trainers.reporting import RunState
@@ -46,11 +49,11 @@ class PlannedRun:
     resume: bool = False
 
 
-class PlanError(Exception):
+class PlanError(UsageError):
     """The command line asks for something impossible (a usage error: exit code 2)."""
 
 
-class LaunchError(Exception):
+class LaunchError(LivetrainError):
     """The runs cannot start here: no data, no writable log dir, no server (exit code 1)."""
 
 
@@ -132,7 +135,7 @@ def plan_runs(models: Sequence[str], settings: Sequence[str], **common: Any) -> 
         try:
             configs.append(RunConfig(model=model, label=label, **given).resolved())
         except ConfigError as exc:
-            raise PlanError(f"run {label!r}: {exc}") from None
+            raise exc.about(f"run {label!r}") from None
     return configs
 
 
@@ -156,13 +159,13 @@ def resume_runs(launch_dir: Path, epochs: int | None = None) -> list[PlannedRun]
         if record.status == RunState.FINISHED and config.epochs <= epochs_done(record.x):
             done.append(config.label)
             continue
-        checkpoint = run_dir / CHECKPOINT
         try:
             config = config.resolved()
-            if checkpoint.is_file():
-                read_checkpoint(checkpoint, config)  # damaged: said now, not by the run's worker
-        except ConfigError as exc:
-            raise LaunchError(f"cannot resume {run_dir}: {str(exc).removeprefix('cannot resume: ')}") from None
+        except ConfigError as exc:  # the log's settings, not the command line's: a damaged log
+            raise LaunchError(f"cannot resume {run_dir}: its logged config is refused ({exc})") from None
+        checkpoint = run_dir / CHECKPOINT
+        if checkpoint.is_file():
+            read_checkpoint(checkpoint, config)  # damaged: said now, not by the run's worker
         todo.append(PlannedRun(config, run_dir, checkpoint.is_file()))
     if not todo:
         raise LaunchError(f"every run in {launch_dir} has finished its epochs ({', '.join(done)}); "
@@ -177,10 +180,7 @@ def epochs_done(x: float) -> int:
 def check_devices(configs: Sequence[RunConfig]) -> None:
     """Every run's device exists on this machine (`--device cuda` needs a GPU)."""
     for config in configs:
-        try:
-            resolve_device(config.device)
-        except ConfigError as exc:
-            raise LaunchError(str(exc)) from None
+        resolve_device(config.device)
 
 
 def prepare_to_fork() -> None:
@@ -197,16 +197,13 @@ def load_data(configs: Sequence[RunConfig]) -> None:
         if data_dir and not Path(data_dir).is_dir():
             raise LaunchError(f"--data-dir {data_dir} is not a folder; give the folder that holds the data "
                               "sets, or leave it out to use ./data and the system's copy")
-        try:
-            loaded = data.load(dataset, data_dir or None)
-        except data.DataError as exc:
-            raise LaunchError(str(exc)) from None
+        loaded = data.load(dataset, data_dir or None)
         for config in configs:
             if (config.dataset, config.data_dir or "") == (dataset, data_dir):
                 try:
                     config.check_sizes(len(loaded.train))
                 except ConfigError as exc:
-                    raise PlanError(f"run {config.label!r}: {exc}") from None
+                    raise exc.about(f"run {config.label!r}") from None
 
 
 def check_env(env: str) -> str:

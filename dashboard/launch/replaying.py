@@ -5,35 +5,29 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TextIO
 
-from dashboard.launch.plan import LaunchError
 from dashboard.launch.servers import find_server, page_url, serve_until_stopped
-from dashboard.replay import ReplayError, check_runs, replay
-from dashboard.server import ServerConfig, ServerError
+from dashboard.replay import check_runs, replay
+from dashboard.server import ServerConfig
+from dashboard.windows import DrawOptions
 
 
-def replay_runs(paths: list[Path], env: str, visdom_url: str | None, config: ServerConfig, out: TextIO,
-                smoothing: float | None = None) -> None:
-    """Draw the runs under `paths` into `env`: at `visdom_url`, or on the local server (started
-    when none answers, and then kept up until Ctrl-C). Raises LaunchError before anything is
-    started when the logs or the server say no."""
+def replay_runs(paths: list[Path], draw: DrawOptions, visdom_url: str | None, config: ServerConfig,
+                out: TextIO) -> None:
+    """Draw the runs under `paths` into `draw.env`: at `visdom_url`, or on the local server (started
+    when none answers, and then kept up until Ctrl-C). Raises ReplayError before anything is
+    started when the logs say no, and LaunchError or ServerError when the server does."""
     check_runs(paths)  # before anything is started
     server = find_server(visdom_url, config, start=True)
     try:
         if server.started is not None:
-            try:
-                server.started.wait_ready()
-            except ServerError as exc:
-                raise LaunchError(str(exc)) from None
-        try:
-            done = replay(paths, server.url, env, smoothing=smoothing)
-        except ReplayError as exc:
-            raise LaunchError(str(exc)) from None
+            server.started.wait_ready()
+        done = replay(paths, server.url, draw)
         note = f" ({done.skipped_lines} incomplete log lines skipped)" if done.skipped_lines else ""
         out.write(f"Replayed {len(done.labels)} run(s): {', '.join(done.labels)}{note}. "
-                  f"See {page_url(server, env)}\n")
+                  f"See {page_url(server, draw.env)}\n")
         out.flush()
         if server.started is not None:
-            serve_until_stopped(out, server, env)
+            serve_until_stopped(out, server, draw.env)
     finally:
         if server.started is not None:
             server.started.stop()

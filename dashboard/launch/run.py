@@ -30,6 +30,8 @@ from dashboard.terminal import GoneQuiet, TerminalView, clock
 from trainers.config import RunConfig, threads_per_run
 from trainers.reporting import RunState
 
+PER_LAUNCH = ""  # RunRequest.draw.env: the launch names its env after its folder
+
 
 @dataclass
 class Outcome:
@@ -56,17 +58,14 @@ class LaunchOptions:
     """The run-wide choices: where the windows go (None: headless) and how they are drawn."""
 
     server: Server | None
-    env: str
-    smoothing: float | None = None
-    max_points: int = 1000
+    draw: windows.DrawOptions
     stream: TextIO = field(default_factory=lambda: sys.stdout)
     poll: float = 0.5  # seconds between terminal redraws / board polls
 
 
 def worker_specs(runs: Sequence[PlannedRun], options: LaunchOptions) -> list[WorkerSpec]:
     threads = threads_per_run(len(runs))
-    dash = DashboardOptions(visdom_url=options.server.url if options.server else None, env=options.env,
-                            max_points=options.max_points, smoothing=options.smoothing)
+    dash = DashboardOptions(visdom_url=options.server.url if options.server else None, draw=options.draw)
     specs = []
     for index, run in enumerate(runs):
         config = run.config
@@ -82,7 +81,7 @@ def launch(runs: Sequence[PlannedRun], launch_dir: Path, options: LaunchOptions)
     specs = worker_specs(runs, options)
     server = options.server
     sender = Sender(VisdomConnection(server.url), name="visdom-board") if server else None
-    board = Board(sender, options.env, options.smoothing)
+    board = Board(sender, options.draw)
     for spec in specs:
         board.add(spec.run_dir, spec.config.label, spec.colour_index)
     view = TerminalView(out)
@@ -139,24 +138,24 @@ class RunRequest:
     visdom_url: str | None = None
     server: ServerConfig = field(default_factory=ServerConfig)
     start_server: bool = True
-    env: str | None = None  # default: one env per launch, named after its folder
+    # how the runs are drawn; its env PER_LAUNCH (the default) means one env per launch, named
+    # after its folder (a resumed launch: the env its runs logged)
+    draw: windows.DrawOptions = windows.DrawOptions(env=PER_LAUNCH)
     keep_serving: bool = True  # after the runs, keep a server this command started up until Ctrl-C
-    smoothing: float | None = None
-    max_points: int = 1000
 
 
 def run(request: RunRequest, out: TextIO | None = None) -> int:
     """Check everything, start the server if needed, train, report; the exit code.
 
-    Raises PlanError / LaunchError before anything is started or written."""
+    Raises a LivetrainError (its kind carries the exit code) before anything is started or written."""
     out = GoneQuiet(out or sys.stdout)  # type: ignore[assignment]  # a closed terminal stops no run
     if request.resume_dir is not None:
         runs = resume_runs(request.resume_dir, request.resume_epochs)
         configs = [run.config for run in runs]
     else:
         configs = list(request.configs)
-    if request.env is not None:
-        check_env(request.env)
+    if request.draw.env != PER_LAUNCH:
+        check_env(request.draw.env)
     check_devices(configs)
     prepare_to_fork()
     load_data(configs)
@@ -170,11 +169,11 @@ def run(request: RunRequest, out: TextIO | None = None) -> int:
         if request.resume_dir is None:
             launch_dir = new_launch_dir(request.log_dir)
             runs = [PlannedRun(config, launch_dir / config.label) for config in configs]
-            env = request.env or f"livetrain_{launch_dir.name}"
+            env = request.draw.env or f"livetrain_{launch_dir.name}"
         else:
             launch_dir = request.resume_dir
-            env = request.env or _logged_env(runs) or f"livetrain_{launch_dir.name}"
-        options = LaunchOptions(server, env, request.smoothing, request.max_points, out)
+            env = request.draw.env or _logged_env(runs) or f"livetrain_{launch_dir.name}"
+        options = LaunchOptions(server, replace(request.draw, env=env), out)
         _announce(out, runs, launch_dir, server, env)
         started = time.monotonic()
         outcome = launch(runs, launch_dir, options)
@@ -232,10 +231,10 @@ def _redraw(out: TextIO, specs: Sequence[WorkerSpec], launch_dir: Path, url: str
     """The server missed the runs' last updates (down or frozen as they ended): if it answers now,
     draw every run again from its log, so that the page ends complete; else say how to later."""
     try:
-        done = replay([spec.run_dir for spec in specs], url, options.env, options.max_points, options.smoothing)
+        done = replay([spec.run_dir for spec in specs], url, options.draw)
         out.write(f"The Visdom server missed the runs' last updates; redrew {len(done.labels)} run(s) "
                   "from their logs.\n")
     except ReplayError:
         out.write(f"The Visdom server missed updates and does not answer now; once it does, "
-                  f"`livetrain replay {launch_dir} --env {options.env}` redraws the runs.\n")
+                  f"`livetrain replay {launch_dir} --env {options.draw.env}` redraws the runs.\n")
     out.flush()

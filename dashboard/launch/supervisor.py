@@ -174,7 +174,7 @@ def seal_logs(specs: Sequence[WorkerSpec], exitcodes: Sequence[int | None],
         state, reason = death_reason(code, stopping, spec.run_dir)
         try:
             log = RunLog(spec.run_dir, meta={"label": spec.config.label, "colour": spec.colour_index,
-                                             "env": spec.dashboard.env})
+                                             "env": spec.dashboard.draw.env})
             try:
                 if record is None or not record.config:
                     log.config(spec.config.to_dict())
