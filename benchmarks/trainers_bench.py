@@ -24,7 +24,7 @@ import torchvision
 from torch.utils.data import DataLoader, Subset
 from torchvision import transforms
 
-from trainers import data, models
+from trainers import data, losses, models
 from trainers.config import RunConfig
 from trainers.loop import accuracy_count, make_optimizer, train_one_epoch
 from trainers.reporting import Recorder
@@ -91,10 +91,11 @@ def bench_training(ds: data.Dataset, root: Path, name: str, limit: int | None) -
     n = limit or len(ds.train)
 
     torch.manual_seed(0)
-    model = spec.build(ds.image_shape, 10)
+    model = models.build(name, ds.image_shape, 10)
+    loss = losses.get(cfg.loss, by_hand=spec.scratch)
     opt = make_optimizer(model, cfg)
     start = time.perf_counter()
-    train_one_epoch(model, opt, spec.loss, ds.train.images[:n], ds.train.labels[:n], cfg, 0, Recorder(),
+    train_one_epoch(model, opt, loss, ds.train.images[:n], ds.train.labels[:n], cfg, 0, Recorder(),
                     torch.Generator().manual_seed(0), stats)
     ours = n / (time.perf_counter() - start)
 
@@ -104,8 +105,8 @@ def bench_training(ds: data.Dataset, root: Path, name: str, limit: int | None) -
     tv = torchvision.datasets.FashionMNIST(str(root), train=True, download=False, transform=transforms.Compose(steps))
     loader = DataLoader(Subset(tv, range(n)), batch_size=cfg.batch_size, shuffle=True, num_workers=0)
     torch.manual_seed(0)
-    model = spec.build(ds.image_shape, 10)
-    seconds, seen = d2l_epoch(model, make_optimizer(model, cfg), spec.loss, loader)
+    model = models.build(name, ds.image_shape, 10)
+    seconds, seen = d2l_epoch(model, make_optimizer(model, cfg), loss, loader)
     ref = seen / seconds
     return {"model": name, "samples": n, "ours_samples_per_s": ours, "d2l_samples_per_s": ref, "speedup": ours / ref}
 

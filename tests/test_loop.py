@@ -142,7 +142,7 @@ def test_threads_are_set_per_run(fashion: data.Dataset) -> None:
 
 
 @pytest.mark.parametrize("changes, message", [
-    (dict(model="resnet"), "unknown model 'resnet'; choose one of softmax, mlp, cnn"),
+    (dict(model="resnet"), "unknown model 'resnet'; choose one of softmax, softmax-nn, mlp, cnn, lenet"),
     (dict(dataset="svhn"), "unknown data set 'svhn'"),
     (dict(epochs=0), "epochs must be from 1 to 10,000, not 0"),
     (dict(epochs=10**20), "epochs must be from 1 to 10,000"),

@@ -15,11 +15,11 @@ from typing import Any
 
 import torch
 
-from trainers import data, models
+from trainers import data, losses, models
 from trainers.config import RunConfig
 from trainers.errors import LivetrainError
 from trainers.reporting import (
-    EPOCH_TRAIN_ACC, EPOCH_TRAIN_LOSS, LR, SAMPLES_PER_S, TEST_ACC, TEST_LOSS, TRAIN_ACC, TRAIN_LOSS,
+    EPOCH_TRAIN_ACC, EPOCH_TRAIN_LOSS, LR, SAMPLES_PER_S, TEST_ACC, TEST_LOSS, TEST_OBJECTIVE, TRAIN_ACC, TRAIN_LOSS,
     Reporter, RunState,
 )
 
@@ -45,9 +45,11 @@ class Diverged(Exception):
 
 @dataclass
 class EvalResult:
-    """A pass over a split: mean loss, accuracy, and per-image predictions."""
+    """A pass over a split: mean loss (the one trained on) and cross-entropy, accuracy, and
+    per-image predictions."""
 
     loss: float
+    cross_entropy: float
     acc: float
     predicted: torch.Tensor  # (N,) class index
     probability: torch.Tensor  # (N,) softmax probability of the predicted class
@@ -91,12 +93,11 @@ def train_one_epoch(model: models.Model, optimizer: Any, loss_fn: Any, images: t
     model.train()
     loss_sum, correct, seen = 0.0, 0, 0
     tick = time.perf_counter()
-    spec = models.MODELS[config.model]
     total_steps = config.epochs * batches_per_epoch
     for i, (x, y) in enumerate(data.batches(images, labels, config.batch_size, generator=generator, stats=stats)):
         step = epoch * batches_per_epoch + i
-        if spec.cosine:  # lr follows half a cosine from config.lr down to 0 over the whole run
-            optimizer.param_groups[0]["lr"] = config.lr * 0.5 * (1 + math.cos(math.pi * step / total_steps))
+        if config.schedule != "constant":
+            optimizer.param_groups[0]["lr"] = scheduled_lr(config, step, total_steps)
         # forward and backward: logits (B, K), loss a scalar batch mean
         logits = model(x)
         loss = loss_fn(logits, y)
@@ -130,29 +131,46 @@ def evaluate(model: models.Model, loss_fn: Any, images: torch.Tensor, labels: to
              num_classes: int, stats: tuple[torch.Tensor, torch.Tensor] | None) -> EvalResult:
     """Loss, accuracy, predictions and confusion matrix over a whole split."""
     model.eval()
-    loss_sum, predicted, probability = 0.0, [], []
+    loss_sum, ce_sum, predicted, probability = 0.0, 0.0, [], []
     for x, y in data.batches(images, labels, EVAL_BATCH, stats=stats):
         logits = model(x)
         loss_sum += float(loss_fn(logits, y)) * y.shape[0]
+        ce_sum += losses.cross_entropy_sum(logits, y)
         prob, pred = torch.softmax(logits, dim=1).max(dim=1)
         predicted.append(pred)
         probability.append(prob)
     pred = torch.cat(predicted)
     confusion = torch.bincount(labels * num_classes + pred, minlength=num_classes**2)
     n = labels.shape[0]
-    return EvalResult(loss_sum / n, float((pred == labels).sum()) / n, pred.cpu(),
+    return EvalResult(loss_sum / n, ce_sum / n, float((pred == labels).sum()) / n, pred.cpu(),
                       torch.cat(probability).cpu(), confusion.reshape(num_classes, num_classes).cpu())
 
 
-def make_optimizer(model: models.Model, config: RunConfig) -> Any:
+def scheduled_lr(config: RunConfig, step: int, total_steps: int) -> float:
+    """The lr at `step` (0-based) of `total_steps`: constant; cosine, half a cosine from the lr
+    down to 0 over the run; step, a tenth of it from half the run and a hundredth from three
+    quarters (set per batch, so runs of any length and batch size decay alike)."""
     assert config.lr is not None
+    if config.schedule == "cosine":
+        return config.lr * 0.5 * (1 + math.cos(math.pi * step / total_steps))
+    if config.schedule == "step":
+        return config.lr * 0.1 ** ((2 * step >= total_steps) + (4 * step >= 3 * total_steps))
+    return config.lr
+
+
+def make_optimizer(model: models.Model, config: RunConfig) -> Any:
+    """The run's optimizer; the from-scratch model's is hand-written SGD (trainers.scratch)."""
+    assert config.lr is not None
+    decay = config.weight_decay or 0.0
     if isinstance(model, models.SoftmaxRegression):
         from trainers.scratch import SGD
 
-        return SGD(model.parameters(), lr=config.lr)
+        return SGD(model.parameters(), lr=config.lr, momentum=config.momentum or 0.0, weight_decay=decay)
     if config.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=config.lr)
-    return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=0.9)
+        return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=decay)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=decay)
+    return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum or 0.0, weight_decay=decay)
 
 
 def fit(config: RunConfig, reporter: Reporter, run_dir: Path | None = None, resume: bool = False,
@@ -180,7 +198,8 @@ def fit(config: RunConfig, reporter: Reporter, run_dir: Path | None = None, resu
     sample = torch.randperm(len(ds.test), generator=torch.Generator().manual_seed(SAMPLE_SEED))[:SAMPLE_SIZE]
 
     # ---- model and optimizer, maybe from the last checkpoint ----
-    model = spec.build(ds.image_shape, len(ds.classes)).to(device)
+    model = models.build(config.model, ds.image_shape, len(ds.classes), config.model_settings()).to(device)
+    loss_fn = losses.get(config.loss, by_hand=spec.scratch)
     optimizer = make_optimizer(model, config)
     result = RunResult(RunState.RUNNING)
     start_epoch = 0
@@ -191,14 +210,17 @@ def fit(config: RunConfig, reporter: Reporter, run_dir: Path | None = None, resu
 
     for epoch in range(start_epoch, config.epochs):
         try:
-            train_loss, train_acc = train_one_epoch(model, optimizer, spec.loss, train_x, train_y, config,
+            train_loss, train_acc = train_one_epoch(model, optimizer, loss_fn, train_x, train_y, config,
                                                     epoch, reporter, generator, stats)
         except Diverged as exc:
             result.status, result.reason = RunState.FAILED, str(exc)
             reporter.status(RunState.FAILED, str(exc))
             return result
-        test = evaluate(model, spec.loss, test_x, test_y, len(ds.classes), stats)
-        metrics = {EPOCH_TRAIN_LOSS: train_loss, EPOCH_TRAIN_ACC: train_acc, TEST_LOSS: test.loss, TEST_ACC: test.acc}
+        test = evaluate(model, loss_fn, test_x, test_y, len(ds.classes), stats)
+        metrics = {EPOCH_TRAIN_LOSS: train_loss, EPOCH_TRAIN_ACC: train_acc, TEST_LOSS: test.cross_entropy,
+                   TEST_ACC: test.acc}
+        if config.loss != "ce":
+            metrics[TEST_OBJECTIVE] = test.loss
         result.history.append(metrics)
         x = float(epoch + 1)
         steps = (epoch + 1) * math.ceil(train_y.shape[0] / config.batch_size)

@@ -1,17 +1,17 @@
-"""The three classifiers the product compares, and a registry of them by name.
+"""The classifiers the product compares, and a registry of them by name with their default recipes.
 
-Every model maps a float batch (B, C, H, W) to logits (B, num_classes)."""
+Every model maps a float batch (B, C, H, W) to logits (B, num_classes). A model's own settings
+(`hidden`, `activation`, `dropout`, `init`, `channels`) are named in its `ModelSpec`, with their
+defaults; a run can change them (`--set mlp.activation=sigmoid`), and no other model's."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-
-from trainers import scratch
 
 
 class SoftmaxRegression:
@@ -49,47 +49,91 @@ class SoftmaxRegression:
             self.b.copy_(state["b"])
 
 
+class ConciseSoftmax(nn.Module):
+    """d2l's concise softmax regression: nn.Flatten + nn.Linear(D, K), weights from N(0, 0.01^2).
+
+    The weights are drawn exactly as `SoftmaxRegression` draws W (a (D, K) normal, then
+    transposed into the layer), so with the same seed both start equal and train equal."""
+
+    def __init__(self, num_inputs: int, num_classes: int) -> None:
+        super().__init__()
+        weight = torch.normal(0.0, 0.01, (num_inputs, num_classes))  # first: nn.Linear draws its own
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(num_inputs, num_classes))
+        with torch.no_grad():
+            self.net[1].weight.copy_(weight.T)
+            self.net[1].bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)  # (B, C, H, W) -> (B, K)
+
+
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "leaky-relu": nn.LeakyReLU, "selu": nn.SELU,
+    "softplus": nn.Softplus,
+}
+# the name torch.nn.init's gain and Kaiming functions know each activation by (softplus: as ReLU)
+_GAIN_NAME = {"relu": "relu", "sigmoid": "sigmoid", "tanh": "tanh", "leaky-relu": "leaky_relu", "selu": "selu",
+              "softplus": "relu"}
+INITS = ("kaiming", "xavier", "normal")
+
+
+def init_linear(layer: nn.Linear, init: str, activation: str) -> None:
+    """Kaiming (He), Xavier (Glorot, with the activation's gain) or N(0, 0.01^2) weights; zero bias."""
+    gain_name = _GAIN_NAME[activation]
+    if init == "kaiming":
+        nn.init.kaiming_normal_(layer.weight, nonlinearity="leaky_relu" if gain_name == "leaky_relu" else "relu")
+    elif init == "xavier":
+        nn.init.xavier_normal_(layer.weight, gain=nn.init.calculate_gain(gain_name))
+    else:
+        nn.init.normal_(layer.weight, 0.0, 0.01)
+    nn.init.zeros_(layer.bias)
+
+
 class MLP(nn.Module):
-    """Fully connected ReLU network with Kaiming (He) initialisation, as in the MLP article."""
+    """A fully connected network: hidden layers of the given widths, each with its activation and
+    dropout, then a linear layer to the logits (no activation on them)."""
 
     def __init__(self, num_inputs: int, num_classes: int, hidden: tuple[int, ...] = (512, 256),
-                 dropout: float = 0.2) -> None:
+                 activation: str = "relu", dropout: float = 0.2, init: str = "kaiming") -> None:
         super().__init__()
         layers: list[nn.Module] = [nn.Flatten()]
         width = num_inputs
         for h in hidden:
-            layers += [nn.Linear(width, h), nn.ReLU(), nn.Dropout(dropout)]
+            layers += [nn.Linear(width, h), ACTIVATIONS[activation]()]
+            if dropout:
+                layers.append(nn.Dropout(dropout))
             width = h
         layers.append(nn.Linear(width, num_classes))
         self.net = nn.Sequential(*layers)
         for m in self.modules():
             if isinstance(m, nn.Linear):
-                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-                nn.init.zeros_(m.bias)
+                init_linear(m, init, activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)  # (B, C, H, W) -> (B, K)
 
 
 class CNN(nn.Module):
-    """Two conv blocks (conv-BN-ReLU-pool) and a small head; any C x H x W input, e.g. 1x28x28
-    or 3x32x32 (the head's input size follows from two halvings of H and W)."""
+    """Conv blocks (conv3x3-BN-ReLU-maxpool), one per entry of `channels`, and a small head; any
+    C x H x W input, e.g. 1x28x28 or 3x32x32 (the head's input size follows from the halvings)."""
 
     def __init__(self, in_channels: int, num_classes: int, height: int, width: int,
-                 channels: tuple[int, int] = (16, 32), hidden: int = 128, dropout: float = 0.3) -> None:
+                 channels: tuple[int, ...] = (16, 32), hidden: tuple[int, ...] = (128,), dropout: float = 0.3) -> None:
         super().__init__()
-        c1, c2 = channels
-        self.features = nn.Sequential(
-            nn.Conv2d(in_channels, c1, 3, padding=1, bias=False), nn.BatchNorm2d(c1), nn.ReLU(),
-            nn.MaxPool2d(2),  # (B, c1, H/2, W/2)
-            nn.Conv2d(c1, c2, 3, padding=1, bias=False), nn.BatchNorm2d(c2), nn.ReLU(),
-            nn.MaxPool2d(2),  # (B, c2, H/4, W/4)
-        )
-        self.head = nn.Sequential(
-            nn.Flatten(), nn.Dropout(dropout),
-            nn.Linear(c2 * (height // 4) * (width // 4), hidden), nn.ReLU(), nn.Dropout(dropout),
-            nn.Linear(hidden, num_classes),
-        )
+        blocks: list[nn.Module] = []
+        previous = in_channels
+        for c in channels:
+            blocks += [nn.Conv2d(previous, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(),
+                       nn.MaxPool2d(2)]  # (B, c, H/2, W/2)
+            previous, height, width = c, height // 2, width // 2
+        self.features = nn.Sequential(*blocks)
+        head: list[nn.Module] = [nn.Flatten(), nn.Dropout(dropout)]
+        size = previous * height * width
+        for h in hidden:
+            head += [nn.Linear(size, h), nn.ReLU(), nn.Dropout(dropout)]
+            size = h
+        head.append(nn.Linear(size, num_classes))
+        self.head = nn.Sequential(*head)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # channels_last makes oneDNN's CPU convolutions faster (see the README's trainer speed)
@@ -97,41 +141,88 @@ class CNN(nn.Module):
         return self.head(self.features(x))  # (B, C, H, W) -> (B, K)
 
 
+class LeNet(nn.Module):
+    """LeNet-5 as seed 004 writes it: conv5x5 6, maxpool, conv5x5 16, maxpool, FC 120-84-K.
+
+    On 32x32 images (CIFAR-10) the first conv is unpadded, on 28x28 it pads by 2 (LeCun's own
+    MNIST LeNet), so both reach the 16 x 5 x 5 features the first FC layer takes. (The seed resizes
+    CIFAR-10 to 224x224 and then flattens 16*5*5, which cannot run: 224 gives 16 x 53 x 53.)"""
+
+    def __init__(self, in_channels: int, num_classes: int, height: int, width: int,
+                 activation: str = "relu") -> None:
+        super().__init__()
+        pad = max(0, (32 - min(height, width)) // 2)
+        act = ACTIVATIONS[activation]
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, 6, 5, padding=pad), act(), nn.MaxPool2d(2),  # (B, 6, 14, 14)
+            nn.Conv2d(6, 16, 5), act(), nn.MaxPool2d(2),  # (B, 16, 5, 5)
+        )
+        h, w = ((height + 2 * pad - 4) // 2 - 4) // 2, ((width + 2 * pad - 4) // 2 - 4) // 2
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(16 * h * w, 120), act(), nn.Linear(120, 84), act(),
+                                  nn.Linear(84, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))  # (B, C, H, W) -> (B, K)
+
+
 Model = SoftmaxRegression | nn.Module
+Shape = tuple[int, int, int]
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """How to build a model and train it by default."""
+    """How to build a model, and its default recipe (what a run gets where it says nothing)."""
 
-    build: Callable[[tuple[int, int, int], int], Model]
-    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    build: Callable[[Shape, int, Mapping[str, Any]], Model]  # (image shape, classes, its settings)
     optimizer: str
     lr: float
     batch_size: int
     normalize: bool  # standardise pixels (mean/std) rather than only scale them to [0, 1]
-    cosine: bool  # anneal the lr to 0 over the run (per batch) rather than keep it constant
+    schedule: str  # "constant", "cosine" (to 0 over the run, per batch) or "step"
     description: str
+    momentum: float = 0.9  # when it trains with SGD
+    settings: Mapping[str, Any] = field(default_factory=dict)  # its own settings, with their defaults
+    scratch: bool = False  # trains with hand-written ops only (trainers.scratch): loss and SGD
+
+
+def _flat(shape: Shape) -> int:
+    return shape[0] * shape[1] * shape[2]
 
 
 MODELS: dict[str, ModelSpec] = {
     "softmax": ModelSpec(
-        lambda shape, k: SoftmaxRegression(shape[0] * shape[1] * shape[2], k),
-        scratch.cross_entropy, "sgd", 0.1, 256, False, False,
+        lambda shape, k, s: SoftmaxRegression(_flat(shape), k), "sgd", 0.1, 256, False, "constant",
         "softmax regression from scratch (d2l): W, b, softmax, cross-entropy and SGD by hand",
+        momentum=0.0, scratch=True,
+    ),
+    "softmax-nn": ModelSpec(
+        lambda shape, k, s: ConciseSoftmax(_flat(shape), k), "sgd", 0.1, 256, False, "constant",
+        "softmax regression, concise (d2l): nn.Flatten + nn.Linear, nn.CrossEntropyLoss, torch.optim.SGD",
+        momentum=0.0,
     ),
     "mlp": ModelSpec(
-        lambda shape, k: MLP(shape[0] * shape[1] * shape[2], k),
-        F.cross_entropy, "adam", 1e-3, 128, True, True,
-        "MLP 784-512-256-10, ReLU, dropout 0.2, Kaiming init",
+        lambda shape, k, s: MLP(_flat(shape), k, s["hidden"], s["activation"], s["dropout"], s["init"]),
+        "adam", 1e-3, 128, True, "cosine",
+        "MLP: hidden layers 512-256, ReLU, dropout 0.2, Kaiming init",
+        settings={"hidden": (512, 256), "activation": "relu", "dropout": 0.2, "init": "kaiming"},
     ),
     "cnn": ModelSpec(
-        lambda shape, k: CNN(shape[0], k, shape[1], shape[2]).to(memory_format=torch.channels_last),
-        F.cross_entropy, "adam", 1e-3, 128, True, True,
-        "CNN: 2 x (conv3x3-BN-ReLU-maxpool), 16 and 32 channels, FC 128, dropout 0.3",
+        lambda shape, k, s: CNN(shape[0], k, shape[1], shape[2], s["channels"], s["hidden"],
+                                s["dropout"]).to(memory_format=torch.channels_last),
+        "adam", 1e-3, 128, True, "cosine",
+        "CNN: a conv3x3-BN-ReLU-maxpool block per channel count (16, 32), FC 128, dropout 0.3",
+        settings={"channels": (16, 32), "hidden": (128,), "dropout": 0.3},
+    ),
+    "lenet": ModelSpec(
+        lambda shape, k, s: LeNet(shape[0], k, shape[1], shape[2], s["activation"]),
+        "adam", 1e-3, 128, True, "constant",
+        "LeNet-5 (seed 004): conv5 6, maxpool, conv5 16, maxpool, FC 120-84, ReLU",
+        settings={"activation": "relu"},
     ),
 }
 
 
-def build(name: str, image_shape: tuple[int, int, int], num_classes: int) -> Model:
-    return MODELS[name].build(image_shape, num_classes)
+def build(name: str, image_shape: Shape, num_classes: int, settings: Mapping[str, Any] | None = None) -> Model:
+    """Model `name` for images of `image_shape`; `settings` (its own, e.g. hidden) over its defaults."""
+    spec = MODELS[name]
+    return spec.build(image_shape, num_classes, {**spec.settings, **(settings or {})})

@@ -1,4 +1,4 @@
-"""Softmax regression's pieces written by hand (d2l's chapter): softmax, cross-entropy, SGD.
+"""Softmax regression's pieces written by hand (d2l's chapter): softmax, the losses, SGD.
 
 Autograd computes the gradients, as in d2l; nothing here uses torch.nn layers or losses, or
 torch.optim. Both softmax and cross-entropy subtract each row's max before exponentiating, so
@@ -8,6 +8,7 @@ they stay finite for any finite logits (the log-sum-exp trick).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 
@@ -25,35 +26,73 @@ def log_softmax(logits: torch.Tensor) -> torch.Tensor:
     return shifted - shifted.exp().sum(dim=1, keepdim=True).log()  # the sum is >= 1: log is finite
 
 
+def nll(log_probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean negative log-likelihood of integer labels (B,) under log-probabilities (B, K)."""
+    return -log_probs.gather(1, labels.unsqueeze(1)).mean()
+
+
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy of integer labels (B,) under logits (B, K); never log(softmax(...))."""
-    picked = log_softmax(logits).gather(1, labels.unsqueeze(1))  # (B, 1): log p of the true class
-    return -picked.mean()
+    return nll(log_softmax(logits), labels)  # log p of each true class, negated, averaged
+
+
+def one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(B,) integer labels -> (B, K) rows of 0.0 with a 1.0 at each label."""
+    rows = torch.zeros(labels.shape[0], num_classes, device=labels.device)
+    return rows.scatter(1, labels.unsqueeze(1), 1.0)
+
+
+def squared_error(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Squared error of the softmax probabilities against the one-hot labels, summed over the K
+    classes and averaged over the batch (the Brier score)."""
+    diff = softmax(logits) - one_hot(labels, logits.shape[1])
+    return (diff * diff).sum(dim=1).mean()
+
+
+def binary_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """K one-vs-rest logistic losses on the logits against the one-hot labels, summed over the
+    classes and averaged over the batch. log(1 + e^-|z|) + max(z, 0) - z*t never overflows."""
+    target = one_hot(labels, logits.shape[1])
+    per_class = logits.clamp(min=0) - logits * target + (-logits.abs()).exp().log1p()
+    return per_class.sum(dim=1).mean()
 
 
 class SGD:
-    """Minibatch SGD by hand: p <- p - lr * grad (the loss is a batch mean, so no / batch_size).
+    """Minibatch SGD by hand, with torch.optim.SGD's momentum and weight decay:
+    g <- grad + wd * p; v <- momentum * v + g (v = g at the first step); p <- p - lr * v.
+    (The loss is a batch mean, so no / batch_size.)
 
     Speaks just enough of torch.optim's interface (step, zero_grad, param_groups, state_dict)
     for the training loop and checkpoints to treat it like any optimizer."""
 
-    def __init__(self, params: Iterable[torch.Tensor], lr: float) -> None:
+    def __init__(self, params: Iterable[torch.Tensor], lr: float, momentum: float = 0.0,
+                 weight_decay: float = 0.0) -> None:
         self.params = list(params)
         self.param_groups = [{"lr": lr}]
+        self.momentum, self.weight_decay = momentum, weight_decay
+        self.velocity: list[torch.Tensor | None] = [None] * len(self.params)
 
     @torch.no_grad()
     def step(self) -> None:
         lr = self.param_groups[0]["lr"]
-        for p in self.params:
-            if p.grad is not None:
-                p -= lr * p.grad
+        for i, p in enumerate(self.params):
+            if p.grad is None:
+                continue
+            g = p.grad + self.weight_decay * p if self.weight_decay else p.grad
+            if self.momentum:
+                v = self.velocity[i]
+                self.velocity[i] = v = g.clone() if v is None else v.mul_(self.momentum).add_(g)
+                g = v
+            p -= lr * g
 
     def zero_grad(self) -> None:
         for p in self.params:
             p.grad = None
 
-    def state_dict(self) -> dict[str, float]:
-        return {"lr": float(self.param_groups[0]["lr"])}
+    def state_dict(self) -> dict[str, Any]:
+        return {"lr": float(self.param_groups[0]["lr"]), "velocity": [v for v in self.velocity]}
 
-    def load_state_dict(self, state: dict[str, float]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         self.param_groups[0]["lr"] = float(state["lr"])
+        saved = state.get("velocity") or [None] * len(self.params)  # older checkpoints have none
+        self.velocity = [None if v is None else v.to(p.device) for v, p in zip(saved, self.params)]
