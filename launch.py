@@ -12,7 +12,8 @@ from click.core import ParameterSource
 from click.exceptions import NoArgsIsHelpError
 
 from dashboard.launch.history import past_runs, runs_table
-from dashboard.launch.plan import check_env, check_url, plan_runs
+from dashboard.launch.grid import SETTINGS, plan_runs
+from dashboard.launch.plan import check_env, check_url
 from dashboard.launch.replaying import replay_runs
 from dashboard.launch.run import PER_LAUNCH, RunRequest
 from dashboard.launch.run import run as run_launch
@@ -22,6 +23,9 @@ from dashboard.server import (
 )
 from dashboard.windows import DrawOptions
 from trainers.config import DEVICES, MAX_EPOCHS, MAX_SEED, OPTIMIZERS
+from trainers.losses import LOSSES
+from trainers.models import MODELS
+from trainers.presets import PRESETS
 from trainers.data import DATASETS
 from trainers.errors import LivetrainError
 
@@ -123,7 +127,7 @@ def _run_request(ctx: click.Context, models: tuple[str, ...], settings: tuple[st
     if resume is not None:
         flags = {param.name: param.opts[0] for param in ctx.command.params}
         given = [flags[name] for name in ("models", "settings", "dataset", "batch_size", "lr", "optimizer", "seed",
-                                          "limit", "data_dir")
+                                          "seeds", "limit", "data_dir")
                  if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE]
         if given:
             raise click.UsageError(f"--resume continues the runs as they were logged; drop {', '.join(given)} "
@@ -131,6 +135,22 @@ def _run_request(ctx: click.Context, models: tuple[str, ...], settings: tuple[st
         epochs = common["epochs"] if ctx.get_parameter_source("epochs") is ParameterSource.COMMANDLINE else None
         return RunRequest(resume_dir=resume, resume_epochs=epochs, **request)
     return RunRequest(configs=plan_runs(models, settings, **common), **request)
+
+
+def _seeds(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, ...]:
+    if not value:
+        return ()
+    try:
+        seeds = tuple(int(part) for part in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: write whole numbers separated by commas, e.g. 0,1,2") from None
+    if not all(0 <= seed <= MAX_SEED for seed in seeds) or len(set(seeds)) < len(seeds):
+        raise click.BadParameter(f"{value!r}: each seed once, each from 0 to 2**63-1")
+    return seeds
+
+
+RUN_EPILOG = "\b\nPresets (the course notes' recipes; --set and the options above still win):\n" + "\n".join(
+    f"  {name:<15}{preset.describe()}" for name, preset in PRESETS.items())
 
 
 _view_options = _options(
@@ -152,15 +172,22 @@ _view_options = _options(
 )
 
 
-@cli.command()
+@cli.command(epilog=RUN_EPILOG)
 @click.option("--models", "models", multiple=True, default=[DEMO_MODELS], show_default=True,
-              help="Runs to train side by side: softmax, mlp, cnn, comma-separated; repeat a model for more "
-                   "runs, labelled MODEL:LABEL (e.g. mlp:fast,mlp:slow) or numbered mlp-1, mlp-2.")
+              help=f"Runs to train side by side, comma-separated: models ({', '.join(MODELS)}) or presets (below); "
+                   "repeat one for more runs (numbered mlp-1, mlp-2, with seeds seed, seed+1), or label them "
+                   "NAME:LABEL (e.g. mlp:fast,mlp:slow).")
 @click.option("--set", "settings", multiple=True, metavar="RUN.SETTING=VALUE",
-              help="Per-run override, by label or by model (all its runs), e.g. --set mlp.lr=0.05 or "
-                   "--set slow.epochs=3; settings: lr, epochs, batch-size, optimizer, seed, device, limit.")
-@click.option("--dataset", type=click.Choice(DATASETS), default="fashion-mnist", show_default=True)
-@click.option("--epochs", type=click.IntRange(min=1, max=MAX_EPOCHS), default=10, show_default=True)
+              help="Per-run setting, by label, model or preset (all its runs), e.g. --set mlp.lr=0.05 or "
+                   "--set slow.epochs=3; several values sweep, one run per value: --set mlp.lr=1e-3,1e-2 "
+                   "(lists: --set mlp.hidden=200,200/512,256). Settings: "
+                   f"{', '.join(k.replace('_', '-') for k in SETTINGS)}; losses: {', '.join(LOSSES)}.")
+@click.option("--seeds", callback=_seeds, default=None, metavar="S1,S2,...",
+              help="Train every run once per seed (labelled RUN-seedS), e.g. --seeds 0,1,2.")
+@click.option("--dataset", type=click.Choice(DATASETS), default=None,
+              help="[default: fashion-mnist, or the preset's]")
+@click.option("--epochs", type=click.IntRange(min=1, max=MAX_EPOCHS), default=None,
+              help="[default: 10, or the preset's]")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="[default: each model's own]")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Learning rate for every run [default: each model's own].")
@@ -175,18 +202,19 @@ _view_options = _options(
 @_view_options
 @_server_options
 @click.pass_context
-def run(ctx: click.Context, models: tuple[str, ...], settings: tuple[str, ...], dataset: str, epochs: int,
+def run(ctx: click.Context, models: tuple[str, ...], settings: tuple[str, ...], seeds: tuple[int, ...],
+        dataset: str | None, epochs: int | None,
         batch_size: int | None, lr: float | None, optimizer: str | None, seed: int, device: str,
         limit: int | None, resume: Path | None, env: str | None, visdom_url: str | None, headless: bool,
         no_server: bool, keep_serving: bool, smooth: float | None, log_dir: Path, data_dir: Path | None,
         host: str, port: int, env_dir: Path, login: bool) -> int:
     """Train runs side by side, live in Visdom (or --headless); exit 0 only if every run finished."""
-    common = dict(dataset=dataset, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, seed=seed,
-                  device=device, limit=limit, data_dir=str(data_dir) if data_dir else None)
+    common = dict(seeds=seeds, dataset=dataset, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
+                  seed=seed, device=device, limit=limit, data_dir=str(data_dir) if data_dir else None)
+    draw = DrawOptions(PER_LAUNCH if env is None else check_env(env), smooth)
     request = _run_request(ctx, models, settings, resume, common, log_dir=log_dir, headless=headless,
                            visdom_url=visdom_url, server=ServerConfig(host, port, env_dir, login),
-                           start_server=not no_server, draw=DrawOptions(PER_LAUNCH if env is None else check_env(env), smooth),
-                           keep_serving=keep_serving)
+                           start_server=not no_server, draw=draw, keep_serving=keep_serving)
     return run_launch(request)
 
 

@@ -139,10 +139,31 @@ def _number(value: Any, digits: int = 4) -> str:
     return escape(str(value))
 
 
+MODEL_SETTINGS = ("hidden", "activation", "dropout", "init", "channels", "momentum", "weight_decay", "schedule")
+
+
+def model_html(config: dict[str, Any]) -> str:
+    """The model's name, its preset if it came from one, and its own settings in small print."""
+    name = escape(str(config.get("model", "")))
+    if config.get("preset"):
+        name += f' <span style="color:#555">({escape(str(config["preset"]))})</span>'
+    said = []
+    for key in MODEL_SETTINGS:
+        value = config.get(key)
+        if value is None:
+            continue
+        if isinstance(value, (list, tuple)):
+            text = ",".join(str(v) for v in value)
+        else:
+            text = f"{value:g}" if isinstance(value, float) else str(value)
+        said.append(f"{key.replace('_', '-')} {escape(text)}")
+    return name + (f'<br><span style="color:#555;font-size:11px">{"; ".join(said)}</span>' if said else "")
+
+
 def runs_html(runs: Sequence[RunSummary]) -> str:
     """A table: one row per run with its configuration, status and latest metrics."""
-    head = ["run", "model", "data", "status", "epoch", "train loss", "train acc", "test loss", "test acc",
-            "samples/s", "optimizer", "lr", "batch", "seed", "device"]
+    head = ["run", "model", "data", "status", "epoch", "loss", "train loss", "train acc", "test loss (CE)",
+            "test acc", "samples/s", "optimizer", "lr", "batch", "seed", "device"]
     cell = 'style="padding:2px 6px;border-bottom:1px solid #ddd;text-align:left;white-space:nowrap"'
     rows = []
     for r in runs:
@@ -152,8 +173,8 @@ def runs_html(runs: Sequence[RunSummary]) -> str:
                   + (f'<br><span style="color:#555;white-space:normal">{escape(r.reason)}</span>' if r.reason else ""))
         values = [
             f'<span style="color:{colour(r.colour_index)}">&#9632;</span> {escape(r.label)}',
-            escape(str(c.get("model", ""))), escape(str(c.get("dataset", ""))), status,
-            f"{r.x:.2f} / {escape(str(epochs))}" if epochs else f"{r.x:.2f}",
+            model_html(c), escape(str(c.get("dataset", ""))), status,
+            f"{r.x:.2f} / {escape(str(epochs))}" if epochs else f"{r.x:.2f}", escape(str(c.get("loss") or "ce")),
             _number(r.latest.get(TRAIN_LOSS)), _number(r.latest.get(TRAIN_ACC), 3),
             _number(r.latest.get(TEST_LOSS)), _number(r.latest.get(TEST_ACC)),
             _number(r.latest.get(SAMPLES_PER_S)), escape(str(c.get("optimizer", ""))),

@@ -114,6 +114,20 @@ def cases() -> list[tuple[str, list[str], int, str]]:
         ("set on a missing run", ["run", "--models", "mlp", "--set", "cnn.lr=1"], 2, "no run 'cnn'"),
         ("lr infinite", ["run", "--lr", "inf"], 2, "learning rate must be a positive number"),
         ("demo on a held port", ["demo", "--port", "PORT"], 1, "not Visdom"),
+        # the experiment settings
+        ("unknown activation", ["run", "--headless", "--models", "mlp", "--set", "mlp.activation=swish"], 2,
+         "unknown activation 'swish'"),
+        ("unknown loss", ["run", "--headless", "--models", "mlp", "--set", "mlp.loss=hinge"], 2, "unknown loss 'hinge'"),
+        ("unknown preset", ["run", "--headless", "--models", "mlp-300"], 2, "or a preset: d2l-softmax"),
+        ("hidden not numbers", ["run", "--headless", "--models", "mlp", "--set", "mlp.hidden=abc"], 2,
+         "hidden must be whole numbers separated by commas"),
+        ("negative momentum", ["run", "--headless", "--models", "softmax", "--set", "softmax.momentum=-1"], 2,
+         "momentum must be from 0"),
+        ("a setting the model lacks", ["run", "--headless", "--models", "softmax", "--set", "softmax.activation=tanh"],
+         2, "softmax has no setting 'activation'"),
+        ("a grid past the limit", ["run", "--headless", "--models", "mlp", "--set", "mlp.lr=1,2,3,4,5,6,7,8,9",
+                                   "--seeds", "0,1,2,3,4,5,6,7"], 2, "more than 64 runs"),
+        ("seeds not numbers", ["run", "--headless", "--seeds", "a,b"], 2, "--seeds"),
     ]
     return items
 

@@ -18,7 +18,8 @@ from click.testing import CliRunner, Result
 
 import launch
 from dashboard.launch import supervisor
-from dashboard.launch.plan import PlanError, parse_models, parse_setting, plan_runs
+from dashboard.launch.grid import parse_models, parse_setting, plan_runs
+from dashboard.launch.plan import PlanError
 from dashboard.runlog import LOG_NAME, RunLog, read
 from tests.conftest import free_port
 from trainers.config import RunConfig
@@ -36,7 +37,7 @@ def test_models_become_labelled_runs() -> None:
 
 
 @pytest.mark.parametrize("words, message", [
-    (["mlp,resnet"], "unknown model 'resnet' in --models; choose from softmax, mlp, cnn"),
+    (["mlp,resnet"], "unknown model 'resnet' in --models; choose from softmax, softmax-nn, mlp, cnn, lenet, or a preset: d2l-softmax"),
     ([" , "], "no model given"),
     (["mlp:a,cnn:a"], "two runs are labelled 'a'"),
     (["mlp:bad/label"], "run label 'bad/label': use up to 40 letters"),
@@ -53,12 +54,25 @@ def test_settings_apply_by_model_then_by_label() -> None:
     assert by_label["fast"].lr == 0.05 and by_label["slow"].lr == 0.01 and by_label["slow"].batch_size == 64
     assert by_label["cnn"].epochs == 2 and by_label["fast"].epochs == 5 and by_label["cnn"].seed == 3
     assert by_label["cnn"].lr == 1e-3  # the model's own default where nothing was said
-    assert parse_setting(" mlp.optimizer = Adam ") == ("mlp", "optimizer", "adam")
+    assert parse_setting(" mlp.optimizer = Adam ") == ("mlp", "optimizer", [("Adam", "adam")])
 
 
 @pytest.mark.parametrize("settings, message", [
     (["cnn.lr=0.1"], "--set 'cnn.lr=0.1': no run 'cnn' in this launch; its runs are softmax, mlp"),
-    (["mlp.momentum=0.5"], "no setting 'momentum'; use one of lr, epochs, batch-size"),
+    (["mlp.colour=red"], "no setting 'colour'; use one of lr, epochs, batch-size"),
+    (["mlp.activation=swish"], "run 'mlp': unknown activation 'swish'; choose one of relu, sigmoid, tanh"),
+    (["mlp.loss=hinge"], "run 'mlp': unknown loss 'hinge'; choose one of ce, nll, mse, bce"),
+    (["mlp.hidden=abc"], "hidden must be whole numbers separated by commas, e.g. 200,200, not 'abc'"),
+    (["mlp.hidden=200,0"], "run 'mlp': hidden must be whole numbers from 1 to 65,536"),
+    (["softmax.momentum=-0.5"], "run 'softmax': momentum must be from 0 up to (not including) 1, not -0.5"),
+    (["mlp.momentum=0.5"], "run 'mlp': momentum is SGD's setting, and this run trains with adam"),
+    (["softmax.activation=tanh"], "run 'softmax': softmax has no setting 'activation' (its settings: none of its own)"),
+    (["mlp.channels=8"], "run 'mlp': mlp has no setting 'channels' (its settings: hidden, activation, dropout, init)"),
+    (["mlp.schedule=linear"], "run 'mlp': unknown schedule 'linear'; choose one of constant, cosine, step"),
+    (["mlp.dataset=svhn"], "run 'mlp': unknown data set 'svhn'"),
+    (["mlp.dropout=1"], "run 'mlp': dropout must be from 0 up to (not including) 1, not 1.0"),
+    (["mlp.lr=1,2,3,4,5,6,7,8", "mlp.seed=1,2,3,4,5,6,7,8,9"], "would make more than 64 runs"),
+    (["mlp.lr=1,1"], "a value is given twice"),
     (["mlp.lr=fast"], "lr must be a number, not 'fast'"),
     (["mlp.epochs=1.5"], "epochs must be a whole number"),
     (["mlp-lr=1"], "write RUN.SETTING=VALUE"),

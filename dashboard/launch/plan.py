@@ -1,6 +1,6 @@
-"""The plan of a launch: runs from the command line's words (models, labels, --set), or the
-runs of an earlier launch to resume, and every check that can refuse a command before anything
-starts or is written. Its own errors are `PlanError` (a usage error) and `LaunchError` (the
+"""The plan of a launch: its runs (new ones, from `dashboard.launch.grid`, or an earlier
+launch's to resume), and every check that can refuse a command before anything starts or is
+written. Its own errors are `PlanError` (a usage error) and `LaunchError` (the
 machine says no); the trainers' errors (a bad setting, data, device or checkpoint) pass through
 unchanged, with their own exit codes."""
 
@@ -11,11 +11,9 @@ import os
 import re
 import time
 import urllib.parse
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -24,19 +22,11 @@ from trainers import data
 from trainers.config import ConfigError, RunConfig
 from trainers.errors import LivetrainError, UsageError
 from trainers.loop import CHECKPOINT, read_checkpoint, resolve_device
-from trainers.models import MODELS
 from trainers.reporting import RunState
 
 
-LABEL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,39}")
 ENV_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 URL_HOST_RE = re.compile(r"[A-Za-z0-9._:-]+")  # a name, an IPv4 or an IPv6 address (no spaces)
-# what --set may change per run, and how its value is read
-SETTINGS: dict[str, tuple[type, str]] = {
-    "lr": (float, "a number"), "epochs": (int, "a whole number"), "batch_size": (int, "a whole number"),
-    "optimizer": (str, "a name"), "seed": (int, "a whole number"), "device": (str, "a name"),
-    "limit": (int, "a whole number"),
-}
 
 
 @dataclass(frozen=True)
@@ -55,88 +45,6 @@ class PlanError(UsageError):
 
 class LaunchError(LivetrainError):
     """The runs cannot start here: no data, no writable log dir, no server (exit code 1)."""
-
-
-def parse_models(words: Sequence[str]) -> list[tuple[str, str]]:
-    """(model, label) per run from "softmax,mlp,cnn" or "mlp:fast,mlp:slow" (repeatable).
-
-    A model named once is labelled by its name; repeats without labels become mlp-1, mlp-2, ..."""
-    entries: list[tuple[str, str]] = []
-    for word in ",".join(words).split(","):
-        word = word.strip()
-        if not word:
-            continue
-        model, _, label = word.partition(":")
-        model = model.strip().lower()
-        if model not in MODELS:
-            raise PlanError(f"unknown model {model!r} in --models; choose from {', '.join(MODELS)} "
-                            "(e.g. --models softmax,mlp,cnn)")
-        entries.append((model, label.strip()))
-    if not entries:
-        raise PlanError("no model given; e.g. --models softmax,mlp,cnn")
-    unlabelled = Counter(model for model, label in entries if not label)
-    numbered: Counter[str] = Counter()
-    runs = []
-    for model, label in entries:
-        if not label:
-            if unlabelled[model] > 1:
-                numbered[model] += 1
-                label = f"{model}-{numbered[model]}"
-            else:
-                label = model
-        if not LABEL_RE.fullmatch(label):
-            raise PlanError(f"run label {label!r}: use up to 40 letters, digits, '.', '_' or '-'")
-        runs.append((model, label))
-    twice = [label for label, n in Counter(label for _, label in runs).items() if n > 1]
-    if twice:
-        raise PlanError(f"two runs are labelled {twice[0]!r}; label each, e.g. --models mlp:fast,mlp:slow")
-    return runs
-
-
-def parse_setting(text: str) -> tuple[str, str, Any]:
-    """("mlp", "lr", 0.05) from "mlp.lr=0.05"."""
-    match = re.fullmatch(r"\s*([^.=\s]+)\.([A-Za-z_-]+)\s*=\s*(.*?)\s*", text)
-    if not match:
-        raise PlanError(f"--set {text!r}: write RUN.SETTING=VALUE, e.g. --set mlp.lr=0.05")
-    target, key, raw = match.group(1), match.group(2).replace("-", "_").lower(), match.group(3)
-    if key not in SETTINGS:
-        names = ", ".join(k.replace("_", "-") for k in SETTINGS)
-        raise PlanError(f"--set {text!r}: no setting {match.group(2)!r}; use one of {names}")
-    kind, what = SETTINGS[key]
-    try:
-        value = kind(raw) if kind is not str else raw.lower()
-        if kind is str and not value:
-            raise ValueError
-    except ValueError:
-        raise PlanError(f"--set {text!r}: {key.replace('_', '-')} must be {what}, not {raw!r}") from None
-    return target, key, value
-
-
-def plan_runs(models: Sequence[str], settings: Sequence[str], **common: Any) -> list[RunConfig]:
-    """One checked RunConfig per run: `common` options (dataset, epochs, lr, ...) for all, then
-    --set overrides, by model name (every run of it) and then by label (that run only)."""
-    runs = parse_models(models)
-    labels = {label for _, label in runs}
-    model_names = {model for model, _ in runs}
-    values: dict[str, dict[str, Any]] = {label: {} for label in labels}
-    parsed = [(text, *parse_setting(text)) for text in settings]
-    for text, target, _, _ in parsed:
-        if target not in labels and target not in model_names:
-            raise PlanError(f"--set {text!r}: no run {target!r} in this launch; its runs are "
-                            f"{', '.join(label for _, label in runs)}")
-    for by_label in (False, True):
-        for _, target, key, value in parsed:
-            for model, label in runs:
-                if (label == target) if by_label else (model == target and target not in labels):
-                    values[label][key] = value
-    configs = []
-    for model, label in runs:
-        given = {k: v for k, v in common.items() if v is not None} | values[label]
-        try:
-            configs.append(RunConfig(model=model, label=label, **given).resolved())
-        except ConfigError as exc:
-            raise exc.about(f"run {label!r}") from None
-    return configs
 
 
 def resume_runs(launch_dir: Path, epochs: int | None = None) -> list[PlannedRun]:

@@ -1,0 +1,188 @@
+"""The runs a command line asks for: models and presets with their labels, `--set` values and
+sweeps, and `--seeds`, expanded into one checked `RunConfig` per run.
+
+- `--models softmax,mlp:fast,mlp-200`: a model or a preset per run, labelled by its name (or
+  `NAME:LABEL`); repeats are numbered (mlp-1, mlp-2) and get distinct seeds (seed, seed+1, ...),
+  so that they are repeats, not copies.
+- `--set RUN.SETTING=VALUE`: RUN is a label, a model or a preset (all its runs). Several values
+  make a sweep, one run per value, labelled by it: `--set mlp.lr=1e-3,1e-2` makes mlp-lr1e-3
+  and mlp-lr1e-2. Settings that are lists themselves (hidden, channels) take commas inside a
+  value and `/` between values: `--set mlp.hidden=200,200/512,256`.
+- `--seeds 0,1,2`: every run once per seed, labelled mlp-seed0, mlp-seed1, ...
+
+What wins: the model's defaults, then the preset's settings, then the options for every run
+(`--lr`, ...), then `--set` by model or preset, then `--set` by label."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any, Callable
+
+from dashboard.launch.plan import PlanError
+from trainers.config import ConfigError, RunConfig
+from trainers.models import MODELS
+from trainers.presets import PRESETS
+
+LABEL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,39}")
+MAX_RUNS = 64  # runs in one launch, sweeps and seeds included
+
+
+def _name(raw: str) -> str:
+    if not raw:
+        raise ValueError
+    return raw.lower()
+
+
+def _widths(raw: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in raw.split(","))
+
+
+# what --set may change per run: how its value is read, and what that is in words
+SETTINGS: dict[str, tuple[Callable[[str], Any], str]] = {
+    "lr": (float, "a number"), "epochs": (int, "a whole number"), "batch_size": (int, "a whole number"),
+    "optimizer": (_name, "a name"), "seed": (int, "a whole number"), "device": (_name, "a name"),
+    "limit": (int, "a whole number"), "dataset": (_name, "a name"), "loss": (_name, "a name"),
+    "momentum": (float, "a number"), "weight_decay": (float, "a number"), "schedule": (_name, "a name"),
+    "hidden": (_widths, "whole numbers separated by commas, e.g. 200,200"), "activation": (_name, "a name"),
+    "dropout": (float, "a number"), "init": (_name, "a name"),
+    "channels": (_widths, "whole numbers separated by commas, e.g. 16,32"),
+}
+LISTS = {"hidden", "channels"}  # values that hold commas: a sweep of them is split on "/"
+
+
+def parse_models(words: Sequence[str]) -> list[tuple[str, str]]:
+    """(model or preset, label) per run from "softmax,mlp,cnn" or "mlp:fast,mlp:slow" (repeatable).
+
+    A name given once labels its run; repeats without labels become mlp-1, mlp-2, ..."""
+    entries: list[tuple[str, str]] = []
+    for word in ",".join(words).split(","):
+        word = word.strip()
+        if not word:
+            continue
+        name, _, label = word.partition(":")
+        name = name.strip().lower()
+        if name not in MODELS and name not in PRESETS:
+            raise PlanError(f"unknown model {name!r} in --models; choose from {', '.join(MODELS)}, or a preset: "
+                            f"{', '.join(PRESETS)} (e.g. --models softmax,mlp,cnn)")
+        entries.append((name, label.strip()))
+    if not entries:
+        raise PlanError("no model given; e.g. --models softmax,mlp,cnn")
+    unlabelled = Counter(name for name, label in entries if not label)
+    numbered: Counter[str] = Counter()
+    runs = []
+    for name, label in entries:
+        if not label:
+            if unlabelled[name] > 1:
+                numbered[name] += 1
+                label = f"{name}-{numbered[name]}"
+            else:
+                label = name
+        check_label(label)
+        runs.append((name, label))
+    twice = [label for label, n in Counter(label for _, label in runs).items() if n > 1]
+    if twice:
+        raise PlanError(f"two runs are labelled {twice[0]!r}; label each, e.g. --models mlp:fast,mlp:slow")
+    return runs
+
+
+def check_label(label: str) -> str:
+    if not LABEL_RE.fullmatch(label):
+        raise PlanError(f"run label {label!r}: use up to 40 letters, digits, '.', '_' or '-'")
+    return label
+
+
+def parse_setting(text: str) -> tuple[str, str, list[tuple[str, Any]]]:
+    """("mlp", "lr", [("0.05", 0.05)]) from "mlp.lr=0.05": the target, the setting, and each value
+    given (a sweep: several), as written and as read."""
+    match = re.fullmatch(r"\s*([^.=\s]+)\.([A-Za-z_-]+)\s*=\s*(.*?)\s*", text)
+    if not match:
+        raise PlanError(f"--set {text!r}: write RUN.SETTING=VALUE, e.g. --set mlp.lr=0.05")
+    target, key, raw = match.group(1).lower(), match.group(2).replace("-", "_").lower(), match.group(3)
+    if key not in SETTINGS:
+        names = ", ".join(k.replace("_", "-") for k in SETTINGS)
+        raise PlanError(f"--set {text!r}: no setting {match.group(2)!r}; use one of {names}")
+    read, what = SETTINGS[key]
+    values = []
+    for part in raw.split("/" if key in LISTS else ","):
+        part = part.strip()
+        try:
+            values.append((part, read(part)))
+        except ValueError:
+            raise PlanError(f"--set {text!r}: {key.replace('_', '-')} must be {what}, not {part!r}") from None
+    if len({written for written, _ in values}) < len(values):
+        raise PlanError(f"--set {text!r}: a value is given twice")
+    return target, key, values
+
+
+def plan_runs(models: Sequence[str], settings: Sequence[str], seeds: Sequence[int] = (),
+              max_runs: int = MAX_RUNS, **common: Any) -> list[RunConfig]:
+    """One checked RunConfig per run: `common` options (dataset, epochs, lr, ...; None: not
+    given) for all, then --set overrides and sweeps, then one run per seed of `seeds`."""
+    named = parse_models(models)
+    labels = {label for _, label in named}
+    targets = labels | {name for name, _ in named} | {_model(name) for name, _ in named}
+    parsed = [(text, *parse_setting(text)) for text in settings]
+    for text, target, _, _ in parsed:
+        if target not in targets:
+            raise PlanError(f"--set {text!r}: no run {target!r} in this launch; its runs are "
+                            f"{', '.join(label for _, label in named)}")
+    for name, label in named:
+        swept = [len(choices) for _, target, _, choices in parsed if target in (label, name, _model(name))]
+        if math.prod(swept) * max(1, len(seeds)) * len(named) > max_runs:
+            raise PlanError(f"this launch would make more than {max_runs} runs (sweeps x seeds); "
+                            "sweep fewer values or seeds, or split it into several launches")
+    given = {k: v for k, v in common.items() if v is not None}
+    repeats = Counter(name for name, _ in named)
+    index: Counter[str] = Counter()
+    configs: list[RunConfig] = []
+    for name, label in named:
+        values = dict(PRESETS[name].settings) if name in PRESETS else {}
+        values |= given
+        if repeats[name] > 1:  # repeats of one model are repeats, not copies: distinct seeds
+            values["seed"] = values.get("seed", 0) + index[name]
+            index[name] += 1
+        mine = [(key, choices) for _, target, key, choices in parsed if target != label and target in
+                (name, _model(name)) and target not in labels]
+        mine += [(key, choices) for _, target, key, choices in parsed if target == label]
+        for variant, suffix in _sweep(mine):
+            for seed in seeds or [None]:
+                run = values | variant | ({} if seed is None else {"seed": seed})
+                run_label = label + suffix + ("" if seed is None else f"-seed{seed}")
+                configs.append(_config(name, check_label(run_label), run))
+                if len(configs) > max_runs:
+                    raise PlanError(f"this launch would make more than {max_runs} runs (sweeps x seeds); "
+                                    "sweep fewer values or seeds, or split it into several launches")
+    twice = [label for label, n in Counter(c.label for c in configs).items() if n > 1]
+    if twice:
+        raise PlanError(f"two runs would be labelled {twice[0]!r}; label them apart, e.g. --models mlp:a,mlp:b")
+    return configs
+
+
+def _model(name: str) -> str:
+    return PRESETS[name].model if name in PRESETS else name
+
+
+def _sweep(mine: list[tuple[str, list[tuple[str, Any]]]]) -> list[tuple[dict[str, Any], str]]:
+    """Each combination of the swept values (settings given one value apply to all), with the
+    label suffix naming the swept ones; a later --set of a key replaces an earlier one."""
+    last = dict(mine)
+    keys = list(last)
+    combos = []
+    for choice in itertools.product(*(last[key] for key in keys)):
+        variant = {key: value for key, (_, value) in zip(keys, choice)}
+        suffix = "".join(f"-{key.replace('_', '-')}{written.replace(',', 'x')}"
+                         for key, (written, _) in zip(keys, choice) if len(last[key]) > 1)
+        combos.append((variant, suffix))
+    return combos
+
+
+def _config(name: str, label: str, values: dict[str, Any]) -> RunConfig:
+    preset = name if name in PRESETS else ""
+    try:
+        return RunConfig(model=_model(name), label=label, preset=preset, **values).resolved()
+    except ConfigError as exc:
+        raise exc.about(f"run {label!r}") from None
