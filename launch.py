@@ -197,6 +197,8 @@ _view_options = _options(
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="Train on the first N training images only (quick runs); at most the data set's "
                    "(60,000 for Fashion-MNIST and MNIST, 50,000 for CIFAR-10).")
+@click.option("--parallel", type=click.IntRange(min=1), default=None,
+              help="Train at most N runs at once and queue the rest [default: the machine's cores, at least 4].")
 @click.option("--resume", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Continue the runs of an earlier launch (its folder) from their last checkpoints.")
 @_view_options
@@ -205,7 +207,8 @@ _view_options = _options(
 def run(ctx: click.Context, models: tuple[str, ...], settings: tuple[str, ...], seeds: tuple[int, ...],
         dataset: str | None, epochs: int | None,
         batch_size: int | None, lr: float | None, optimizer: str | None, seed: int, device: str,
-        limit: int | None, resume: Path | None, env: str | None, visdom_url: str | None, headless: bool,
+        limit: int | None, parallel: int | None, resume: Path | None, env: str | None, visdom_url: str | None,
+        headless: bool,
         no_server: bool, keep_serving: bool, smooth: float | None, log_dir: Path, data_dir: Path | None,
         host: str, port: int, env_dir: Path, login: bool) -> int:
     """Train runs side by side, live in Visdom (or --headless); exit 0 only if every run finished."""
@@ -214,7 +217,7 @@ def run(ctx: click.Context, models: tuple[str, ...], settings: tuple[str, ...], 
     draw = DrawOptions(PER_LAUNCH if env is None else check_env(env), smooth)
     request = _run_request(ctx, models, settings, resume, common, log_dir=log_dir, headless=headless,
                            visdom_url=visdom_url, server=ServerConfig(host, port, env_dir, login),
-                           start_server=not no_server, draw=draw, keep_serving=keep_serving)
+                           start_server=not no_server, draw=draw, keep_serving=keep_serving, parallel=parallel)
     return run_launch(request)
 
 

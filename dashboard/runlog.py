@@ -238,6 +238,8 @@ class RunRecord:
         elif kind == "confusion":
             self.confusions.append(item)
         elif kind == "status":
+            if item["state"] == RunState.RUNNING and self.states and self.states[-1]["state"] == RunState.QUEUED:
+                self.started = item.get("time", self.started)  # its time runs from its start, not its queueing
             self.states.append(item)
         else:
             raise ValueError(f"unknown record kind {kind!r}")

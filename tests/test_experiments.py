@@ -3,6 +3,7 @@ runs a command line's sweeps and seeds make. Real training on a slice of Fashion
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -283,3 +284,50 @@ def test_a_sweep_with_seeds_from_the_command_line(tmp_path: Path) -> None:
     assert labels == ["softmax-lr0.05-seed3", "softmax-lr0.05-seed4", "softmax-lr0.2-seed3", "softmax-lr0.2-seed4"]
     config = read(runs / "softmax-lr0.2-seed4").config
     assert (config["lr"], config["seed"]) == (0.2, 4)
+
+
+def _workers(launcher: int) -> int:
+    """Worker processes now: the children of the launcher's fork server (see supervisor)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    servers = [pid for pid in children.get(launcher, [])
+               if b"forkserver" in Path(f"/proc/{pid}/cmdline").read_bytes()] if launcher in children else []
+    return sum(len(children.get(server, [])) for server in servers)
+
+
+@pytest.mark.slow
+def test_a_grid_under_parallel_2_never_runs_more_than_2(visdom_server: ServerProcess, tmp_path: Path) -> None:
+    url = visdom_server.config.url
+    proc = livetrain(tmp_path, "run", "--models", "softmax", "--set", "softmax.lr=0.02,0.05,0.1,0.2,0.3,0.5",
+                     "--parallel", "2", "--epochs", "1", "--limit", "3000", "--visdom-url", url, "--env", "grid")
+    most, samples = 0, 0
+    while proc.poll() is None:
+        most, samples = max(most, _workers(proc.pid)), samples + 1
+        time.sleep(0.05)
+    code, out, err = finish(proc)
+    assert code == 0, out + err
+    assert samples > 20 and most == 2, (samples, most)  # sampled all along: 2 at a time, never more
+    assert "queued" in out and "All 6 run(s) finished" in out
+    runs = launch_dir(tmp_path / "runs")
+    run_dirs = sorted(p for p in runs.iterdir() if p.is_dir())
+    assert len(run_dirs) == 6 and all(read(d).status == "finished" for d in run_dirs)
+    assert [s["state"] for s in read(run_dirs[-1]).states][:2] == ["queued", "running"]
+    assert_windows_match_logs(server_state(url, "grid"), run_dirs, max_points=1000)
+
+
+def test_a_run_still_queued_when_the_launch_stops_says_so(tmp_path: Path) -> None:
+    from dashboard.launch.supervisor import queue, seal_logs
+    from dashboard.launch.worker import WorkerSpec
+
+    spec = WorkerSpec(RunConfig("mlp", epochs=1).resolved(), tmp_path / "mlp", colour_index=0)
+    queue(spec)
+    assert read(spec.run_dir).status == "queued"
+    seal_logs([spec], [None], "stopped by Ctrl-C")
+    record = read(spec.run_dir)
+    assert record.status == "interrupted" and record.states[-1]["reason"] == (
+        "stopped by Ctrl-C while it was queued; resume to train it")

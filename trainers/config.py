@@ -168,11 +168,16 @@ def _widths(widths: Any) -> str:
     return ",".join(str(w) for w in widths) if isinstance(widths, (tuple, list)) else repr(widths)
 
 
+def machine_cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def threads_per_run(parallel_runs: int, cores: int | None = None) -> int:
     """Torch threads for each of `parallel_runs` workers sharing this machine's cores.
 
     Runs share the cores evenly (at least one thread each), so that three runs on two cores use
     one thread each instead of fighting over 3 x 2 threads."""
     if cores is None:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        cores = machine_cores()
     return max(1, cores // max(1, parallel_runs))

@@ -24,6 +24,7 @@ class RunState(str, Enum):
     """A run's state, as reported and logged; each is equal to the string its log holds."""
 
     STARTING = "starting"  # planned; nothing logged yet
+    QUEUED = "queued"  # waiting for a free worker slot (--parallel)
     RUNNING = "running"
     FINISHED = "finished"
     FAILED = "failed"

@@ -27,7 +27,7 @@ from dashboard.runlog import INCOMPLETE_MARK, read
 from dashboard.sender import Sender
 from dashboard.server import ServerConfig, ServerError
 from dashboard.terminal import GoneQuiet, TerminalView, clock
-from trainers.config import RunConfig, threads_per_run
+from trainers.config import RunConfig, machine_cores, threads_per_run
 from trainers.reporting import RunState
 
 PER_LAUNCH = ""  # RunRequest.draw.env: the launch names its env after its folder
@@ -61,10 +61,11 @@ class LaunchOptions:
     draw: windows.DrawOptions
     stream: TextIO = field(default_factory=lambda: sys.stdout)
     poll: float = 0.5  # seconds between terminal redraws / board polls
+    parallel: int | None = None  # workers alive at once, the rest queued; None: all at once
 
 
 def worker_specs(runs: Sequence[PlannedRun], options: LaunchOptions) -> list[WorkerSpec]:
-    threads = threads_per_run(len(runs))
+    threads = threads_per_run(min(len(runs), options.parallel or len(runs)))
     dash = DashboardOptions(visdom_url=options.server.url if options.server else None, draw=options.draw)
     specs = []
     for index, run in enumerate(runs):
@@ -88,7 +89,7 @@ def launch(runs: Sequence[PlannedRun], launch_dir: Path, options: LaunchOptions)
     stops = StopRequests()
     outcome = Outcome(launch_dir)
     with stops.installed():
-        supervisor = Supervisor(specs, stops)
+        supervisor = Supervisor(specs, stops, options.parallel)
         if server is not None and server.started is not None:
             try:
                 server.started.wait_ready(abort=lambda: stops.count > 0)
@@ -142,6 +143,7 @@ class RunRequest:
     # after its folder (a resumed launch: the env its runs logged)
     draw: windows.DrawOptions = windows.DrawOptions(env=PER_LAUNCH)
     keep_serving: bool = True  # after the runs, keep a server this command started up until Ctrl-C
+    parallel: int | None = None  # workers alive at once, the rest queued; None: default_parallel()
 
 
 def run(request: RunRequest, out: TextIO | None = None) -> int:
@@ -173,7 +175,8 @@ def run(request: RunRequest, out: TextIO | None = None) -> int:
         else:
             launch_dir = request.resume_dir
             env = request.draw.env or _logged_env(runs) or f"livetrain_{launch_dir.name}"
-        options = LaunchOptions(server, replace(request.draw, env=env), out)
+        options = LaunchOptions(server, replace(request.draw, env=env), out,
+                                parallel=request.parallel or default_parallel())
         _announce(out, runs, launch_dir, server, env)
         started = time.monotonic()
         outcome = launch(runs, launch_dir, options)
@@ -184,6 +187,13 @@ def run(request: RunRequest, out: TextIO | None = None) -> int:
     finally:
         if server is not None and server.started is not None:
             server.started.stop()
+
+
+def default_parallel(cores: int | None = None) -> int:
+    """Workers alive at once unless --parallel says: the machine's cores, and at least 4, so that
+    a handful of runs trains side by side (the point of the page) even on 2 cores, while a big
+    sweep queues instead of slowing every run down to a crawl."""
+    return max(4, cores or machine_cores())
 
 
 def _logged_env(runs: Sequence[PlannedRun]) -> str | None:

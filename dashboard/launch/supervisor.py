@@ -1,6 +1,7 @@
-"""Worker processes: started one per run, stopped on Ctrl-C, SIGTERM or SIGHUP (the signal
-passed on, so the logs say what stopped them), killed when they do not stop, and their logs
-sealed when they died without a final status."""
+"""Worker processes: one per run, at most `parallel` alive at once (the rest queued, their logs
+saying so), stopped on Ctrl-C, SIGTERM or SIGHUP (the signal passed on, so the logs say what
+stopped them), killed when they do not stop, and their logs sealed when they died without a
+final status."""
 
 from __future__ import annotations
 
@@ -96,21 +97,34 @@ def death_reason(exitcode: int | None, stopping: str | bool, run_dir: Path | Non
 
 
 class Supervisor:
-    """Starts one worker process per spec and watches them until all have ended."""
+    """Starts one worker process per spec, at most `parallel` at once, and watches them until
+    all have ended (or, once stopping, until the started ones have: queued runs never start)."""
 
-    def __init__(self, specs: Sequence[WorkerSpec], stops: StopRequests) -> None:
+    def __init__(self, specs: Sequence[WorkerSpec], stops: StopRequests, parallel: int | None = None) -> None:
         self.specs = list(specs)
         self.stops = stops
-        self.procs: list[Any] = []
+        self.parallel = max(1, parallel or len(self.specs))
+        self.procs: list[Any] = []  # one per started spec, in the specs' order
         self.stop_sent_at: float | None = None
+        self._ctx: Any = None
 
     def start(self) -> None:
-        ctx = multiprocessing.get_context(start_method([spec.config for spec in self.specs]))
+        """Start the first `parallel` runs; log the rest as queued. Call before any thread starts:
+        it forks (or starts the fork server that later workers come from)."""
+        method = start_method([spec.config for spec in self.specs], queued=len(self.specs) > self.parallel)
+        self._ctx = multiprocessing.get_context(method)
+        if method == "forkserver":  # one server, forked before any thread, with torch imported once
+            self._ctx.set_forkserver_preload(["dashboard.launch.worker"])
+        for spec in self.specs[self.parallel:]:
+            queue(spec)
+        self._start_next(self.parallel)
+
+    def _start_next(self, count: int) -> None:
         sys.stdout.flush()  # a forked child must not inherit (and later repeat) buffered output
         sys.stderr.flush()
         with _sigint_ignored():
-            for spec in self.specs:
-                proc = ctx.Process(target=worker_main, args=(spec,), name=f"livetrain-{spec.config.label}")
+            for spec in self.specs[len(self.procs):len(self.procs) + count]:
+                proc = self._ctx.Process(target=worker_main, args=(spec,), name=f"livetrain-{spec.config.label}")
                 proc.start()
                 self.procs.append(proc)
 
@@ -122,8 +136,12 @@ class Supervisor:
         return [p for p in self.procs if p.exitcode is None]
 
     def step(self, timeout: float = 0.5) -> bool:
-        """Act on stop requests, wait up to `timeout` for a worker to end. False once all have."""
+        """Act on stop requests, start queued runs as slots free, wait up to `timeout` for a worker
+        to end. False once all have (once stopping: all started ones)."""
         alive = self.alive()
+        if not self.stopping and len(alive) < self.parallel and len(self.procs) < len(self.specs):
+            self._start_next(self.parallel - len(alive))
+            alive = self.alive()
         if not alive:
             return False
         if self.stops.count and self.stop_sent_at is None:
@@ -138,19 +156,35 @@ class Supervisor:
         return bool(self.alive())
 
     def exitcodes(self) -> list[int | None]:
+        """Per spec: its worker's exit code; None for a run that never started."""
         for proc in self.procs:
             proc.join(timeout=5)
-        return [p.exitcode for p in self.procs]
+        codes = [p.exitcode for p in self.procs]
+        return codes + [None] * (len(self.specs) - len(codes))
 
 
-def start_method(configs: Sequence[RunConfig]) -> str:
+def queue(spec: WorkerSpec) -> None:
+    """Log a run as queued (its config and a "queued" status), so that the terminal and the runs
+    pane show it before it starts; its worker appends to the same log."""
+    log = RunLog(spec.run_dir, meta={"label": spec.config.label, "colour": spec.colour_index,
+                                     "env": spec.dashboard.draw.env})
+    try:
+        log.config(spec.config.to_dict())
+        log.status(RunState.QUEUED)
+    finally:
+        log.close()
+
+
+def start_method(configs: Sequence[RunConfig], queued: bool = False) -> str:
     """How worker processes start: "fork" on the CPU, so they begin training at once with torch
     already imported (3 processes importing it at once take 2-3 s on 2 cores); "spawn" when a
     run may use CUDA, which cannot be used in a child forked after the parent asked about it.
-    The launcher forks before it starts any thread of its own."""
+    The launcher forks before it starts any thread of its own; when runs are `queued`, later
+    workers start after its threads have, so they come from a fork server started first
+    ("forkserver": a process of its own, single-threaded, with torch imported once)."""
     if any(c.device != "cpu" for c in configs) and torch.cuda.is_available():
         return "spawn"
-    return "fork"
+    return "forkserver" if queued else "fork"
 
 
 def _signal(proc: Any, sig: int) -> None:
@@ -172,6 +206,9 @@ def seal_logs(specs: Sequence[WorkerSpec], exitcodes: Sequence[int | None],
         if record is not None and record.status in FINAL_STATES:
             continue
         state, reason = death_reason(code, stopping, spec.run_dir)
+        if record is not None and record.status == RunState.QUEUED:  # never started
+            how = stopping if isinstance(stopping, str) else "stopped"
+            state, reason = RunState.INTERRUPTED, f"{how} while it was queued; resume to train it"
         try:
             log = RunLog(spec.run_dir, meta={"label": spec.config.label, "colour": spec.colour_index,
                                              "env": spec.dashboard.draw.env})
