@@ -26,7 +26,8 @@ from trainers.config import DEVICES, MAX_EPOCHS, MAX_SEED, OPTIMIZERS
 from trainers.losses import LOSSES
 from trainers.models import MODELS
 from trainers.presets import PRESETS
-from trainers.data import DATASETS
+from trainers import download
+from trainers.data import DATASETS, DataError, locate
 from trainers.errors import LivetrainError
 
 PORT = click.IntRange(1, 65535)
@@ -271,6 +272,43 @@ def replay(run_dirs: tuple[Path, ...], env: str, visdom_url: str | None, smooth:
     visdom_url = check_url(visdom_url) if visdom_url is not None else None
     replay_runs(list(run_dirs), DrawOptions(env, smooth), visdom_url, ServerConfig(host, port, env_dir, login),
                 sys.stdout)
+
+
+class Group(click.Group):
+    """A group of commands whose errors are `Command`'s."""
+
+    command_class = Command
+
+
+@cli.group(cls=Group)
+def data() -> None:
+    """The data sets: where each is on this machine, and getting one when online."""
+
+
+@data.command("list")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None,
+              help="A folder of data sets to look in first [default: $LIVETRAIN_DATA, then ./data].")
+def data_list(data_dir: Path | None) -> None:
+    """Each data set, and the folder it loads from (or how to get it)."""
+    for name in DATASETS:
+        try:
+            click.echo(f"{name:<14} {locate(name, data_dir)}")
+        except DataError as exc:
+            click.echo(f"{name:<14} not here: {exc}")
+
+
+@data.command("get")
+@click.argument("name", type=click.Choice(DATASETS))
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where to put it [default: $LIVETRAIN_DATA, else ./data], in torchvision's layout.")
+@click.option("--mirror", default=None, metavar="URL",
+              help="Fetch from this base URL instead of torchvision's mirrors (same files, same checksums).")
+def data_get(name: str, data_dir: Path | None, mirror: str | None) -> None:
+    """Download a data set with torchvision (checksums checked), where training finds it."""
+    if mirror is not None:
+        mirror = check_url(mirror)
+    folder, fetched = download.get(name, data_dir, mirror)
+    click.echo(f"{name}: {'downloaded into' if fetched else 'already here, in'} {folder}")
 
 
 def entry(prog_name: str | None = None) -> None:

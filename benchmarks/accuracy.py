@@ -28,7 +28,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated [default: all]")
     args = parser.parse_args()
-    ds = data.load("fashion-mnist", download=False)
+    ds = data.load("fashion-mnist")
     print(f"| model | test accuracy by epoch (1..{args.epochs}) | final | s/epoch | published anchor |")
     print("| --- | --- | --- | --- | --- |")
     for name in args.models.split(","):

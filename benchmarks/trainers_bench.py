@@ -116,7 +116,7 @@ def main() -> None:
     parser.add_argument("--cnn-limit", type=int, default=20_000, help="training images for the CNN rows")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
-    ds = data.load("fashion-mnist", download=False)
+    ds = data.load("fashion-mnist")
     with tempfile.TemporaryDirectory() as tmp:
         root = torchvision_copy(ds, Path(tmp))
         batches = bench_batches(ds, root)

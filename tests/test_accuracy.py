@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
     ("cnn", 10, 0.91),  # published small two-conv nets: 0.876 to 0.925
 ])
 def test_default_model_reaches_published_accuracy(model: str, epochs: int, floor: float) -> None:
-    result = fit(RunConfig(model, epochs=epochs), Recorder(), dataset=data.load("fashion-mnist", download=False))
+    result = fit(RunConfig(model, epochs=epochs), Recorder(), dataset=data.load("fashion-mnist"))
     assert result.status == "finished"
     assert result.test_acc is not None and result.test_acc >= floor, [
         round(h["test/acc"], 4) for h in result.history]

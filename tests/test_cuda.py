@@ -23,7 +23,7 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA G
 
 @pytest.fixture(scope="module")
 def fashion() -> data.Dataset:
-    return data.load("fashion-mnist", download=False)
+    return data.load("fashion-mnist")
 
 
 @pytest.mark.parametrize("model", ["softmax", "mlp", "cnn"])

@@ -32,7 +32,7 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_real_fashion_mnist_loads() -> None:
-    ds = data.load("fashion-mnist", download=False)
+    ds = data.load("fashion-mnist")
     assert (len(ds.train), len(ds.test)) == (60_000, 10_000)
     assert ds.train.images.shape == (60_000, 1, 28, 28) and ds.train.images.dtype == torch.uint8
     assert ds.test.images.shape == (10_000, 1, 28, 28)
@@ -53,13 +53,13 @@ def test_real_fashion_mnist_loads() -> None:
 
 
 def test_each_split_is_loaded_once() -> None:
-    assert data.load("fashion-mnist", download=False) is data.load("fashion-mnist", download=False)
+    assert data.load("fashion-mnist") is data.load("fashion-mnist")
 
 
 @pytest.mark.parametrize("gz", [True, False])
 def test_generated_mnist_loads_from_data_dir(tmp_path: Path, gz: bool) -> None:
     arrays = make_mnist(tmp_path / "mine", gz=gz)
-    ds = data.load("mnist", tmp_path / "mine", download=False)
+    ds = data.load("mnist", tmp_path / "mine")
     assert ds.classes == tuple("0123456789")
     assert ds.train.images.shape == (50, 1, 28, 28) and ds.test.images.shape == (20, 1, 28, 28)
     assert np.array_equal(ds.train.images[:, 0].numpy(), arrays["train"][0])
@@ -70,22 +70,22 @@ def test_search_order_prefers_data_dir_then_env_then_dot_data(tmp_path: Path, mo
     make_mnist(tmp_path / "data" / "mnist", n_train=11)  # ./data/mnist
     make_mnist(tmp_path / "env", n_train=12)
     make_mnist(tmp_path / "flag", n_train=13)
-    assert len(data.load("mnist", download=False).train) == 11
+    assert len(data.load("mnist").train) == 11
     monkeypatch.setenv(data.DATA_ENV, str(tmp_path / "env"))
-    assert len(data.load("mnist", download=False).train) == 12
-    assert len(data.load("mnist", tmp_path / "flag", download=False).train) == 13
+    assert len(data.load("mnist").train) == 12
+    assert len(data.load("mnist", tmp_path / "flag").train) == 13
 
 
 def test_torchvision_layout_is_found(tmp_path: Path) -> None:
     make_mnist(tmp_path / "data" / "FashionMNIST" / "raw", n_train=7)
-    ds = data.load("fashion-mnist", download=False)
+    ds = data.load("fashion-mnist")
     assert len(ds.train) == 7 and ds.source == Path("data/FashionMNIST/raw")
 
 
 @pytest.mark.parametrize("binary, subdir", [(False, "cifar-10-batches-py"), (True, "cifar-10-batches-bin")])
 def test_generated_cifar10_loads(tmp_path: Path, binary: bool, subdir: str) -> None:
     test_images = make_cifar(tmp_path / "data" / subdir, binary=binary)
-    ds = data.load("cifar10", download=False)
+    ds = data.load("cifar10")
     assert ds.train.images.shape == (30, 3, 32, 32) and ds.test.images.shape == (6, 3, 32, 32)
     assert ds.image_shape == (3, 32, 32) and ds.classes[0] == "airplane"
     assert np.array_equal(ds.test.images.numpy(), test_images)
@@ -101,7 +101,7 @@ def test_cifar_pickle_that_would_run_code_is_refused(tmp_path: Path) -> None:
 
     (folder / "test_batch").write_bytes(pickle.dumps({b"data": Evil()}, protocol=2))
     with pytest.raises(DataError, match=r"test_batch is not a readable CIFAR-10 batch"):
-        data.load("cifar10", folder, download=False)
+        data.load("cifar10", folder)
 
 
 @pytest.mark.parametrize("how, message", [
@@ -119,13 +119,13 @@ def test_cifar_pickle_that_would_run_code_is_refused(tmp_path: Path) -> None:
 def test_broken_files_give_one_line_errors(tmp_path: Path, how: str, message: str) -> None:
     folder = broken(tmp_path, how)
     with pytest.raises(DataError, match=message) as info:
-        data.load("mnist", folder, download=False)
+        data.load("mnist", folder)
     assert "\n" not in str(info.value)
 
 
 def test_nothing_found_names_where_it_looked_and_how_to_get_it(tmp_path: Path) -> None:
     with pytest.raises(DataError) as info:
-        data.load("mnist", tmp_path / "nowhere", download=False)
+        data.load("mnist", tmp_path / "nowhere")
     message = str(info.value)
     assert message.startswith(f"MNIST not found (looked in {tmp_path / 'nowhere'}, data); put the four")
     assert "./data/mnist or --data-dir" in message and "\n" not in message
@@ -141,7 +141,7 @@ def test_setup_step_finds_fashion_mnist_offline() -> None:
 
 
 def test_pixel_stats_match_the_whole_split_computed_at_once() -> None:
-    split = data.load("fashion-mnist", download=False).train
+    split = data.load("fashion-mnist").train
     mean, std = data.pixel_stats(split, chunk=7_000)
     x = split.images.float().div(255)
     torch.testing.assert_close(mean, x.mean(dim=(0, 2, 3), keepdim=True), rtol=0, atol=1e-6)

@@ -24,7 +24,7 @@ from trainers.reporting import TEST_ACC, TEST_LOSS, TEST_OBJECTIVE, TRAIN_LOSS, 
 
 @pytest.fixture(scope="module")
 def fashion() -> data.Dataset:
-    return data.load("fashion-mnist", download=False)
+    return data.load("fashion-mnist")
 
 
 def batch_losses(config: RunConfig, dataset: data.Dataset) -> list[float]:
@@ -207,7 +207,7 @@ def test_lenet_reaches_084_in_3_epochs(fashion: data.Dataset) -> None:
 def test_mlp_200_on_mnist_reaches_the_seeds_95_percent() -> None:
     """Seed 001 reports 95.56% on MNIST after 10 epochs; checked where MNIST is on disk."""
     try:
-        mnist = data.load("mnist", download=False)
+        mnist = data.load("mnist")
     except data.DataError as exc:
         pytest.skip(f"MNIST is not on this machine ({exc})")
     (config,) = plan_runs(["mlp-200"], [], dataset="mnist")

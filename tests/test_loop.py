@@ -25,7 +25,7 @@ D2L_TEST_ACC = [0.794, 0.809, 0.814, 0.822, 0.828]
 
 @pytest.fixture(scope="module")
 def fashion() -> data.Dataset:
-    return data.load("fashion-mnist", download=False)
+    return data.load("fashion-mnist")
 
 
 def test_softmax_from_scratch_reproduces_d2l_table(fashion: data.Dataset) -> None:

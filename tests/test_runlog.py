@@ -31,7 +31,7 @@ def logged_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Recorder, Path
     run_dir = tmp_path_factory.mktemp("run")
     rec, log = Recorder(), runlog.RunLog(run_dir)
     fit(RunConfig("mlp", epochs=2, limit=1000, batch_size=100), Both(rec, log),
-        dataset=data.load("fashion-mnist", download=False))
+        dataset=data.load("fashion-mnist"))
     log.close()
     return rec, run_dir
 

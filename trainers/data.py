@@ -1,16 +1,13 @@
 """Data sets as in-memory uint8 tensors: found offline, validated on every load, loaded once.
 
 Fashion-MNIST is looked for, in order, in `--data-dir` / `$LIVETRAIN_DATA`, in `./data`, in the
-system data-set folder where Debian's `dataset-fashion-mnist` puts it, and last through
-torchvision's download (which works only when online). MNIST and CIFAR-10 load the same way from
-a folder of their standard files. Every file is checked (IDX magic number, counts, shape, label
+system data-set folder where Debian's `dataset-fashion-mnist` puts it. MNIST and CIFAR-10 load the
+same way from a folder of their standard files (`livetrain data get` fetches them when online). Every file is checked (IDX magic number, counts, shape, label
 range; gzip or raw) and any problem is a one-line `DataError` naming the file and the fix.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import shutil
 import subprocess
@@ -126,20 +123,11 @@ def locate(name: str, data_dir: str | os.PathLike[str] | None = None) -> Path:
     raise DataError(f"{spec.title} not found (looked in {where}); {spec.how_to_get}")
 
 
-def load(name: str, data_dir: str | os.PathLike[str] | None = None, download: bool = False) -> Dataset:
+def load(name: str, data_dir: str | os.PathLike[str] | None = None) -> Dataset:
     """Find, validate and load a data set (cached per process: each split is read once).
-
-    Nothing is downloaded unless `download` asks for torchvision's download (never at run time:
-    the launcher and the workers only read what is on disk)."""
-    try:
-        return _cached(name, locate(name, data_dir))
-    except DataError:
-        if not download:
-            raise
-    downloaded = _download(name, Path(data_dir or os.environ.get(DATA_ENV) or "data"))
-    if downloaded is None:
-        raise DataError(f"{_spec(name).title}: download failed (offline?); {_spec(name).how_to_get}")
-    return load_from(name, downloaded)
+    Nothing is downloaded here: `livetrain data get` (trainers.download) fetches a data set
+    when online; the launcher and the workers only read what is on disk."""
+    return _cached(name, locate(name, data_dir))
 
 
 def load_from(name: str, folder: str | os.PathLike[str]) -> Dataset:
@@ -305,31 +293,14 @@ def batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int, *,
         yield x, labels[idx]
 
 
-# ---- online download and setup -------------------------------------------------------------
-
-def _download(name: str, root: Path) -> Path | None:
-    """Try torchvision's download into `root`; the folder it filled, or None when offline."""
-    import torchvision.datasets as tvd
-
-    cls = getattr(tvd, SPECS[name].torchvision_class)
-    sink = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-            for train in (True, False):
-                cls(str(root), train=train, download=True)
-    except Exception:  # noqa: BLE001 - offline, refused, or a mirror failed: report "not found"
-        return None
-    if name == "cifar10":
-        return root / "cifar-10-batches-py"
-    return root / SPECS[name].subdirs[0]
-
+# ---- setup -------------------------------------------------------------
 
 def ensure_fashion_mnist(data_dir: str | None = None) -> str:
     """Setup step: find Fashion-MNIST, or install Debian's package when root with apt-get.
 
     Returns where it was found; raises DataError with the way to get it otherwise."""
     try:
-        return str(load("fashion-mnist", data_dir, download=False).source)
+        return str(load("fashion-mnist", data_dir).source)
     except DataError as first:
         apt = shutil.which("apt-get")
         if apt is None or os.geteuid() != 0:
@@ -340,7 +311,7 @@ def ensure_fashion_mnist(data_dir: str | None = None) -> str:
                               env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
         if proc.returncode == 0 and attempt[1] == "install":
             break
-    return str(load("fashion-mnist", data_dir, download=False).source)
+    return str(load("fashion-mnist", data_dir).source)
 
 
 def main(argv: list[str] | None = None) -> int:
