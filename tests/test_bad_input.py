@@ -55,6 +55,11 @@ def place(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     (root / "garbage").mkdir()
     (root / "garbage" / "log.jsonl").write_text('{"kind": "scalars", "x": 1\nnot json at all\n')
     (root / "a-file").write_text("a file, not a folder\n")
+    (root / "models.py").write_text("from torch import nn\n\n\nclass Five(nn.Module):\n"
+                                    "    def __init__(self, shape, classes):\n        super().__init__()\n"
+                                    "        self.net = nn.Sequential(nn.Flatten(), nn.LazyLinear(5))\n\n"
+                                    "    def forward(self, x):\n        return self.net(x)\n")
+    (root / "broken.py").write_text("def oops(:\n")
     with socket.socket() as sock:  # a port that accepts connections but never answers as Visdom
         sock.bind(("127.0.0.1", 0))
         sock.listen()
@@ -128,6 +133,13 @@ def cases() -> list[tuple[str, list[str], int, str]]:
         ("a grid past the limit", ["run", "--headless", "--models", "mlp", "--set", "mlp.lr=1,2,3,4,5,6,7,8,9",
                                    "--seeds", "0,1,2,3,4,5,6,7"], 2, "more than 64 runs"),
         ("seeds not numbers", ["run", "--headless", "--seeds", "a,b"], 2, "--seeds"),
+        # a model from a file
+        ("model file missing", ["run", "--headless", "--models", "nowhere.py:Net"], 2, "no model file"),
+        ("model file broken", ["run", "--headless", "--models", "broken.py:Net"], 2, "does not import: SyntaxError"),
+        ("model class missing", ["run", "--headless", "--models", "models.py:Net"], 2,
+         "has no class 'Net'; its nn.Modules: Five"),
+        ("model output wrong", ["run", "--headless", "--models", "models.py:Five"], 2,
+         "Five returns (2, 5) for a batch of 2 images of (1, 28, 28); it must return logits of shape (2, 10)"),
     ]
     return items
 

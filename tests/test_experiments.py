@@ -3,6 +3,9 @@ runs a command line's sweeps and seeds make. Real training on a slice of Fashion
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -14,7 +17,10 @@ from dashboard import windows
 from dashboard.launch.grid import plan_runs
 from dashboard.runlog import read
 from dashboard.server import ServerProcess
-from tests.helpers import assert_windows_match_logs, finish, launch_dir, livetrain, make_cifar, server_state, traces
+from tests.conftest import REPO
+from tests.helpers import (
+    assert_windows_match_logs, drawn_from_log, finish, launch_dir, livetrain, make_cifar, server_state, traces,
+)
 from trainers import data, losses, models, scratch
 from trainers.config import RunConfig
 from trainers.loop import fit, make_optimizer, scheduled_lr
@@ -331,3 +337,56 @@ def test_a_run_still_queued_when_the_launch_stops_says_so(tmp_path: Path) -> Non
     record = read(spec.run_dir)
     assert record.status == "interrupted" and record.states[-1]["reason"] == (
         "stopped by Ctrl-C while it was queued; resume to train it")
+
+
+TINY_NET = """
+from torch import nn
+
+
+class TinyNet(nn.Module):
+    def __init__(self, image_shape, num_classes):
+        super().__init__()
+        c, h, w = image_shape
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, 32), nn.ReLU(), nn.Linear(32, num_classes))
+
+    def forward(self, x):
+        return self.net(x)
+"""
+
+
+@pytest.mark.slow
+def test_a_model_from_a_file_trains_like_a_built_in(visdom_server: ServerProcess, tmp_path: Path) -> None:
+    """Same windows, logs, checkpoints and resume; labelled by its class name."""
+    (tmp_path / "my_models.py").write_text(TINY_NET)
+    url = visdom_server.config.url
+    code, out, err = finish(livetrain(tmp_path, "run", "--models", "my_models.py:TinyNet,mlp", "--epochs", "1",
+                                      "--limit", "1500", "--visdom-url", url, "--env", "own-model"))
+    assert code == 0, out + err
+    runs = launch_dir(tmp_path / "runs")
+    assert_windows_match_logs(server_state(url, "own-model"), [runs / "TinyNet", runs / "mlp"], max_points=1000)
+    assert read(runs / "TinyNet").config["model"] == f"{tmp_path / 'my_models.py'}:TinyNet"
+    assert (runs / "TinyNet" / "checkpoint.pt").is_file()
+    code, out, err = finish(livetrain(tmp_path, "run", "--resume", str(runs), "--epochs", "2", "--visdom-url", url,
+                                      "--env", "own-model"))
+    assert code == 0, out + err
+    record = read(runs / "TinyNet")
+    assert record.status == "finished" and [c["x"] for c in record.confusions] == [1.0, 2.0]
+
+
+@pytest.mark.slow
+def test_the_readmes_own_loop_example_streams_to_the_page(visdom_server: ServerProcess, tmp_path: Path) -> None:
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("<!-- own-loop example -->\n```python\n", 1)[1].split("```", 1)[0]
+    assert len(block.strip().splitlines()) <= 22
+    (tmp_path / "example.py").write_text(block)
+    url = visdom_server.config.url
+    done = subprocess.run([sys.executable, "example.py"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "VISDOM_URL": url, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr
+    record = read(tmp_path / "runs" / "my-loop")
+    assert record.status == "finished" and len(record.series(TRAIN_LOSS)[0]) == 235
+    held = traces(server_state(url, "my-loop"), "compare-train-loss")
+    assert list(held) == ["my-loop"] and held["my-loop"] == drawn_from_log(record, TRAIN_LOSS, 1000).points()
+    code, out, err = finish(livetrain(tmp_path, "replay", "runs/my-loop", "--visdom-url", url, "--env", "again"))
+    assert code == 0, out + err
+    assert traces(server_state(url, "again"), "compare-train-loss") == held

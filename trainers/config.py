@@ -11,6 +11,7 @@ from trainers.data import DATASETS
 from trainers.errors import UsageError
 from trainers.losses import LOSSES
 from trainers.models import ACTIVATIONS, INITS, MODELS
+from trainers.models import spec as model_spec
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "step")
@@ -60,9 +61,11 @@ class RunConfig:
 
     def resolved(self) -> "RunConfig":
         """A copy with the model's defaults filled in and every field checked."""
-        if self.model not in MODELS:
-            raise ConfigError(f"unknown model {self.model!r}; choose one of {', '.join(MODELS)}")
-        spec = MODELS[self.model]
+        try:
+            spec = model_spec(self.model)
+        except KeyError:
+            raise ConfigError(f"unknown model {self.model!r}; choose one of {', '.join(MODELS)}, "
+                              "or PATH.py:ClassName") from None
         foreign = [name for name in MODEL_SETTINGS if getattr(self, name) is not None and name not in spec.settings]
         if foreign:
             own = ", ".join(spec.settings) or "none of its own"
@@ -104,7 +107,7 @@ class RunConfig:
             raise ConfigError(f"learning rate must be a positive number, not {self.lr}")
         if self.optimizer is not None and self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
-        if MODELS[self.model].scratch and self.optimizer not in (None, "sgd"):
+        if model_spec(self.model).scratch and self.optimizer not in (None, "sgd"):
             raise ConfigError("softmax regression trains with its hand-written SGD; use optimizer sgd")
         if self.device not in DEVICES:
             raise ConfigError(f"unknown device {self.device!r}; choose one of {', '.join(DEVICES)}")

@@ -193,7 +193,7 @@ def fit(config: RunConfig, reporter: Reporter, run_dir: Path | None = None, resu
         train_x, train_y = train_x[: config.limit], train_y[: config.limit]
     train_x, train_y = train_x.to(device), train_y.to(device)
     test_x, test_y = ds.test.images.to(device), ds.test.labels.to(device)
-    spec = models.MODELS[config.model]
+    spec = models.spec(config.model)
     stats = tuple(t.to(device) for t in data.pixel_stats(ds.train)) if spec.normalize else None
     sample = torch.randperm(len(ds.test), generator=torch.Generator().manual_seed(SAMPLE_SEED))[:SAMPLE_SIZE]
 

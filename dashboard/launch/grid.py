@@ -1,8 +1,8 @@
 """The runs a command line asks for: models and presets with their labels, `--set` values and
 sweeps, and `--seeds`, expanded into one checked `RunConfig` per run.
 
-- `--models softmax,mlp:fast,mlp-200`: a model or a preset per run, labelled by its name (or
-  `NAME:LABEL`); repeats are numbered (mlp-1, mlp-2) and get distinct seeds (seed, seed+1, ...),
+- `--models softmax,mlp:fast,mlp-200,my_models.py:TinyNet`: a model, a preset or a model
+  class from a file per run, labelled by its name (a class: its name) or `NAME:LABEL`; repeats are numbered (mlp-1, mlp-2) and get distinct seeds (seed, seed+1, ...),
   so that they are repeats, not copies.
 - `--set RUN.SETTING=VALUE`: RUN is a label, a model or a preset (all its runs). Several values
   make a sweep, one run per value, labelled by it: `--set mlp.lr=1e-3,1e-2` makes mlp-lr1e-3
@@ -20,11 +20,12 @@ import math
 import re
 from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Callable
 
 from dashboard.launch.plan import PlanError
 from trainers.config import ConfigError, RunConfig
-from trainers.models import MODELS
+from trainers.models import MODELS, is_user_model
 from trainers.presets import PRESETS
 
 LABEL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,39}")
@@ -62,6 +63,12 @@ def parse_models(words: Sequence[str]) -> list[tuple[str, str]]:
     for word in ",".join(words).split(","):
         word = word.strip()
         if not word:
+            continue
+        if is_user_model(word):  # PATH.py:ClassName[:LABEL], labelled by its class name
+            path, _, rest = word.partition(".py:")
+            class_name, _, label = rest.partition(":")
+            name = f"{Path(path + '.py').resolve()}:{class_name.strip()}"
+            entries.append((name, label.strip() or class_name.strip()))
             continue
         name, _, label = word.partition(":")
         name = name.strip().lower()

@@ -22,6 +22,7 @@ from trainers import data
 from trainers.config import ConfigError, RunConfig
 from trainers.errors import LivetrainError, UsageError
 from trainers.loop import CHECKPOINT, read_checkpoint, resolve_device
+from trainers.models import ModelFileError, check_user_model, is_user_model
 from trainers.reporting import RunState
 
 
@@ -108,6 +109,11 @@ def load_data(configs: Sequence[RunConfig]) -> None:
         loaded = data.load(dataset, data_dir or None)
         for config in configs:
             if (config.dataset, config.data_dir or "") == (dataset, data_dir):
+                if is_user_model(config.model):
+                    try:
+                        check_user_model(config.model, loaded.image_shape, len(loaded.classes))
+                    except ModelFileError as exc:
+                        raise exc.about(f"run {config.label!r}") from None
                 try:
                     config.check_sizes(len(loaded.train))
                 except ConfigError as exc:
