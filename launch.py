@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from click.core import ParameterSource
 from click.exceptions import NoArgsIsHelpError
 
 from dashboard.launch.history import past_runs, runs_table
+from dashboard.launch.experiment import read_experiment
 from dashboard.launch.grid import SETTINGS, plan_runs
 from dashboard.launch.plan import check_env, check_url
 from dashboard.launch.replaying import replay_runs
@@ -123,10 +125,29 @@ def server(host: str, port: int, env_dir: Path, login: bool) -> None:
     run_server(ServerConfig(host, port, env_dir, login))
 
 
+def _given(ctx: click.Context, *names: str) -> list[str]:
+    """Which of these options the command line gave (not their defaults)."""
+    return [name for name in names if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE]
+
+
 def _run_request(ctx: click.Context, models: tuple[str, ...], settings: tuple[str, ...], resume: Path | None,
-                 common: dict[str, Any], **request: Any) -> RunRequest:
+                 experiment: Path | None, common: dict[str, Any], **request: Any) -> RunRequest:
+    flags = {param.name: param.opts[0] for param in ctx.command.params}
+    if experiment is not None:
+        clash = _given(ctx, "models", "settings") + (["resume"] if resume is not None else [])
+        if clash:
+            raise click.UsageError(f"{experiment} names the runs itself; drop {', '.join(flags[n] for n in clash)}", ctx)
+        given = {name: common[name] for name in _given(ctx, *common)}
+        configs, launch_options = read_experiment(experiment, **given)
+        draw = request["draw"]
+        if draw.env == PER_LAUNCH and launch_options["env"]:
+            request["draw"] = replace(draw, env=check_env(str(launch_options["env"])))
+        if request["parallel"] is None and launch_options["parallel"] is not None:
+            if not isinstance(launch_options["parallel"], int) or launch_options["parallel"] < 1:
+                raise click.UsageError(f"{experiment}: parallel must be a whole number from 1", ctx)
+            request["parallel"] = launch_options["parallel"]
+        return RunRequest(configs=configs, **request)
     if resume is not None:
-        flags = {param.name: param.opts[0] for param in ctx.command.params}
         given = [flags[name] for name in ("models", "settings", "dataset", "batch_size", "lr", "optimizer", "seed",
                                           "seeds", "limit", "data_dir")
                  if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE]
@@ -202,21 +223,24 @@ _view_options = _options(
               help="Train at most N runs at once and queue the rest [default: the machine's cores, at least 4].")
 @click.option("--resume", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Continue the runs of an earlier launch (its folder) from their last checkpoints.")
+@click.argument("experiment", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @_view_options
 @_server_options
 @click.pass_context
-def run(ctx: click.Context, models: tuple[str, ...], settings: tuple[str, ...], seeds: tuple[int, ...],
+def run(ctx: click.Context, experiment: Path | None, models: tuple[str, ...], settings: tuple[str, ...], seeds: tuple[int, ...],
         dataset: str | None, epochs: int | None,
         batch_size: int | None, lr: float | None, optimizer: str | None, seed: int, device: str,
         limit: int | None, parallel: int | None, resume: Path | None, env: str | None, visdom_url: str | None,
         headless: bool,
         no_server: bool, keep_serving: bool, smooth: float | None, log_dir: Path, data_dir: Path | None,
         host: str, port: int, env_dir: Path, login: bool) -> int:
-    """Train runs side by side, live in Visdom (or --headless); exit 0 only if every run finished."""
+    """Train runs side by side, live in Visdom (or --headless); exit 0 only if every run finished.
+
+    EXPERIMENT: a TOML file of runs and sweeps instead of --models/--set (see the README)."""
     common = dict(seeds=seeds, dataset=dataset, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
                   seed=seed, device=device, limit=limit, data_dir=str(data_dir) if data_dir else None)
     draw = DrawOptions(PER_LAUNCH if env is None else check_env(env), smooth)
-    request = _run_request(ctx, models, settings, resume, common, log_dir=log_dir, headless=headless,
+    request = _run_request(ctx, models, settings, resume, experiment, common, log_dir=log_dir, headless=headless,
                            visdom_url=visdom_url, server=ServerConfig(host, port, env_dir, login),
                            start_server=not no_server, draw=draw, keep_serving=keep_serving, parallel=parallel)
     return run_launch(request)

@@ -60,6 +60,8 @@ def place(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
                                     "        self.net = nn.Sequential(nn.Flatten(), nn.LazyLinear(5))\n\n"
                                     "    def forward(self, x):\n        return self.net(x)\n")
     (root / "broken.py").write_text("def oops(:\n")
+    (root / "bad.toml").write_text('epochs = 1\n\n[runs.a]\nmodel = "mlp"\nlr = \n')
+    (root / "odd.toml").write_text('[runs.a]\nmodel = "mlp"\ncolour = "red"\n')
     with socket.socket() as sock:  # a port that accepts connections but never answers as Visdom
         sock.bind(("127.0.0.1", 0))
         sock.listen()
@@ -133,6 +135,10 @@ def cases() -> list[tuple[str, list[str], int, str]]:
         ("a grid past the limit", ["run", "--headless", "--models", "mlp", "--set", "mlp.lr=1,2,3,4,5,6,7,8,9",
                                    "--seeds", "0,1,2,3,4,5,6,7"], 2, "more than 64 runs"),
         ("seeds not numbers", ["run", "--headless", "--seeds", "a,b"], 2, "--seeds"),
+        # experiment files
+        ("experiment not TOML", ["run", "--headless", "bad.toml"], 2, "bad.toml is not valid TOML: Invalid value (at line 5"),
+        ("experiment unknown setting", ["run", "--headless", "odd.toml"], 2, "[runs.a] has no setting 'colour'"),
+        ("experiment and --models", ["run", "--headless", "odd.toml", "--models", "mlp"], 2, "drop --models"),
         # a model from a file
         ("model file missing", ["run", "--headless", "--models", "nowhere.py:Net"], 2, "no model file"),
         ("model file broken", ["run", "--headless", "--models", "broken.py:Net"], 2, "does not import: SyntaxError"),

@@ -390,3 +390,57 @@ def test_the_readmes_own_loop_example_streams_to_the_page(visdom_server: ServerP
     code, out, err = finish(livetrain(tmp_path, "replay", "runs/my-loop", "--visdom-url", url, "--env", "again"))
     assert code == 0, out + err
     assert traces(server_state(url, "again"), "compare-train-loss") == held
+
+
+EXPERIMENT = """
+epochs = 2
+limit = 2000
+parallel = 1
+
+[runs.relu]
+model = "mlp"
+hidden = [64]
+epochs = 30  # long enough to be interrupted while it trains
+
+[runs.sigmoid]
+model = "mlp"
+hidden = [64]
+activation = "sigmoid"
+lr = [1e-3, 1e-2]
+"""
+
+
+def test_an_experiment_file_makes_its_runs(tmp_path: Path) -> None:
+    from dashboard.launch.experiment import read_experiment
+
+    (tmp_path / "exp.toml").write_text(EXPERIMENT)
+    configs, launch_options = read_experiment(tmp_path / "exp.toml", epochs=1)
+    assert [c.label for c in configs] == ["relu", "sigmoid-lr0.001", "sigmoid-lr0.01"]
+    assert [c.activation for c in configs] == ["relu", "sigmoid", "sigmoid"] and configs[2].lr == 0.01
+    assert all(c.hidden == (64,) and c.limit == 2000 for c in configs)
+    assert [c.epochs for c in configs] == [30, 1, 1]  # the command line's over the file's; a run's own over both
+    assert launch_options == {"parallel": 1, "env": None}
+
+
+@pytest.mark.slow
+def test_a_sweep_from_a_file_interrupted_and_resumed(tmp_path: Path) -> None:
+    """Ctrl-C while the first run trains: it stops, the queued ones say so; --resume trains all."""
+    import signal
+
+    from tests.helpers import launched, training, wait_for
+
+    (tmp_path / "exp.toml").write_text(EXPERIMENT)
+    proc = livetrain(tmp_path, "run", "exp.toml", "--headless")
+    wait_for(lambda: launched(tmp_path / "runs"))
+    runs = launch_dir(tmp_path / "runs")
+    wait_for(lambda: training(runs / "relu"))
+    proc.send_signal(signal.SIGINT)
+    code, out, err = finish(proc)
+    assert code == 130, out + err
+    assert read(runs / "relu").status == "interrupted"
+    for label in ("sigmoid-lr0.001", "sigmoid-lr0.01"):
+        assert read(runs / label).states[-1]["reason"] == "stopped by Ctrl-C while it was queued; resume to train it"
+    code, out, err = finish(livetrain(tmp_path, "run", "--resume", str(runs), "--headless"))
+    assert code == 0, out + err
+    assert all(read(runs / label).status == "finished" for label in ("relu", "sigmoid-lr0.001", "sigmoid-lr0.01"))
+    assert [c["x"] for c in read(runs / "sigmoid-lr0.01").confusions] == [1.0, 2.0]

@@ -132,13 +132,26 @@ def plan_runs(models: Sequence[str], settings: Sequence[str], seeds: Sequence[in
     named = parse_models(models)
     labels = {label for _, label in named}
     targets = labels | {name for name, _ in named} | {_model(name) for name, _ in named}
-    parsed = [(text, *parse_setting(text)) for text in settings]
-    for text, target, _, _ in parsed:
+    parsed = []
+    for text in settings:
+        target, key, choices = parse_setting(text)
         if target not in targets:
             raise PlanError(f"--set {text!r}: no run {target!r} in this launch; its runs are "
                             f"{', '.join(label for _, label in named)}")
+        parsed.append((target, key, choices))
+    return expand(named, parsed, seeds, max_runs, **common)
+
+
+Choices = list[tuple[str, Any]]  # a setting's values (several: a sweep), each as written and as read
+
+
+def expand(named: Sequence[tuple[str, str]], parsed: Sequence[tuple[str, str, Choices]], seeds: Sequence[int] = (),
+           max_runs: int = MAX_RUNS, **common: Any) -> list[RunConfig]:
+    """The runs of (model or preset, label) pairs, with `parsed` settings (target, key, values)
+    applied and swept, `common` options for all, once per seed of `seeds`; each checked."""
+    labels = {label for _, label in named}
     for name, label in named:
-        swept = [len(choices) for _, target, _, choices in parsed if target in (label, name, _model(name))]
+        swept = [len(choices) for target, _, choices in parsed if target in (label, name, _model(name))]
         if math.prod(swept) * max(1, len(seeds)) * len(named) > max_runs:
             raise PlanError(f"this launch would make more than {max_runs} runs (sweeps x seeds); "
                             "sweep fewer values or seeds, or split it into several launches")
@@ -152,9 +165,9 @@ def plan_runs(models: Sequence[str], settings: Sequence[str], seeds: Sequence[in
         if repeats[name] > 1:  # repeats of one model are repeats, not copies: distinct seeds
             values["seed"] = values.get("seed", 0) + index[name]
             index[name] += 1
-        mine = [(key, choices) for _, target, key, choices in parsed if target != label and target in
+        mine = [(key, choices) for target, key, choices in parsed if target != label and target in
                 (name, _model(name)) and target not in labels]
-        mine += [(key, choices) for _, target, key, choices in parsed if target == label]
+        mine += [(key, choices) for target, key, choices in parsed if target == label]
         for variant, suffix in _sweep(mine):
             for seed in seeds or [None]:
                 run = values | variant | ({} if seed is None else {"seed": seed})
@@ -173,7 +186,7 @@ def _model(name: str) -> str:
     return PRESETS[name].model if name in PRESETS else name
 
 
-def _sweep(mine: list[tuple[str, list[tuple[str, Any]]]]) -> list[tuple[dict[str, Any], str]]:
+def _sweep(mine: list[tuple[str, Choices]]) -> list[tuple[dict[str, Any], str]]:
     """Each combination of the swept values (settings given one value apply to all), with the
     label suffix naming the swept ones; a later --set of a key replaces an earlier one."""
     last = dict(mine)
