@@ -53,6 +53,7 @@ class Board:
         self.sender = sender
         self.env = draw.env
         self.smoothing = draw.smoothing  # the runs' (for the style of the traces the board creates)
+        self.run_windows = draw.run_windows  # whether to place each run's gallery and matrix
         self.followers: dict[Path, LogFollower] = {}
         self.labels: dict[Path, str | None] = {}  # None: the label in the run's log
         self._placed: list[tuple[str, int]] = []  # (label, colour) of the runs added with a label
@@ -78,7 +79,7 @@ class Board:
             if label is not None:
                 colour = windows.default_colour_index(label) if colour_index is None else colour_index
                 self._placed.append((label, colour))
-            if label is not None and self.sender is not None:
+            if label is not None and self.sender is not None and self.run_windows:
                 self.sender.register(f"placeholders:{run_dir}", self._placeholder_sender(label))
 
     def _placeholder_sender(self, label: str) -> Any:

@@ -49,12 +49,15 @@ class VisdomBackend:
         self.tails_sent = 0  # traces sent as their new tail only
         self.gallery_win = windows.run_window("gallery", label)
         self.confusion_win = windows.run_window("confusion", label)
+        self.run_windows = draw.run_windows
         # the gallery goes first: a whole-window message, it also creates the env on a fresh server
-        sender.register(self.gallery_win, self._send_gallery)
+        if self.run_windows:
+            sender.register(self.gallery_win, self._send_gallery)
         # one sender may serve several runs (a replay): keys name the run
         self._traces_key = windows.run_window("traces", label)
         sender.register(self._traces_key, self._send_traces, changed=False)
-        sender.register(self.confusion_win, self._send_confusion, changed=False)
+        if self.run_windows:
+            sender.register(self.confusion_win, self._send_confusion, changed=False)
         sender.add_check(self.check)
 
     # ---- Reporter, called from the training thread ----
@@ -95,6 +98,8 @@ class VisdomBackend:
 
     def predictions(self, x: float, images: torch.Tensor, predicted: torch.Tensor,
                     probability: torch.Tensor, true: torch.Tensor, classes: tuple[str, ...]) -> None:
+        if not self.run_windows:
+            return
         shown = slice(0, GALLERY_SHOWN)
         with self._lock:
             if self._images is None:
@@ -105,6 +110,8 @@ class VisdomBackend:
         self.sender.mark(self.gallery_win)
 
     def confusion(self, x: float, matrix: torch.Tensor, classes: tuple[str, ...]) -> None:
+        if not self.run_windows:
+            return
         with self._lock:
             self._confusion = dict(x=float(x), matrix=matrix.tolist(), classes=list(classes))
         self.sender.mark(self.confusion_win)

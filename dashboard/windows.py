@@ -38,6 +38,19 @@ class DrawOptions:
     env: str = DEFAULT_ENV
     smoothing: float | None = None  # EMA weight of an extra smoothed per-batch trace (e.g. 0.9); None: no such trace
     max_points: int = 1000  # per trace on the server
+    run_windows: bool = True  # each run's own gallery and confusion matrix (see `run_windows_for`)
+
+
+RUN_WINDOWS_UP_TO = 8  # runs in one env that still get windows of their own
+
+
+def run_windows_for(runs: int) -> bool:
+    """Whether `runs` runs drawn into one env each get their own gallery and confusion matrix.
+    Up to 8 they do (16 windows, next to the 7 shared ones); a sweep of 24 would bury the compare
+    windows under 48 more, so a bigger launch draws the shared windows only (the runs table, the
+    compare windows, where the runs disagree): every run logs its predictions all the same, and
+    `replay` of a few of its runs draws theirs."""
+    return runs <= RUN_WINDOWS_UP_TO
 
 
 @dataclass(frozen=True)

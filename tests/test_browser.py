@@ -234,3 +234,30 @@ def test_the_page_reconnects_by_itself_after_a_server_restart(launch: Any, tmp_p
         first.stop()
         if second is not None:
             second.stop()
+
+
+def test_a_24_run_sweep_page_stays_usable(visdom_server: ServerProcess, tmp_path: Path) -> None:
+    """A sweep of 24 runs (two models x four learning rates x three seeds, 4 at a time on 2 cores):
+    the page holds the shared windows only (see `windows.run_windows_for`), each compare window
+    with 24 traces, in a tidy grid, and the runs table lists all 24."""
+    env, url = "sweep24", visdom_server.config.url
+    result = subprocess.run(
+        [sys.executable, "launch.py", "run", "--models", "softmax,softmax-nn", "--set", "softmax.lr=0.02,0.05,0.1,0.2",
+         "--set", "softmax-nn.lr=0.02,0.05,0.1,0.2", "--seeds", "0,1,2", "--epochs", "1", "--limit", "600",
+         "--parallel", "4", "--visdom-url", url, "--env", env, "--log-dir", str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+    assert "All 24 run(s) finished" in result.stdout
+    shared = 1 + len(COMPARE_TITLES) + 1
+    with Browser(1600, 1200) as browser:
+        browser.open(f"{url}/env/{env}")
+        state = browser.settled(lambda s: len(s.get("panes", [])) == shared and all(
+            len(p["traces"]) == 24 for p in s["panes"] if p["title"] in COMPARE_TITLES))
+        browser.screenshot(ARTIFACTS / "sweep-24.png")
+    assert overlaps(state["panes"]) == [] and state["scrollWidth"] <= state["innerWidth"]
+    panes = {p["title"]: p for p in state["panes"]}
+    assert not [t for t in panes if "confusion matrix" in t or "test images, predicted" in t]
+    runs = panes["Runs"]["text"]
+    assert runs.count("finished") == 24 and "softmax-nn-lr0.2-seed2" in runs
+    for title in COMPARE_TITLES:
+        assert len({t["colour"] for t in panes[title]["traces"]}) >= 10  # the palette's ten, reused past ten

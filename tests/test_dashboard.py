@@ -331,3 +331,9 @@ def test_replay_names_what_to_pass_when_there_is_no_log(tmp_path: Path) -> None:
         find_runs([tmp_path])
     with pytest.raises(ReplayError, match="does not exist"):
         find_runs([tmp_path / "nope"])
+
+
+def test_per_run_windows_only_up_to_8_runs() -> None:
+    from dashboard.windows import RUN_WINDOWS_UP_TO, run_windows_for
+
+    assert RUN_WINDOWS_UP_TO == 8 and run_windows_for(8) and not run_windows_for(9)

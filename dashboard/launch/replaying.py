@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import TextIO
 
 from dashboard.launch.servers import find_server, page_url, serve_until_stopped
 from dashboard.replay import check_runs, replay
 from dashboard.server import ServerConfig
+from dashboard import windows
 from dashboard.windows import DrawOptions
 
 
@@ -16,7 +18,7 @@ def replay_runs(paths: list[Path], draw: DrawOptions, visdom_url: str | None, co
     """Draw the runs under `paths` into `draw.env`: at `visdom_url`, or on the local server (started
     when none answers, and then kept up until Ctrl-C). Raises ReplayError before anything is
     started when the logs say no, and LaunchError or ServerError when the server does."""
-    check_runs(paths)  # before anything is started
+    draw = replace(draw, run_windows=windows.run_windows_for(len(check_runs(paths))))  # before anything starts
     server = find_server(visdom_url, config, start=True)
     try:
         if server.started is not None:

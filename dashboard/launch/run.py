@@ -175,7 +175,8 @@ def run(request: RunRequest, out: TextIO | None = None) -> int:
         else:
             launch_dir = request.resume_dir
             env = request.draw.env or _logged_env(runs) or f"livetrain_{launch_dir.name}"
-        options = LaunchOptions(server, replace(request.draw, env=env), out,
+        draw = replace(request.draw, env=env, run_windows=windows.run_windows_for(len(runs)))
+        options = LaunchOptions(server, draw, out,
                                 parallel=request.parallel or default_parallel())
         _announce(out, runs, launch_dir, server, env)
         started = time.monotonic()
