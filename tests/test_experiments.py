@@ -19,7 +19,8 @@ from dashboard.runlog import read
 from dashboard.server import ServerProcess
 from tests.conftest import REPO
 from tests.helpers import (
-    assert_windows_match_logs, drawn_from_log, finish, launch_dir, livetrain, make_cifar, server_state, traces,
+    assert_windows_match_logs, drawn_from_log, finish, launch_dir, livetrain, make_cifar, make_mnist, server_state,
+    traces,
 )
 from trainers import data, losses, models, scratch
 from trainers.config import RunConfig
@@ -445,3 +446,20 @@ def test_a_sweep_from_a_file_interrupted_and_resumed(tmp_path: Path) -> None:
     assert code == 0, out + err
     assert all(read(runs / label).status == "finished" for label in ("relu", "sigmoid-lr0.001", "sigmoid-lr0.01"))
     assert [c["x"] for c in read(runs / "sigmoid-lr0.01").confusions] == [1.0, 2.0]
+
+
+@pytest.mark.slow
+def test_runs_on_different_data_sets_side_by_side(visdom_server: ServerProcess, tmp_path: Path) -> None:
+    """--set mlp.dataset=mnist next to a Fashion-MNIST run: each loads its own data, both draw
+    into the same compare windows with x in epochs of their own data."""
+    make_mnist(tmp_path / "data" / "mnist", n_train=600, n_test=100)
+    url = visdom_server.config.url
+    code, out, err = finish(livetrain(tmp_path, "run", "--models", "softmax,mlp", "--set", "mlp.dataset=mnist",
+                                      "--epochs", "2", "--limit", "500", "--visdom-url", url, "--env", "two-sets"))
+    assert code == 0, out + err
+    runs = launch_dir(tmp_path / "runs")
+    assert read(runs / "mlp").config["dataset"] == "mnist" and read(runs / "softmax").config["dataset"] == "fashion-mnist"
+    state = server_state(url, "two-sets")
+    held = traces(state, "compare-test-acc")
+    assert sorted(held) == ["mlp", "softmax"] and held["mlp"][0] == held["softmax"][0] == [1.0, 2.0]
+    assert state[windows.run_window("confusion", "mlp")]["content"]["data"][0]["x"][0] == "0"  # MNIST's classes
