@@ -172,7 +172,7 @@ def _seeds(ctx: click.Context, param: click.Parameter, value: str | None) -> tup
 
 
 RUN_EPILOG = "\b\nPresets (the course notes' recipes; --set and the options above still win):\n" + "\n".join(
-    f"  {name:<15}{preset.describe()}" for name, preset in PRESETS.items())
+    f"  {name:<15}{preset.source}\n  {'':<15}sets: {preset.describe()}" for name, preset in PRESETS.items())
 
 
 _view_options = _options(

@@ -312,3 +312,11 @@ def test_the_console_script_is_installed() -> None:
     script = Path(sys.executable).parent / "livetrain"
     proc = subprocess.run([str(script), "runs", "--help"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "A table of past runs" in proc.stdout
+
+
+def test_run_help_lists_each_preset_with_its_seed_and_settings() -> None:
+    from trainers.presets import PRESETS
+
+    text = invoke("run", "--help").output
+    for name, preset in PRESETS.items():
+        assert name in text and preset.source.split(":")[0] in text and f"model={preset.model}" in text

@@ -21,7 +21,7 @@ class Preset:
 
     def describe(self) -> str:
         said = " ".join(f"{key.replace('_', '-')}={_text(value)}" for key, value in self.settings.items())
-        return f"{self.model} {said} ({self.source})"
+        return f"model={self.model} {said}"
 
 
 def _text(value: Any) -> str:
