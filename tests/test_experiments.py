@@ -463,3 +463,14 @@ def test_runs_on_different_data_sets_side_by_side(visdom_server: ServerProcess, 
     held = traces(state, "compare-test-acc")
     assert sorted(held) == ["mlp", "softmax"] and held["mlp"][0] == held["softmax"][0] == [1.0, 2.0]
     assert state[windows.run_window("confusion", "mlp")]["content"]["data"][0]["x"][0] == "0"  # MNIST's classes
+
+
+def test_one_at_a_time_trains_every_run(tmp_path: Path) -> None:
+    """--parallel 1: each run starts as the one before ends, to the last (not only while another
+    is alive)."""
+    code, out, err = finish(livetrain(tmp_path, "run", "--headless", "--models", "softmax", "--set",
+                                      "softmax.lr=0.05,0.1,0.2", "--parallel", "1", "--epochs", "1", "--limit", "300"))
+    assert code == 0 and "All 3 run(s) finished" in out, out + err
+    records = [read(p) for p in sorted(launch_dir(tmp_path / "runs").iterdir()) if p.is_dir()]
+    assert [r.status for r in records] == ["finished"] * 3
+    assert all(a.updated <= b.started for a, b in zip(records, records[1:]))  # one after another

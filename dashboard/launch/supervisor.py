@@ -153,7 +153,7 @@ class Supervisor:
             for proc in alive:
                 _signal(proc, signal.SIGKILL)
         multiprocessing.connection.wait([p.sentinel for p in alive], timeout)
-        return bool(self.alive())
+        return bool(self.alive()) or (not self.stopping and len(self.procs) < len(self.specs))
 
     def exitcodes(self) -> list[int | None]:
         """Per spec: its worker's exit code; None for a run that never started."""
