@@ -17,6 +17,7 @@ from dashboard import windows
 from dashboard.launch.grid import plan_runs
 from dashboard.runlog import read
 from dashboard.server import ServerProcess
+from dashboard.windows import DrawOptions
 from tests.conftest import REPO
 from tests.helpers import (
     assert_windows_match_logs, drawn_from_log, finish, launch_dir, livetrain, make_cifar, make_mnist, server_state,
@@ -335,6 +336,14 @@ def test_a_run_still_queued_when_the_launch_stops_says_so(tmp_path: Path) -> Non
     spec = WorkerSpec(RunConfig("mlp", epochs=1).resolved(), tmp_path / "mlp", colour_index=0)
     queue(spec)
     assert read(spec.run_dir).status == "queued"
+    from dashboard import panes
+    from dashboard.board import Board
+
+    board = Board(None, DrawOptions("queued"))
+    board.add(spec.run_dir, "mlp", 0)
+    board.poll()
+    (summary,) = board.summaries()
+    assert summary.status == "queued" and ">queued</b>" in panes.runs_html([summary])  # the runs pane says so
     seal_logs([spec], [None], "stopped by Ctrl-C")
     record = read(spec.run_dir)
     assert record.status == "interrupted" and record.states[-1]["reason"] == (
