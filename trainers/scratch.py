@@ -78,12 +78,14 @@ class SGD:
         for i, p in enumerate(self.params):
             if p.grad is None:
                 continue
-            g = p.grad + self.weight_decay * p if self.weight_decay else p.grad
+            # each step as torch.optim.SGD rounds it (a multiply fused into the add), so that the
+            # two agree to the last bit rather than drift apart over many steps
+            g = p.grad.add(p, alpha=self.weight_decay) if self.weight_decay else p.grad
             if self.momentum:
                 v = self.velocity[i]
                 self.velocity[i] = v = g.clone() if v is None else v.mul_(self.momentum).add_(g)
                 g = v
-            p -= lr * g
+            p.add_(g, alpha=-lr)
 
     def zero_grad(self) -> None:
         for p in self.params:
