@@ -108,20 +108,26 @@ def training(run_dir: Path) -> bool:
     return path.is_file() and b'"kind":"scalars"' in path.read_bytes()
 
 
-def worker_of(parent: int, run_dir: Path) -> int:
-    """The child process of `parent` that has `run_dir`'s log open."""
+def worker_of(launcher: int, run_dir: Path) -> int:
+    """The worker process of `launcher` that has `run_dir`'s log open: its child, or its fork
+    server's child when runs are queued (see dashboard.launch.supervisor)."""
     log = str(run_dir / LOG_NAME)
+    parents: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError):
+                continue
+    for pid, parent in parents.items():
+        if parent != launcher and parents.get(parent) != launcher:
             continue
         try:
-            if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) != parent:
-                continue
-            if any(os.readlink(fd) == log for fd in (entry / "fd").iterdir()):
-                return int(entry.name)
-        except (OSError, ValueError):
+            if any(os.readlink(fd) == log for fd in Path(f"/proc/{pid}/fd").iterdir()):
+                return pid
+        except OSError:
             continue
-    raise AssertionError(f"no worker of {parent} writes {log}")
+    raise AssertionError(f"no worker of {launcher} writes {log}")
 
 
 def held(url: str, env: str, win: str) -> dict[str, tuple[list[float], list[float]]]:
