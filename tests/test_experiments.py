@@ -179,6 +179,7 @@ def test_activations_and_inits_all_train(fashion: data.Dataset) -> None:
         assert result.test_acc is not None and result.test_acc > 0.5, (activation, init, result.history)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(PRESETS))
 def test_each_preset_runs_and_logs_the_settings_it_names(tmp_path: Path, fashion: data.Dataset, name: str) -> None:
     preset = PRESETS[name]
@@ -476,6 +477,7 @@ def test_runs_on_different_data_sets_side_by_side(visdom_server: ServerProcess, 
     assert state[windows.run_window("confusion", "mlp")]["content"]["data"][0]["x"][0] == "0"  # MNIST's classes
 
 
+@pytest.mark.slow
 def test_one_at_a_time_trains_every_run(tmp_path: Path) -> None:
     """--parallel 1: each run starts as the one before ends, to the last (not only while another
     is alive)."""
