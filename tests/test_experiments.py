@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from dashboard import windows
 from dashboard.launch.grid import plan_runs
+from dashboard.launch.plan import PlanError
 from dashboard.runlog import read
 from dashboard.server import ServerProcess
 from dashboard.windows import DrawOptions
@@ -255,6 +256,18 @@ def test_what_wins_preset_options_model_label() -> None:
     assert (given.lr, given.momentum, given.epochs) == (0.05, 0.5, 2)
     by_label = plan_runs(["mlp:a,mlp:b"], ["mlp.activation=tanh", "b.activation=sigmoid"])
     assert [c.activation for c in by_label] == ["tanh", "sigmoid"]
+
+
+def test_the_run_limit_counts_the_runs_a_launch_makes() -> None:
+    """64 runs at most, counted exactly: each run's sweeps times the seeds, summed over the runs."""
+    def lrs(first: int, last: int) -> str:
+        return "mlp.lr=" + ",".join(f"0.{i:03}" for i in range(first, last + 1))
+
+    # the later --set of a key wins: 30 MLPs, a CNN and a softmax, not 30 x 30 x 3
+    assert len(plan_runs(["mlp,cnn,softmax"], [lrs(1, 30), lrs(31, 60)])) == 32
+    assert len(plan_runs(["mlp,cnn"], [lrs(1, 31)], seeds=(0, 1))) == 64  # (31 + 1) x 2: the limit
+    with pytest.raises(PlanError, match=r"would make more than 64 runs \(66: "):
+        plan_runs(["mlp,cnn"], [lrs(1, 32)], seeds=(0, 1))
 
 
 def test_data_per_run() -> None:

@@ -150,32 +150,30 @@ def expand(named: Sequence[tuple[str, str]], parsed: Sequence[tuple[str, str, Ch
     """The runs of (model or preset, label) pairs, with `parsed` settings (target, key, values)
     applied and swept, `common` options for all, once per seed of `seeds`; each checked."""
     labels = {label for _, label in named}
-    for name, label in named:
-        swept = [len(choices) for target, _, choices in parsed if target in (label, name, _model(name))]
-        if math.prod(swept) * max(1, len(seeds)) * len(named) > max_runs:
-            raise PlanError(f"this launch would make more than {max_runs} runs (sweeps x seeds); "
-                            "sweep fewer values or seeds, or split it into several launches")
+    # each run's own settings: by model or preset first, then by label; a later one of a key wins
+    own = [dict([(key, choices) for target, key, choices in parsed
+                 if target != label and target in (name, _model(name)) and target not in labels]
+                + [(key, choices) for target, key, choices in parsed if target == label])
+           for name, label in named]
+    count = sum(math.prod(len(choices) for choices in mine.values()) for mine in own) * max(1, len(seeds))
+    if count > max_runs:
+        raise PlanError(f"this launch would make more than {max_runs} runs ({count}: sweeps x seeds); "
+                        "sweep fewer values or seeds, or split it into several launches")
     given = {k: v for k, v in common.items() if v is not None}
     repeats = Counter(name for name, _ in named)
     index: Counter[str] = Counter()
     configs: list[RunConfig] = []
-    for name, label in named:
+    for (name, label), mine in zip(named, own):
         values = dict(PRESETS[name].settings) if name in PRESETS else {}
         values |= given
         if repeats[name] > 1:  # repeats of one model are repeats, not copies: distinct seeds
             values["seed"] = values.get("seed", 0) + index[name]
             index[name] += 1
-        mine = [(key, choices) for target, key, choices in parsed if target != label and target in
-                (name, _model(name)) and target not in labels]
-        mine += [(key, choices) for target, key, choices in parsed if target == label]
         for variant, suffix in _sweep(mine):
             for seed in seeds or [None]:
                 run = values | variant | ({} if seed is None else {"seed": seed})
                 run_label = label + suffix + ("" if seed is None else f"-seed{seed}")
                 configs.append(_config(name, check_label(run_label), run))
-                if len(configs) > max_runs:
-                    raise PlanError(f"this launch would make more than {max_runs} runs (sweeps x seeds); "
-                                    "sweep fewer values or seeds, or split it into several launches")
     twice = [label for label, n in Counter(c.label for c in configs).items() if n > 1]
     if twice:
         raise PlanError(f"two runs would be labelled {twice[0]!r}; label them apart, e.g. --models mlp:a,mlp:b")
@@ -186,16 +184,15 @@ def _model(name: str) -> str:
     return PRESETS[name].model if name in PRESETS else name
 
 
-def _sweep(mine: list[tuple[str, Choices]]) -> list[tuple[dict[str, Any], str]]:
+def _sweep(mine: dict[str, Choices]) -> list[tuple[dict[str, Any], str]]:
     """Each combination of the swept values (settings given one value apply to all), with the
-    label suffix naming the swept ones; a later --set of a key replaces an earlier one."""
-    last = dict(mine)
-    keys = list(last)
+    label suffix naming the swept ones."""
+    keys = list(mine)
     combos = []
-    for choice in itertools.product(*(last[key] for key in keys)):
+    for choice in itertools.product(*(mine[key] for key in keys)):
         variant = {key: value for key, (_, value) in zip(keys, choice)}
         suffix = "".join(f"-{key.replace('_', '-')}{written.replace(',', 'x')}"
-                         for key, (written, _) in zip(keys, choice) if len(last[key]) > 1)
+                         for key, (written, _) in zip(keys, choice) if len(mine[key]) > 1)
         combos.append((variant, suffix))
     return combos
 
