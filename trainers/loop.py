@@ -127,23 +127,28 @@ def train_one_epoch(model: models.Model, optimizer: Any, loss_fn: Any, images: t
 
 
 @torch.no_grad()
-def evaluate(model: models.Model, loss_fn: Any, images: torch.Tensor, labels: torch.Tensor,
+def evaluate(model: models.Model, objective: Any, images: torch.Tensor, labels: torch.Tensor,
              num_classes: int, stats: tuple[torch.Tensor, torch.Tensor] | None) -> EvalResult:
-    """Loss, accuracy, predictions and confusion matrix over a whole split."""
+    """Loss, accuracy, predictions and confusion matrix over a whole split. The loss is always
+    cross-entropy; `objective`, a run's other loss, is computed too (None: it trains on
+    cross-entropy, so its loss is that)."""
     model.eval()
     loss_sum, ce_sum, predicted, probability = 0.0, 0.0, [], []
     for x, y in data.batches(images, labels, EVAL_BATCH, stats=stats):
         logits = model(x)
-        loss_sum += float(loss_fn(logits, y)) * y.shape[0]
         ce_sum += losses.cross_entropy_sum(logits, y)
+        if objective is not None:
+            loss_sum += float(objective(logits, y)) * y.shape[0]
         prob, pred = torch.softmax(logits, dim=1).max(dim=1)
         predicted.append(pred)
         probability.append(prob)
     pred = torch.cat(predicted)
     confusion = torch.bincount(labels * num_classes + pred, minlength=num_classes**2)
     n = labels.shape[0]
-    return EvalResult(loss_sum / n, ce_sum / n, float((pred == labels).sum()) / n, pred.cpu(),
-                      torch.cat(probability).cpu(), confusion.reshape(num_classes, num_classes).cpu())
+    cross_entropy = ce_sum / n
+    return EvalResult(cross_entropy if objective is None else loss_sum / n, cross_entropy,
+                      float((pred == labels).sum()) / n, pred.cpu(), torch.cat(probability).cpu(),
+                      confusion.reshape(num_classes, num_classes).cpu())
 
 
 def scheduled_lr(config: RunConfig, step: int, total_steps: int) -> float:
@@ -216,7 +221,7 @@ def fit(config: RunConfig, reporter: Reporter, run_dir: Path | None = None, resu
             result.status, result.reason = RunState.FAILED, str(exc)
             reporter.status(RunState.FAILED, str(exc))
             return result
-        test = evaluate(model, loss_fn, test_x, test_y, len(ds.classes), stats)
+        test = evaluate(model, None if config.loss == "ce" else loss_fn, test_x, test_y, len(ds.classes), stats)
         metrics = {EPOCH_TRAIN_LOSS: train_loss, EPOCH_TRAIN_ACC: train_acc, TEST_LOSS: test.cross_entropy,
                    TEST_ACC: test.acc}
         if config.loss != "ce":
