@@ -57,6 +57,7 @@ class Cli(click.Group):
     exit code 2 for a usage error, 1 for anything else, 130 for Ctrl-C."""
 
     command_class = Command
+    group_class = type  # a group inside (`data`) is a Cli too: the same error handling
 
     def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
              standalone_mode: bool = True, **extra: Any) -> Any:
@@ -139,13 +140,9 @@ def _run_request(ctx: click.Context, models: tuple[str, ...], settings: tuple[st
             raise click.UsageError(f"{experiment} names the runs itself; drop {', '.join(flags[n] for n in clash)}", ctx)
         given = {name: common[name] for name in _given(ctx, *common)}
         configs, launch_options = read_experiment(experiment, **given)
-        draw = request["draw"]
-        if draw.env == PER_LAUNCH and launch_options["env"]:
-            request["draw"] = replace(draw, env=check_env(str(launch_options["env"])))
-        if request["parallel"] is None and launch_options["parallel"] is not None:
-            if not isinstance(launch_options["parallel"], int) or launch_options["parallel"] < 1:
-                raise click.UsageError(f"{experiment}: parallel must be a whole number from 1", ctx)
-            request["parallel"] = launch_options["parallel"]
+        if request["draw"].env == PER_LAUNCH and launch_options["env"]:
+            request["draw"] = replace(request["draw"], env=launch_options["env"])
+        request["parallel"] = request["parallel"] or launch_options["parallel"]
         return RunRequest(configs=configs, **request)
     if resume is not None:
         given = [flags[name] for name in ("models", "settings", "dataset", "batch_size", "lr", "optimizer", "seed",
@@ -298,13 +295,7 @@ def replay(run_dirs: tuple[Path, ...], env: str, visdom_url: str | None, smooth:
                 sys.stdout)
 
 
-class Group(click.Group):
-    """A group of commands whose errors are `Command`'s."""
-
-    command_class = Command
-
-
-@cli.group(cls=Group)
+@cli.group()
 def data() -> None:
     """The data sets: where each is on this machine, and getting one when online."""
 
