@@ -447,6 +447,10 @@ def test_an_experiment_file_makes_its_runs(tmp_path: Path) -> None:
     assert all(c.hidden == (64,) and c.limit == 2000 for c in configs)
     assert [c.epochs for c in configs] == [30, 1, 1]  # the command line's over the file's; a run's own over both
     assert launch_options == {"parallel": 1, "env": None}
+    for bad, words in (("parallel = 0", "parallel must be a whole number from 1, not 0"), ('env = "<b>"', "env name")):
+        (tmp_path / "bad.toml").write_text(f"{bad}\n{EXPERIMENT.split(chr(10), 4)[4]}")
+        with pytest.raises(PlanError, match=words):
+            read_experiment(tmp_path / "bad.toml")
 
 
 @pytest.mark.slow

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from dashboard.launch.grid import LISTS, SETTINGS, Choices, check_label, expand, parse_models
-from dashboard.launch.plan import PlanError
+from dashboard.launch.plan import PlanError, check_env
 from trainers.config import RunConfig
 from trainers.models import is_user_model
 
@@ -75,8 +75,13 @@ def read_experiment(path: Path, **given: Any) -> tuple[list[RunConfig], dict[str
     seeds = tuple(given.get("seeds") or top.get("seeds") or ())
     if not all(isinstance(s, int) and s >= 0 for s in seeds):
         raise PlanError(f"{path}: seeds must be a list of whole numbers, e.g. seeds = [0, 1, 2]")
+    parallel, env = top.get("parallel"), top.get("env")
+    if parallel is not None and (isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 1):
+        raise PlanError(f"{path}: parallel must be a whole number from 1, not {parallel!r}")
+    if env is not None:
+        check_env(str(env))
     configs = expand(named, parsed, seeds, **{k: v for k, v in common.items() if k != "seeds"})
-    return configs, {"parallel": top.get("parallel"), "env": top.get("env")}
+    return configs, {"parallel": parallel, "env": None if env is None else str(env)}
 
 
 def _key(key: str) -> str:
