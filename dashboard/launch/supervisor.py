@@ -166,13 +166,18 @@ class Supervisor:
 def queue(spec: WorkerSpec) -> None:
     """Log a run as queued (its config and a "queued" status), so that the terminal and the runs
     pane show it before it starts; its worker appends to the same log."""
-    log = RunLog(spec.run_dir, meta={"label": spec.config.label, "colour": spec.colour_index,
-                                     "env": spec.dashboard.draw.env})
+    log = _log_of(spec)
     try:
         log.config(spec.config.to_dict())
         log.status(RunState.QUEUED)
     finally:
         log.close()
+
+
+def _log_of(spec: WorkerSpec) -> RunLog:
+    """The run's log opened by the launcher (to append to it), with the run's dashboard meta."""
+    return RunLog(spec.run_dir, meta={"label": spec.config.label, "colour": spec.colour_index,
+                                      "env": spec.dashboard.draw.env})
 
 
 def start_method(configs: Sequence[RunConfig], queued: bool = False) -> str:
@@ -210,8 +215,7 @@ def seal_logs(specs: Sequence[WorkerSpec], exitcodes: Sequence[int | None],
             how = stopping if isinstance(stopping, str) else "stopped"
             state, reason = RunState.INTERRUPTED, f"{how} while it was queued; resume to train it"
         try:
-            log = RunLog(spec.run_dir, meta={"label": spec.config.label, "colour": spec.colour_index,
-                                             "env": spec.dashboard.draw.env})
+            log = _log_of(spec)
             try:
                 if record is None or not record.config:
                     log.config(spec.config.to_dict())
