@@ -36,7 +36,7 @@ def get(name: str, data_dir: str | os.PathLike[str] | None = None, mirror: str |
         return data.locate(name, root), False
     except DataError:
         pass
-    folder = root / (spec.subdirs[0] if name != "cifar10" else "cifar-10-batches-py")
+    folder = root / spec.subdirs[0]  # torchvision's layout, the loader's first place to look
     try:
         _fetch(name, root, mirror)
     except Exception as exc:  # noqa: BLE001 - urllib, checksum and archive errors come as many kinds
