@@ -72,6 +72,15 @@ class Dashboard:
         for target in self._targets():
             target.confusion(x, matrix, classes)
 
+    def samples(self, images: torch.Tensor, labels: torch.Tensor, classes: tuple[str, ...]) -> None:
+        for target in self._targets():
+            target.samples(images, labels, classes)
+
+    def mistakes(self, x: float, images: torch.Tensor, predicted: torch.Tensor, probability: torch.Tensor,
+                 true: torch.Tensor, true_probability: torch.Tensor, classes: tuple[str, ...]) -> None:
+        for target in self._targets():
+            target.mistakes(x, images, predicted, probability, true, true_probability, classes)
+
     def status(self, state: str, reason: str = "") -> None:
         for target in self._targets():
             target.status(state, reason)

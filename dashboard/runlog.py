@@ -7,6 +7,9 @@ Each line is one record with a "kind":
 - "gallery":     the test images of the prediction grid, once per run (uint8, base64)
 - "predictions": x, time, and per gallery image the predicted class, its probability, the true class
 - "confusion":   x, time, the confusion matrix (rows true class, columns predicted)
+- "samples":     training images (uint8, base64) with their labels, once, before the first step
+- "mistakes":    x, time, the test images most confidently wrong (uint8, base64), each with its
+                 predicted class and probability, its true class and the probability given to it
 - "status":      running / finished / failed / interrupted, with a reason
 
 Every record but the per-batch scalars is written with one `write` and flushed at once. Per-batch
@@ -167,6 +170,16 @@ class RunLog:
     def confusion(self, x: float, matrix: torch.Tensor, classes: tuple[str, ...]) -> None:
         self._write("confusion", x=float(x), matrix=matrix.tolist())
 
+    def samples(self, images: torch.Tensor, labels: torch.Tensor, classes: tuple[str, ...]) -> None:
+        self._write("samples", classes=list(classes), labels=labels.tolist(), **_images(images))
+
+    def mistakes(self, x: float, images: torch.Tensor, predicted: torch.Tensor, probability: torch.Tensor,
+                 true: torch.Tensor, true_probability: torch.Tensor, classes: tuple[str, ...]) -> None:
+        self._write("mistakes", x=float(x), predicted=predicted.tolist(),
+                    probability=compact_probabilities(probability), true=true.tolist(),
+                    true_probability=compact_probabilities(true_probability), classes=list(classes),
+                    **_images(images))
+
     def status(self, state: str, reason: str = "") -> None:
         self._write("status", state=state, reason=reason)
 
@@ -185,6 +198,26 @@ class RunLog:
                 raise error
 
 
+def _images(images: torch.Tensor) -> dict[str, Any]:
+    """uint8 images as a record's fields: their shape and their bytes in base64."""
+    raw = images.to(torch.uint8).contiguous().cpu().numpy().tobytes()
+    return {"shape": list(images.shape), "images": base64.b64encode(raw).decode("ascii")}
+
+
+def _decode_images(item: Mapping[str, Any]) -> torch.Tensor:
+    raw = base64.b64decode(item["images"], validate=True)
+    return torch.frombuffer(bytearray(raw), dtype=torch.uint8).reshape(item["shape"])
+
+
+@dataclass
+class Samples:
+    """A run's training samples: (N, C, H, W) uint8 images, their labels and the class names."""
+
+    images: torch.Tensor
+    labels: list[int]
+    classes: list[str]
+
+
 @dataclass
 class RunRecord:
     """What a run log holds, read back."""
@@ -197,9 +230,12 @@ class RunRecord:
     classes: list[str] = field(default_factory=list)
     predictions: list[dict[str, Any]] = field(default_factory=list)
     confusions: list[dict[str, Any]] = field(default_factory=list)
+    samples: Samples | None = None
+    mistakes: list[dict[str, Any]] = field(default_factory=list)  # each with its images decoded
     states: list[dict[str, Any]] = field(default_factory=list)
     skipped: int = 0  # lines that were not a complete record (a cut last line)
-    keep_scalars: bool = True  # False: keep only the latest value of each metric (a live follower)
+    keep_scalars: bool = True  # False: keep only the latest value of each metric and mistakes (a live follower)
+    on_scalars: Callable[[dict[str, Any]], None] | None = None  # called with each scalars row as read
     latest: dict[str, float] = field(default_factory=dict)
     x: float = 0.0
     started: float | None = None
@@ -229,10 +265,18 @@ class RunRecord:
             self.latest.update(metric_values(item))
             if self.keep_scalars:
                 self.scalars.append(item)
+            if self.on_scalars is not None:
+                self.on_scalars(item)
         elif kind == "gallery":
-            raw = base64.b64decode(item["images"], validate=True)
-            self.gallery = torch.frombuffer(bytearray(raw), dtype=torch.uint8).reshape(item["shape"])
+            self.gallery = _decode_images(item)
             self.classes = list(item["classes"])
+        elif kind == "samples":
+            self.samples = Samples(_decode_images(item), [int(v) for v in item["labels"]],
+                                   [str(c) for c in item["classes"]])
+        elif kind == "mistakes":
+            if not self.keep_scalars:  # a live follower: the latest only
+                self.mistakes.clear()
+            self.mistakes.append({**item, "images": _decode_images(item)})
         elif kind == "predictions":
             self.predictions.append(item)
         elif kind == "confusion":
@@ -305,6 +349,8 @@ class LogFollower:
 def feed(record: RunRecord, reporter: Reporter) -> None:
     """Send a logged run's records to `reporter` in the order they were logged."""
     reporter.config(record.config)
+    if record.samples is not None:
+        reporter.samples(record.samples.images, torch.tensor(record.samples.labels), tuple(record.samples.classes))
     for row in record.scalars:
         reporter.scalars(row["step"], row["x"], metric_values(row))
     if record.gallery is not None:
@@ -314,5 +360,8 @@ def feed(record: RunRecord, reporter: Reporter) -> None:
                                  torch.tensor(p["true"]), classes)
         for c in record.confusions:
             reporter.confusion(c["x"], torch.tensor(c["matrix"]), classes)
+    for m in record.mistakes:
+        reporter.mistakes(m["x"], m["images"], torch.tensor(m["predicted"]), torch.tensor(m["probability"]),
+                          torch.tensor(m["true"]), torch.tensor(m["true_probability"]), tuple(m["classes"]))
     for state in record.states:
         reporter.status(state["state"], state.get("reason", ""))

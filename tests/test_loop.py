@@ -3,6 +3,7 @@ divergence, checkpoints and resume, devices, threads, and d2l's table reproduced
 
 from __future__ import annotations
 
+import math
 import re
 import subprocess
 import sys
@@ -12,11 +13,15 @@ import torch
 
 from tests.conftest import REPO
 from tests.helpers import make_cifar
-from trainers import data
+from trainers import data, losses, models
 from trainers.config import ConfigError, RunConfig
-from trainers.loop import CHECKPOINT, SAMPLE_SIZE, DeviceError, ResumeError, fit
+from trainers.loop import (
+    CHECKPOINT, GRADIENT_EVERY, MISTAKES, SAMPLE_SIZE, TRAIN_SAMPLES, DeviceError, ResumeError, evaluate, fit,
+    gradient_norms,
+)
 from trainers.reporting import (
-    EPOCH_TRAIN_LOSS, LR, SAMPLES_PER_S, TEST_ACC, TRAIN_ACC, TRAIN_LOSS, Recorder,
+    EPOCH_TRAIN_LOSS, GRAD_PREFIX, LR, SAMPLES_PER_S, TEST_ACC, TEST_ENTROPY, TEST_LOSS, TRAIN_ACC, TRAIN_LOSS,
+    Recorder,
 )
 
 D2L_TRAIN_LOSS = [0.787, 0.570, 0.525, 0.501, 0.485]
@@ -52,7 +57,7 @@ def test_reports_every_batch_and_every_epoch(fashion: data.Dataset) -> None:
     assert all(0 <= v <= 1 for v in rec.series(TRAIN_ACC))
     lrs = rec.series(LR)
     assert lrs[0] == pytest.approx(1e-3) and lrs[-1] < lrs[0] / 10  # cosine, down towards 0
-    assert len(rec.series(TEST_ACC)) == 2
+    assert len(rec.series(TEST_ACC)) == 3  # the untrained model's, then each epoch's
     gallery = rec.prediction_calls[-1]
     assert gallery["images"].shape == (SAMPLE_SIZE, 1, 28, 28) and gallery["images"].dtype == torch.uint8
     assert gallery["predicted"].shape == gallery["true"].shape == gallery["probability"].shape == (SAMPLE_SIZE,)
@@ -179,3 +184,85 @@ def test_parallel_runs_share_the_cores() -> None:
     assert threads_per_run(3, cores=2) == 1
     assert threads_per_run(2, cores=16) == 8
     assert threads_per_run(1, cores=2) == 2
+
+
+@pytest.mark.parametrize("probabilities, bits", [([0.25] * 4, 2.0), ([0.1, 0.1, 0.1, 0.7], 1.3568),
+                                                 ([0.001, 0.001, 0.001, 0.997], 0.0342), ([0.0, 1.0, 0.0, 0.0], 0.0)])
+def test_entropy_in_bits_matches_seed_001(probabilities: list[float], bits: float) -> None:
+    log_p = torch.tensor([probabilities]).log()
+    assert losses.entropy_bits(log_p).item() == pytest.approx(bits, abs=5e-5)
+
+
+def test_untrained_point_at_x0_entropy_mistakes_and_samples(fashion: data.Dataset) -> None:
+    """Before the first step: the training samples and the untrained model's test metrics at
+    x = 0 (step 0), near chance. Per epoch: the mean entropy (as torch's Categorical gives it,
+    in bits) and the most confidently wrong test images, highest loss first."""
+    rec = Recorder()
+    result = fit(RunConfig("mlp", epochs=2, limit=2000, seed=3), rec, dataset=fashion)
+    (first_step, first_x, first), *_ = rec.rows
+    assert (first_step, first_x) == (0, 0.0) and set(first) == {TEST_LOSS, TEST_ACC, TEST_ENTROPY}
+    assert first[TEST_ACC] < 0.3 and first[TEST_ENTROPY] > 1.5  # an untrained guess (chance: 0.1, 3.32 bits)
+    assert [x for _, x, v in rec.rows if TEST_ACC in v] == [0.0, 1.0, 2.0]
+    assert len(result.history) == 2  # the untrained point is not an epoch
+    entropy = rec.series(TEST_ENTROPY)
+    assert entropy[-1] < entropy[0]  # surer as it learns
+
+    images, labels = rec.sample_calls[0]
+    assert len(rec.sample_calls) == 1 and images.shape == (TRAIN_SAMPLES, 1, 28, 28)
+    assert torch.equal(images, fashion.train.images[:TRAIN_SAMPLES]) and torch.equal(labels, fashion.train.labels[:TRAIN_SAMPLES])
+
+    # the last epoch's numbers, recomputed by hand from a model trained the same way
+    worst = rec.mistake_calls[-1]
+    assert [m["x"] for m in rec.mistake_calls] == [1.0, 2.0] and worst["images"].shape == (MISTAKES, 1, 28, 28)
+    assert (worst["predicted"] != worst["true"]).all()
+    assert list(worst["true_probability"]) == sorted(worst["true_probability"])  # highest loss first
+    assert (worst["probability"] > worst["true_probability"]).all()
+
+
+def test_evaluate_entropy_and_mistakes_against_torch(fashion: data.Dataset) -> None:
+    torch.manual_seed(0)
+    model = models.build("mlp", fashion.image_shape, len(fashion.classes))
+    images, labels = fashion.test.images[:3000], fashion.test.labels[:3000]
+    stats = data.pixel_stats(fashion.train)
+    result = evaluate(model, None, images, labels, 10, stats)
+    model.eval()
+    with torch.no_grad():
+        logits = torch.cat([model(x) for x, _ in data.batches(images, labels, 1000, stats=stats)])
+    expected = torch.distributions.Categorical(logits=logits).entropy().mean() / math.log(2)
+    assert result.entropy == pytest.approx(float(expected), rel=1e-5)
+    per_image = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
+    torch.testing.assert_close(result.image_loss, per_image, rtol=1e-5, atol=1e-5)
+    wrong = result.mistakes(labels, 5)
+    assert (result.predicted[wrong] != labels[wrong]).all()
+    worst_wrong = per_image.masked_fill(logits.argmax(1) == labels, -1).topk(5).indices
+    assert sorted(wrong.tolist()) == sorted(worst_wrong.tolist())
+
+
+def test_gradient_norms_per_layer_every_few_batches(fashion: data.Dataset) -> None:
+    model = models.build("cnn", fashion.image_shape, 10)
+    assert [name for name, _ in models.layers(model)] == ["conv2d1", "conv2d2", "linear1", "linear2"]
+    assert [name for name, _ in models.layers(models.build("softmax", fashion.image_shape, 10))] == ["linear1"]
+    rec = Recorder()
+    fit(RunConfig("mlp", epochs=1, limit=128 * 60, seed=1), rec, dataset=fashion)
+    sampled = [(step, v) for step, _, v in rec.rows if GRAD_PREFIX + "linear1" in v]
+    assert [step for step, _ in sampled] == [1, 1 + GRADIENT_EVERY, 1 + 2 * GRADIENT_EVERY]
+    assert all(set(k for k in v if k.startswith(GRAD_PREFIX)) == {f"{GRAD_PREFIX}linear{i}" for i in (1, 2, 3)}
+               for _, v in sampled)
+    # the norm is over the layer's weight and bias together
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(4, 3)
+    layer(torch.randn(5, 4)).square().sum().backward()
+    norms = gradient_norms(models.layers(torch.nn.Sequential(layer)))
+    both = torch.cat([layer.weight.grad.flatten(), layer.bias.grad])
+    assert norms == {GRAD_PREFIX + "linear1": pytest.approx(float(both.norm()))}
+
+
+def test_a_sigmoid_mlps_first_layer_gradient_is_far_below_a_relus(fashion: data.Dataset) -> None:
+    """Seed 001's vanishing gradients: after an epoch, the first layer of a sigmoid MLP gets a
+    gradient several times smaller than a ReLU MLP's (same data, seed and init)."""
+    first = {}
+    for activation in ("relu", "sigmoid"):
+        rec = Recorder()
+        fit(RunConfig("mlp", epochs=1, limit=6000, seed=0, activation=activation), rec, dataset=fashion)
+        first[activation] = rec.series(GRAD_PREFIX + "linear1")[-1]
+    assert first["sigmoid"] < first["relu"] / 3, first

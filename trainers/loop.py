@@ -19,8 +19,8 @@ from trainers import data, losses, models
 from trainers.config import RunConfig
 from trainers.errors import LivetrainError
 from trainers.reporting import (
-    EPOCH_TRAIN_ACC, EPOCH_TRAIN_LOSS, LR, SAMPLES_PER_S, TEST_ACC, TEST_LOSS, TEST_OBJECTIVE, TRAIN_ACC, TRAIN_LOSS,
-    Reporter, RunState,
+    EPOCH_TRAIN_ACC, EPOCH_TRAIN_LOSS, GRAD_PREFIX, LR, SAMPLES_PER_S, TEST_ACC, TEST_ENTROPY, TEST_LOSS,
+    TEST_OBJECTIVE, TRAIN_ACC, TRAIN_LOSS, Reporter, RunState,
 )
 
 # predictions are reported on a fixed sample of test images, the same for every run on a data set,
@@ -28,6 +28,11 @@ from trainers.reporting import (
 SAMPLE_SIZE = 500
 SAMPLE_SEED = 1234
 EVAL_BATCH = 1000
+MISTAKES = 8  # the most confidently wrong test images reported per epoch
+TRAIN_SAMPLES = 16  # training images reported before the first step (the first of the split)
+# batches between two samples of the layers' gradient norms (the first batch of a run is one);
+# 0: none. Read every batch, so the dashboard benchmark can switch it with its phases
+GRADIENT_EVERY = 25
 CHECKPOINT = "checkpoint.pt"
 
 
@@ -51,9 +56,24 @@ class EvalResult:
     loss: float
     cross_entropy: float
     acc: float
+    entropy: float  # mean entropy of the predicted distribution, in bits
     predicted: torch.Tensor  # (N,) class index
     probability: torch.Tensor  # (N,) softmax probability of the predicted class
     confusion: torch.Tensor  # (K, K) counts, rows true class, columns predicted
+    image_loss: torch.Tensor  # (N,) each image's cross-entropy (its true class's probability is exp(-it))
+
+    def metrics(self, objective: bool) -> dict[str, float]:
+        """The test metrics of this result (with the trained-on loss when it is not cross-entropy)."""
+        out = {TEST_LOSS: self.cross_entropy, TEST_ACC: self.acc, TEST_ENTROPY: self.entropy}
+        if objective:
+            out[TEST_OBJECTIVE] = self.loss
+        return out
+
+    def mistakes(self, labels: torch.Tensor, count: int = MISTAKES) -> torch.Tensor:
+        """Indices of the `count` wrongly predicted images with the highest loss, highest first."""
+        wrong = (self.predicted != labels.cpu()).nonzero().flatten()
+        order = self.image_loss[wrong].argsort(descending=True, stable=True)[:count]
+        return wrong[order]
 
 
 @dataclass
@@ -94,6 +114,7 @@ def train_one_epoch(model: models.Model, optimizer: Any, loss_fn: Any, images: t
     loss_sum, correct, seen = 0.0, 0, 0
     tick = time.perf_counter()
     total_steps = config.epochs * batches_per_epoch
+    weight_layers = models.layers(model)
     for i, (x, y) in enumerate(data.batches(images, labels, config.batch_size, generator=generator, stats=stats)):
         step = epoch * batches_per_epoch + i
         if config.schedule != "constant":
@@ -108,6 +129,8 @@ def train_one_epoch(model: models.Model, optimizer: Any, loss_fn: Any, images: t
         if not math.isfinite(batch_loss):
             raise Diverged(f"loss became {batch_loss} at epoch {epoch + 1}, batch {i + 1} "
                            f"(lr {optimizer.param_groups[0]['lr']:g} too high?)")
+        every = GRADIENT_EVERY
+        norms = gradient_norms(weight_layers) if every and step % every == 0 else None
         optimizer.step()
 
         b = y.shape[0]
@@ -116,14 +139,27 @@ def train_one_epoch(model: models.Model, optimizer: Any, loss_fn: Any, images: t
         correct += batch_correct
         seen += b
         now = time.perf_counter()
-        reporter.scalars(
-            step + 1,
-            epoch + seen / n,  # x: epochs as a fraction, so different batch sizes line up
-            {TRAIN_LOSS: batch_loss, TRAIN_ACC: batch_correct / b,
-             SAMPLES_PER_S: b / max(now - tick, 1e-9), LR: optimizer.param_groups[0]["lr"]},
-        )
+        values = {TRAIN_LOSS: batch_loss, TRAIN_ACC: batch_correct / b,
+                  SAMPLES_PER_S: b / max(now - tick, 1e-9), LR: optimizer.param_groups[0]["lr"]}
+        if norms is not None:
+            values.update(norms)
+        # x: epochs as a fraction, so different batch sizes line up
+        reporter.scalars(step + 1, epoch + seen / n, values)
         tick = now
     return loss_sum / seen, correct / seen
+
+
+@torch.no_grad()
+def gradient_norms(weight_layers: list[tuple[str, list[torch.Tensor]]]) -> dict[str, float]:
+    """Each layer's gradient norm (the L2 norm of all its parameters' gradients), as metrics;
+    one device sync for all of them."""
+    names, norms = [], []
+    for name, params in weight_layers:
+        grads = [torch.linalg.vector_norm(p.grad) for p in params if p.grad is not None]
+        if grads:
+            names.append(GRAD_PREFIX + name)
+            norms.append(torch.linalg.vector_norm(torch.stack(grads)))
+    return dict(zip(names, torch.stack(norms).tolist())) if norms else {}
 
 
 @torch.no_grad()
@@ -133,13 +169,16 @@ def evaluate(model: models.Model, objective: Any, images: torch.Tensor, labels: 
     cross-entropy; `objective`, a run's other loss, is computed too (None: it trains on
     cross-entropy, so its loss is that)."""
     model.eval()
-    loss_sum, ce_sum, predicted, probability = 0.0, 0.0, [], []
+    loss_sum, ce_sum, entropy_sum, predicted, probability, image_loss = 0.0, 0.0, 0.0, [], [], []
     for x, y in data.batches(images, labels, EVAL_BATCH, stats=stats):
         logits = model(x)
         ce_sum += losses.cross_entropy_sum(logits, y)
         if objective is not None:
             loss_sum += float(objective(logits, y)) * y.shape[0]
-        prob, pred = torch.softmax(logits, dim=1).max(dim=1)
+        log_p = torch.log_softmax(logits.float(), dim=1)
+        entropy_sum += float(losses.entropy_bits(log_p).sum())
+        image_loss.append(-log_p.gather(1, y[:, None]).squeeze(1))
+        prob, pred = log_p.exp().max(dim=1)
         predicted.append(pred)
         probability.append(prob)
     pred = torch.cat(predicted)
@@ -147,8 +186,9 @@ def evaluate(model: models.Model, objective: Any, images: torch.Tensor, labels: 
     n = labels.shape[0]
     cross_entropy = ce_sum / n
     return EvalResult(cross_entropy if objective is None else loss_sum / n, cross_entropy,
-                      float((pred == labels).sum()) / n, pred.cpu(), torch.cat(probability).cpu(),
-                      confusion.reshape(num_classes, num_classes).cpu())
+                      float((pred == labels).sum()) / n, entropy_sum / n, pred.cpu(),
+                      torch.cat(probability).cpu(), confusion.reshape(num_classes, num_classes).cpu(),
+                      torch.cat(image_loss).cpu())
 
 
 def scheduled_lr(config: RunConfig, step: int, total_steps: int) -> float:
@@ -212,6 +252,13 @@ def fit(config: RunConfig, reporter: Reporter, run_dir: Path | None = None, resu
         start_epoch, result.history = _load_checkpoint(run_dir, config, model, optimizer, generator)
     reporter.config(config.to_dict())
     reporter.status(RunState.RUNNING)
+    objective = None if config.loss == "ce" else loss_fn
+    if start_epoch == 0:
+        # what the page shows before the first epoch ends: training images, and the untrained
+        # model's test results at x = 0 (near chance), where the per-epoch curves start
+        reporter.samples(ds.train.images[:TRAIN_SAMPLES], ds.train.labels[:TRAIN_SAMPLES], ds.classes)
+        untrained = evaluate(model, objective, test_x, test_y, len(ds.classes), stats)
+        reporter.scalars(0, 0.0, untrained.metrics(objective is not None))
 
     for epoch in range(start_epoch, config.epochs):
         try:
@@ -221,11 +268,8 @@ def fit(config: RunConfig, reporter: Reporter, run_dir: Path | None = None, resu
             result.status, result.reason = RunState.FAILED, str(exc)
             reporter.status(RunState.FAILED, str(exc))
             return result
-        test = evaluate(model, None if config.loss == "ce" else loss_fn, test_x, test_y, len(ds.classes), stats)
-        metrics = {EPOCH_TRAIN_LOSS: train_loss, EPOCH_TRAIN_ACC: train_acc, TEST_LOSS: test.cross_entropy,
-                   TEST_ACC: test.acc}
-        if config.loss != "ce":
-            metrics[TEST_OBJECTIVE] = test.loss
+        test = evaluate(model, objective, test_x, test_y, len(ds.classes), stats)
+        metrics = {EPOCH_TRAIN_LOSS: train_loss, EPOCH_TRAIN_ACC: train_acc, **test.metrics(objective is not None)}
         result.history.append(metrics)
         x = float(epoch + 1)
         steps = (epoch + 1) * math.ceil(train_y.shape[0] / config.batch_size)
@@ -233,6 +277,9 @@ def fit(config: RunConfig, reporter: Reporter, run_dir: Path | None = None, resu
         reporter.predictions(x, ds.test.images[sample], test.predicted[sample], test.probability[sample],
                              ds.test.labels[sample], ds.classes)
         reporter.confusion(x, test.confusion, ds.classes)
+        worst = test.mistakes(ds.test.labels)
+        reporter.mistakes(x, ds.test.images[worst], test.predicted[worst], test.probability[worst],
+                          ds.test.labels[worst], torch.exp(-test.image_loss[worst]), ds.classes)
         if run_dir is not None:
             _save_checkpoint(run_dir, epoch + 1, config, model, optimizer, generator, result.history)
 

@@ -14,6 +14,7 @@ comparable numbers, so every run is also evaluated in cross-entropy (`cross_entr
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -53,3 +54,10 @@ def get(name: str, by_hand: bool = False) -> Loss:
 def cross_entropy_sum(logits: torch.Tensor, labels: torch.Tensor) -> float:
     """Summed cross-entropy of a batch: the comparable test number, whatever a run trains on."""
     return float(F.cross_entropy(logits, labels, reduction="sum"))
+
+
+def entropy_bits(log_p: torch.Tensor) -> torch.Tensor:
+    """Each row's entropy in bits, -sum p log2 p, from log-probabilities (N, K) -> (N,); a
+    probability of 0 adds 0 (its 0 * -inf is taken as 0). Seed 001: 2.0 for a uniform guess
+    over 4 classes, 1.3568 for (0.1, 0.1, 0.1, 0.7), 0.0342 for (0.001, 0.001, 0.001, 0.997)."""
+    return -(log_p.exp() * log_p).nan_to_num(nan=0.0).sum(dim=1) / math.log(2)

@@ -178,6 +178,26 @@ Model = SoftmaxRegression | nn.Module
 Shape = tuple[int, int, int]
 
 
+def layers(model: Model) -> list[tuple[str, list[torch.Tensor]]]:
+    """The model's weight layers in order, each with its parameters (weight and bias): modules
+    with a weight of 2 or more dimensions (Linear, Conv2d, ...), named by their kind and count
+    ("linear1", "linear2", "conv2d1"). Normalisation layers are left out: their scale and shift
+    are not what vanishes. The scratch softmax's W and b are one layer, "linear1"."""
+    if isinstance(model, SoftmaxRegression):
+        return [("linear1", [model.W, model.b])]
+    found: list[tuple[str, list[torch.Tensor]]] = []
+    counts: dict[str, int] = {}
+    for module in model.modules():
+        weight = getattr(module, "weight", None)
+        params = [p for p in module.parameters(recurse=False) if p.requires_grad]
+        if not params or not isinstance(weight, torch.Tensor) or weight.dim() < 2:
+            continue
+        kind = type(module).__name__.lower()
+        counts[kind] = counts.get(kind, 0) + 1
+        found.append((f"{kind}{counts[kind]}", params))
+    return found
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """How to build a model, and its default recipe (what a run gets where it says nothing)."""

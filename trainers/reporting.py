@@ -18,6 +18,14 @@ EPOCH_TRAIN_LOSS, EPOCH_TRAIN_ACC = "epoch/train_loss", "epoch/train_acc"
 # test/loss is the test cross-entropy of every run, whatever it trains on (comparable numbers);
 # a run that trains on another loss also reports that loss on the test set as test/objective
 TEST_LOSS, TEST_ACC, TEST_OBJECTIVE = "test/loss", "test/acc", "test/objective"
+# the mean entropy of the predicted class distribution over the test set, in bits (log2 K for a
+# uniform guess over K classes, 0 for certainty); test metrics are also reported at x = 0, before
+# the first step
+TEST_ENTROPY = "test/entropy"
+# every few batches, the L2 norm of each layer's gradient (weight and bias together), as
+# GRAD_PREFIX + the layer's name (see trainers.models.layers: "linear1", "conv2d2", ...)
+GRAD_PREFIX = "grad/"
+EPOCH_METRICS = (EPOCH_TRAIN_LOSS, EPOCH_TRAIN_ACC, TEST_LOSS, TEST_ACC, TEST_OBJECTIVE, TEST_ENTROPY)
 
 
 class RunState(str, Enum):
@@ -56,6 +64,14 @@ class Reporter(Protocol):
 
     def confusion(self, x: float, matrix: torch.Tensor, classes: tuple[str, ...]) -> None: ...
 
+    def samples(self, images: torch.Tensor, labels: torch.Tensor, classes: tuple[str, ...]) -> None:
+        """Training images (N, C, H, W uint8) with their labels, once, before the first step."""
+
+    def mistakes(self, x: float, images: torch.Tensor, predicted: torch.Tensor, probability: torch.Tensor,
+                 true: torch.Tensor, true_probability: torch.Tensor, classes: tuple[str, ...]) -> None:
+        """The test images the model gets most confidently wrong at x (highest loss first): the
+        predicted class and its probability, the true class and the probability given to it."""
+
     def status(self, state: str, reason: str = "") -> None: ...
 
     def close(self) -> None: ...
@@ -69,6 +85,8 @@ class Recorder:
     rows: list[tuple[int, float, dict[str, float]]] = field(default_factory=list)
     prediction_calls: list[dict[str, Any]] = field(default_factory=list)
     confusions: list[tuple[float, torch.Tensor]] = field(default_factory=list)
+    sample_calls: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
+    mistake_calls: list[dict[str, Any]] = field(default_factory=list)
     states: list[tuple[str, str]] = field(default_factory=list)
     closed: bool = False
 
@@ -85,6 +103,14 @@ class Recorder:
 
     def confusion(self, x: float, matrix: torch.Tensor, classes: tuple[str, ...]) -> None:
         self.confusions.append((x, matrix))
+
+    def samples(self, images: torch.Tensor, labels: torch.Tensor, classes: tuple[str, ...]) -> None:
+        self.sample_calls.append((images, labels))
+
+    def mistakes(self, x: float, images: torch.Tensor, predicted: torch.Tensor, probability: torch.Tensor,
+                 true: torch.Tensor, true_probability: torch.Tensor, classes: tuple[str, ...]) -> None:
+        self.mistake_calls.append(dict(x=x, images=images, predicted=predicted, probability=probability,
+                                       true=true, true_probability=true_probability))
 
     def status(self, state: str, reason: str = "") -> None:
         self.states.append((state, reason))
