@@ -23,7 +23,7 @@ from dashboard.launch.worker import EXIT_INTERRUPTED
 from dashboard.server import (
     DEFAULT_ENV_DIR, DEFAULT_HOST, DEFAULT_PORT, Found, ServerConfig, port_state, serve,
 )
-from dashboard.windows import DrawOptions
+from dashboard.windows import DEFAULT_SMOOTHING, DrawOptions
 from trainers.config import DEVICES, MAX_EPOCHS, MAX_SEED, OPTIMIZERS
 from trainers.losses import LOSSES
 from trainers.models import MODELS
@@ -35,6 +35,9 @@ from trainers.errors import LivetrainError
 PORT = click.IntRange(1, 65535)
 DEMO_MODELS = "softmax,mlp,cnn"
 DEMO_EPOCHS = 10  # the three models' 10 epochs on all of Fashion-MNIST: about 3 minutes on 2 cores
+
+SMOOTH_HELP = ("Weight of the smoothed trace drawn over each faint raw per-batch trace (an EMA, as "
+               "TensorBoard's); 0: the raw trace alone. Run logs stay raw.")
 
 
 class Command(click.Command):
@@ -182,8 +185,8 @@ _view_options = _options(
     click.option("--no-server", is_flag=True, help="Never start a server; fail if none answers."),
     click.option("--keep-serving/--no-keep-serving", default=True, show_default=True,
                  help="After the runs end, keep a server this command started up until Ctrl-C."),
-    click.option("--smooth", type=click.FloatRange(0, 1, max_open=True), default=None,
-                 help="Also draw an exponentially smoothed trace per batch metric, with this weight (e.g. 0.9)."),
+    click.option("--smooth", type=click.FloatRange(0, 1, max_open=True), default=DEFAULT_SMOOTHING, show_default=True,
+                 help=SMOOTH_HELP),
     click.option("--log-dir", type=click.Path(path_type=Path), default=Path("runs"), show_default=True,
                  help="Where each launch makes its folder of run logs and checkpoints."),
     click.option("--data-dir", type=click.Path(path_type=Path), default=None,
@@ -283,8 +286,8 @@ def runs(log_dir: Path) -> None:
 @click.option("--env", default="replay", show_default=True, help="Visdom env to draw the runs into.")
 @click.option("--visdom-url", default=None,
               help="A running Visdom server to draw into; by default the local one, started if none answers.")
-@click.option("--smooth", type=click.FloatRange(0, 1, max_open=True), default=None,
-              help="Also draw an exponentially smoothed trace per batch metric, with this weight (e.g. 0.9).")
+@click.option("--smooth", type=click.FloatRange(0, 1, max_open=True), default=DEFAULT_SMOOTHING, show_default=True,
+              help=SMOOTH_HELP)
 @_server_options
 def replay(run_dirs: tuple[Path, ...], env: str, visdom_url: str | None, smooth: float | None,
            host: str, port: int, env_dir: Path, login: bool) -> None:

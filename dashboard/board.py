@@ -1,7 +1,8 @@
 """The env-wide views of a set of runs, drawn from their run logs as the logs grow.
 
-The runs pane (every run's configuration, status and latest metrics) and the disagreement window
-(sample test images on which the runs' latest predictions differ) need all runs at once, which
+The runs pane (every run's configuration, status and latest metrics), the training samples, the
+disagreement window (sample test images on which the runs' latest predictions differ) and a
+sweep's plots (its runs' settings against their final test accuracy) need all runs at once, which
 no single worker has. The `Board` follows the run logs on disk, the source of truth, so the same
 code serves a live launch (the launcher polls it) and a replay (the logs are already complete).
 It also creates the shared compare windows first, so that the page keeps one order."""
@@ -13,11 +14,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from dashboard import panes, windows
+from dashboard import panes, sweep, windows
 from dashboard.connection import VisdomConnection
+from dashboard.downsample import Aligned, BandSeries, Ema
+from dashboard.protocol import MISSING_WINDOW
 from dashboard.runlog import LogFollower, RunRecord
 from dashboard.sender import Sender
-from trainers.reporting import RunState
+from trainers.reporting import TEST_ACC, RunState
 
 RUNS_PANE_WIDTH = windows.FULL_WIDTH  # a row of its own
 DISAGREE_SIZE = (windows.UNIT, windows.PANE_HEIGHT)
@@ -46,6 +49,50 @@ def summary(record: RunRecord, label: str) -> panes.RunSummary:
         x=record.x, latest=dict(record.latest), started=record.started, updated=record.updated)
 
 
+class SeedGroup:
+    """Runs that differ only by seed, drawn as one mean line with a min-max band per compare
+    window, in the group's colour (its first run's). Per-batch bands are of the runs' smoothed
+    values when smoothing is on (a band of raw per-batch noise is a smear), per-epoch ones of
+    the logged values themselves."""
+
+    def __init__(self, label: str, colour_index: int, smoothing: float | None, max_points: int) -> None:
+        self.label, self.colour_index = label, colour_index
+        self.smoothing = smoothing
+        self.max_points = max_points
+        self.members: list[Path] = []
+        self.aligned: dict[str, Aligned] = {}
+        self.emas: dict[tuple[int, str], Ema] = {}
+        self.bands = {w.metric: BandSeries(max_points // 2) for w in windows.COMPARE_WINDOWS}
+        self.versions = {w.metric: 0 for w in windows.COMPARE_WINDOWS}
+
+    def take(self, member: int, row: dict[str, Any]) -> None:
+        """One logged scalars row of member `member`."""
+        for metric, y in row.items():
+            window = windows.COMPARE_BY_METRIC.get(metric)
+            if window is None or y is None:
+                continue
+            if metric not in self.aligned:
+                self.aligned[metric] = Aligned(len(self.members))
+            y = float(y)
+            if window.per_batch and self.smoothing:
+                y = self.emas.setdefault((member, metric), Ema(self.smoothing)).add(y)
+            self.aligned[metric].add(member, float(row["x"]), y)
+
+    def end(self, member: int) -> None:
+        for aligned in self.aligned.values():
+            aligned.end(member)
+
+    def fold(self) -> bool:
+        """Move the points every run has into the bands; True when a band changed."""
+        changed = False
+        for metric, aligned in self.aligned.items():
+            for x, values in aligned.ready():
+                self.bands[metric].add(x, values)
+                self.versions[metric] += 1
+                changed = True
+        return changed
+
+
 class Board:
     """Follows run logs; draws the runs pane and the disagreement window through `sender` (if any)."""
 
@@ -56,19 +103,30 @@ class Board:
         self.run_windows = draw.run_windows  # whether to place each run's gallery and matrix
         self.followers: dict[Path, LogFollower] = {}
         self.labels: dict[Path, str | None] = {}  # None: the label in the run's log
-        self._placed: list[tuple[str, int]] = []  # (label, colour) of the runs added with a label
+        self._planned: dict[Path, dict[str, Any]] = {}  # the config each run will log, when known up front
+        self._placed: list[tuple[str, int, bool]] = []  # (label, colour, in a seed group) of the runs added with a label
         self._uris: dict[str, list[str]] = {}  # per data set: the sample images as data URIs
         self._lock = threading.Lock()  # poll (the caller's thread) against drawing (the sender's)
         self._panes = windows.SentPanes(self.env)  # the runs pane and disagreement as last sent
         if sender is not None:
             # the runs pane is written whole, so it also creates the env; then the compare windows
             sender.register(windows.RUNS_WIN, self._send_runs)
-            for window in windows.COMPARE_WINDOWS:
-                sender.register("frame:" + window.win, self._frame_sender(window))
+            for pane in windows.COMPARE_PANES:
+                sender.register("frame:" + pane.win, self._frame_sender(pane.win))
+            sender.register(windows.SAMPLES_WIN, self._send_samples)
             sender.register(windows.DISAGREE_WIN, self._send_disagreement)
-            sender.add_check(self._panes.differing)  # their sender keys are their window ids
+            sender.register(windows.PARCOORDS_WIN, self._send_sweep)
+            sender.add_check(self._check)  # their sender keys are their window ids
+        self._drawn: dict[str, Any] = {}  # per board window drawn only when it changes: what was drawn
+        self.groups: dict[str, SeedGroup] = {}
+        self._member_of: dict[Path, tuple[SeedGroup, int]] = {}
+        self._bands_drawn: dict[tuple[str, str], tuple[int, int]] = {}  # (group, metric) -> (outages, version)
+        self.max_points = draw.max_points
+        if sender is not None:
+            sender.register("groups", self._send_groups, changed=False)
 
-    def add(self, run_dir: Path, label: str | None = None, colour_index: int | None = None) -> None:
+    def add(self, run_dir: Path, label: str | None = None, colour_index: int | None = None,
+            group: str | None = None, config: dict[str, Any] | None = None) -> None:
         """Follow one more run (its log may not exist yet). With its label known, its own windows
         are placed now, in the order runs are added (see `windows.run_placeholders`), and so are
         its (empty) traces in the compare windows, so that every legend lists the runs in that
@@ -76,9 +134,18 @@ class Board:
         if run_dir not in self.followers:
             self.followers[run_dir] = LogFollower(run_dir, keep_scalars=False)
             self.labels[run_dir] = label
+            self._planned[run_dir] = dict(config or {})
+            colour = windows.default_colour_index(label or "") if colour_index is None else colour_index
+            if group is not None:
+                seeds = self.groups.get(group)
+                if seeds is None:
+                    seeds = self.groups[group] = SeedGroup(group, colour, self.smoothing, self.max_points)
+                member = len(seeds.members)
+                seeds.members.append(run_dir)
+                self._member_of[run_dir] = (seeds, member)
+                self.followers[run_dir].record.on_scalars = lambda row, g=seeds, m=member: g.take(m, row)
             if label is not None:
-                colour = windows.default_colour_index(label) if colour_index is None else colour_index
-                self._placed.append((label, colour))
+                self._placed.append((label, colour, group is not None))
             if label is not None and self.sender is not None and self.run_windows:
                 self.sender.register(f"placeholders:{run_dir}", self._placeholder_sender(label))
 
@@ -99,21 +166,39 @@ class Board:
 
     def poll(self) -> bool:
         """Read what the logs gained; redraw what changed. True when anything did."""
-        changed = predictions = False
+        changed = predictions = bands = False
         with self._lock:
-            for follower in self.followers.values():
+            for run_dir, follower in self.followers.items():
                 before = len(follower.record.predictions)
                 if follower.poll():
                     changed = True
                     predictions |= len(follower.record.predictions) != before
+                    if run_dir in self._member_of and RunState(follower.record.status).final:
+                        group, member = self._member_of[run_dir]
+                        group.end(member)
+            for group in self.groups.values():
+                bands |= group.fold()
+        if bands and self.sender is not None:
+            self.sender.mark("groups")
         if changed and self.sender is not None:
             self.sender.mark(windows.RUNS_WIN)
+            self.sender.mark(windows.SAMPLES_WIN)  # these two draw only what changed
+            self.sender.mark(windows.PARCOORDS_WIN)
             if predictions:
                 self.sender.mark(windows.DISAGREE_WIN)
         return changed
 
     def label(self, run_dir: Path) -> str:
         return self.labels[run_dir] or run_label(self.followers[run_dir].record, run_dir.name)
+
+    def group_summaries(self) -> list[panes.GroupSummary]:
+        """Each seed group with the final test accuracies of its finished runs."""
+        out = []
+        for group in self.groups.values():
+            records = [self.followers[d].record for d in group.members]
+            accuracies = [r.latest[TEST_ACC] for r in records if r.status == RunState.FINISHED and TEST_ACC in r.latest]
+            out.append(panes.GroupSummary(group.label, group.colour_index, len(records), accuracies))
+        return out
 
     def summaries(self) -> list[panes.RunSummary]:
         return [summary(f.record, self.label(d)) for d, f in self.followers.items()]
@@ -137,21 +222,116 @@ class Board:
     # ---- drawing (sender thread) ----
     def _send_runs(self, connection: VisdomConnection) -> None:
         with self._lock:
-            content = panes.runs_html(self.summaries())
-            height = runs_pane_height(len(self.followers))
+            content = panes.runs_html(self.summaries()) + panes.groups_html(self.group_summaries())
+            height = runs_pane_height(len(self.followers)) + 18 * len(self.groups)
         self._panes.post(connection, windows.text_message(self.env, windows.RUNS_WIN, "Runs", content,
                                                          RUNS_PANE_WIDTH, height))
 
-    def _frame_sender(self, window: windows.CompareWindow) -> Any:
+    def _frame_sender(self, win: str) -> Any:
+        parts = [w for w in windows.COMPARE_WINDOWS if w.win == win]
+
         def send(connection: VisdomConnection) -> None:
-            connection.post("update", windows.placeholder_message(self.env, window))
-            smoothed = bool(self.smoothing) and window.per_batch
-            for label, colour in list(self._placed):
+            connection.post("update", windows.placeholder_message(self.env, parts[0]))
+            for label, colour, member in list(self._placed):
                 # empty traces in the run's style (the worker's: see `windows.run_traces`), which
                 # its worker fills
-                for trace in windows.run_traces(window, label, colour, ([], []), ([], []) if smoothed else None):
-                    connection.post("update", windows.trace_message(self.env, window, trace, create=True))
+                for window in parts:
+                    smoothed = bool(self.smoothing) and window.per_batch
+                    for trace in windows.run_traces(window, label, colour, ([], []), ([], []) if smoothed else None,
+                                                    member):
+                        connection.post("update", windows.trace_message(self.env, window, trace, create=True))
+            for group in list(self.groups.values()):  # then each seed group's band and mean, empty
+                for window in parts:
+                    for trace in windows.group_traces(window, group.label, group.colour_index, []):
+                        connection.post("update", windows.trace_message(self.env, window, trace, create=True))
         return send
+
+    def _send_groups(self, connection: VisdomConnection) -> None:
+        """Each seed group's band and mean in every compare window where they changed (all of
+        them after an outage)."""
+        for group in list(self.groups.values()):
+            for window in windows.COMPARE_WINDOWS:
+                with self._lock:
+                    version, points = group.versions[window.metric], list(group.bands[window.metric].points)
+                key = (group.label, window.metric)
+                if not points or self._bands_drawn.get(key) == (connection.outages, version):
+                    continue
+                seq = windows.new_seq()
+                for trace in windows.group_traces(window, group.label, group.colour_index, points):
+                    message = windows.trace_message(self.env, window, trace, create=False, seq=seq)
+                    if connection.post("update", message) == MISSING_WINDOW:
+                        connection.post("update", windows.trace_message(self.env, window, trace, create=True, seq=seq))
+                self._bands_drawn[key] = (connection.outages, version)
+
+    def _post_changed(self, connection: VisdomConnection, message: dict[str, Any], what: Any) -> None:
+        """Post a whole-pane message unless `what` it shows was last drawn, since the last outage."""
+        key = (connection.outages, what)
+        if self._drawn.get(message["win"]) != key:
+            self._panes.post(connection, message)
+            self._drawn[message["win"]] = key
+
+    def _check(self, connection: VisdomConnection) -> list[str]:
+        differing = self._panes.differing(connection)
+        for win in differing:
+            self._drawn.pop(win, None)  # drawn again, whatever it shows
+        return differing
+
+    def samples(self) -> tuple[str, Any] | None:
+        """(data set, samples) of the first run on the data set most runs use that logged its
+        training samples."""
+        with self._lock:
+            logged = [f.record for f in self.followers.values() if f.record.samples is not None]
+            if not logged:
+                return None
+            dataset = Counter(r.config.get("dataset") for r in logged).most_common(1)[0][0]
+            return str(dataset), next(r.samples for r in logged if r.config.get("dataset") == dataset)
+
+    def _send_samples(self, connection: VisdomConnection) -> None:
+        found = self.samples()
+        if found is None:
+            self._post_changed(connection, windows.samples_message(self.env, "", windows.SAMPLES_WAITING), None)
+            return
+        dataset, samples = found
+        if self._drawn.get(windows.SAMPLES_WIN) == (connection.outages, dataset):
+            return
+        content = panes.samples_html(panes.data_uris(samples.images), samples.labels, samples.classes, dataset)
+        self._post_changed(connection, windows.samples_message(self.env, dataset, content), dataset)
+
+    def sweep_runs(self) -> list[sweep.SweepRun]:
+        """Every run with a config, and its final test accuracy once it finished."""
+        with self._lock:
+            return [sweep.SweepRun(self.label(d), run_colour(f.record, self.label(d)),
+                                   f.record.config or self._planned[d],
+                                   f.record.latest.get(TEST_ACC) if f.record.status == RunState.FINISHED else None)
+                    for d, f in self.followers.items() if f.record.config or self._planned[d]]
+
+    def _send_sweep(self, connection: VisdomConnection) -> None:
+        """The sweep's parallel coordinates and its setting-against-accuracy scatter, for runs
+        that make a sweep (`sweep.Plan.is_sweep`; placeholders until one finishes); each redrawn
+        when a run finishes."""
+        if len(self.followers) < 2:
+            return
+        runs = self.sweep_runs()
+        plan = sweep.Plan.of(runs)
+        if len(runs) < len(self.followers) or not sweep.Plan.is_sweep(runs):
+            # not yet known (runs added without their configs), or no sweep: different models
+            # alone, or seeds alone (their groups' bands show those)
+            return
+        done = [r for r in runs if r.accuracy is not None]
+        if not done or not plan.settings:
+            for win, title in ((windows.PARCOORDS_WIN, windows.PARCOORDS_TITLE),
+                               (windows.SCATTER_WIN, windows.scatter_title(plan.scatter or "a setting"))):
+                message = windows.text_message(self.env, win, title, windows.SWEEP_WAITING, windows.UNIT,
+                                               windows.PANE_HEIGHT, seq=0)  # older than any figure
+                self._post_changed(connection, message, None)
+            return
+        self._post_changed(connection, windows.parcoords_message(self.env, plan.dimensions(done),
+                                                                 [r.accuracy for r in done]), plan.key(done))
+        if plan.scatter is not None:
+            points = [(sweep.axis_value(r.config.get(plan.scatter)), r.accuracy, r.label, r.colour_index)
+                      for r in done]
+            self._post_changed(connection, windows.scatter_message(self.env, plan.scatter, points, plan.log_x),
+                               plan.key(done))
 
     def _send_disagreement(self, connection: VisdomConnection) -> None:
         with self._lock:

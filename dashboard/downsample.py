@@ -96,3 +96,67 @@ class Ema:
             self.steps += 1
             self.value = self.weight * self.value + (1 - self.weight) * y
         return self.value / (1 - self.weight**self.steps) if self.steps else math.nan
+
+
+class BandSeries:
+    """A seed group's band, bounded: at the x positions all its runs logged, the lowest, mean and
+    highest of their values. At most `max_points` positions are kept, every `stride`-th one (the
+    stride doubles whenever they would not fit), so, like `MinMaxSeries`, the picture depends
+    only on the sequence of points."""
+
+    def __init__(self, max_points: int = 500) -> None:
+        if max_points < 2:
+            raise ValueError("max_points must be at least 2")
+        self.max_points = max_points
+        self.stride = 1
+        self.count = 0
+        self.points: list[tuple[float, float, float, float]] = []  # (x, low, mean, high)
+
+    def add(self, x: float, values: list[float]) -> None:
+        values = [v for v in values if math.isfinite(v)]
+        if not values:
+            return
+        if self.count % self.stride == 0:
+            self.points.append((x, min(values), math.fsum(values) / len(values), max(values)))
+            if len(self.points) > self.max_points:
+                self.points = self.points[::2]
+                self.stride *= 2
+        self.count += 1
+
+
+class Aligned:
+    """Points of several runs matched by x: `ready` gives each x that every run still going has
+    logged, with their values. A run that ended takes no further part once its points are used."""
+
+    def __init__(self, members: int) -> None:
+        self.queues: list[list[Point]] = [[] for _ in range(members)]
+        self.heads = [0] * members
+        self.ended = [False] * members
+
+    def add(self, member: int, x: float, y: float) -> None:
+        self.queues[member].append((x, y))
+
+    def end(self, member: int) -> None:
+        self.ended[member] = True
+
+    def ready(self) -> list[tuple[float, list[float]]]:
+        out = []
+        while True:
+            active = [i for i in range(len(self.queues)) if self.heads[i] < len(self.queues[i]) or not self.ended[i]]
+            if not active or any(self.heads[i] >= len(self.queues[i]) for i in active):
+                break
+            heads = {i: self.queues[i][self.heads[i]] for i in active}
+            x = min(p[0] for p in heads.values())
+            if all(p[0] == x for p in heads.values()):
+                out.append((x, [p[1] for p in heads.values()]))
+                for i in active:
+                    self.heads[i] += 1
+            else:  # an x only some runs logged: skipped
+                for i, p in heads.items():
+                    if p[0] == x:
+                        self.heads[i] += 1
+        for i, queue in enumerate(self.queues):  # drop what was used
+            if self.heads[i] > 256:
+                del queue[:self.heads[i]]
+                self.heads[i] = 0
+        return out

@@ -69,6 +69,31 @@ def gallery_html(uris: Sequence[str], predicted: Sequence[int], probability: Seq
     return _grid(figures, heading)
 
 
+def mistakes_html(uris: Sequence[str], predicted: Sequence[int], probability: Sequence[float], true: Sequence[int],
+                  true_probability: Sequence[float], classes: Sequence[str], x: float) -> str:
+    """The test images a run gets most confidently wrong, highest loss first: what it said with
+    its probability, and the true class with the probability it gave that."""
+    figures = []
+    for uri, p, prob, t, true_prob in zip(uris, predicted, probability, true, true_probability):
+        caption = (f'<b style="color:{WRONG}">{escape(classes[p])}</b> {100 * prob:.0f}%<br>'
+                   f'<span style="color:#555">true: {escape(classes[t])} {_percent(true_prob)}</span>')
+        figures.append(_figure(uri, WRONG, caption))
+    heading = (f"<div>after epoch {x:g}: the {len(figures)} test images it is most sure of and gets wrong "
+               f"(highest loss first)</div>")
+    return _grid(figures, heading)
+
+
+def _percent(p: float) -> str:
+    """A probability as a percentage, small ones with their first digits ("0.02%")."""
+    return f"{100 * p:.0f}%" if p >= 0.01 else f"{100 * p:.2g}%"
+
+
+def samples_html(uris: Sequence[str], labels: Sequence[int], classes: Sequence[str], dataset: str) -> str:
+    """Training images with their class names (d2l's show_fashion_mnist)."""
+    figures = [_figure(uri, "#999", escape(classes[label])) for uri, label in zip(uris, labels)]
+    return _grid(figures, f"<div>the first {len(figures)} training images of {escape(dataset)}</div>")
+
+
 @dataclass
 class RunPredictions:
     """One run's latest predictions on the shared sample of test images."""
@@ -125,6 +150,34 @@ class RunSummary:
     latest: dict[str, float] = field(default_factory=dict)
     started: float | None = None
     updated: float | None = None
+
+
+@dataclass
+class GroupSummary:
+    """A seed group in the runs pane: its runs, and the final test accuracy of those finished."""
+
+    label: str
+    colour_index: int
+    runs: int
+    accuracies: list[float]
+
+
+def groups_html(groups: Sequence[GroupSummary]) -> str:
+    """Each seed group's final test accuracy as mean ± standard deviation (the sample's, n - 1)
+    over its finished runs, below the runs table."""
+    if not groups:
+        return ""
+    lines = []
+    for g in groups:
+        n = len(g.accuracies)
+        if n == 0:
+            said = "no run finished yet"
+        else:
+            mean = math.fsum(g.accuracies) / n
+            std = math.sqrt(math.fsum((a - mean) ** 2 for a in g.accuracies) / (n - 1)) if n > 1 else 0.0
+            said = f"test acc <b>{mean:.4f} &plusmn; {std:.4f}</b> (mean &plusmn; std of {n} of {g.runs} runs)"
+        lines.append(f'<div><span style="color:{colour(g.colour_index)}">&#9632;</span> {escape(g.label)}: {said}</div>')
+    return f'<div style="font:12px sans-serif;margin-top:6px">{"".join(lines)}</div>'
 
 
 STATUS_COLOURS = {RunState.FINISHED: RIGHT, RunState.FAILED: WRONG, RunState.INTERRUPTED: "#ff7f0e",

@@ -6,13 +6,14 @@ draws it all. So a replayed window holds what the live one held when the run end
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from dashboard.board import Board, run_colour, run_label
 from dashboard.connection import VisdomConnection
 from dashboard.runlog import INCOMPLETE_MARK, LOG_NAME, RunRecord, feed, read, run_dirs
 from dashboard.sender import Sender
+from dashboard.sweep import seed_groups
 from dashboard.visdom_backend import VisdomBackend
 from dashboard.windows import DrawOptions
 from trainers.errors import LivetrainError
@@ -72,7 +73,7 @@ def replay(paths: list[Path], url: str, draw: DrawOptions, timeout: float = 10.0
     sender = Sender(VisdomConnection(url, timeout=timeout))
     board = Board(sender, draw)
     labels: list[str] = []
-    skipped = 0
+    records = []
     for run_dir in run_dirs:
         try:
             record = read(run_dir)
@@ -84,11 +85,16 @@ def replay(paths: list[Path], url: str, draw: DrawOptions, timeout: float = 10.0
         while label in labels:  # two logs of runs with one label: keep their traces apart
             label += "'"
         labels.append(label)
-        skipped += record.skipped
+        records.append(record)
+    # the seed groups among these runs, as a launch of them groups them
+    group_of = {i: group for group, members in seed_groups(list(zip(labels, (r.config for r in records))))
+                for i in members}
+    for index, (run_dir, record, label) in enumerate(zip(run_dirs, records, labels)):
         colour = run_colour(record, label)
-        board.add(run_dir, label, colour)  # its windows' places and its traces' order first
-        backend = VisdomBackend(sender, draw, label, colour)
+        board.add(run_dir, label, colour, group_of.get(index), record.config)  # its windows' places first
+        backend = VisdomBackend(sender, replace(draw, in_group=index in group_of), label, colour)
         feed(record, backend)
+    skipped = sum(r.skipped for r in records)
     board.poll()
     if not sender.flush():
         raise ReplayError(f"could not draw the runs at {url}: {sender.last_error}")

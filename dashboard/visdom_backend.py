@@ -1,4 +1,5 @@
-"""One run's windows in Visdom: its traces in the compare windows, its gallery and confusion matrix.
+"""One run's windows in Visdom: its traces in the compare windows, its gallery, confusion matrix,
+most confidently wrong images and gradient norms.
 
 Implements trainers' `Reporter`. Calls from the training thread queue the new values under a lock
 and return; the `Sender` thread folds them into bounded series and draws them. The state
@@ -18,6 +19,7 @@ from dashboard.downsample import Ema, MinMaxSeries
 from dashboard.runlog import compact_probabilities
 from dashboard.sender import Sender
 from dashboard.protocol import MISSING_WINDOW, SEQ_KEY, SPLICED
+from trainers.reporting import GRAD_PREFIX
 
 FOLD_AT = 256  # queued points the training thread folds into the series itself
 GALLERY_SHOWN = 16  # images in a run's gallery (4 rows of 4 in its window); the rest of the sample feeds the disagreement window
@@ -41,6 +43,12 @@ class VisdomBackend:
         self._uris: list[str] = []
         self._gallery: dict[str, Any] | None = None
         self._confusion: dict[str, Any] | None = None
+        self._mistakes: dict[str, Any] | None = None
+        self._mistake_uris: list[str] = []
+        self._grads: dict[str, MinMaxSeries] = {}  # per layer (its name without the prefix)
+        self._grads_version = 0
+        self._grads_drawn = (-1, 0)  # (outages, version) when last drawn (sender thread only)
+        self._max_points = max_points
         self._incoming: list[tuple[float, Mapping[str, float]]] = []  # points not yet in the series
         self._versions = {w.metric: 0 for w in windows.COMPARE_WINDOWS}  # points added per metric
         # per (metric, trace index): what was last sent (sender thread only)
@@ -49,7 +57,10 @@ class VisdomBackend:
         self.tails_sent = 0  # traces sent as their new tail only
         self.gallery_win = windows.run_window("gallery", label)
         self.confusion_win = windows.run_window("confusion", label)
+        self.mistakes_win = windows.run_window("mistakes", label)
+        self.gradients_win = windows.run_window("gradients", label)
         self.run_windows = draw.run_windows
+        self.in_group = draw.in_group
         # the gallery goes first: a whole-window message, it also creates the env on a fresh server
         if self.run_windows:
             sender.register(self.gallery_win, self._send_gallery)
@@ -58,6 +69,8 @@ class VisdomBackend:
         sender.register(self._traces_key, self._send_traces, changed=False)
         if self.run_windows:
             sender.register(self.confusion_win, self._send_confusion, changed=False)
+            sender.register(self.mistakes_win, self._send_mistakes, changed=False)
+            sender.register(self.gradients_win, self._send_gradients, changed=False)
         sender.add_check(self.check)
 
     # ---- Reporter, called from the training thread ----
@@ -79,6 +92,8 @@ class VisdomBackend:
         if full:
             self._fold()
         self.sender.mark(self._traces_key)
+        if self.run_windows:
+            self.sender.mark(self.gradients_win)  # drawn only when a norm came (see _send_gradients)
 
     def _fold(self) -> None:
         """Add the queued points to the series."""
@@ -86,8 +101,16 @@ class VisdomBackend:
             incoming, self._incoming = self._incoming, []
             for x, values in incoming:
                 for metric, y in values.items():
+                    if y is None:
+                        continue
                     series = self._series.get(metric)
-                    if series is None or y is None:
+                    if series is None:
+                        if self.run_windows and metric.startswith(GRAD_PREFIX):
+                            layer = metric[len(GRAD_PREFIX):]
+                            if layer not in self._grads:
+                                self._grads[layer] = MinMaxSeries(self._max_points)
+                            self._grads[layer].add(x, float(y))
+                            self._grads_version += 1
                         continue
                     y = float(y)
                     series.add(x, y)
@@ -116,6 +139,20 @@ class VisdomBackend:
             self._confusion = dict(x=float(x), matrix=matrix.tolist(), classes=list(classes))
         self.sender.mark(self.confusion_win)
 
+    def samples(self, images: torch.Tensor, labels: torch.Tensor, classes: tuple[str, ...]) -> None:
+        pass  # the env's training-samples pane, which the Board draws (one for all runs)
+
+    def mistakes(self, x: float, images: torch.Tensor, predicted: torch.Tensor, probability: torch.Tensor,
+                 true: torch.Tensor, true_probability: torch.Tensor, classes: tuple[str, ...]) -> None:
+        if not self.run_windows:
+            return
+        with self._lock:
+            self._mistakes = dict(x=float(x), images=images.cpu().clone(), predicted=predicted.tolist(),
+                                  probability=compact_probabilities(probability), true=true.tolist(),
+                                  true_probability=compact_probabilities(true_probability), classes=list(classes))
+            self._mistake_uris = []
+        self.sender.mark(self.mistakes_win)
+
     def status(self, state: str, reason: str = "") -> None:
         pass  # shown in the runs pane
 
@@ -130,7 +167,7 @@ class VisdomBackend:
         with self._lock:
             xs, ys = self._series[metric].points()
             smooth = self._smoothed[metric][1].points() if metric in self._smoothed else None
-        return windows.run_traces(window, self.label, self.colour_index, (xs, ys), smooth)
+        return windows.run_traces(window, self.label, self.colour_index, (xs, ys), smooth, self.in_group)
 
     def _send_traces(self, connection: VisdomConnection) -> None:
         """Draw every trace that changed since it was last drawn: as its new tail, all in one
@@ -196,7 +233,10 @@ class VisdomBackend:
                     del self._held[key]
                     if self._traces_key not in marked:
                         marked.append(self._traces_key)
-        return marked + self._panes.differing(connection)
+        differing = self._panes.differing(connection)
+        if self.gradients_win in differing:
+            self._grads_drawn = (-1, 0)  # drawn again whatever its version
+        return marked + differing
 
     def gallery_html(self) -> str:
         with self._lock:
@@ -210,6 +250,36 @@ class VisdomBackend:
     def _send_gallery(self, connection: VisdomConnection) -> None:
         message = windows.gallery_message(self.env, self.label, self.gallery_html())
         self._panes.post(connection, message)
+
+    def mistakes_html(self) -> str:
+        with self._lock:
+            m = self._mistakes
+            if m is None:
+                return windows.MISTAKES_WAITING
+            if not self._mistake_uris:
+                self._mistake_uris = panes.data_uris(m["images"])
+            return panes.mistakes_html(self._mistake_uris, m["predicted"], m["probability"], m["true"],
+                                       m["true_probability"], m["classes"], m["x"])
+
+    def _send_mistakes(self, connection: VisdomConnection) -> None:
+        if self._mistakes is not None:
+            self._panes.post(connection, windows.mistakes_message(self.env, self.label, self.mistakes_html()))
+
+    def gradient_traces(self) -> dict[str, tuple[list[float], list[float]]]:
+        """Per layer, the (x, norm) points its trace in the gradients window holds."""
+        self._fold()
+        with self._lock:
+            return {layer: series.points() for layer, series in self._grads.items()}
+
+    def _send_gradients(self, connection: VisdomConnection) -> None:
+        """Draw the gradient norms whole when a norm came since they were last drawn, or an outage
+        came (the server may have lost them; the pane's check compares what it holds)."""
+        layers = self.gradient_traces()
+        drawn = (connection.outages, self._grads_version)
+        if not layers or drawn == self._grads_drawn:
+            return
+        self._panes.post(connection, windows.gradients_message(self.env, self.label, layers))
+        self._grads_drawn = drawn
 
     def _send_confusion(self, connection: VisdomConnection) -> None:
         with self._lock:

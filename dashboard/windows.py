@@ -21,13 +21,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from dashboard.protocol import SEQ_KEY
-from trainers.reporting import SAMPLES_PER_S, TEST_ACC, TEST_LOSS, TRAIN_ACC, TRAIN_LOSS
+from trainers.reporting import (
+    EPOCH_TRAIN_ACC, EPOCH_TRAIN_LOSS, SAMPLES_PER_S, TEST_ACC, TEST_ENTROPY, TEST_LOSS, TRAIN_ACC, TRAIN_LOSS,
+)
 
 # matplotlib's "tab10": distinct, and the same colour for a run in every window
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
            "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 RIGHT, WRONG = "#2ca02c", "#d62728"
 DEFAULT_ENV = "livetrain"
+DEFAULT_SMOOTHING = 0.6
 
 
 @dataclass(frozen=True)
@@ -36,9 +39,12 @@ class DrawOptions:
     smoothing of their per-batch traces, and how many points a trace keeps."""
 
     env: str = DEFAULT_ENV
-    smoothing: float | None = None  # EMA weight of an extra smoothed per-batch trace (e.g. 0.9); None: no such trace
+    # EMA weight of a smoothed trace drawn over each faint raw per-batch trace (TensorBoard's
+    # default is 0.6); 0 or None: the raw trace alone
+    smoothing: float | None = DEFAULT_SMOOTHING
     max_points: int = 1000  # per trace on the server
     run_windows: bool = True  # each run's own gallery and confusion matrix (see `run_windows_for`)
+    in_group: bool = False  # a run of a seed group: its traces faint, its group's mean and band carry it
 
 
 RUN_WINDOWS_UP_TO = 8  # runs in one env that still get windows of their own
@@ -55,7 +61,9 @@ def run_windows_for(runs: int) -> bool:
 
 @dataclass(frozen=True)
 class CompareWindow:
-    """A window comparing one metric across runs."""
+    """One metric's traces in a window comparing runs: one trace per run (two with smoothing).
+    Two metrics may share a window (train and test per epoch): the second's traces then carry
+    its `part` in their names and its dash in their style."""
 
     metric: str
     win: str
@@ -63,17 +71,35 @@ class CompareWindow:
     y_title: str
     per_batch: bool  # per-batch series are long and noisy: lines, no markers
     log_y: bool = False  # runs that differ by orders of magnitude (samples/s: softmax vs CNN)
+    part: str = ""  # "train": the second metric of a window, named "<label> · train"
+    dash: str = "solid"
 
 
+# Train against test per epoch: one window per quantity (loss, accuracy), each run in its colour
+# with its test trace solid (from the untrained model's point at x = 0) and its train trace dotted
+# (the epoch's mean, from x = 1). One window for all runs rather than one per run: the gap between
+# a run's two lines reads as well, and runs compare in the same axes; per-run windows would add a
+# window per run to a page that already has two.
+EPOCH_LOSS_TITLE = "Loss per epoch: test solid, train dotted"
+EPOCH_ACC_TITLE = "Accuracy per epoch: test solid, train dotted"
 COMPARE_WINDOWS = (
-    CompareWindow(TRAIN_LOSS, "compare-train-loss", "Training loss (per batch)", "cross-entropy", True),
+    CompareWindow(TRAIN_LOSS, "compare-train-loss", "Training loss (per batch)", "loss", True),
     CompareWindow(TRAIN_ACC, "compare-train-acc", "Training accuracy (per batch)", "accuracy", True),
-    CompareWindow(TEST_LOSS, "compare-test-loss", "Test loss (per epoch)", "cross-entropy", False),
-    CompareWindow(TEST_ACC, "compare-test-acc", "Test accuracy (per epoch)", "accuracy", False),
+    CompareWindow(TEST_LOSS, "compare-epoch-loss", EPOCH_LOSS_TITLE, "loss (test: cross-entropy)", False),
+    CompareWindow(EPOCH_TRAIN_LOSS, "compare-epoch-loss", EPOCH_LOSS_TITLE, "loss (test: cross-entropy)", False,
+                  part="train", dash="dot"),
+    CompareWindow(TEST_ACC, "compare-epoch-acc", EPOCH_ACC_TITLE, "accuracy", False),
+    CompareWindow(EPOCH_TRAIN_ACC, "compare-epoch-acc", EPOCH_ACC_TITLE, "accuracy", False, part="train", dash="dot"),
+    CompareWindow(TEST_ENTROPY, "compare-entropy", "How sure: mean entropy of the test predictions",
+                  "bits (log2 10 = 3.32: a uniform guess)", False),
     CompareWindow(SAMPLES_PER_S, "compare-throughput", "Throughput (training samples/s)", "samples/s", True, log_y=True),
 )
 COMPARE_BY_METRIC = {w.metric: w for w in COMPARE_WINDOWS}
-RUNS_WIN, DISAGREE_WIN = "runs", "disagreement"
+# each window once, in page order (the first of the metrics sharing it stands for it)
+COMPARE_PANES = tuple({w.win: w for w in reversed(COMPARE_WINDOWS)}[win]
+                      for win in dict.fromkeys(w.win for w in COMPARE_WINDOWS))
+RUNS_WIN, DISAGREE_WIN, SAMPLES_WIN = "runs", "disagreement", "training-samples"
+PARCOORDS_WIN, SCATTER_WIN = "sweep-parcoords", "sweep-scatter"
 
 # Window sizes. Visdom's page packs windows in the order they were created, in shelves as wide as
 # the browser window, then moves each up as far as it goes (into any gap a shorter or narrower
@@ -109,9 +135,10 @@ def default_colour_index(label: str) -> int:
     return zlib.crc32(label.encode("utf-8")) % len(PALETTE)
 
 
-def trace_name(label: str, smoothed: bool = False) -> str:
+def trace_name(label: str, smoothed: bool = False, part: str = "") -> str:
     """A run's trace name. Plotly reads legend text as HTML, so the label is escaped."""
-    return html.escape(label, quote=False) + (" (smoothed)" if smoothed else "")  # plotly shows &quot; as is
+    return (html.escape(label, quote=False)  # plotly shows &quot; as is
+            + (f" · {part}" if part else "") + (" (smoothed)" if smoothed else ""))
 
 
 def run_window(kind: str, label: str) -> str:
@@ -130,25 +157,57 @@ def _layout(x_title: str, y_title: str, log_y: bool = False) -> dict[str, Any]:
 
 
 def trace(window: CompareWindow, label: str, colour_index: int, xs: list[float], ys: list[float],
-          smoothed: bool = False, faded: bool = False) -> dict[str, Any]:
-    """A plotly scatter trace for one run in a compare window."""
-    line: dict[str, Any] = {"color": colour(colour_index), "width": 2 if smoothed else 1.5}
+          smoothed: bool = False, faded: bool = False, member: bool = False) -> dict[str, Any]:
+    """A plotly scatter trace for one run in a compare window. A run's traces in one window are
+    one legend group with one entry (its raw or test trace, named by the run's label): a click on
+    it shows or hides all of them. A `member` of a seed group is drawn faint, with no entry."""
+    line: dict[str, Any] = {"color": colour(colour_index), "width": 1 if member else 2 if smoothed else 1.5,
+                            "dash": window.dash}
     return {
-        "x": xs, "y": ys, "name": trace_name(label, smoothed), "type": "scatter",
-        "mode": "lines" if window.per_batch else "lines+markers",
-        "line": line, "opacity": 0.35 if faded else 1.0,
+        "x": xs, "y": ys, "name": trace_name(label, smoothed, window.part), "type": "scatter",
+        "mode": "lines" if window.per_batch or member else "lines+markers",
+        "line": line, "opacity": 0.25 if member else 0.3 if faded else 1.0,
+        "legendgroup": trace_name(label), "showlegend": not (smoothed or window.part or member),
     }
 
 
 def run_traces(window: CompareWindow, label: str, colour_index: int, points: tuple[list[float], list[float]],
-               smoothed_points: tuple[list[float], list[float]] | None = None) -> list[dict[str, Any]]:
+               smoothed_points: tuple[list[float], list[float]] | None = None,
+               member: bool = False) -> list[dict[str, Any]]:
     """A run's traces in a compare window: its points (faded when a smoothed trace goes with
     them), then the smoothed ones. The style is fixed when a trace is created: later updates
     change only its points."""
-    data = [trace(window, label, colour_index, *points, faded=smoothed_points is not None)]
+    data = [trace(window, label, colour_index, *points, faded=smoothed_points is not None, member=member)]
     if smoothed_points is not None:
-        data.append(trace(window, label, colour_index, *smoothed_points, smoothed=True))
+        data.append(trace(window, label, colour_index, *smoothed_points, smoothed=True, member=member))
     return data
+
+
+def _rgba(hex_colour: str, alpha: float) -> str:
+    r, g, b = (int(hex_colour[i:i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+def band_name(group: str, window: CompareWindow) -> str:
+    return trace_name(group, part=window.part) + " (band)"
+
+
+def group_traces(window: CompareWindow, group: str, colour_index: int,
+                 points: list[tuple[float, float, float, float]]) -> list[dict[str, Any]]:
+    """A seed group's traces in a compare window: its band, from the lowest to the highest of its
+    runs' values at each x (one closed shape: the highs left to right, then the lows back), and
+    its mean line, strong, with the group's legend entry."""
+    xs = [p[0] for p in points]
+    shade = colour(colour_index)
+    band = {"x": xs + xs[::-1], "y": [p[3] for p in points] + [p[1] for p in reversed(points)],
+            "name": band_name(group, window), "type": "scatter", "mode": "lines", "fill": "toself",
+            "fillcolor": _rgba(shade, 0.2), "line": {"color": shade, "width": 0}, "hoverinfo": "skip",
+            "legendgroup": trace_name(group), "showlegend": False}
+    mean = {"x": xs, "y": [p[2] for p in points], "name": trace_name(group, part=window.part), "type": "scatter",
+            "mode": "lines" if window.per_batch else "lines+markers",
+            "line": {"color": shade, "width": 2.5, "dash": window.dash},
+            "legendgroup": trace_name(group), "showlegend": not window.part}
+    return [band, mean]
 
 
 def trace_message(env: str, window: CompareWindow, data: dict[str, Any], create: bool,
@@ -196,14 +255,86 @@ def waiting_html(text: str) -> str:
 
 GALLERY_WAITING = waiting_html("Predictions appear after the first epoch.")
 CONFUSION_WAITING = waiting_html("The confusion matrix appears after the first epoch.")
+MISTAKES_WAITING = waiting_html("The test images it gets most confidently wrong appear after the first epoch.")
+GRADIENTS_WAITING = waiting_html("The layers' gradient norms appear with the first batch.")
+SAMPLES_WAITING = waiting_html("Training images appear when the first run starts.")
+SWEEP_WAITING = waiting_html("Each run joins this plot when it finishes.")
+
+
+def mistakes_title(label: str) -> str:
+    return f"{label}: most confidently wrong (test)"
+
+
+def gradients_title(label: str) -> str:
+    return f"{label}: gradient norm per layer"
+
+
+def mistakes_message(env: str, label: str, content: str, seq: int | None = None) -> dict[str, Any]:
+    return text_message(env, run_window("mistakes", label), mistakes_title(label), content, UNIT, PANE_HEIGHT, seq)
+
+
+# the layers of a run, first to last, from dark to light (viridis), apart from the runs' colours
+LAYER_COLOURS = ("#440154", "#3b528b", "#21918c", "#5ec962", "#b5de2b", "#fde725")
+
+
+def gradients_message(env: str, label: str, layers: dict[str, tuple[list[float], list[float]]]) -> dict[str, Any]:
+    """A run's gradient norms: one trace per layer (first to last), on a log axis, where a
+    vanishing gradient shows as a first layer decades below the last."""
+    data = [{"x": xs, "y": ys, "name": html.escape(name, quote=False), "type": "scatter", "mode": "lines",
+             "line": {"color": LAYER_COLOURS[min(i, len(LAYER_COLOURS) - 1)], "width": 1.5}}
+            for i, (name, (xs, ys)) in enumerate(layers.items())]
+    layout = _layout("epoch", "gradient L2 norm", log_y=True)
+    return {"eid": env, "win": run_window("gradients", label), "data": data, "layout": layout,
+            "opts": {"title": gradients_title(label), **PLOT_SIZE}, SEQ_KEY: new_seq()}
+
+
+def samples_message(env: str, dataset: str, content: str) -> dict[str, Any]:
+    return text_message(env, SAMPLES_WIN, f"Training samples ({dataset})", content, UNIT, PANE_HEIGHT)
+
+
+PARCOORDS_TITLE = "Sweep: each finished run's settings and its final test accuracy"
+
+
+def parcoords_message(env: str, dimensions: list[dict[str, Any]], accuracy: list[float]) -> dict[str, Any]:
+    """A Plotly parallel-coordinates figure: one line per run through `dimensions` (each a
+    label, values, and for categories or log scales the tick values and texts), coloured by
+    its final test accuracy. Visdom has no pane for it; its generic plot message draws any figure."""
+    data = {"type": "parcoords", "dimensions": dimensions,
+            "line": {"color": accuracy, "colorscale": "Viridis", "showscale": True,
+                     "colorbar": {"title": {"text": "test acc"}}}}
+    layout = {"margin": {"l": 70, "r": 70, "t": 50, "b": 30}}
+    return {"eid": env, "win": PARCOORDS_WIN, "data": [data], "layout": layout,
+            "opts": {"title": PARCOORDS_TITLE, **PLOT_SIZE}, SEQ_KEY: new_seq()}
+
+
+def scatter_title(setting: str) -> str:
+    return f"Sweep: {setting} against final test accuracy"
+
+
+def scatter_message(env: str, setting: str, points: list[tuple[Any, float, str, int]], log_x: bool) -> dict[str, Any]:
+    """One marker per finished run: (its value of `setting`, its final test accuracy, its label,
+    its colour index), on a log x axis for a setting spanning decades."""
+    data = {"x": [p[0] for p in points], "y": [p[1] for p in points], "type": "scatter", "mode": "markers",
+            "text": [html.escape(p[2], quote=False) for p in points], "name": "runs",
+            "marker": {"size": 10, "color": [colour(p[3]) for p in points]},
+            "hovertemplate": "%{text}<br>" + html.escape(setting) + " %{x}<br>test acc %{y:.4f}<extra></extra>"}
+    layout = {"xaxis": {"title": {"text": html.escape(setting)}, **({"type": "log"} if log_x else {})},
+              "yaxis": {"title": {"text": "final test accuracy"}},
+              "margin": {"l": 60, "r": 20, "t": 20, "b": 50}, "showlegend": False}
+    return {"eid": env, "win": SCATTER_WIN, "data": [data], "layout": layout,
+            "opts": {"title": scatter_title(setting), **PLOT_SIZE}, SEQ_KEY: new_seq()}
 
 
 def run_placeholders(env: str, label: str) -> list[dict[str, Any]]:
-    """A run's gallery and confusion-matrix windows before it reports anything, so that the page
-    places them in run order, each gallery beside its matrix (the run's worker then fills them).
+    """A run's own windows (gallery, confusion matrix, mistakes, gradient norms) before it reports
+    anything, so that the page places them in run order, a run's four together (its worker then
+    fills them).
     Numbered 0: older than anything a run draws, so a placeholder never replaces it."""
     return [gallery_message(env, label, GALLERY_WAITING, seq=0),
             text_message(env, run_window("confusion", label), confusion_title(label), CONFUSION_WAITING,
+                         UNIT, PANE_HEIGHT, seq=0),
+            mistakes_message(env, label, MISTAKES_WAITING, seq=0),
+            text_message(env, run_window("gradients", label), gradients_title(label), GRADIENTS_WAITING,
                          UNIT, PANE_HEIGHT, seq=0)]
 
 
@@ -241,14 +372,19 @@ class SentPanes:
         return differ
 
 
+_PLOTTED = ("x", "y", "z", "dimensions")  # what a plot's traces hold, to compare
+
+
 def _message_content(message: dict[str, Any]) -> Any:
-    """What a whole-pane message puts in its pane: a text pane's HTML, a heatmap's values."""
-    data = message["data"][0]
-    return data["content"] if data["type"] == "text" else data.get("z")
+    """What a whole-pane message puts in its pane: a text pane's HTML, a plot's traces' values."""
+    data = message["data"]
+    if data[0]["type"] == "text":
+        return data[0]["content"]
+    return [{k: d.get(k) for k in _PLOTTED} for d in data]
 
 
 def _pane_content(pane: dict[str, Any]) -> Any:
     if pane.get("type") == "text":
         return pane.get("content")
-    data = (pane.get("content") or {}).get("data") or [{}]
-    return data[0].get("z")
+    data = (pane.get("content") or {}).get("data") or []
+    return [{k: d.get(k) for k in _PLOTTED} for d in data]

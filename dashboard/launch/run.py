@@ -8,9 +8,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
-from dashboard import windows
+from dashboard import sweep, windows
 from dashboard.adapter import DashboardOptions
 from dashboard.board import Board
 from dashboard.connection import VisdomConnection
@@ -28,6 +28,7 @@ from dashboard.sender import Sender
 from dashboard.server import ServerConfig, ServerError
 from dashboard.terminal import GoneQuiet, TerminalView, clock
 from trainers.config import RunConfig, machine_cores, threads_per_run
+from trainers.errors import LivetrainError
 from trainers.reporting import RunState
 
 PER_LAUNCH = ""  # RunRequest.draw.env: the launch names its env after its folder
@@ -67,13 +68,29 @@ class LaunchOptions:
 def worker_specs(runs: Sequence[PlannedRun], options: LaunchOptions) -> list[WorkerSpec]:
     threads = threads_per_run(min(len(runs), options.parallel or len(runs)))
     dash = DashboardOptions(visdom_url=options.server.url if options.server else None, draw=options.draw)
+    member = replace(dash, draw=replace(options.draw, in_group=True))
+    first_of = {i: members[0] for _, members in seed_groups(runs) for i in members}  # a group in its first run's colour
     specs = []
     for index, run in enumerate(runs):
         config = run.config
         if config.threads is None and config.device != "cuda":
             config = replace(config, threads=threads)
-        specs.append(WorkerSpec(config, run.run_dir, dash, colour_index=index, resume=run.resume))
+        specs.append(WorkerSpec(config, run.run_dir, member if index in first_of else dash,
+                                colour_index=first_of.get(index, index), resume=run.resume))
     return specs
+
+
+def seed_groups(runs: Sequence[PlannedRun]) -> list[tuple[str, list[int]]]:
+    """The launch's seed groups (see `sweep.seed_groups`), from the configs its runs will log."""
+    return sweep.seed_groups([(run.config.label, logged_config(run.config)) for run in runs])
+
+
+def logged_config(config: RunConfig) -> dict[str, Any]:
+    """The config as its run will log it (with the model's defaults filled in)."""
+    try:
+        return config.resolved().to_dict()
+    except LivetrainError:  # refused by its worker, which says why
+        return config.to_dict()
 
 
 def launch(runs: Sequence[PlannedRun], launch_dir: Path, options: LaunchOptions) -> Outcome:
@@ -83,8 +100,10 @@ def launch(runs: Sequence[PlannedRun], launch_dir: Path, options: LaunchOptions)
     server = options.server
     sender = Sender(VisdomConnection(server.url), name="visdom-board") if server else None
     board = Board(sender, options.draw)
-    for spec in specs:
-        board.add(spec.run_dir, spec.config.label, spec.colour_index)
+    group_of = {i: label for label, members in seed_groups(runs) for i in members}
+    for index, spec in enumerate(specs):
+        board.add(spec.run_dir, spec.config.label, spec.colour_index, group_of.get(index),
+                  logged_config(spec.config))
     view = TerminalView(out)
     stops = StopRequests()
     outcome = Outcome(launch_dir)
