@@ -50,10 +50,12 @@ from dashboard.visdom_backend import VisdomBackend
 from dashboard.windows import DrawOptions
 from tests.conftest import free_port
 from trainers.config import RunConfig
+from trainers import loop
 from trainers.loop import fit
 from trainers.reporting import TRAIN_ACC, TRAIN_LOSS
 
 RUNS = 3
+GRADIENT_EVERY = loop.GRADIENT_EVERY  # what a live run samples the gradient norms at
 BATCH = 128  # the MLP's default
 # the interleaved measurement: phases of SEGMENT s, live then twice none; the first SETTLE s of
 # each are not counted (the live phase's last flush lands in the next one). A live phase's sender
@@ -110,7 +112,11 @@ class Interleaved:
             raise Deadline
         if TRAIN_LOSS in values:
             self.stamps.append((now, time.thread_time()))
-        if self.live(now):
+        live = self.live(now)
+        # the layers' gradient norms are the dashboard's too: computed in the live phases only
+        # (from the next batch on), so the none phases are training with no dashboard at all
+        loop.GRADIENT_EVERY = GRADIENT_EVERY if live else 0
+        if live:
             before = time.thread_time()
             self.inner.scalars(step, x, values)
             self.reporting[0] += time.thread_time() - before
@@ -123,6 +129,10 @@ class Interleaved:
     def confusion(self, *args: Any) -> None:
         if self.live(time.perf_counter()):
             self.inner.confusion(*args)
+
+    def mistakes(self, *args: Any) -> None:
+        if self.live(time.perf_counter()):
+            self.inner.mistakes(*args)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)  # config, status
@@ -146,6 +156,7 @@ class RawVisdom:
 
 def worker(mode: str, url: str, run_dir: str, label: str, limit: int, epochs: int, out: Any) -> None:
     config = RunConfig("mlp", epochs=epochs, limit=limit, threads=1, label=label, seed=hash(label) % 1000)
+    loop.GRADIENT_EVERY = GRADIENT_EVERY if mode == "live" else 0  # the dashboard's gradient norms
     inner: Any = None
     sender_cpu = [0.0]
     if mode == "live":

@@ -19,14 +19,14 @@ import numpy as np
 
 from dashboard import runlog, windows
 from dashboard.connection import VisdomConnection
-from dashboard.downsample import MinMaxSeries
+from dashboard.downsample import Ema, MinMaxSeries
 from dashboard.runlog import LOG_NAME
 from dashboard.sender import Sender
 from dashboard.visdom_backend import GALLERY_SHOWN, VisdomBackend
 from dashboard.windows import DrawOptions
 from tests.conftest import REPO
 from trainers import data
-from trainers.reporting import TRAIN_LOSS
+from trainers.reporting import GRAD_PREFIX, TRAIN_LOSS
 
 
 MAX_POINTS = 60  # small, so that per-batch traces are downsampled (past 30 points) and per-epoch ones are not
@@ -48,31 +48,59 @@ def drawn_from_log(record: runlog.RunRecord, metric: str, max_points: int = MAX_
     return series
 
 
-def assert_windows_match_logs(state: dict[str, Any], run_dirs: list[Path], max_points: int = MAX_POINTS) -> None:
-    """Every compare window holds one trace per run, and it is exactly what the run log's points
-    downsample to; where a trace was downsampled, each bucket shows its raw min and max."""
+def smoothed_from_log(record: runlog.RunRecord, metric: str, weight: float, max_points: int = MAX_POINTS) -> MinMaxSeries:
+    """The smoothed trace the run's log gives: its EMA (TensorBoard's, debiased), downsampled."""
+    ema, series = Ema(weight), MinMaxSeries(max_points)
+    for x, y in zip(*record.series(metric)):
+        series.add(x, ema.add(y))
+    return series
+
+
+def assert_windows_match_logs(state: dict[str, Any], run_dirs: list[Path], max_points: int = MAX_POINTS,
+                              smoothing: float | None = windows.DEFAULT_SMOOTHING) -> None:
+    """Every compare window holds its traces for each run (raw and smoothed per batch; test and
+    train per epoch), each exactly what the run log's points give; where a trace was
+    downsampled, each bucket shows its raw min and max. Each run's own windows hold its log's
+    latest confusion matrix, predictions, mistakes and gradient norms."""
+    records = [runlog.read(d) for d in run_dirs]
+    labels = [r.meta["label"] for r in records]
+    for win in dict.fromkeys(w.win for w in windows.COMPARE_WINDOWS):
+        parts = [w for w in windows.COMPARE_WINDOWS if w.win == win]
+        names = [windows.trace_name(label, smoothed, w.part) for label in labels for w in parts
+                 for smoothed in ((False, True) if smoothing and w.per_batch else (False,))]
+        assert sorted(traces(state, win)) == sorted(names), win
     for window in windows.COMPARE_WINDOWS:
         held = traces(state, window.win)
-        assert sorted(held) == sorted(runlog.read(d).meta["label"] for d in run_dirs), window.win
-        for run_dir in run_dirs:
-            record = runlog.read(run_dir)
+        for record in records:
+            label = record.meta["label"]
             xs, ys = record.series(window.metric)
-            assert xs, (window.metric, run_dir)
+            assert xs, (window.metric, label)
             expected = drawn_from_log(record, window.metric, max_points)
-            assert held[record.meta["label"]] == expected.points(), (window.win, run_dir)
-            drawn = dict(zip(*held[record.meta["label"]]))
+            assert held[windows.trace_name(label, part=window.part)] == expected.points(), (window.win, label)
+            if smoothing and window.per_batch:
+                smooth = smoothed_from_log(record, window.metric, smoothing, max_points)
+                assert held[windows.trace_name(label, True)] == smooth.points(), (window.win, label)
+            drawn = dict(zip(*held[windows.trace_name(label, part=window.part)]))
             logged = dict(zip(xs, ys))
             assert all(logged[x] == y for x, y in drawn.items())  # only logged points are drawn
             for start in range(0, len(ys), expected.size):  # and every bucket's extremes are
                 chunk = ys[start:start + expected.size]
                 assert min(chunk) in drawn.values() and max(chunk) in drawn.values()
-    for run_dir in run_dirs:
-        record = runlog.read(run_dir)
+    for record in records:
         label = record.meta["label"]
         heat = state[windows.run_window("confusion", label)]["content"]["data"][0]
         assert heat["z"] == record.confusions[-1]["matrix"] and heat["x"][0] == "T-shirt/top"
         gallery = state[windows.run_window("gallery", label)]["content"]
         assert gallery.count("<figure") == GALLERY_SHOWN and f"after epoch {record.predictions[-1]['x']:g}" in gallery
+        mistakes = state[windows.run_window("mistakes", label)]["content"]
+        assert mistakes.count("<figure") == len(record.mistakes[-1]["predicted"]) > 0
+        assert f"after epoch {record.mistakes[-1]['x']:g}" in mistakes
+        grads = {d["name"]: (d["x"], d["y"]) for d in state[windows.run_window("gradients", label)]["content"]["data"]}
+        layers = [k[len(GRAD_PREFIX):] for k in record.scalars[-1] if k.startswith(GRAD_PREFIX)] or \
+            sorted({k[len(GRAD_PREFIX):] for row in record.scalars for k in row if k.startswith(GRAD_PREFIX)})
+        assert sorted(grads) == sorted(layers), label
+        for layer, points in grads.items():
+            assert points == drawn_from_log(record, GRAD_PREFIX + layer, max_points).points(), (label, layer)
 
 
 def livetrain(cwd: Path, *args: str) -> subprocess.Popen[str]:

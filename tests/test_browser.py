@@ -33,7 +33,17 @@ pytestmark = [
 ARTIFACTS = Path(os.environ.get("LIVETRAIN_ARTIFACTS", REPO / "artifacts")) / "browser"
 LABELS = ("softmax", "mlp", "cnn")
 CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
-COMPARE_TITLES = {w.title: w for w in windows.COMPARE_WINDOWS}
+COMPARE_TITLES = {w.title: w for w in windows.COMPARE_PANES}  # each window's first metric stands for it
+SHARED = 1 + len(COMPARE_TITLES) + 2  # the runs table, the compare windows, training samples, disagreement
+
+
+def trace_names(title: str, labels: tuple[str, ...] | list[str], groups: tuple[str, ...] = ()) -> list[str]:
+    """The traces a compare window holds: per run, each metric's (raw, and smoothed per batch),
+    then per seed group its band and mean."""
+    parts = [w for w in windows.COMPARE_WINDOWS if w.title == title]
+    names = [windows.trace_name(label, smoothed, w.part) for label in labels for w in parts
+             for smoothed in ((False, True) if w.per_batch else (False,))]
+    return names + [n for g in groups for w in parts for n in (windows.band_name(g, w), windows.trace_name(g, part=w.part))]
 
 
 def server_windows(url: str, env: str) -> dict[str, Any]:
@@ -52,8 +62,9 @@ def every_run_has_tested(url: str, env: str) -> bool:
 def page_complete(state: dict[str, Any]) -> bool:
     panes = {p["title"]: p for p in state.get("panes", [])}
     galleries = [p for t, p in panes.items() if t.endswith("test images, predicted (true)")]
-    return (len(panes) == 1 + len(COMPARE_TITLES) + 1 + 2 * len(LABELS)
-            and all(panes.get(t, {}).get("traces") and len(panes[t]["traces"]) == len(LABELS) for t in COMPARE_TITLES)
+    return (len(panes) == SHARED + 4 * len(LABELS)
+            and all(panes.get(t, {}).get("traces") and len(panes[t]["traces"]) == len(trace_names(t, LABELS))
+                    for t in COMPARE_TITLES)
             and len(galleries) == len(LABELS) and all(g["images"] == g["figures"] > 0 for g in galleries))
 
 
@@ -98,16 +109,17 @@ def test_the_live_page_in_a_real_browser(visdom_server: ServerProcess, launch: A
         assert state["scrollWidth"] <= state["innerWidth"]
         assert state["panes"][0]["title"] == "Runs"  # the table first, on a row of its own
         assert all(p["y"] >= state["panes"][0]["y"] + state["panes"][0]["h"] for p in state["panes"][1:])
-        # every compare window: one trace per run, each run in one colour everywhere, axes named
+        # every compare window: each run's traces (raw and smoothed, or test and train), each run
+        # in one colour everywhere, one legend entry per run, axes named
         colours: dict[str, set[str]] = {label: set() for label in LABELS}
         for title, window in COMPARE_TITLES.items():
             pane = panes[title]
-            assert sorted(t["name"] for t in pane["traces"]) == sorted(LABELS), title
+            assert sorted(t["name"] for t in pane["traces"]) == sorted(trace_names(title, LABELS)), title
             assert all(t["points"] > 0 for t in pane["traces"]), title
             assert pane["legend"] == list(LABELS), title  # every legend in the launch's run order
             assert pane["axes"] == ["epoch", window.y_title], title
             for t in pane["traces"]:
-                colours[t["name"]].add(t["colour"])
+                colours[t["name"].split(" ")[0]].add(t["colour"])
         assert all(len(c) == 1 for c in colours.values()) and len({c.pop() for c in colours.values()}) == len(LABELS)
         # galleries: decoded images, each captioned with its prediction, probability and true class
         for label in LABELS:
@@ -191,8 +203,12 @@ def test_labels_holding_html_show_as_text(visdom_server: ServerProcess, launch: 
         assert HOSTILE in runs["text"]  # the label's text, as written
         assert any(p["title"].startswith(HOSTILE) for p in state["panes"])  # window titles
         loss = next(p for p in state["panes"] if p["title"] == windows.COMPARE_BY_METRIC["train/loss"].title)
-        assert [t["name"] for t in loss["traces"]] == [windows.trace_name(HOSTILE)]
+        assert [t["name"] for t in loss["traces"]] == trace_names(loss["title"], [HOSTILE])
         assert HOSTILE in loss["legend"]  # plotly reads the escaped name back to the label's text
+        # and in the newer windows: the per-epoch legend, the gradient and mistakes windows' titles
+        epoch = next(p for p in state["panes"] if p["title"] == windows.EPOCH_LOSS_TITLE)
+        assert epoch["legend"] == [HOSTILE]
+        assert {windows.gradients_title(HOSTILE), windows.mistakes_title(HOSTILE)} <= {p["title"] for p in state["panes"]}
 
 
 def test_the_page_reconnects_by_itself_after_a_server_restart(launch: Any, tmp_path: Path) -> None:
@@ -218,7 +234,7 @@ def test_the_page_reconnects_by_itself_after_a_server_restart(launch: Any, tmp_p
     try:
         with Browser(1280, 1000) as browser:
             browser.open(f"{config.url}/env/reconnect")
-            state = browser.settled(lambda s: traces_in_loss(s) == ["softmax"])
+            state = browser.settled(lambda s: traces_in_loss(s) == ["softmax", "softmax (smoothed)"])
             assert state["connected"]
             first.process.kill()
             first.process.wait()
@@ -228,7 +244,8 @@ def test_the_page_reconnects_by_itself_after_a_server_restart(launch: Any, tmp_p
                 time.sleep(0.25)
             second = start_background(config)  # a new, empty server on the same port
             replay([runs], second.config.url, DrawOptions("reconnect"))  # all three runs this time
-            state = browser.settled(lambda s: s["connected"] and traces_in_loss(s) == sorted(LABELS), timeout=30)
+            state = browser.settled(lambda s: s["connected"] and traces_in_loss(s) == sorted(trace_names(loss, LABELS)),
+                                    timeout=30)
             browser.screenshot(ARTIFACTS / "reconnected.png")
     finally:
         first.stop()
@@ -248,16 +265,21 @@ def test_a_24_run_sweep_page_stays_usable(visdom_server: ServerProcess, tmp_path
         cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr
     assert "All 24 run(s) finished" in result.stdout
-    shared = 1 + len(COMPARE_TITLES) + 1
+    shared = SHARED + 2  # and the sweep's two plots
+    labels = [f"{m}-lr{lr}-seed{s}" for m in ("softmax", "softmax-nn") for lr in (0.02, 0.05, 0.1, 0.2) for s in (0, 1, 2)]
+    groups = tuple(f"{m}-lr{lr} (3 seeds)" for m in ("softmax", "softmax-nn") for lr in (0.02, 0.05, 0.1, 0.2))
     with Browser(1600, 1200) as browser:
         browser.open(f"{url}/env/{env}")
         state = browser.settled(lambda s: len(s.get("panes", [])) == shared and all(
-            len(p["traces"]) == 24 for p in s["panes"] if p["title"] in COMPARE_TITLES))
+            len(p["traces"]) == len(trace_names(p["title"], labels, groups))
+            for p in s["panes"] if p["title"] in COMPARE_TITLES))
         browser.screenshot(ARTIFACTS / "sweep-24.png")
     assert overlaps(state["panes"]) == [] and state["scrollWidth"] <= state["innerWidth"]
     panes = {p["title"]: p for p in state["panes"]}
     assert not [t for t in panes if "confusion matrix" in t or "test images, predicted" in t]
     runs = panes["Runs"]["text"]
     assert runs.count("finished") == 24 and "softmax-nn-lr0.2-seed2" in runs
-    for title in COMPARE_TITLES:
-        assert len({t["colour"] for t in panes[title]["traces"]}) >= 10  # the palette's ten, reused past ten
+    for title in COMPARE_TITLES:  # each seed group in one colour, its first run's: 8 of the palette's ten
+        assert sorted(t["name"] for t in panes[title]["traces"]) == sorted(trace_names(title, labels, groups))
+        assert len({t["colour"] for t in panes[title]["traces"]}) == 8
+        assert panes[title]["legend"] == list(groups)  # an entry per group; its runs faint, without one

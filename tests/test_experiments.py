@@ -293,7 +293,7 @@ def test_a_sigmoid_and_a_relu_mlp_side_by_side_live(visdom_server: ServerProcess
     runs = launch_dir(tmp_path / "runs")
     state = server_state(url, "activations")
     assert_windows_match_logs(state, [runs / "relu", runs / "sigmoid"], max_points=1000)
-    assert sorted(traces(state, "compare-train-loss")) == ["relu", "sigmoid"]
+    assert sorted(traces(state, "compare-train-loss")) == ["relu", "relu (smoothed)", "sigmoid", "sigmoid (smoothed)"]
     assert read(runs / "sigmoid").config["activation"] == "sigmoid"
     pane = state[windows.RUNS_WIN]["content"]
     assert "activation sigmoid" in pane and "activation relu" in pane and ">mse<" in pane and ">ce<" in pane
@@ -413,7 +413,8 @@ def test_the_readmes_own_loop_example_streams_to_the_page(visdom_server: ServerP
     record = read(tmp_path / "runs" / "my-loop")
     assert record.status == "finished" and len(record.series(TRAIN_LOSS)[0]) == 235
     held = traces(server_state(url, "my-loop"), "compare-train-loss")
-    assert list(held) == ["my-loop"] and held["my-loop"] == drawn_from_log(record, TRAIN_LOSS, 1000).points()
+    assert list(held) == ["my-loop", "my-loop (smoothed)"]
+    assert held["my-loop"] == drawn_from_log(record, TRAIN_LOSS, 1000).points()
     code, out, err = finish(livetrain(tmp_path, "replay", "runs/my-loop", "--visdom-url", url, "--env", "again"))
     assert code == 0, out + err
     assert traces(server_state(url, "again"), "compare-train-loss") == held
@@ -489,8 +490,9 @@ def test_runs_on_different_data_sets_side_by_side(visdom_server: ServerProcess, 
     runs = launch_dir(tmp_path / "runs")
     assert read(runs / "mlp").config["dataset"] == "mnist" and read(runs / "softmax").config["dataset"] == "fashion-mnist"
     state = server_state(url, "two-sets")
-    held = traces(state, "compare-test-acc")
-    assert sorted(held) == ["mlp", "softmax"] and held["mlp"][0] == held["softmax"][0] == [1.0, 2.0]
+    held = traces(state, windows.COMPARE_BY_METRIC[TEST_ACC].win)
+    assert sorted(held) == ["mlp", "mlp · train", "softmax", "softmax · train"]
+    assert held["mlp"][0] == held["softmax"][0] == [0.0, 1.0, 2.0]  # the untrained point, then each epoch
     assert state[windows.run_window("confusion", "mlp")]["content"]["data"][0]["x"][0] == "0"  # MNIST's classes
 
 

@@ -104,8 +104,10 @@ def server_state_or_none(url: str) -> list[str]:
 
 
 def test_ctrl_c_stops_every_run_then_resume_finishes_them(tmp_path: Path) -> None:
+    # the softmax's 40 epochs of 6,000 images may end while the CNN still evaluates its untrained
+    # model: it trains on all 60,000 (the resume below trains each run to one epoch only)
     proc = livetrain(tmp_path, "run", "--headless", "--models", "softmax,mlp,cnn", "--epochs", "40",
-                     "--limit", "6000")
+                     "--limit", "6000", "--set", "softmax.limit=60000")
     wait_for(lambda: launched(tmp_path / "runs"))
     runs = launch_dir(tmp_path / "runs")
     wait_for(lambda: all(training(runs / label) for label in ("softmax", "mlp", "cnn"))

@@ -78,9 +78,12 @@ def test_live_windows_hold_exactly_what_the_logs_hold(live: tuple[str, list[Path
     runs_pane = state[windows.RUNS_WIN]["content"]
     assert runs_pane.count("finished") == 2 and "softmax" in runs_pane and "mlp" in runs_pane
     assert "disagree on" in state[windows.DISAGREE_WIN]["content"]
-    # the windows come in the board's order: runs pane, compare windows, disagreement
+    # the windows come in the board's order: runs pane, compare windows, training samples,
+    # disagreement (a softmax and an MLP are no sweep), then each run's own four
     order = sorted(state, key=lambda w: state[w]["i"])
-    assert order[:7] == [windows.RUNS_WIN] + [w.win for w in windows.COMPARE_WINDOWS] + [windows.DISAGREE_WIN]
+    board = [windows.RUNS_WIN] + [w.win for w in windows.COMPARE_PANES] + [windows.SAMPLES_WIN, windows.DISAGREE_WIN]
+    assert order[:len(board)] == board
+    assert len(order) == len(board) + 4 * len(run_dirs)
 
 
 def test_replay_draws_the_same_windows_as_the_live_run(live: tuple[str, list[Path]]) -> None:
@@ -133,7 +136,7 @@ def test_server_down_at_start_then_killed_mid_run_and_restarted(tmp_path: Path) 
         assert run_workers([spec], during=outages) == [0]
         assert len(events) == 2, events
         record = runlog.read(spec.run_dir)
-        assert record.status == "finished" and len(record.series(TEST_ACC)[0]) == 4
+        assert record.status == "finished" and len(record.series(TEST_ACC)[0]) == 1 + 4  # x = 0, then 4 epochs
         assert_windows_match_logs(server_state(config.url, "outage"), [spec.run_dir])
     finally:
         for s in server:

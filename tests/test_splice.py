@@ -34,7 +34,7 @@ def test_tails_are_spliced_and_the_server_holds_the_whole_trace(visdom_server: S
 
 def test_a_trace_changed_behind_the_clients_back_is_sent_whole(visdom_server: ServerProcess) -> None:
     url, env = visdom_server.config.url, "splice-stale"
-    connection, sender, backend = drawing(url, env, "a", max_points=400)
+    connection, sender, backend = drawing(url, env, "a", max_points=400, smoothing=None)
     stream(backend, sender, flushes=3, per_flush=5)
     # someone else replaces the trace (a replay into the same env, a user's script)
     window = windows.COMPARE_BY_METRIC[TRAIN_LOSS]
