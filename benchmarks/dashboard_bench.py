@@ -21,6 +21,7 @@
    points on a server with visdom's own /update handler.
 
     .venv/bin/python -m benchmarks.dashboard_bench [--seconds 600] [--rounds 4] [--limit 20000]
+                                                   [--interleaved-only]
 """
 
 from __future__ import annotations
@@ -368,6 +369,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=20000, help="training images per run (whole runs)")
     parser.add_argument("--epochs", type=int, default=2, help="epochs per run (whole runs)")
     parser.add_argument("--rounds", type=int, default=4, help="pairs of whole runs")
+    parser.add_argument("--interleaved-only", action="store_true", help="the headline measurement alone")
     args = parser.parse_args()
     env_dir = Path(tempfile.mkdtemp(prefix="lt-bench-env-"))
     ours = start_background(ServerConfig(port=free_port(), env_dir=env_dir / "ours"))
@@ -375,6 +377,9 @@ def main() -> None:
     results: dict[str, Any] = {}
     try:
         results["throughput_interleaved"] = interleaved(ours.config.url, args.seconds)
+        if args.interleaved_only:
+            print(json.dumps(results, indent=1))
+            return
         none, live, costs, bare = [], [], [], []
         for i in range(args.rounds):  # A B B A ..., so drift on the machine hits both alike
             for mode in (("none", "live") if i % 2 == 0 else ("live", "none")):

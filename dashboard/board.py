@@ -271,10 +271,12 @@ class Board:
             self._drawn[message["win"]] = key
 
     def _check(self, connection: VisdomConnection) -> list[str]:
+        """The board's panes whose content on the server differs from what was sent, as sender
+        keys (the scatter is drawn by the parallel coordinates' item)."""
         differing = self._panes.differing(connection)
         for win in differing:
             self._drawn.pop(win, None)  # drawn again, whatever it shows
-        return differing
+        return list(dict.fromkeys(windows.PARCOORDS_WIN if win == windows.SCATTER_WIN else win for win in differing))
 
     def samples(self) -> tuple[str, Any] | None:
         """(data set, samples) of the first run on the data set most runs use that logged its

@@ -289,7 +289,8 @@ def gradients_message(env: str, label: str, layers: dict[str, tuple[list[float],
 
 
 def samples_message(env: str, dataset: str, content: str) -> dict[str, Any]:
-    return text_message(env, SAMPLES_WIN, f"Training samples ({dataset})", content, UNIT, PANE_HEIGHT)
+    title = f"Training samples ({dataset})" if dataset else "Training samples"
+    return text_message(env, SAMPLES_WIN, title, content, UNIT, PANE_HEIGHT)
 
 
 PARCOORDS_TITLE = "Sweep: each finished run's settings and its final test accuracy"
@@ -301,8 +302,8 @@ def parcoords_message(env: str, dimensions: list[dict[str, Any]], accuracy: list
     its final test accuracy. Visdom has no pane for it; its generic plot message draws any figure."""
     data = {"type": "parcoords", "dimensions": dimensions,
             "line": {"color": accuracy, "colorscale": "Viridis", "showscale": True,
-                     "colorbar": {"title": {"text": "test acc"}}}}
-    layout = {"margin": {"l": 70, "r": 70, "t": 50, "b": 30}}
+                     "colorbar": {"title": {"text": "test acc"}, "x": 1.12, "thickness": 12}}}
+    layout = {"margin": {"l": 70, "r": 110, "t": 50, "b": 30}}  # room for the last axis's ticks, then the bar
     return {"eid": env, "win": PARCOORDS_WIN, "data": [data], "layout": layout,
             "opts": {"title": PARCOORDS_TITLE, **PLOT_SIZE}, SEQ_KEY: new_seq()}
 
@@ -318,7 +319,8 @@ def scatter_message(env: str, setting: str, points: list[tuple[Any, float, str, 
             "text": [html.escape(p[2], quote=False) for p in points], "name": "runs",
             "marker": {"size": 10, "color": [colour(p[3]) for p in points]},
             "hovertemplate": "%{text}<br>" + html.escape(setting) + " %{x}<br>test acc %{y:.4f}<extra></extra>"}
-    layout = {"xaxis": {"title": {"text": html.escape(setting)}, **({"type": "log"} if log_x else {})},
+    layout = {"xaxis": {"title": {"text": html.escape(setting)},
+                        **({"type": "log", "exponentformat": "e"} if log_x else {})},  # 1e-04, not 100µ
               "yaxis": {"title": {"text": "final test accuracy"}},
               "margin": {"l": 60, "r": 20, "t": 20, "b": 50}, "showlegend": False}
     return {"eid": env, "win": SCATTER_WIN, "data": [data], "layout": layout,

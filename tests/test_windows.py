@@ -356,3 +356,8 @@ def test_the_sweep_plots_gain_each_run_as_it_finishes(visdom_server: ServerProce
         (figure,) = state[windows.PARCOORDS_WIN]["content"]["data"]
         assert figure["dimensions"][-1]["values"] == [0.5 + x / 10 for x in lrs[:done]]
         assert state[windows.SCATTER_WIN]["content"]["data"][0]["x"] == list(lrs[:done])
+    # a pane changed behind the board's back (a late request, another writer) is found by the
+    # sender's check and drawn again
+    VisdomConnection(url).post("events", windows.text_message(env, windows.SCATTER_WIN, "other", "not ours", 10, 10))
+    assert sender.check()
+    assert server_state(url, env)[windows.SCATTER_WIN]["content"]["data"][0]["x"] == list(lrs)
