@@ -114,6 +114,7 @@ def _rows(run_dir: Path) -> int:
     return path.read_bytes().count(b'"kind":"scalars"') if path.exists() else 0
 
 
+@pytest.mark.slow  # 15 s each: the whole suite runs them, `make check` leaves them
 def test_server_down_at_start_then_killed_mid_run_and_restarted(tmp_path: Path) -> None:
     config = ServerConfig(port=free_port(), env_dir=tmp_path / "visdom")  # a fixed port: restarted on it
     spec = _spec(config.url, tmp_path / "run", epochs=4, limit=30000)
@@ -143,6 +144,7 @@ def test_server_down_at_start_then_killed_mid_run_and_restarted(tmp_path: Path) 
             s.stop()
 
 
+@pytest.mark.slow  # 15 s each: the whole suite runs them, `make check` leaves them
 def test_a_frozen_server_does_not_stop_training_and_its_windows_end_whole(tmp_path: Path) -> None:
     """Frozen for 5 s (past the 2 s request timeout, twice), then thawed: training went on while
     it was frozen, and the windows end equal to the log, although requests that timed out were
