@@ -6,6 +6,7 @@ training samples; and a replay of the logs drawing identical windows. Unit tests
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import statistics
@@ -176,6 +177,9 @@ def test_train_vs_test_gradients_entropy_and_mistakes_live(activations: tuple[st
             assert layout["xaxis"]["title"]["text"] and layout["yaxis"]["title"]["text"], win
     samples = state[windows.SAMPLES_WIN]
     assert samples["title"] == "Training samples (fashion-mnist)" and samples["content"].count("<figure") == 16
+    for record in runs:  # logged before the first step, so the page has them before an epoch ends
+        kinds = [json.loads(line)["kind"] for line in record.path.read_text().splitlines()]
+        assert kinds.index("samples") < kinds.index("scalars") < kinds.index("predictions")
     assert all(c in samples["content"] for c in ("Ankle boot", "T-shirt/top"))
 
 
