@@ -275,11 +275,14 @@ def pixel_stats(split: Split, chunk: int = 10_000) -> tuple[torch.Tensor, torch.
 def batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int, *,
             generator: torch.Generator | None = None,
             stats: tuple[torch.Tensor, torch.Tensor] | None = None,
+            part: Callable[[int], slice] | None = None,
             ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Float batches (B, C, H, W) and labels (B,) sliced from whole-split tensors.
 
     With a `generator` the order is a fresh random permutation; without, the stored order. The
-    uint8 -> float conversion and the normalisation happen per batch, on the tensors' device."""
+    uint8 -> float conversion and the normalisation happen per batch, on the tensors' device.
+    With `part` (a rank's `World.part`), each batch of `batch_size` is cut to that part of it
+    (maybe empty), so the ranks of one run share each global batch."""
     n = labels.shape[0]
     if generator is None:
         order = torch.arange(n, device=labels.device)
@@ -287,6 +290,8 @@ def batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int, *,
         order = torch.randperm(n, generator=generator).to(labels.device)
     for start in range(0, n, batch_size):
         idx = order[start:start + batch_size]
+        if part is not None:
+            idx = idx[part(idx.shape[0])]
         x = images[idx].float().div_(255)  # (B, C, H, W) in [0, 1]
         if stats is not None:
             x = x.sub_(stats[0]).div_(stats[1])

@@ -16,7 +16,8 @@ from typing import Any
 import torch
 
 from trainers import data, losses, models
-from trainers.config import RunConfig
+from trainers.config import ConfigError, RunConfig
+from trainers.distributed import SINGLE, World
 from trainers.errors import LivetrainError
 from trainers.reporting import (
     EPOCH_TRAIN_ACC, EPOCH_TRAIN_LOSS, GRAD_PREFIX, LR, SAMPLES_PER_S, TEST_ACC, TEST_ENTROPY, TEST_LOSS,
@@ -105,36 +106,49 @@ def accuracy_count(logits: torch.Tensor, labels: torch.Tensor) -> int:
 def train_one_epoch(model: models.Model, optimizer: Any, loss_fn: Any, images: torch.Tensor,
                     labels: torch.Tensor, config: RunConfig, epoch: int, reporter: Reporter,
                     generator: torch.Generator, stats: tuple[torch.Tensor, torch.Tensor] | None,
-                    ) -> tuple[float, float]:
-    """One pass over the training tensors; reports every batch; returns (mean loss, accuracy)."""
+                    world: World = SINGLE) -> tuple[float, float]:
+    """One pass over the training tensors; reports every batch; returns (mean loss, accuracy).
+    On several ranks (`world`), each trains on its part of every global batch and the numbers
+    reported are the global batch's (see trainers.distributed)."""
     assert config.batch_size is not None and config.lr is not None
     n = labels.shape[0]
     batches_per_epoch = math.ceil(n / config.batch_size)
+    distributed = world.size > 1
     model.train()
     loss_sum, correct, seen = 0.0, 0, 0
     tick = time.perf_counter()
     total_steps = config.epochs * batches_per_epoch
     weight_layers = models.layers(model)
-    for i, (x, y) in enumerate(data.batches(images, labels, config.batch_size, generator=generator, stats=stats)):
+    part = world.part if distributed else None
+    for i, (x, y) in enumerate(data.batches(images, labels, config.batch_size, generator=generator, stats=stats,
+                                            part=part)):
         step = epoch * batches_per_epoch + i
         if config.schedule != "constant":
             optimizer.param_groups[0]["lr"] = scheduled_lr(config, step, total_steps)
         # forward and backward: logits (B, K), loss a scalar batch mean
         logits = model(x)
-        loss = loss_fn(logits, y)
+        b = y.shape[0]
+        if distributed:  # this rank's part of a global batch of `total` (maybe none of it)
+            total = min(config.batch_size, n - i * config.batch_size)
+            mean = loss_fn(logits, y) if b else None
+            loss = mean * world.loss_scale(b, total) if mean is not None else logits.sum() * 0.0
+        else:
+            loss = mean = loss_fn(logits, y)
         optimizer.zero_grad()
         loss.backward()
         # .item() waits for the device; it is the number we report anyway
-        batch_loss = loss.item()
+        batch_loss = mean.item() if mean is not None else 0.0
+        batch_correct = accuracy_count(logits.detach(), y)
+        if distributed:  # the global batch's: sums over the ranks, then the mean
+            loss_total, correct_total = world.sums([batch_loss * b, float(batch_correct)])
+            b, batch_loss, batch_correct = total, loss_total / total, int(correct_total)
         if not math.isfinite(batch_loss):
             raise Diverged(f"loss became {batch_loss} at epoch {epoch + 1}, batch {i + 1} "
                            f"(lr {optimizer.param_groups[0]['lr']:g} too high?)")
         every = GRADIENT_EVERY
-        norms = gradient_norms(weight_layers) if every and step % every == 0 else None
+        norms = gradient_norms(weight_layers) if every and step % every == 0 and world.main else None
         optimizer.step()
 
-        b = y.shape[0]
-        batch_correct = accuracy_count(logits.detach(), y)
         loss_sum += batch_loss * b
         correct += batch_correct
         seen += b
@@ -164,13 +178,19 @@ def gradient_norms(weight_layers: list[tuple[str, list[torch.Tensor]]]) -> dict[
 
 @torch.no_grad()
 def evaluate(model: models.Model, objective: Any, images: torch.Tensor, labels: torch.Tensor,
-             num_classes: int, stats: tuple[torch.Tensor, torch.Tensor] | None) -> EvalResult:
+             num_classes: int, stats: tuple[torch.Tensor, torch.Tensor] | None, world: World = SINGLE) -> EvalResult:
     """Loss, accuracy, predictions and confusion matrix over a whole split. The loss is always
     cross-entropy; `objective`, a run's other loss, is computed too (None: it trains on
-    cross-entropy, so its loss is that)."""
+    cross-entropy, so its loss is that). On several ranks each evaluates its contiguous part of
+    the split, every image once, and all get the whole result (sums, and the parts gathered);
+    `model` is then the bare module, not its DistributedDataParallel wrapper (whose forward
+    would be a collective, and the parts may differ by a batch)."""
     model.eval()
+    n = labels.shape[0]
+    mine = world.part(n)
+    images, labels_mine = images[mine], labels[mine]
     loss_sum, ce_sum, entropy_sum, predicted, probability, image_loss = 0.0, 0.0, 0.0, [], [], []
-    for x, y in data.batches(images, labels, EVAL_BATCH, stats=stats):
+    for x, y in data.batches(images, labels_mine, EVAL_BATCH, stats=stats):
         logits = model(x)
         ce_sum += losses.cross_entropy_sum(logits, y)
         if objective is not None:
@@ -181,14 +201,16 @@ def evaluate(model: models.Model, objective: Any, images: torch.Tensor, labels: 
         prob, pred = log_p.exp().max(dim=1)
         predicted.append(pred)
         probability.append(prob)
-    pred = torch.cat(predicted)
+    empty = labels.new_zeros(0)
+    pred = world.gather(torch.cat(predicted) if predicted else empty, n)
+    prob = world.gather(torch.cat(probability) if probability else empty.float(), n)
+    each_loss = world.gather(torch.cat(image_loss) if image_loss else empty.float(), n)
+    ce_sum, loss_sum, entropy_sum = world.sums([ce_sum, loss_sum, entropy_sum])
     confusion = torch.bincount(labels * num_classes + pred, minlength=num_classes**2)
-    n = labels.shape[0]
     cross_entropy = ce_sum / n
     return EvalResult(cross_entropy if objective is None else loss_sum / n, cross_entropy,
                       float((pred == labels).sum()) / n, entropy_sum / n, pred.cpu(),
-                      torch.cat(probability).cpu(), confusion.reshape(num_classes, num_classes).cpu(),
-                      torch.cat(image_loss).cpu())
+                      prob.cpu(), confusion.reshape(num_classes, num_classes).cpu(), each_loss.cpu())
 
 
 def scheduled_lr(config: RunConfig, step: int, total_steps: int) -> float:
@@ -219,10 +241,13 @@ def make_optimizer(model: models.Model, config: RunConfig) -> Any:
 
 
 def fit(config: RunConfig, reporter: Reporter, run_dir: Path | None = None, resume: bool = False,
-        dataset: data.Dataset | None = None) -> RunResult:
+        dataset: data.Dataset | None = None, world: World = SINGLE) -> RunResult:
     """Train `config` to its last epoch, reporting as it goes; checkpoint after every epoch.
 
-    A loss that turns NaN or infinite ends the run as FAILED with the reason reported."""
+    A loss that turns NaN or infinite ends the run as FAILED with the reason reported. On several
+    ranks (`world`, torch.distributed already initialised) every rank calls this: the model is
+    wrapped in DistributedDataParallel, and only rank 0 reports and writes checkpoints (the bare
+    model's, as a one-process run writes them)."""
     config = config.resolved()
     assert config.batch_size is not None
     if config.threads:
@@ -246,6 +271,15 @@ def fit(config: RunConfig, reporter: Reporter, run_dir: Path | None = None, resu
     model = models.build(config.model, ds.image_shape, len(ds.classes), config.model_settings()).to(device)
     loss_fn = losses.get(config.loss, by_hand=spec.scratch)
     optimizer = make_optimizer(model, config)
+    trained = model  # what trains: the model, or its DistributedDataParallel wrapper
+    if world.size > 1:
+        if not isinstance(model, torch.nn.Module):
+            raise ConfigError(f"{config.model} is written without torch.nn and trains on one process only; "
+                              "use softmax-nn for a softmax on several")
+        trained = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    if not world.main:
+        reporter = Silent()
     result = RunResult(RunState.RUNNING)
     start_epoch = 0
     if resume:
@@ -257,18 +291,18 @@ def fit(config: RunConfig, reporter: Reporter, run_dir: Path | None = None, resu
         # what the page shows before the first epoch ends: training images, and the untrained
         # model's test results at x = 0 (near chance), where the per-epoch curves start
         reporter.samples(ds.train.images[:TRAIN_SAMPLES], ds.train.labels[:TRAIN_SAMPLES], ds.classes)
-        untrained = evaluate(model, objective, test_x, test_y, len(ds.classes), stats)
+        untrained = evaluate(model, objective, test_x, test_y, len(ds.classes), stats, world)
         reporter.scalars(0, 0.0, untrained.metrics(objective is not None))
 
     for epoch in range(start_epoch, config.epochs):
         try:
-            train_loss, train_acc = train_one_epoch(model, optimizer, loss_fn, train_x, train_y, config,
-                                                    epoch, reporter, generator, stats)
+            train_loss, train_acc = train_one_epoch(trained, optimizer, loss_fn, train_x, train_y, config,
+                                                    epoch, reporter, generator, stats, world)
         except Diverged as exc:
             result.status, result.reason = RunState.FAILED, str(exc)
             reporter.status(RunState.FAILED, str(exc))
             return result
-        test = evaluate(model, objective, test_x, test_y, len(ds.classes), stats)
+        test = evaluate(model, objective, test_x, test_y, len(ds.classes), stats, world)
         metrics = {EPOCH_TRAIN_LOSS: train_loss, EPOCH_TRAIN_ACC: train_acc, **test.metrics(objective is not None)}
         result.history.append(metrics)
         x = float(epoch + 1)
@@ -280,12 +314,19 @@ def fit(config: RunConfig, reporter: Reporter, run_dir: Path | None = None, resu
         worst = test.mistakes(ds.test.labels)
         reporter.mistakes(x, ds.test.images[worst], test.predicted[worst], test.probability[worst],
                           ds.test.labels[worst], torch.exp(-test.image_loss[worst]), ds.classes)
-        if run_dir is not None:
+        if run_dir is not None and world.main:
             _save_checkpoint(run_dir, epoch + 1, config, model, optimizer, generator, result.history)
 
     result.status = RunState.FINISHED
     reporter.status(RunState.FINISHED)
     return result
+
+
+class Silent:
+    """The reporter of a rank other than 0: rank 0 alone reports the run."""
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args, **kwargs: None
 
 
 def _save_checkpoint(run_dir: Path, epochs_done: int, config: RunConfig, model: models.Model, optimizer: Any,
