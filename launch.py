@@ -23,6 +23,7 @@ from dashboard.launch.worker import EXIT_INTERRUPTED
 from dashboard.server import (
     DEFAULT_ENV_DIR, DEFAULT_HOST, DEFAULT_PORT, Found, ServerConfig, port_state, serve,
 )
+from dashboard.sweep import SETTINGS as SCATTER_SETTINGS
 from dashboard.windows import DEFAULT_SMOOTHING, DrawOptions
 from trainers.config import DEVICES, MAX_EPOCHS, MAX_SEED, OPTIMIZERS
 from trainers.losses import LOSSES
@@ -35,6 +36,21 @@ from trainers.errors import LivetrainError
 PORT = click.IntRange(1, 65535)
 DEMO_MODELS = "softmax,mlp,cnn"
 DEMO_EPOCHS = 10  # the three models' 10 epochs on all of Fashion-MNIST: about 3 minutes on 2 cores
+
+SCATTER_HELP = ("The setting a sweep's scatter puts against the final test accuracy (e.g. weight-decay); "
+                "by default the lr when it varies, else another that does.")
+
+
+def check_scatter(value: str | None) -> str | None:
+    """`--scatter`'s setting as the config names it (batch-size -> batch_size), checked."""
+    if value is None:
+        return None
+    name = value.strip().replace("-", "_").lower()
+    if name not in SCATTER_SETTINGS:
+        raise click.BadParameter(f"{value!r} is not a setting; choose one of "
+                                 f"{', '.join(s.replace('_', '-') for s in SCATTER_SETTINGS)}")
+    return name
+
 
 SMOOTH_HELP = ("Weight of the smoothed trace drawn over each faint raw per-batch trace (an EMA, as "
                "TensorBoard's); 0: the raw trace alone. Run logs stay raw.")
@@ -187,6 +203,8 @@ _view_options = _options(
                  help="After the runs end, keep a server this command started up until Ctrl-C."),
     click.option("--smooth", type=click.FloatRange(0, 1, max_open=True), default=DEFAULT_SMOOTHING, show_default=True,
                  help=SMOOTH_HELP),
+    click.option("--scatter", metavar="SETTING", callback=lambda ctx, param, value: check_scatter(value),
+                 help=SCATTER_HELP),
     click.option("--log-dir", type=click.Path(path_type=Path), default=Path("runs"), show_default=True,
                  help="Where each launch makes its folder of run logs and checkpoints."),
     click.option("--data-dir", type=click.Path(path_type=Path), default=None,
@@ -232,14 +250,15 @@ def run(ctx: click.Context, experiment: Path | None, models: tuple[str, ...], se
         batch_size: int | None, lr: float | None, optimizer: str | None, seed: int, device: str,
         limit: int | None, parallel: int | None, resume: Path | None, env: str | None, visdom_url: str | None,
         headless: bool,
-        no_server: bool, keep_serving: bool, smooth: float | None, log_dir: Path, data_dir: Path | None,
+        no_server: bool, keep_serving: bool, smooth: float | None, scatter: str | None, log_dir: Path,
+        data_dir: Path | None,
         host: str, port: int, env_dir: Path, login: bool) -> int:
     """Train runs side by side, live in Visdom (or --headless); exit 0 only if every run finished.
 
     EXPERIMENT: a TOML file of runs and sweeps instead of --models/--set (see the README)."""
     common = dict(seeds=seeds, dataset=dataset, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
                   seed=seed, device=device, limit=limit, data_dir=str(data_dir) if data_dir else None)
-    draw = DrawOptions(PER_LAUNCH if env is None else check_env(env), smooth)
+    draw = DrawOptions(PER_LAUNCH if env is None else check_env(env), smooth, scatter=scatter)
     request = _run_request(ctx, models, settings, resume, experiment, common, log_dir=log_dir, headless=headless,
                            visdom_url=visdom_url, server=ServerConfig(host, port, env_dir, login),
                            start_server=not no_server, draw=draw, keep_serving=keep_serving, parallel=parallel)
@@ -288,13 +307,15 @@ def runs(log_dir: Path) -> None:
               help="A running Visdom server to draw into; by default the local one, started if none answers.")
 @click.option("--smooth", type=click.FloatRange(0, 1, max_open=True), default=DEFAULT_SMOOTHING, show_default=True,
               help=SMOOTH_HELP)
+@click.option("--scatter", metavar="SETTING", callback=lambda ctx, param, value: check_scatter(value),
+              help=SCATTER_HELP)
 @_server_options
-def replay(run_dirs: tuple[Path, ...], env: str, visdom_url: str | None, smooth: float | None,
+def replay(run_dirs: tuple[Path, ...], env: str, visdom_url: str | None, smooth: float | None, scatter: str | None,
            host: str, port: int, env_dir: Path, login: bool) -> None:
     """Draw logged runs (run dirs, or a folder of them) in a Visdom env, as they looked live."""
     check_env(env)
     visdom_url = check_url(visdom_url) if visdom_url is not None else None
-    replay_runs(list(run_dirs), DrawOptions(env, smooth), visdom_url, ServerConfig(host, port, env_dir, login),
+    replay_runs(list(run_dirs), DrawOptions(env, smooth, scatter=scatter), visdom_url, ServerConfig(host, port, env_dir, login),
                 sys.stdout)
 
 

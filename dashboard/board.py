@@ -122,6 +122,7 @@ class Board:
         self._member_of: dict[Path, tuple[SeedGroup, int]] = {}
         self._bands_drawn: dict[tuple[str, str], tuple[int, int]] = {}  # (group, metric) -> (outages, version)
         self.max_points = draw.max_points
+        self.scatter = draw.scatter
         if sender is not None:
             sender.register("groups", self._send_groups, changed=False)
 
@@ -314,7 +315,7 @@ class Board:
         if len(self.followers) < 2:
             return
         runs = self.sweep_runs()
-        plan = sweep.Plan.of(runs)
+        plan = sweep.Plan.of(runs, self.scatter)
         if len(runs) < len(self.followers) or not sweep.Plan.is_sweep(runs):
             # not yet known (runs added without their configs), or no sweep: different models
             # alone, or seeds alone (their groups' bands show those)

@@ -9,11 +9,14 @@ from __future__ import annotations
 import html
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Mapping, Sequence
+
+from trainers.config import RunConfig
 
 # config fields that say where or how fast a run ran, or what it is called: never a setting
 NOT_SETTINGS = frozenset({"label", "data_dir", "device", "threads", "preset"})
+SETTINGS = tuple(f.name for f in fields(RunConfig) if f.name not in NOT_SETTINGS)  # what a sweep may vary
 SCATTER_FIRST = ("lr", "weight_decay", "batch_size", "momentum", "dropout")  # preferred for the scatter
 
 
@@ -46,9 +49,10 @@ class Plan:
 
     settings: tuple[str, ...]
     values: Mapping[str, tuple[Any, ...]]  # per setting: its distinct values over all runs, sorted
+    prefer: str | None = None  # the setting the person chose for the scatter (`--scatter`)
 
     @classmethod
-    def of(cls, runs: Sequence[SweepRun]) -> "Plan":
+    def of(cls, runs: Sequence[SweepRun], prefer: str | None = None) -> "Plan":
         keys: dict[str, None] = {}
         for run in runs:
             keys.update(dict.fromkeys(k for k in run.config if k not in NOT_SETTINGS))
@@ -59,7 +63,7 @@ class Plan:
                 settings.append(key)
                 distinct = list(seen.values())
                 values[key] = tuple(sorted(distinct) if _numeric(distinct) else sorted(distinct, key=str))
-        return cls(tuple(settings), values)
+        return cls(tuple(settings), values, prefer)
 
     @staticmethod
     def is_sweep(runs: Sequence[SweepRun]) -> bool:
@@ -73,10 +77,10 @@ class Plan:
 
     @property
     def scatter(self) -> str | None:
-        """The setting the scatter shows: the lr (or another of SCATTER_FIRST) when it varies,
-        else the first numeric one, else the first (categories along the axis); the seed only
-        when nothing else varies."""
-        for key in SCATTER_FIRST:
+        """The setting the scatter shows: the one chosen, when it varies; else the lr (or another
+        of SCATTER_FIRST) when it varies, else the first numeric one, else the first (categories
+        along the axis); the seed only when nothing else varies."""
+        for key in (self.prefer, *SCATTER_FIRST):
             if key in self.settings:
                 return key
         others = [k for k in self.settings if k != "seed"]

@@ -45,6 +45,7 @@ class DrawOptions:
     max_points: int = 1000  # per trace on the server
     run_windows: bool = True  # each run's own gallery and confusion matrix (see `run_windows_for`)
     in_group: bool = False  # a run of a seed group: its traces faint, its group's mean and band carry it
+    scatter: str | None = None  # the setting a sweep's scatter shows (a config field); None: chosen for it
 
 
 RUN_WINDOWS_UP_TO = 8  # runs in one env that still get windows of their own

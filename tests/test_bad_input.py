@@ -108,6 +108,8 @@ def cases() -> list[tuple[str, list[str], int, str]]:
         ("server env dir a file", ["server", "--env-dir", "a-file"], 2, "is a file"),
         # values
         ("smooth out of range", ["run", "--smooth", "1"], 2, "--smooth"),
+        ("scatter not a setting", ["run", "--scatter", "colour"], 2, "--scatter"),
+        ("replay's scatter not a setting", ["replay", ".", "--scatter", "label"], 2, "--scatter"),
         ("limit zero", ["run", "--limit", "0"], 2, "--limit"),
         # values no run can finish with
         ("epochs past a lifetime", ["run", "--headless", "--epochs", "99999999999999999999"], 2, "1<=x<=10000"),

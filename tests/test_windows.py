@@ -67,6 +67,8 @@ def test_sweep_axes_log_for_decades_ticks_for_categories() -> None:
     assert lr["values"] == pytest.approx([-3, -2, -1]) and lr["ticktext"] == ["0.001", "0.01", "0.1"]
     assert activation["values"] == [0, 1, 0] and activation["ticktext"] == ["relu", "sigmoid"]
     assert accuracy == {"label": "test acc", "values": [0.8, 0.7, 0.6], "range": [0.6, 0.8]}
+    assert sweep.Plan.of(runs, prefer="activation").scatter == "activation"  # --scatter activation
+    assert sweep.Plan.of(runs, prefer="momentum").scatter == "lr"  # chosen, but it does not vary
     seeded = [sweep.SweepRun(f"r{i}", i, {"seed": i, "activation": act}, 0.5) for i, act in enumerate(["relu", "tanh"])]
     assert sweep.Plan.of(seeded).scatter == "activation" and not sweep.Plan.of(seeded).log_x
     hostile = [sweep.SweepRun("a", 0, {"model": "<b>x</b>.py:M"}, 0.5), sweep.SweepRun("b", 1, {"model": "mlp"}, 0.6)]
@@ -261,6 +263,23 @@ def test_replay_draws_identical_windows(env: str, activations: tuple[str, Path],
     for win in live:
         if win != windows.RUNS_WIN:  # the runs pane's times differ
             assert live[win] == again[win], win
+
+
+@pytest.mark.slow
+def test_scatter_shows_the_setting_chosen(activations: tuple[str, Path], tmp_path: Path) -> None:
+    """`--scatter seed` on a replay of the sigmoid/ReLU launch (whose repeats differ in seed too):
+    the seed, not the activation the scatter would pick, against each run's final accuracy."""
+    url, folder = activations
+    code, out, err = finish(livetrain(tmp_path, "replay", str(folder), "--env", "by-seed", "--scatter", "seed",
+                                      "--visdom-url", url))
+    assert code == 0, out + err
+    state = server_state(url, "by-seed")
+    assert state[windows.SCATTER_WIN]["title"] == "Sweep: seed against final test accuracy"
+    (points,) = state[windows.SCATTER_WIN]["content"]["data"]
+    assert sorted(zip(points["x"], points["y"])) == sorted((r.config["seed"], r.series(TEST_ACC)[1][-1])
+                                                           for r in records(folder))
+    default = server_state(url, "activations")[windows.SCATTER_WIN]["title"]
+    assert default == "Sweep: activation against final test accuracy"
 
 
 @pytest.mark.slow
