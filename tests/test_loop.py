@@ -233,6 +233,7 @@ def test_evaluate_entropy_and_mistakes_against_torch(fashion: data.Dataset) -> N
     assert result.entropy == pytest.approx(float(expected), rel=1e-5)
     per_image = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
     torch.testing.assert_close(result.image_loss, per_image, rtol=1e-5, atol=1e-5)
+    assert result.cross_entropy == pytest.approx(float(per_image.mean()), rel=1e-5)
     wrong = result.mistakes(labels, 5)
     assert (result.predicted[wrong] != labels[wrong]).all()
     worst_wrong = per_image.masked_fill(logits.argmax(1) == labels, -1).topk(5).indices

@@ -192,12 +192,13 @@ def evaluate(model: models.Model, objective: Any, images: torch.Tensor, labels: 
     loss_sum, ce_sum, entropy_sum, predicted, probability, image_loss = 0.0, 0.0, 0.0, [], [], []
     for x, y in data.batches(images, labels_mine, EVAL_BATCH, stats=stats):
         logits = model(x)
-        ce_sum += losses.cross_entropy_sum(logits, y)
         if objective is not None:
             loss_sum += float(objective(logits, y)) * y.shape[0]
         log_p = torch.log_softmax(logits.float(), dim=1)
         entropy_sum += float(losses.entropy_bits(log_p).sum())
-        image_loss.append(-log_p.gather(1, y[:, None]).squeeze(1))
+        each = -log_p.gather(1, y[:, None]).squeeze(1)  # each image's cross-entropy
+        ce_sum += float(each.sum())
+        image_loss.append(each)
         prob, pred = log_p.exp().max(dim=1)
         predicted.append(pred)
         probability.append(prob)

@@ -10,7 +10,7 @@
 
 Each is a mean over the batch of a per-image number, so batch sizes compare. The from-scratch
 model gets each written by hand (`trainers.scratch`). Losses of different kinds are not
-comparable numbers, so every run is also evaluated in cross-entropy (`cross_entropy_sum`)."""
+comparable numbers, so every run is also evaluated in cross-entropy (`trainers.loop.evaluate`)."""
 
 from __future__ import annotations
 
@@ -49,11 +49,6 @@ SCRATCH_LOSSES: dict[str, Loss] = {
 def get(name: str, by_hand: bool = False) -> Loss:
     """The loss `name`; `by_hand`: written with `trainers.scratch` only (the from-scratch model)."""
     return (SCRATCH_LOSSES if by_hand else LOSSES)[name]
-
-
-def cross_entropy_sum(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    """Summed cross-entropy of a batch: the comparable test number, whatever a run trains on."""
-    return float(F.cross_entropy(logits, labels, reduction="sum"))
 
 
 def entropy_bits(log_p: torch.Tensor) -> torch.Tensor:
