@@ -229,7 +229,7 @@ class Board:
                                                          RUNS_PANE_WIDTH, height))
 
     def _frame_sender(self, win: str) -> Any:
-        parts = [w for w in windows.COMPARE_WINDOWS if w.win == win]
+        parts = windows.COMPARE_PARTS[win]
 
         def send(connection: VisdomConnection) -> None:
             connection.post("update", windows.placeholder_message(self.env, parts[0]))

@@ -96,9 +96,11 @@ COMPARE_WINDOWS = (
     CompareWindow(SAMPLES_PER_S, "compare-throughput", "Throughput (training samples/s)", "samples/s", True, log_y=True),
 )
 COMPARE_BY_METRIC = {w.metric: w for w in COMPARE_WINDOWS}
+# per window id, in page order: the metrics it holds
+COMPARE_PARTS = {win: tuple(w for w in COMPARE_WINDOWS if w.win == win)
+                 for win in dict.fromkeys(w.win for w in COMPARE_WINDOWS)}
 # each window once, in page order (the first of the metrics sharing it stands for it)
-COMPARE_PANES = tuple({w.win: w for w in reversed(COMPARE_WINDOWS)}[win]
-                      for win in dict.fromkeys(w.win for w in COMPARE_WINDOWS))
+COMPARE_PANES = tuple(parts[0] for parts in COMPARE_PARTS.values())
 RUNS_WIN, DISAGREE_WIN, SAMPLES_WIN = "runs", "disagreement", "training-samples"
 PARCOORDS_WIN, SCATTER_WIN = "sweep-parcoords", "sweep-scatter"
 

@@ -64,8 +64,7 @@ def assert_windows_match_logs(state: dict[str, Any], run_dirs: list[Path], max_p
     latest confusion matrix, predictions, mistakes and gradient norms."""
     records = [runlog.read(d) for d in run_dirs]
     labels = [r.meta["label"] for r in records]
-    for win in dict.fromkeys(w.win for w in windows.COMPARE_WINDOWS):
-        parts = [w for w in windows.COMPARE_WINDOWS if w.win == win]
+    for win, parts in windows.COMPARE_PARTS.items():
         names = [windows.trace_name(label, smoothed, w.part) for label in labels for w in parts
                  for smoothed in ((False, True) if smoothing and w.per_batch else (False,))]
         assert sorted(traces(state, win)) == sorted(names), win

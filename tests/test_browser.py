@@ -40,7 +40,7 @@ SHARED = 1 + len(COMPARE_TITLES) + 2  # the runs table, the compare windows, tra
 def trace_names(title: str, labels: tuple[str, ...] | list[str], groups: tuple[str, ...] = ()) -> list[str]:
     """The traces a compare window holds: per run, each metric's (raw, and smoothed per batch),
     then per seed group its band and mean."""
-    parts = [w for w in windows.COMPARE_WINDOWS if w.title == title]
+    parts = windows.COMPARE_PARTS[COMPARE_TITLES[title].win]
     names = [windows.trace_name(label, smoothed, w.part) for label in labels for w in parts
              for smoothed in ((False, True) if w.per_batch else (False,))]
     return names + [n for g in groups for w in parts for n in (windows.band_name(g, w), windows.trace_name(g, part=w.part))]
