@@ -274,12 +274,14 @@ class VisdomBackend:
     def _send_gradients(self, connection: VisdomConnection) -> None:
         """Draw the gradient norms whole when a norm came since they were last drawn, or an outage
         came (the server may have lost them; the pane's check compares what it holds)."""
-        layers = self.gradient_traces()
+        self._fold()  # marked with every batch of scalars: most passes find no new norm
         drawn = (connection.outages, self._grads_version)
-        if not layers or drawn == self._grads_drawn:
+        if drawn == self._grads_drawn:
             return
-        self._panes.post(connection, windows.gradients_message(self.env, self.label, layers))
-        self._grads_drawn = drawn
+        layers = self.gradient_traces()
+        if layers:
+            self._panes.post(connection, windows.gradients_message(self.env, self.label, layers))
+            self._grads_drawn = drawn
 
     def _send_confusion(self, connection: VisdomConnection) -> None:
         with self._lock:
