@@ -108,6 +108,12 @@ class Board:
         self._uris: dict[str, list[str]] = {}  # per data set: the sample images as data URIs
         self._lock = threading.Lock()  # poll (the caller's thread) against drawing (the sender's)
         self._panes = windows.SentPanes(self.env)  # the runs pane and disagreement as last sent
+        self._drawn: dict[str, Any] = {}  # per board window drawn only when it changes: what was drawn
+        self.groups: dict[str, SeedGroup] = {}
+        self._member_of: dict[Path, tuple[SeedGroup, int]] = {}
+        self._bands_drawn: dict[tuple[str, str], tuple[int, int]] = {}  # (group, metric) -> (outages, version)
+        self.max_points = draw.max_points
+        self.scatter = draw.scatter
         if sender is not None:
             # the runs pane is written whole, so it also creates the env; then the compare windows
             sender.register(windows.RUNS_WIN, self._send_runs)
@@ -116,15 +122,8 @@ class Board:
             sender.register(windows.SAMPLES_WIN, self._send_samples)
             sender.register(windows.DISAGREE_WIN, self._send_disagreement)
             sender.register(windows.PARCOORDS_WIN, self._send_sweep)
-            sender.add_check(self._check)  # their sender keys are their window ids
-        self._drawn: dict[str, Any] = {}  # per board window drawn only when it changes: what was drawn
-        self.groups: dict[str, SeedGroup] = {}
-        self._member_of: dict[Path, tuple[SeedGroup, int]] = {}
-        self._bands_drawn: dict[tuple[str, str], tuple[int, int]] = {}  # (group, metric) -> (outages, version)
-        self.max_points = draw.max_points
-        self.scatter = draw.scatter
-        if sender is not None:
             sender.register("groups", self._send_groups, changed=False)
+            sender.add_check(self._check)  # their sender keys are their window ids
 
     def add(self, run_dir: Path, label: str | None = None, colour_index: int | None = None,
             group: str | None = None, config: dict[str, Any] | None = None) -> None:
