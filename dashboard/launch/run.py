@@ -65,11 +65,14 @@ class LaunchOptions:
     parallel: int | None = None  # workers alive at once, the rest queued; None: all at once
 
 
-def worker_specs(runs: Sequence[PlannedRun], options: LaunchOptions) -> list[WorkerSpec]:
+def worker_specs(runs: Sequence[PlannedRun], options: LaunchOptions,
+                 groups: Sequence[tuple[str, list[int]]] = ()) -> list[WorkerSpec]:
+    """Each run's worker: its threads, and its colour and style (a seed group's runs, `groups`,
+    share their first run's colour and are drawn faint)."""
     threads = threads_per_run(min(len(runs), options.parallel or len(runs)))
     dash = DashboardOptions(visdom_url=options.server.url if options.server else None, draw=options.draw)
     member = replace(dash, draw=replace(options.draw, in_group=True))
-    first_of = {i: members[0] for _, members in seed_groups(runs) for i in members}  # a group in its first run's colour
+    first_of = {i: members[0] for _, members in groups for i in members}
     specs = []
     for index, run in enumerate(runs):
         config = run.config
@@ -78,11 +81,6 @@ def worker_specs(runs: Sequence[PlannedRun], options: LaunchOptions) -> list[Wor
         specs.append(WorkerSpec(config, run.run_dir, member if index in first_of else dash,
                                 colour_index=first_of.get(index, index), resume=run.resume))
     return specs
-
-
-def seed_groups(runs: Sequence[PlannedRun]) -> list[tuple[str, list[int]]]:
-    """The launch's seed groups (see `sweep.seed_groups`), from the configs its runs will log."""
-    return sweep.seed_groups([(run.config.label, logged_config(run.config)) for run in runs])
 
 
 def logged_config(config: RunConfig) -> dict[str, Any]:
@@ -96,14 +94,17 @@ def logged_config(config: RunConfig) -> dict[str, Any]:
 def launch(runs: Sequence[PlannedRun], launch_dir: Path, options: LaunchOptions) -> Outcome:
     """Train `runs` side by side until each has ended; returns how."""
     out = options.stream
-    specs = worker_specs(runs, options)
+    # the configs the runs will log (but their threads, which the launch sets), and so their
+    # seed groups (see `sweep.seed_groups`), as a replay of their logs finds them
+    logged = [logged_config(run.config) for run in runs]
+    groups = sweep.seed_groups([(run.config.label, config) for run, config in zip(runs, logged)])
+    specs = worker_specs(runs, options, groups)
     server = options.server
     sender = Sender(VisdomConnection(server.url), name="visdom-board") if server else None
     board = Board(sender, options.draw)
-    group_of = {i: label for label, members in seed_groups(runs) for i in members}
+    group_of = {i: label for label, members in groups for i in members}
     for index, spec in enumerate(specs):
-        board.add(spec.run_dir, spec.config.label, spec.colour_index, group_of.get(index),
-                  logged_config(spec.config))
+        board.add(spec.run_dir, spec.config.label, spec.colour_index, group_of.get(index), logged[index])
     view = TerminalView(out)
     stops = StopRequests()
     outcome = Outcome(launch_dir)
