@@ -191,6 +191,14 @@ RUN_EPILOG = "\b\nPresets (the course notes' recipes; --set and the options abov
     f"  {name:<15}{preset.source}\n  {'':<15}sets: {preset.describe()}" for name, preset in PRESETS.items())
 
 
+# how runs are drawn, for `run` and `replay` alike
+_draw_options = _options(
+    click.option("--smooth", type=click.FloatRange(0, 1, max_open=True), default=DEFAULT_SMOOTHING,
+                 show_default=True, help=SMOOTH_HELP),
+    click.option("--scatter", metavar="SETTING", callback=lambda ctx, param, value: check_scatter(value),
+                 help=SCATTER_HELP),
+)
+
 _view_options = _options(
     click.option("--env", default=None,
                  help="Visdom env to draw into [default: one per launch, livetrain_<its folder>]."),
@@ -201,10 +209,7 @@ _view_options = _options(
     click.option("--no-server", is_flag=True, help="Never start a server; fail if none answers."),
     click.option("--keep-serving/--no-keep-serving", default=True, show_default=True,
                  help="After the runs end, keep a server this command started up until Ctrl-C."),
-    click.option("--smooth", type=click.FloatRange(0, 1, max_open=True), default=DEFAULT_SMOOTHING, show_default=True,
-                 help=SMOOTH_HELP),
-    click.option("--scatter", metavar="SETTING", callback=lambda ctx, param, value: check_scatter(value),
-                 help=SCATTER_HELP),
+    _draw_options,
     click.option("--log-dir", type=click.Path(path_type=Path), default=Path("runs"), show_default=True,
                  help="Where each launch makes its folder of run logs and checkpoints."),
     click.option("--data-dir", type=click.Path(path_type=Path), default=None,
@@ -305,10 +310,7 @@ def runs(log_dir: Path) -> None:
 @click.option("--env", default="replay", show_default=True, help="Visdom env to draw the runs into.")
 @click.option("--visdom-url", default=None,
               help="A running Visdom server to draw into; by default the local one, started if none answers.")
-@click.option("--smooth", type=click.FloatRange(0, 1, max_open=True), default=DEFAULT_SMOOTHING, show_default=True,
-              help=SMOOTH_HELP)
-@click.option("--scatter", metavar="SETTING", callback=lambda ctx, param, value: check_scatter(value),
-              help=SCATTER_HELP)
+@_draw_options
 @_server_options
 def replay(run_dirs: tuple[Path, ...], env: str, visdom_url: str | None, smooth: float | None, scatter: str | None,
            host: str, port: int, env_dir: Path, login: bool) -> None:
