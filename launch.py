@@ -25,7 +25,7 @@ from dashboard.server import (
 )
 from dashboard.sweep import SETTINGS as SCATTER_SETTINGS
 from dashboard.windows import DEFAULT_SMOOTHING, DrawOptions
-from trainers.config import DEVICES, MAX_EPOCHS, MAX_SEED, OPTIMIZERS
+from trainers.config import DEVICES, MAX_EPOCHS, MAX_NPROC, MAX_SEED, OPTIMIZERS
 from trainers.losses import LOSSES
 from trainers.models import MODELS
 from trainers.presets import PRESETS
@@ -169,9 +169,9 @@ def _run_request(ctx: click.Context, models: tuple[str, ...], settings: tuple[st
                  if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE]
         if given:
             raise click.UsageError(f"--resume continues the runs as they were logged; drop {', '.join(given)} "
-                                   "(only --epochs may change)", ctx)
+                                   "(only --epochs and --nproc may change)", ctx)
         epochs = common["epochs"] if ctx.get_parameter_source("epochs") is ParameterSource.COMMANDLINE else None
-        return RunRequest(resume_dir=resume, resume_epochs=epochs, **request)
+        return RunRequest(resume_dir=resume, resume_epochs=epochs, resume_nproc=common["nproc"], **request)
     return RunRequest(configs=plan_runs(models, settings, **common), **request)
 
 
@@ -244,6 +244,10 @@ _view_options = _options(
                    "(60,000 for Fashion-MNIST and MNIST, 50,000 for CIFAR-10).")
 @click.option("--parallel", type=click.IntRange(min=1), default=None,
               help="Train at most N runs at once and queue the rest [default: the machine's cores, at least 4].")
+@click.option("--nproc", type=click.IntRange(min=1, max=MAX_NPROC), default=None,
+              help="Train each run on N processes with torch.distributed (one run on the page, rank 0 "
+                   "reporting); with --resume, resume on N [default: 1, or as logged; per run: "
+                   "--set RUN.nproc=N].")
 @click.option("--resume", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Continue the runs of an earlier launch (its folder) from their last checkpoints.")
 @click.argument("experiment", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
@@ -253,7 +257,7 @@ _view_options = _options(
 def run(ctx: click.Context, experiment: Path | None, models: tuple[str, ...], settings: tuple[str, ...], seeds: tuple[int, ...],
         dataset: str | None, epochs: int | None,
         batch_size: int | None, lr: float | None, optimizer: str | None, seed: int, device: str,
-        limit: int | None, parallel: int | None, resume: Path | None, env: str | None, visdom_url: str | None,
+        limit: int | None, parallel: int | None, nproc: int | None, resume: Path | None, env: str | None, visdom_url: str | None,
         headless: bool,
         no_server: bool, keep_serving: bool, smooth: float | None, scatter: str | None, log_dir: Path,
         data_dir: Path | None,
@@ -262,7 +266,8 @@ def run(ctx: click.Context, experiment: Path | None, models: tuple[str, ...], se
 
     EXPERIMENT: a TOML file of runs and sweeps instead of --models/--set (see the README)."""
     common = dict(seeds=seeds, dataset=dataset, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
-                  seed=seed, device=device, limit=limit, data_dir=str(data_dir) if data_dir else None)
+                  seed=seed, device=device, limit=limit, nproc=nproc,
+                  data_dir=str(data_dir) if data_dir else None)
     draw = DrawOptions(PER_LAUNCH if env is None else check_env(env), smooth, scatter=scatter)
     request = _run_request(ctx, models, settings, resume, experiment, common, log_dir=log_dir, headless=headless,
                            visdom_url=visdom_url, server=ServerConfig(host, port, env_dir, login),

@@ -216,7 +216,7 @@ def model_html(config: dict[str, Any]) -> str:
 def runs_html(runs: Sequence[RunSummary]) -> str:
     """A table: one row per run with its configuration, status and latest metrics."""
     head = ["run", "model", "data", "status", "epoch", "loss", "train loss", "train acc", "test loss (CE)",
-            "test acc", "samples/s", "optimizer", "lr", "batch", "seed", "device"]
+            "test acc", "samples/s", "optimizer", "lr", "batch", "seed", "device", "ranks"]
     cell = 'style="padding:2px 6px;border-bottom:1px solid #ddd;text-align:left;white-space:nowrap"'
     rows = []
     for r in runs:
@@ -232,7 +232,7 @@ def runs_html(runs: Sequence[RunSummary]) -> str:
             _number(r.latest.get(TEST_LOSS)), _number(r.latest.get(TEST_ACC)),
             _number(r.latest.get(SAMPLES_PER_S)), escape(str(c.get("optimizer", ""))),
             _number(c.get("lr"), 4), escape(str(c.get("batch_size", ""))), escape(str(c.get("seed", ""))),
-            escape(str(c.get("device", ""))),
+            escape(str(c.get("device", ""))), escape(str(c.get("nproc") or 1)),  # world size: processes
         ]
         rows.append("<tr>" + "".join(f"<td {cell}>{v}</td>" for v in values) + "</tr>")
     header = "<tr>" + "".join(f"<th {cell}>{h}</th>" for h in head) + "</tr>"

@@ -4,28 +4,32 @@ counted once, rank 0 alone reporting."""
 
 from __future__ import annotations
 
+import json
+import signal
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
+from dashboard.launch.ranks import FAILURE_NOTE, failure_reason, rank_threads
 from tests.conftest import free_port
 from tests.ddp_ranks import train
 from trainers import data
-from trainers.config import RunConfig
+from trainers.config import ConfigError, RunConfig
 from trainers.distributed import World
-from trainers.loop import fit
+from trainers.loop import CHECKPOINT, fit, read_checkpoint
 from trainers.reporting import EPOCH_TRAIN_LOSS, TEST_ACC, Recorder
 
 pytestmark = pytest.mark.slow
 
 
-def on_ranks(config: RunConfig, ranks: int = 2) -> dict[int, dict]:
+def on_ranks(config: RunConfig, ranks: int = 2, run_dir: Path | None = None, resume: bool = False) -> dict[int, dict]:
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     launch = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=ranks, rdzv_backend="c10d",
                           rdzv_endpoint=f"127.0.0.1:{free_port()}", max_restarts=0, monitor_interval=0.1,
                           start_method="spawn", run_id="test")
-    return elastic_launch(launch, train)(config.to_dict())
+    return elastic_launch(launch, train)(config.to_dict(), str(run_dir) if run_dir else None, resume)
 
 
 def test_parts_cover_every_item_once() -> None:
@@ -57,3 +61,60 @@ def test_two_ranks_train_as_one_process_at_the_same_global_batch() -> None:
 def test_the_scratch_softmax_says_it_trains_on_one_process() -> None:
     with pytest.raises(Exception, match="one process only"):
         on_ranks(replace(RunConfig("softmax", epochs=1, limit=256, threads=1, device="cpu")))
+    with pytest.raises(ConfigError, match="one process only; use softmax-nn"):
+        RunConfig("softmax", nproc=2).resolved()
+    with pytest.raises(ConfigError, match="nproc must be from 1 to 64, not 0"):
+        RunConfig("mlp", nproc=0).resolved()
+
+
+def test_a_checkpoint_moves_between_two_ranks_and_one_process(tmp_path: Path) -> None:
+    """Written by rank 0 as one process writes it, so either resumes the other's: 2 ranks for an
+    epoch then 1 process for the second, and 1 process then 2 ranks, train as 2 epochs on one."""
+    config = RunConfig("mlp", epochs=1, limit=600, batch_size=100, dropout=0.0, schedule="constant", seed=3, threads=1,
+                       device="cpu")
+    ds = data.load("fashion-mnist")
+    whole = [h[EPOCH_TRAIN_LOSS] for h in fit(replace(config, epochs=2), Recorder(), dataset=ds).history]
+
+    on_ranks(config, run_dir=tmp_path / "a")
+    assert read_checkpoint(tmp_path / "a" / CHECKPOINT, config)["epochs_done"] == 1
+    resumed = fit(replace(config, epochs=2), Recorder(), tmp_path / "a", resume=True, dataset=ds)
+    assert [h[EPOCH_TRAIN_LOSS] for h in resumed.history] == pytest.approx(whole, abs=1e-4)
+
+    fit(config, Recorder(), tmp_path / "b", dataset=ds)
+    back = on_ranks(replace(config, epochs=2), run_dir=tmp_path / "b", resume=True)[0]
+    assert [h[EPOCH_TRAIN_LOSS] for h in back["history"]] == pytest.approx(whole, abs=1e-4)
+
+
+class Failure:
+    """torch's ProcessFailure, as failure_reason reads it."""
+
+    def __init__(self, exitcode: int) -> None:
+        self.exitcode = exitcode
+
+    def signal_name(self) -> str:
+        return signal.Signals(-self.exitcode).name
+
+
+def test_the_reason_of_a_failed_run_names_the_rank_that_caused_it(tmp_path: Path) -> None:
+    def note(rank: int, error: str, at: float, collective: bool = False) -> None:
+        (tmp_path / FAILURE_NOTE.format(rank=rank)).write_text(json.dumps(
+            {"rank": rank, "time": at, "error": error, "collective": collective, "traceback": "Traceback ..."}))
+
+    note(0, "a collective failed, most likely another rank stopped (Connection reset)", 5.0, collective=True)
+    assert failure_reason({1: Failure(-9)}, tmp_path, 2) == (
+        "rank 1 of 2 was killed (SIGKILL); the other ranks were stopped", "")
+    assert failure_reason({0: Failure(1)}, tmp_path, 2)[0] == (
+        "rank 1 of 2 ended unexpectedly (killed?), and the other ranks' collectives failed")
+    note(1, "ValueError: bad batch", 6.0)  # its own error outranks the collective's, though later
+    assert failure_reason({1: Failure(1), 0: Failure(-15)}, tmp_path, 2) == (
+        "rank 1 of 2 failed: ValueError: bad batch", "Traceback ...")
+    for path in tmp_path.iterdir():
+        path.unlink()
+    assert failure_reason({0: Failure(-15), 1: Failure(2)}, tmp_path, 2)[0] == (
+        "rank 0 of 2 ended with SIGTERM; the other ranks were stopped")
+
+
+def test_each_rank_gets_its_share_of_the_runs_threads() -> None:
+    assert rank_threads(RunConfig("cnn", threads=4, nproc=2)).threads == 2
+    assert rank_threads(RunConfig("cnn", threads=1, nproc=2)).threads == 1
+    assert rank_threads(RunConfig("cnn", nproc=2)).threads is None

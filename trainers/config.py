@@ -20,6 +20,7 @@ SCHEDULES = ("constant", "cosine", "step")
 MAX_EPOCHS = 10_000
 MAX_SEED = 2**63 - 1
 MAX_WIDTH = 65_536  # units in one hidden layer, or channels in one conv block
+MAX_NPROC = 64  # ranks of one run started on one machine (the torchrun entry takes any world)
 MAX_BLOCKS = 3  # conv blocks: each halves the image, and 28 / 2**3 leaves 3x3
 DEVICES = ("auto", "cpu", "cuda")
 ADAMW_DECAY = 0.01  # torch.optim.AdamW's own default weight decay
@@ -58,6 +59,7 @@ class RunConfig:
     init: str | None = None  # of the MLP's weights: kaiming, xavier or normal
     channels: tuple[int, ...] | None = None  # per conv block (CNN)
     preset: str = ""  # the preset it was made from (trainers.presets), if any
+    nproc: int = 1  # processes (ranks) that train this one run with torch.distributed
 
     def resolved(self) -> "RunConfig":
         """A copy with the model's defaults filled in and every field checked."""
@@ -115,6 +117,11 @@ class RunConfig:
             raise ConfigError(f"threads must be at least 1, not {self.threads}")
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"limit must be at least 1, not {self.limit}")
+        if not 1 <= self.nproc <= MAX_NPROC:
+            raise ConfigError(f"nproc must be from 1 to {MAX_NPROC}, not {self.nproc}")
+        if self.nproc > 1 and model_spec(self.model).scratch:
+            raise ConfigError(f"{self.model} is written without torch.nn and trains on one process only; "
+                              "use softmax-nn for a softmax on several (nproc)")
         self._check_training()
         self._check_model()
 

@@ -20,10 +20,12 @@ import torch
 
 @dataclass(frozen=True)
 class World:
-    """This process's rank among `size` ranks of one run."""
+    """This process's rank among `size` ranks of one run (`local`: its rank on its machine, the
+    GPU it trains on)."""
 
     rank: int = 0
     size: int = 1
+    local: int = 0
 
     @property
     def main(self) -> bool:

@@ -254,6 +254,9 @@ def fit(config: RunConfig, reporter: Reporter, run_dir: Path | None = None, resu
     if config.threads:
         torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
+    if world.size > 1 and device.type == "cuda":  # one GPU per rank of this machine
+        device = torch.device("cuda", world.local)
+        torch.cuda.set_device(device)
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)  # batch order, on the CPU
 

@@ -51,6 +51,7 @@ SETTINGS: dict[str, tuple[Callable[[str], Any], str]] = {
     "hidden": (_widths, "whole numbers separated by commas, e.g. 200,200"), "activation": (_name, "a name"),
     "dropout": (float, "a number"), "init": (_name, "a name"),
     "channels": (_widths, "whole numbers separated by commas, e.g. 16,32"),
+    "nproc": (int, "a whole number"),
 }
 LISTS = {"hidden", "channels"}  # values that hold commas: a sweep of them is split on "/"
 

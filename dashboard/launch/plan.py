@@ -48,8 +48,10 @@ class LaunchError(LivetrainError):
     """The runs cannot start here: no data, no writable log dir, no server (exit code 1)."""
 
 
-def resume_runs(launch_dir: Path, epochs: int | None = None) -> list[PlannedRun]:
-    """Each run of an earlier launch that has epochs left (resumed where it has a checkpoint)."""
+def resume_runs(launch_dir: Path, epochs: int | None = None, nproc: int | None = None) -> list[PlannedRun]:
+    """Each run of an earlier launch that has epochs left (resumed where it has a checkpoint), on
+    `nproc` processes each (None: as it was logged; a checkpoint is the bare model's, whatever
+    the processes that wrote it)."""
     found = run_dirs(launch_dir, depth=1)  # a launch's folder, or one run's own
     if not found:
         raise LaunchError(f"no run logs in {launch_dir}; pass a folder made by `livetrain run` "
@@ -65,6 +67,8 @@ def resume_runs(launch_dir: Path, epochs: int | None = None) -> list[PlannedRun]
             config = replace(config, label=str(record.meta["label"]))
         if epochs is not None:
             config = replace(config, epochs=epochs)
+        if nproc is not None:
+            config = replace(config, nproc=nproc)
         if record.status == RunState.FINISHED and config.epochs <= epochs_done(record.x):
             done.append(config.label)
             continue

@@ -69,7 +69,9 @@ def worker_specs(runs: Sequence[PlannedRun], options: LaunchOptions,
                  groups: Sequence[tuple[str, list[int]]] = ()) -> list[WorkerSpec]:
     """Each run's worker: its threads, and its colour and style (a seed group's runs, `groups`,
     share their first run's colour and are drawn faint)."""
-    threads = threads_per_run(min(len(runs), options.parallel or len(runs)))
+    # the cores shared among the processes alive at once: a run on N ranks counts N (its ranks
+    # share its threads, see dashboard.launch.ranks.rank_threads)
+    threads = threads_per_run(sum(run.config.nproc for run in runs[:options.parallel or len(runs)]))
     dash = DashboardOptions(visdom_url=options.server.url if options.server else None, draw=options.draw)
     member = replace(dash, draw=replace(options.draw, in_group=True))
     first_of = {i: members[0] for _, members in groups for i in members}
@@ -77,7 +79,7 @@ def worker_specs(runs: Sequence[PlannedRun], options: LaunchOptions,
     for index, run in enumerate(runs):
         config = run.config
         if config.threads is None and config.device != "cuda":
-            config = replace(config, threads=threads)
+            config = replace(config, threads=threads * config.nproc)
         specs.append(WorkerSpec(config, run.run_dir, member if index in first_of else dash,
                                 colour_index=first_of.get(index, index), resume=run.resume))
     return specs
@@ -154,6 +156,7 @@ class RunRequest:
     configs: list[RunConfig] = field(default_factory=list)
     resume_dir: Path | None = None
     resume_epochs: int | None = None
+    resume_nproc: int | None = None  # resume every run on this many processes (None: as logged)
     log_dir: Path = Path("runs")
     headless: bool = False
     visdom_url: str | None = None
@@ -172,7 +175,7 @@ def run(request: RunRequest, out: TextIO | None = None) -> int:
     Raises a LivetrainError (its kind carries the exit code) before anything is started or written."""
     out = GoneQuiet(out or sys.stdout)  # type: ignore[assignment]  # a closed terminal stops no run
     if request.resume_dir is not None:
-        runs = resume_runs(request.resume_dir, request.resume_epochs)
+        runs = resume_runs(request.resume_dir, request.resume_epochs, request.resume_nproc)
         configs = [run.config for run in runs]
     else:
         configs = list(request.configs)

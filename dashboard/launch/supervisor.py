@@ -18,9 +18,10 @@ from typing import Any
 
 import torch
 
-from dashboard.launch.worker import ERROR_FILE, EXIT_DISK_FULL, STOP_REASONS, STOP_SIGNALS, WorkerSpec
+from dashboard.launch.worker import ERROR_FILE, EXIT_DISK_FULL, STOP_REASONS, STOP_SIGNALS, WorkerSpec, log_of, seal
+from dashboard.launch.ranks import worker_main as ranks_main
 from dashboard.launch.worker import main as worker_main
-from dashboard.runlog import INCOMPLETE_MARK, LOG_NAME, RunLog, read
+from dashboard.runlog import INCOMPLETE_MARK, LOG_NAME, read
 from trainers.config import RunConfig
 from trainers.reporting import FINAL_STATES, RunState
 
@@ -114,7 +115,7 @@ class Supervisor:
         method = start_method([spec.config for spec in self.specs], queued=len(self.specs) > self.parallel)
         self._ctx = multiprocessing.get_context(method)
         if method == "forkserver":  # one server, forked before any thread, with torch imported once
-            self._ctx.set_forkserver_preload(["dashboard.launch.worker"])
+            self._ctx.set_forkserver_preload(["dashboard.launch.worker", "dashboard.launch.ranks"])
         for spec in self.specs[self.parallel:]:
             queue(spec)
         self._start_next(self.parallel)
@@ -124,7 +125,8 @@ class Supervisor:
         sys.stderr.flush()
         with _sigint_ignored():
             for spec in self.specs[len(self.procs):len(self.procs) + count]:
-                proc = self._ctx.Process(target=worker_main, args=(spec,), name=f"livetrain-{spec.config.label}")
+                target = ranks_main if spec.config.nproc > 1 else worker_main  # see dashboard.launch.ranks
+                proc = self._ctx.Process(target=target, args=(spec,), name=f"livetrain-{spec.config.label}")
                 proc.start()
                 self.procs.append(proc)
 
@@ -166,18 +168,12 @@ class Supervisor:
 def queue(spec: WorkerSpec) -> None:
     """Log a run as queued (its config and a "queued" status), so that the terminal and the runs
     pane show it before it starts; its worker appends to the same log."""
-    log = _log_of(spec)
+    log = log_of(spec)
     try:
         log.config(spec.config.to_dict())
         log.status(RunState.QUEUED)
     finally:
         log.close()
-
-
-def _log_of(spec: WorkerSpec) -> RunLog:
-    """The run's log opened by the launcher (to append to it), with the run's dashboard meta."""
-    return RunLog(spec.run_dir, meta={"label": spec.config.label, "colour": spec.colour_index,
-                                      "env": spec.dashboard.draw.env})
 
 
 def start_method(configs: Sequence[RunConfig], queued: bool = False) -> str:
@@ -215,13 +211,7 @@ def seal_logs(specs: Sequence[WorkerSpec], exitcodes: Sequence[int | None],
             how = stopping if isinstance(stopping, str) else "stopped"
             state, reason = RunState.INTERRUPTED, f"{how} while it was queued; resume to train it"
         try:
-            log = _log_of(spec)
-            try:
-                if record is None or not record.config:
-                    log.config(spec.config.to_dict())
-                log.status(state, reason)
-            finally:
-                log.close()
+            seal(spec, state, reason)
             if spec.dashboard.visdom_url is not None:
                 (spec.run_dir / INCOMPLETE_MARK).touch()
         except OSError:

@@ -24,8 +24,10 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from dashboard.adapter import Dashboard, DashboardOptions
+from dashboard.runlog import LOG_NAME, RunLog, read
 from trainers.config import RunConfig
 from trainers.loop import RunResult, fit
 from trainers.reporting import RunState
@@ -61,9 +63,29 @@ def disk_full(exc: BaseException, run_dir: Path) -> DiskFull | None:
     return None
 
 
+def log_of(spec: WorkerSpec) -> RunLog:
+    """The run's log opened to append to it (by the launcher, or a worker whose ranks trained),
+    with the run's dashboard meta."""
+    return RunLog(spec.run_dir, meta={"label": spec.config.label, "colour": spec.colour_index,
+                                      "env": spec.dashboard.draw.env})
+
+
+def seal(spec: WorkerSpec, state: str, reason: str) -> None:
+    """Append the run's final status (and its config, when nothing logged it yet)."""
+    record = read(spec.run_dir, keep_scalars=False) if (spec.run_dir / LOG_NAME).is_file() else None
+    log = log_of(spec)
+    try:
+        if record is None or not record.config:
+            log.config(spec.config.to_dict())
+        log.status(state, reason)
+    finally:
+        log.close()
+
+
 def run(spec: WorkerSpec) -> RunResult:
     """Train one run, reporting to its dashboard; the final status reaches the run log (unless the
-    disk is full: then DiskFull is raised, its reason left for the launcher to tell)."""
+    disk is full: then DiskFull is raised, its reason left for the launcher to tell). A run on
+    several processes has its own (dashboard.launch.ranks.train_on_ranks)."""
     config = spec.config.resolved()
     dash = Dashboard(spec.run_dir, config.label, spec.dashboard, spec.colour_index)
     try:
@@ -102,6 +124,11 @@ STOP_REASONS = {
     signal.SIGHUP: "stopped: the terminal was closed (SIGHUP)",
 }
 _stopped_by = ""  # why this process was asked to stop (see _stop_on)
+
+
+def stopped_by() -> str:
+    """Why this process was asked to stop ("stopped by Ctrl-C"...); "" while it was not."""
+    return _stopped_by
 LAUNCHER_CHECK = 0.5  # s between looks at whether the launcher is still there
 
 
@@ -130,8 +157,8 @@ def watch_launcher(launcher: int, every: float = LAUNCHER_CHECK) -> threading.Th
     return thread
 
 
-def main(spec: WorkerSpec) -> None:
-    """A launcher's worker process: train, then exit with the run's outcome (see the module doc)."""
+def main(spec: WorkerSpec, train: Callable[[WorkerSpec], RunResult] = run) -> None:
+    """A launcher's worker process: `train`, then exit with the run's outcome (see the module doc)."""
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
         signal.signal(sig, _stop_on)
     if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
@@ -139,7 +166,7 @@ def main(spec: WorkerSpec) -> None:
     watch_launcher(os.getppid())
     code = EXIT_FAILED
     try:
-        result = run(spec)
+        result = train(spec)
         code = 0 if result.status == RunState.FINISHED else EXIT_FAILED
     except KeyboardInterrupt:
         code = EXIT_INTERRUPTED
