@@ -111,6 +111,12 @@ def cases() -> list[tuple[str, list[str], int, str]]:
         ("scatter not a setting", ["run", "--scatter", "colour"], 2, "--scatter"),
         ("replay's scatter not a setting", ["replay", ".", "--scatter", "label"], 2, "--scatter"),
         ("limit zero", ["run", "--limit", "0"], 2, "--limit"),
+        ("nproc zero", ["run", "--headless", "--models", "mlp", "--nproc", "0"], 2, "--nproc"),
+        ("nproc not a number", ["run", "--headless", "--models", "mlp", "--set", "mlp.nproc=two"], 2,
+         "nproc must be a whole number"),
+        ("nproc past the bound", ["run", "--headless", "--models", "mlp", "--set", "mlp.nproc=65"], 2,
+         "nproc must be from 1 to 64"),
+        ("nproc of the scratch softmax", ["run", "--headless", "--nproc", "2"], 2, "use softmax-nn"),
         # values no run can finish with
         ("epochs past a lifetime", ["run", "--headless", "--epochs", "99999999999999999999"], 2, "1<=x<=10000"),
         ("epochs past the bound by --set", ["run", "--headless", "--models", "mlp", "--set", "mlp.epochs=10001"], 2,

@@ -162,3 +162,36 @@ def test_the_torchrun_entry_on_two_nodes_draws_one_run(visdom_server: ServerProc
     assert_windows_match_logs(state, [run_dir], max_points=1000)
     pane = state[windows.RUNS_WIN]["content"]
     assert "&#9632;</span> two-nodes<" in pane and ">finished</b>" in pane and pane.endswith(">2</td></tr></table>")
+
+
+BREAKS = '''import os
+
+from torch import nn
+
+
+class Breaks(nn.Module):
+    """An MLP whose rank 1 raises at its 5th batch."""
+
+    def __init__(self, shape, classes):
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.LazyLinear(32), nn.ReLU(), nn.LazyLinear(classes))
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += self.training
+        if self.training and os.environ.get("RANK") == "1" and self.calls == 5:
+            raise ValueError("rank 1 broke at its 5th batch")
+        return self.net(x)
+'''
+
+
+def test_a_rank_that_raises_fails_its_run_with_that_error(tmp_path: Path) -> None:
+    (tmp_path / "breaks.py").write_text(BREAKS)
+    code, out, err = finish(livetrain(tmp_path, "run", "--headless", "--models", "breaks.py:Breaks,mlp",
+                                      "--set", "Breaks.nproc=2", "--epochs", "1", "--limit", "2000"))
+    assert code == 1, out + err
+    runs = launch_dir(tmp_path / "runs")
+    reason = read(runs / "Breaks").states[-1]["reason"]
+    assert reason == "rank 1 of 2 failed: ValueError: rank 1 broke at its 5th batch", reason
+    assert "ValueError" in (runs / "Breaks" / "error.txt").read_text()  # its traceback
+    assert read(runs / "mlp").status == "finished" and "Traceback" not in err

@@ -11,13 +11,14 @@ from pathlib import Path
 
 import pytest
 
+from dashboard.launch.plan import check_devices
 from dashboard.launch.ranks import FAILURE_NOTE, failure_reason, rank_threads
 from tests.conftest import free_port
 from tests.ddp_ranks import train
 from trainers import data
 from trainers.config import ConfigError, RunConfig
 from trainers.distributed import World
-from trainers.loop import CHECKPOINT, fit, read_checkpoint
+from trainers.loop import CHECKPOINT, DeviceError, fit, read_checkpoint
 from trainers.reporting import EPOCH_TRAIN_LOSS, TEST_ACC, Recorder
 
 pytestmark = pytest.mark.slow
@@ -118,3 +119,14 @@ def test_each_rank_gets_its_share_of_the_runs_threads() -> None:
     assert rank_threads(RunConfig("cnn", threads=4, nproc=2)).threads == 2
     assert rank_threads(RunConfig("cnn", threads=1, nproc=2)).threads == 1
     assert rank_threads(RunConfig("cnn", nproc=2)).threads is None
+
+
+def test_a_run_on_more_cuda_ranks_than_gpus_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(DeviceError, match="nproc 2 on CUDA takes one GPU per rank, and torch sees 1; "
+                                          "use --set mlp.nproc=1 or --device cpu"):
+        check_devices([RunConfig("mlp", device="cuda", nproc=2, label="mlp")])
+    check_devices([RunConfig("mlp", device="cuda", label="mlp")])

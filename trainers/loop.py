@@ -280,6 +280,10 @@ def fit(config: RunConfig, reporter: Reporter, run_dir: Path | None = None, resu
         if not isinstance(model, torch.nn.Module):
             raise ConfigError(f"{config.model} is written without torch.nn and trains on one process only; "
                               "use softmax-nn for a softmax on several")
+        if any(isinstance(p, torch.nn.parameter.UninitializedParameter) for p in model.parameters()):
+            with torch.no_grad():  # lazy layers (a user's model) take their shapes before DDP wraps them
+                model.eval()
+                model(torch.zeros((1, *ds.image_shape), device=device))
         trained = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
     if not world.main:

@@ -109,7 +109,7 @@ def parse_setting(text: str) -> tuple[str, str, list[tuple[str, Any]]]:
     match = re.fullmatch(r"\s*([^.=\s]+)\.([A-Za-z_-]+)\s*=\s*(.*?)\s*", text)
     if not match:
         raise PlanError(f"--set {text!r}: write RUN.SETTING=VALUE, e.g. --set mlp.lr=0.05")
-    target, key, raw = match.group(1).lower(), match.group(2).replace("-", "_").lower(), match.group(3)
+    target, key, raw = match.group(1), match.group(2).replace("-", "_").lower(), match.group(3)
     if key not in SETTINGS:
         names = ", ".join(k.replace("_", "-") for k in SETTINGS)
         raise PlanError(f"--set {text!r}: no setting {match.group(2)!r}; use one of {names}")
@@ -134,8 +134,10 @@ def plan_runs(models: Sequence[str], settings: Sequence[str], seeds: Sequence[in
     labels = {label for _, label in named}
     targets = labels | {name for name, _ in named} | {_model(name) for name, _ in named}
     parsed = []
+    by_lower = {target.lower(): target for target in targets}  # RUN in any case: MLP, Breaks, breaks
     for text in settings:
         target, key, choices = parse_setting(text)
+        target = target if target in targets else by_lower.get(target.lower(), target)
         if target not in targets:
             raise PlanError(f"--set {text!r}: no run {target!r} in this launch; its runs are "
                             f"{', '.join(label for _, label in named)}")

@@ -21,7 +21,7 @@ from dashboard.runlog import LOG_NAME, read, run_dirs
 from trainers import data
 from trainers.config import ConfigError, RunConfig
 from trainers.errors import LivetrainError, UsageError
-from trainers.loop import CHECKPOINT, read_checkpoint, resolve_device
+from trainers.loop import CHECKPOINT, DeviceError, read_checkpoint, resolve_device
 from trainers.models import ModelFileError, check_user_model, is_user_model
 from trainers.reporting import RunState
 
@@ -91,9 +91,14 @@ def epochs_done(x: float) -> int:
 
 
 def check_devices(configs: Sequence[RunConfig]) -> None:
-    """Every run's device exists on this machine (`--device cuda` needs a GPU)."""
+    """Every run's device exists on this machine (`--device cuda` needs a GPU; a run on N ranks
+    on CUDA, one GPU per rank, needs N)."""
     for config in configs:
-        resolve_device(config.device)
+        device = resolve_device(config.device)
+        if device.type == "cuda" and config.nproc > torch.cuda.device_count():
+            raise DeviceError(f"run {config.label!r}: nproc {config.nproc} on CUDA takes one GPU per rank, and "
+                              f"torch sees {torch.cuda.device_count()}; use --set {config.label}.nproc="
+                              f"{torch.cuda.device_count()} or --device cpu")
 
 
 def prepare_to_fork() -> None:
