@@ -55,6 +55,9 @@ def test_settings_apply_by_model_then_by_label() -> None:
     assert by_label["cnn"].epochs == 2 and by_label["fast"].epochs == 5 and by_label["cnn"].seed == 3
     assert by_label["cnn"].lr == 1e-3  # the model's own default where nothing was said
     assert parse_setting(" mlp.optimizer = Adam ") == ("mlp", "optimizer", [("Adam", "adam")])
+    # RUN in any case: a model's or a label's (a user model's label is its class name)
+    upper = plan_runs(["mlp:Fast,cnn"], ["MLP.lr=0.05", "fast.epochs=2", "CNN.nproc=2"])
+    assert [(c.label, c.lr, c.epochs, c.nproc) for c in upper] == [("Fast", 0.05, 2, 1), ("cnn", 1e-3, 10, 2)]
 
 
 @pytest.mark.parametrize("settings, message", [
