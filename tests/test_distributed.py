@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from dashboard.launch.plan import check_devices
-from dashboard.launch.ranks import FAILURE_NOTE, failure_reason, rank_threads
+from dashboard.launch.ranks import FAILURE_NOTE, failure_reason, rank_error, rank_threads
 from tests.conftest import free_port
 from tests.ddp_ranks import train
 from trainers import data
@@ -130,3 +130,11 @@ def test_a_run_on_more_cuda_ranks_than_gpus_is_refused(monkeypatch: pytest.Monke
                                           "use --set mlp.nproc=1 or --device cpu"):
         check_devices([RunConfig("mlp", device="cuda", nproc=2, label="mlp")])
     check_devices([RunConfig("mlp", device="cuda", label="mlp")])
+
+
+def test_a_failed_collective_is_said_in_one_short_line(tmp_path: Path) -> None:
+    gloo = RuntimeError("[/__w/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:545] Read error "
+                        "[127.0.0.1]:64138: Connection reset by peer. This is typically caused by a remote worker")
+    assert rank_error(gloo, tmp_path) == ("a collective failed, most likely another rank stopped "
+                                          "(Read error [127.0.0.1]:64138: Connection reset by peer)")
+    assert rank_error(ValueError("bad"), tmp_path) == "ValueError: bad"

@@ -28,6 +28,7 @@ import datetime
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -185,13 +186,13 @@ def rank_main(job: RankJob) -> str:
     except KeyboardInterrupt:
         code = worker.EXIT_INTERRUPTED
         if job.logs_end and world.main:
-            dash.status(RunState.INTERRUPTED, f"{worker.stopped_by() or STOPPED_BY_CTRL_C}; {KEPT}")
+            dash.status(RunState.INTERRUPTED, f"{_torchrun_stop()}; {KEPT}")
     except BaseException as exc:  # noqa: BLE001 - told to the worker (or logged by rank 0), then exit
-        said = _error(exc, spec.run_dir)
+        said = rank_error(exc, spec.run_dir)
         if worker.stopped_by():  # a collective cut short by the stop: stopped, not failed
             code = worker.EXIT_INTERRUPTED
             if job.logs_end and world.main:
-                dash.status(RunState.INTERRUPTED, f"{worker.stopped_by()}; {KEPT}")
+                dash.status(RunState.INTERRUPTED, f"{_torchrun_stop()}; {KEPT}")
         elif job.logs_end:
             if world.main:
                 dash.status(RunState.FAILED, said)
@@ -249,13 +250,23 @@ class BoardThread:
         self.sender.close(wait)
 
 
-def _error(exc: BaseException, run_dir: Path) -> str:
+def _torchrun_stop() -> str:
+    """Why a rank under torchrun was stopped: its agent sends SIGTERM when another rank failed as
+    well as when it was stopped itself (a Ctrl-C reaches the ranks straight from the terminal)."""
+    said = worker.stopped_by() or STOPPED_BY_CTRL_C
+    if said == worker.STOP_REASONS[signal.SIGTERM]:
+        return f"{said} (torchrun sends it when another rank failed, or when it was stopped itself)"
+    return said
+
+
+def rank_error(exc: BaseException, run_dir: Path) -> str:
     """A rank's error in one line (a failed collective: most likely another rank gone)."""
     full = worker.disk_full(exc, run_dir)
     if full:
         return full.strerror
     if collective_failed(exc):
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        first = re.sub(r"^\[[^\]]*\]\s*", "", first).split(". ")[0]  # gloo's: "[.../pair.cc:545] Read error ..."
         return f"a collective failed, most likely another rank stopped ({first[:160]})"
     return f"{type(exc).__name__}: {exc}"
 
