@@ -47,6 +47,7 @@ from dashboard.adapter import Dashboard, DashboardOptions
 from dashboard.board import Board
 from dashboard.connection import VisdomConnection
 from dashboard.launch import worker
+from dashboard.replay import ReplayError, replay
 from dashboard.runlog import INCOMPLETE_MARK
 from dashboard.launch.worker import KEPT, STOPPED_BY_CTRL_C, WorkerSpec
 from dashboard.sender import Sender
@@ -227,6 +228,7 @@ class BoardThread:
 
     def __init__(self, spec: WorkerSpec, config: RunConfig, every: float = 1.0) -> None:
         assert spec.dashboard.visdom_url is not None
+        self.spec = spec
         self.sender = Sender(VisdomConnection(spec.dashboard.visdom_url), name="visdom-board")
         self.board = Board(self.sender, spec.dashboard.draw)
         self.board.add(spec.run_dir, config.label, spec.colour_index, None, config.to_dict())
@@ -242,12 +244,21 @@ class BoardThread:
             self.board.poll()
 
     def close(self, wait: float = 3.0) -> None:
-        """Draw the run's end, then stop."""
+        """Draw the run's end, then stop. When the server missed some of the run (its sender or
+        this one gave up waiting: a slow or frozen server), redraw the run from its log, as a
+        launcher does."""
         self._stop.set()
         self._thread.join()
         self.board.poll()
         self.sender.mark(windows.RUNS_WIN)
-        self.sender.close(wait)
+        delivered = self.sender.close(wait)
+        if delivered and not (self.spec.run_dir / INCOMPLETE_MARK).exists():
+            return
+        try:
+            replay([self.spec.run_dir], self.sender.connection.url, self.spec.dashboard.draw)
+        except ReplayError:
+            print(f"The Visdom server missed updates and does not answer now; once it does, `livetrain replay "
+                  f"{self.spec.run_dir} --env {self.spec.dashboard.draw.env}` redraws the run.", file=sys.stderr)
 
 
 def _torchrun_stop() -> str:
