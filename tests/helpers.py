@@ -135,6 +135,11 @@ def training(run_dir: Path) -> bool:
     return path.is_file() and b'"kind":"scalars"' in path.read_bytes()
 
 
+def parent_pid(pid: int) -> int:
+    """A process's parent, from /proc (OSError or ValueError once it is gone)."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
 def worker_of(launcher: int, run_dir: Path) -> int:
     """The worker process of `launcher` that has `run_dir`'s log open: its child, or its fork
     server's child when runs are queued (see dashboard.launch.supervisor)."""
@@ -143,7 +148,7 @@ def worker_of(launcher: int, run_dir: Path) -> int:
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                parents[int(entry.name)] = parent_pid(int(entry.name))
             except (OSError, ValueError):
                 continue
     for pid, parent in parents.items():

@@ -19,8 +19,8 @@ from dashboard.runlog import LOG_NAME, read
 from dashboard.server import ServerProcess
 from tests.conftest import free_port
 from tests.helpers import (
-    assert_windows_match_logs, finish, launch_dir, launched, livetrain, server_state, training, wait_for,
-    worker_of,
+    assert_windows_match_logs, finish, launch_dir, launched, livetrain, parent_pid, server_state, training,
+    wait_for, worker_of,
 )
 from trainers.loop import CHECKPOINT
 
@@ -32,22 +32,18 @@ def children(pid: int) -> list[int]:
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if parent(int(entry.name)) == pid:
+                if parent_pid(int(entry.name)) == pid:
                     found.append(int(entry.name))
             except (OSError, ValueError):
                 continue
     return found
 
 
-def parent(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-
-
 def worker_of_ranks(launcher: int, run_dir: Path) -> int:
     """The worker of a run on several processes: the parent of rank 0, which writes the run log."""
     writer = worker_of(launcher, run_dir)
-    assert parent(writer) != launcher, "rank 0 is the worker's child"
-    return parent(writer)
+    assert parent_pid(writer) != launcher, "rank 0 is the worker's child"
+    return parent_pid(writer)
 
 
 def ranks_of(worker: int, run_dir: Path) -> tuple[int, list[int]]:

@@ -95,10 +95,10 @@ def check_devices(configs: Sequence[RunConfig]) -> None:
     on CUDA, one GPU per rank, needs N)."""
     for config in configs:
         device = resolve_device(config.device)
-        if device.type == "cuda" and config.nproc > torch.cuda.device_count():
+        gpus = torch.cuda.device_count() if device.type == "cuda" else 0
+        if device.type == "cuda" and config.nproc > gpus:
             raise DeviceError(f"run {config.label!r}: nproc {config.nproc} on CUDA takes one GPU per rank, and "
-                              f"torch sees {torch.cuda.device_count()}; use --set {config.label}.nproc="
-                              f"{torch.cuda.device_count()} or --device cpu")
+                              f"torch sees {gpus}; use --set {config.label}.nproc={gpus} or --device cpu")
 
 
 def prepare_to_fork() -> None:

@@ -107,16 +107,18 @@ def train_on_ranks(spec: WorkerSpec) -> RunResult:
         returned = elastic_launch(launch, rank_main)(job)
     except ChildFailedError as exc:
         reason, details = failure_reason(exc.failures, spec.run_dir, config.nproc)
-        worker.seal(spec, RunState.FAILED, reason)
+        worker.seal(spec, RunState.FAILED, reason, worker.logged(spec))
         (spec.run_dir / worker.ERROR_FILE).write_text(details or f"{reason}\n")
         if spec.dashboard.visdom_url is not None:  # rank 0's sender may have died with it: redraw from the log
             (spec.run_dir / INCOMPLETE_MARK).touch()
         return RunResult(RunState.FAILED, reason)
     except KeyboardInterrupt:
-        worker.seal(spec, RunState.INTERRUPTED, f"{worker.stopped_by() or STOPPED_BY_CTRL_C}; {KEPT}")
+        worker.seal(spec, RunState.INTERRUPTED, f"{worker.stopped_by() or STOPPED_BY_CTRL_C}; {KEPT}",
+                    worker.logged(spec))
         raise
     except Exception as exc:  # the rendezvous itself (a port, the store): no rank has trained
-        worker.seal(spec, RunState.FAILED, f"the ranks could not start: {type(exc).__name__}: {exc}")
+        worker.seal(spec, RunState.FAILED, f"the ranks could not start: {type(exc).__name__}: {exc}",
+                    worker.logged(spec))
         raise
     state = returned.get(0) or RunState.FAILED
     return RunResult(state)

@@ -18,10 +18,10 @@ from typing import Any
 
 import torch
 
-from dashboard.launch.worker import ERROR_FILE, EXIT_DISK_FULL, STOP_REASONS, STOP_SIGNALS, WorkerSpec, log_of, seal
+from dashboard.launch.worker import ERROR_FILE, EXIT_DISK_FULL, STOP_REASONS, STOP_SIGNALS, WorkerSpec, log_of, logged, seal
 from dashboard.launch.ranks import worker_main as ranks_main
 from dashboard.launch.worker import main as worker_main
-from dashboard.runlog import INCOMPLETE_MARK, LOG_NAME, read
+from dashboard.runlog import INCOMPLETE_MARK
 from trainers.config import RunConfig
 from trainers.reporting import FINAL_STATES, RunState
 
@@ -203,7 +203,7 @@ def seal_logs(specs: Sequence[WorkerSpec], exitcodes: Sequence[int | None],
     Returns, by label, the (state, reason) of the runs whose logs could not take it (a full disk)."""
     unwritten = {}
     for spec, code in zip(specs, exitcodes):
-        record = read(spec.run_dir, keep_scalars=False) if (spec.run_dir / LOG_NAME).is_file() else None
+        record = logged(spec)
         if record is not None and record.status in FINAL_STATES:
             continue
         state, reason = death_reason(code, stopping, spec.run_dir)
@@ -211,7 +211,7 @@ def seal_logs(specs: Sequence[WorkerSpec], exitcodes: Sequence[int | None],
             how = stopping if isinstance(stopping, str) else "stopped"
             state, reason = RunState.INTERRUPTED, f"{how} while it was queued; resume to train it"
         try:
-            seal(spec, state, reason)
+            seal(spec, state, reason, record)
             if spec.dashboard.visdom_url is not None:
                 (spec.run_dir / INCOMPLETE_MARK).touch()
         except OSError:

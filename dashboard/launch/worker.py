@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Callable
 
 from dashboard.adapter import Dashboard, DashboardOptions
-from dashboard.runlog import LOG_NAME, RunLog, read
+from dashboard.runlog import LOG_NAME, RunLog, RunRecord, read
 from trainers.config import RunConfig
 from trainers.loop import RunResult, fit
 from trainers.reporting import RunState
@@ -70,9 +70,13 @@ def log_of(spec: WorkerSpec) -> RunLog:
                                       "env": spec.dashboard.draw.env})
 
 
-def seal(spec: WorkerSpec, state: str, reason: str) -> None:
-    """Append the run's final status (and its config, when nothing logged it yet)."""
-    record = read(spec.run_dir, keep_scalars=False) if (spec.run_dir / LOG_NAME).is_file() else None
+def logged(spec: WorkerSpec) -> RunRecord | None:
+    """What the run's log holds so far (its latest values only); None before it has one."""
+    return read(spec.run_dir, keep_scalars=False) if (spec.run_dir / LOG_NAME).is_file() else None
+
+
+def seal(spec: WorkerSpec, state: str, reason: str, record: RunRecord | None) -> None:
+    """Append the run's final status (and its config, when `record`, the log as read, has none)."""
     log = log_of(spec)
     try:
         if record is None or not record.config:
@@ -124,12 +128,12 @@ STOP_REASONS = {
     signal.SIGHUP: "stopped: the terminal was closed (SIGHUP)",
 }
 _stopped_by = ""  # why this process was asked to stop (see _stop_on)
+LAUNCHER_CHECK = 0.5  # s between looks at whether the launcher is still there
 
 
 def stopped_by() -> str:
     """Why this process was asked to stop ("stopped by Ctrl-C"...); "" while it was not."""
     return _stopped_by
-LAUNCHER_CHECK = 0.5  # s between looks at whether the launcher is still there
 
 
 def _stop_on(signum: int, frame: object) -> None:
