@@ -192,7 +192,9 @@ def _number(value: Any, digits: int = 4) -> str:
     return escape(str(value))
 
 
-MODEL_SETTINGS = ("hidden", "activation", "dropout", "init", "channels", "momentum", "weight_decay", "schedule")
+# what the runs pane says under a model's name ("input": a user's model trained on flat images)
+SHOWN_SETTINGS = ("hidden", "activation", "dropout", "init", "channels", "momentum", "weight_decay", "schedule",
+                  "input")
 
 
 def model_html(config: dict[str, Any]) -> str:
@@ -201,7 +203,7 @@ def model_html(config: dict[str, Any]) -> str:
     if config.get("preset"):
         name += f' <span style="color:#555">({escape(str(config["preset"]))})</span>'
     said = []
-    for key in MODEL_SETTINGS:
+    for key in SHOWN_SETTINGS:
         value = config.get(key)
         if value is None:
             continue

@@ -55,10 +55,7 @@ def place(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     (root / "garbage").mkdir()
     (root / "garbage" / "log.jsonl").write_text('{"kind": "scalars", "x": 1\nnot json at all\n')
     (root / "a-file").write_text("a file, not a folder\n")
-    (root / "models.py").write_text("from torch import nn\n\n\nclass Five(nn.Module):\n"
-                                    "    def __init__(self, shape, classes):\n        super().__init__()\n"
-                                    "        self.net = nn.Sequential(nn.Flatten(), nn.LazyLinear(5))\n\n"
-                                    "    def forward(self, x):\n        return self.net(x)\n")
+    (root / "models.py").write_text(MODELS_FILE)
     (root / "broken.py").write_text("def oops(:\n")
     (root / "bad.toml").write_text('epochs = 1\n\n[runs.a]\nmodel = "mlp"\nlr = \n')
     (root / "odd.toml").write_text('[runs.a]\nmodel = "mlp"\ncolour = "red"\n')
@@ -67,6 +64,45 @@ def place(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         sock.listen()
         (root / "port").write_text(str(sock.getsockname()[1]))
         yield root
+
+
+MODELS_FILE = """from torch import nn
+
+WIDTH = 3
+
+
+class Five(nn.Module):  # five logits, not ten
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.LazyLinear(5))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class Deep(nn.Module):
+    def __init__(self, depth, num_classes=10):
+        super().__init__()
+
+
+class Fails(nn.Module):
+    def __init__(self, num_classes):
+        super().__init__()
+        raise ValueError("no such width")
+
+
+class Colour(nn.Module):  # three-channel images only
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 10, 3)
+
+    def forward(self, x):
+        return self.conv(x).mean((2, 3))
+
+
+def make_nothing():
+    return 3
+"""
 
 
 def cases() -> list[tuple[str, list[str], int, str]]:
@@ -151,9 +187,21 @@ def cases() -> list[tuple[str, list[str], int, str]]:
         ("model file missing", ["run", "--headless", "--models", "nowhere.py:Net"], 2, "no model file"),
         ("model file broken", ["run", "--headless", "--models", "broken.py:Net"], 2, "does not import: SyntaxError"),
         ("model class missing", ["run", "--headless", "--models", "models.py:Net"], 2,
-         "has no class 'Net'; its nn.Modules: Five"),
+         "has no 'Net'; its nn.Module classes and functions: Colour, Deep, Fails, Five, make_nothing"),
         ("model output wrong", ["run", "--headless", "--models", "models.py:Five"], 2,
-         "Five returns (2, 5) for a batch of 2 images of (1, 28, 28); it must return logits of shape (2, 10)"),
+         "Five returns (2, 5) for a batch of 2 images of (1, 28, 28) and (2, 5) for them flat (2, 784); "
+         "it must return logits of shape (2, 10)"),
+        ("model argument unknown", ["run", "--headless", "--models", "models.py:Deep"], 2,
+         "Deep requires the argument 'depth', which livetrain cannot fill; give it a default, or name it one of "
+         "num_classes, image_shape, in_channels, num_inputs"),
+        ("model raises when built", ["run", "--headless", "--models", "models.py:Fails"], 2,
+         "run 'Fails': Fails(num_classes=10) failed: ValueError: no such width"),
+        ("model for other images", ["run", "--headless", "--models", "models.py:Colour"], 2,
+         "Colour takes neither images (2, *(1, 28, 28)) nor flat ones (2, 784): as images, RuntimeError: "),
+        ("model function returns no module", ["run", "--headless", "--models", "models.py:make_nothing"], 2,
+         "make_nothing() returned int, not an nn.Module"),
+        ("model name not a model", ["run", "--headless", "--models", "models.py:WIDTH"], 2,
+         "models.py:WIDTH is neither an nn.Module class nor a function that returns one"),
     ]
     return items
 

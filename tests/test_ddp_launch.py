@@ -168,9 +168,9 @@ from torch import nn
 class Breaks(nn.Module):
     """An MLP whose rank 1 raises at its 5th batch."""
 
-    def __init__(self, shape, classes):
+    def __init__(self, num_classes):
         super().__init__()
-        self.net = nn.Sequential(nn.Flatten(), nn.LazyLinear(32), nn.ReLU(), nn.LazyLinear(classes))
+        self.net = nn.Sequential(nn.Flatten(), nn.LazyLinear(32), nn.ReLU(), nn.LazyLinear(num_classes))
         self.calls = 0
 
     def forward(self, x):

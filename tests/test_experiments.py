@@ -21,6 +21,7 @@ from dashboard.server import ServerProcess
 from dashboard.windows import DrawOptions
 from tests.conftest import REPO
 from tests.helpers import (
+    SEED_001,
     assert_windows_match_logs, drawn_from_log, finish, launch_dir, livetrain, make_cifar, make_mnist, server_state,
     traces,
 )
@@ -383,14 +384,22 @@ class TinyNet(nn.Module):
 
 @pytest.mark.slow
 def test_a_model_from_a_file_trains_like_a_built_in(visdom_server: ServerProcess, tmp_path: Path) -> None:
-    """Same windows, logs, checkpoints and resume; labelled by its class name."""
+    """Same windows, logs, checkpoints and resume; labelled by its class name. Seed 001's MLP,
+    as the course writes it (no arguments, flat input), trains beside it, and the runs table says
+    it takes flat input."""
     (tmp_path / "my_models.py").write_text(TINY_NET)
+    (tmp_path / "seed001.py").write_text(SEED_001)
     url = visdom_server.config.url
-    code, out, err = finish(livetrain(tmp_path, "run", "--models", "my_models.py:TinyNet,mlp", "--epochs", "1",
-                                      "--limit", "1500", "--visdom-url", url, "--env", "own-model"))
+    code, out, err = finish(livetrain(tmp_path, "run", "--models", "my_models.py:TinyNet,seed001.py:MLP",
+                                      "--epochs", "1", "--limit", "1500", "--visdom-url", url, "--env", "own-model"))
     assert code == 0, out + err
     runs = launch_dir(tmp_path / "runs")
-    assert_windows_match_logs(server_state(url, "own-model"), [runs / "TinyNet", runs / "mlp"], max_points=1000)
+    state = server_state(url, "own-model")
+    assert_windows_match_logs(state, [runs / "TinyNet", runs / "MLP"], max_points=1000)
+    assert read(runs / "MLP").config["input"] == "flat (B, 784)"
+    rows = state["runs"]["content"].split("<tr>")
+    assert "input flat (B, 784)" in next(r for r in rows if "MLP" in r)
+    assert "input" not in next(r for r in rows if "TinyNet" in r)
     assert read(runs / "TinyNet").config["model"] == f"{tmp_path / 'my_models.py'}:TinyNet"
     assert (runs / "TinyNet" / "checkpoint.pt").is_file()
     code, out, err = finish(livetrain(tmp_path, "run", "--resume", str(runs), "--epochs", "2", "--visdom-url", url,

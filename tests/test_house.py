@@ -96,5 +96,5 @@ def test_every_error_a_user_meets_carries_its_exit_code() -> None:
     assert not [n for n, kind in found.items() if not issubclass(kind, LivetrainError)], sorted(found)
     usage = sorted(n for n, kind in found.items() if kind.exit_code == 2)
     assert usage == ["dashboard.launch.plan.PlanError", "trainers.config.ConfigError", "trainers.errors.UsageError",
-                     "trainers.models.ModelFileError"]
+                     "trainers.usermodels.ModelFileError"]
     assert issubclass(found["trainers.config.ConfigError"], UsageError)

@@ -23,6 +23,7 @@ from trainers.reporting import (
     EPOCH_TRAIN_ACC, EPOCH_TRAIN_LOSS, GRAD_PREFIX, LR, SAMPLES_PER_S, TEST_ACC, TEST_ENTROPY, TEST_LOSS,
     TEST_OBJECTIVE, TRAIN_ACC, TRAIN_LOSS, Reporter, RunState,
 )
+from trainers.usermodels import takes_flat_input
 
 # predictions are reported on a fixed sample of test images, the same for every run on a data set,
 # so galleries compare side by side and the dashboard can show where the runs disagree
@@ -292,7 +293,10 @@ def fit(config: RunConfig, reporter: Reporter, run_dir: Path | None = None, resu
     start_epoch = 0
     if resume:
         start_epoch, result.history = _load_checkpoint(run_dir, config, model, optimizer, generator)
-    reporter.config(config.to_dict())
+    logged = config.to_dict()
+    if takes_flat_input(model):  # a user's model that takes (B, C*H*W): said in the runs table
+        logged["input"] = f"flat (B, {math.prod(ds.image_shape)})"
+    reporter.config(logged)
     reporter.status(RunState.RUNNING)
     objective = None if config.loss == "ce" else loss_fn
     if start_epoch == 0:

@@ -4,23 +4,22 @@ Every model maps a float batch (B, C, H, W) to logits (B, num_classes). A model'
 (`hidden`, `activation`, `dropout`, `init`, `channels`) are named in its `ModelSpec`, with their
 defaults; a run can change them (`--set mlp.activation=sigmoid`), and no other model's.
 
-A person's own model is named `path/to/file.py:ClassName`: an `nn.Module` built as
-`ClassName(image_shape, num_classes)` (image_shape is (C, H, W)), trained with the MLP's recipe."""
+A person's own model is named `path/to/file.py:Name`: an `nn.Module` class, or a function that
+returns one, built with what its signature asks for (nothing, or some of `num_classes`,
+`image_shape`, `in_channels`, `num_inputs`) and given (B, C, H, W) images, or flat (B, C*H*W)
+ones when that is what it takes; it trains with the MLP's recipe."""
 
 from __future__ import annotations
 
 import functools
-import importlib.util
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from trainers.errors import UsageError
+from trainers.usermodels import build_user_model, is_user_model, load_user_factory
 
 
 class SoftmaxRegression:
@@ -251,18 +250,9 @@ MODELS: dict[str, ModelSpec] = {
 }
 
 
-class ModelFileError(UsageError):
-    """A model named by its file cannot be used: the file does not import, lacks the class, or
-    the class does not make logits of the right shape."""
-
-
-def is_user_model(name: str) -> bool:
-    return ".py:" in name
-
-
 def spec(name: str) -> ModelSpec:
-    """The ModelSpec of a built-in model, or of a model from a file (`path.py:ClassName`).
-    Raises KeyError for neither, ModelFileError for a file that cannot give the class."""
+    """The ModelSpec of a built-in model, or of a model from a file (`path.py:Name`).
+    Raises KeyError for neither, ModelFileError for a file that cannot give the model."""
     if name in MODELS:
         return MODELS[name]
     if is_user_model(name):
@@ -272,56 +262,9 @@ def spec(name: str) -> ModelSpec:
 
 @functools.cache
 def _user_spec(ref: str) -> ModelSpec:
-    cls = load_user_class(ref)
-    return ModelSpec(lambda shape, k, s: cls(shape, k), "adam", 1e-3, 128, True, "cosine",
-                     f"{cls.__name__} from {ref.rsplit(':', 1)[0]}")
-
-
-def load_user_class(ref: str) -> type[nn.Module]:
-    """The class `ClassName` of `path.py:ClassName`, imported from the file."""
-    path_text, _, class_name = ref.rpartition(":")
-    path = Path(path_text)
-    if not path.is_file():
-        raise ModelFileError(f"no model file {path}; give PATH.py:ClassName of an nn.Module")
-    module_name = f"livetrain_model_{abs(hash(str(path.resolve())))}"
-    module = sys.modules.get(module_name)
-    if module is None:
-        loader = importlib.util.spec_from_file_location(module_name, path)
-        if loader is None or loader.loader is None:
-            raise ModelFileError(f"{path} is not a Python file; give PATH.py:ClassName of an nn.Module")
-        module = importlib.util.module_from_spec(loader)
-        try:
-            loader.loader.exec_module(module)
-        except Exception as exc:  # noqa: BLE001 - whatever the user's file raises on import
-            raise ModelFileError(f"{path} does not import: {type(exc).__name__}: {' '.join(str(exc).split())}") from None
-        sys.modules[module_name] = module
-    cls = getattr(module, class_name, None)
-    if cls is None:
-        found = sorted(n for n, v in vars(module).items() if isinstance(v, type) and issubclass(v, nn.Module)
-                       and v.__module__ == module_name)
-        raise ModelFileError(f"{path} has no class {class_name!r}; its nn.Modules: {', '.join(found) or 'none'}")
-    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
-        raise ModelFileError(f"{path}:{class_name} is not an nn.Module class")
-    return cls
-
-
-def check_user_model(name: str, image_shape: Shape, num_classes: int) -> None:
-    """Build a model from a file for this data and run it on two blank images: it must give
-    logits of shape (2, num_classes). Said before any run starts, not by the run's worker."""
-    cls_name = name.rsplit(":", 1)[1]
-    try:
-        model = build(name, image_shape, num_classes)
-        with torch.no_grad():
-            out = model(torch.zeros(2, *image_shape))
-    except ModelFileError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - whatever the user's code raises
-        raise ModelFileError(f"{cls_name}({image_shape}, {num_classes}) failed on a batch of 2 images: "
-                             f"{type(exc).__name__}: {' '.join(str(exc).split())}") from None
-    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, num_classes):
-        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ModelFileError(f"{cls_name} returns {got} for a batch of 2 images of {image_shape}; it must return "
-                             f"logits of shape (2, {num_classes})")
+    factory = load_user_factory(ref)
+    return ModelSpec(lambda shape, k, s: build_user_model(ref, shape, k), "adam", 1e-3, 128, True, "cosine",
+                     f"{factory.__name__} from {ref.rsplit(':', 1)[0]}")
 
 
 def build(name: str, image_shape: Shape, num_classes: int, settings: Mapping[str, Any] | None = None) -> Model:

@@ -27,7 +27,7 @@ from typing import Any
 from dashboard.launch.grid import LISTS, SETTINGS, Choices, check_label, expand, parse_models
 from dashboard.launch.plan import PlanError, check_env
 from trainers.config import RunConfig
-from trainers.models import is_user_model
+from trainers.usermodels import is_user_model
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -25,7 +25,8 @@ from typing import Any, Callable
 
 from dashboard.launch.plan import PlanError
 from trainers.config import ConfigError, RunConfig
-from trainers.models import MODELS, is_user_model
+from trainers.models import MODELS
+from trainers.usermodels import is_user_model
 from trainers.presets import PRESETS
 
 LABEL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,39}")

@@ -22,7 +22,7 @@ from trainers import data
 from trainers.config import ConfigError, RunConfig
 from trainers.errors import LivetrainError, UsageError
 from trainers.loop import CHECKPOINT, DeviceError, read_checkpoint, resolve_device
-from trainers.models import ModelFileError, check_user_model, is_user_model
+from trainers.usermodels import ModelFileError, check_user_model, is_user_model
 from trainers.reporting import RunState
 
 
