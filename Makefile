@@ -38,13 +38,15 @@ setup: $(VENV)/.installed
 	@$(PY) -m dashboard.assets --cache-dir .cache/npm
 	@$(PY) -m trainers.data
 
-# Debian's headless Chromium, for the browser tests (and for looking at the page from a script).
+# Debian's headless Chromium, for the browser tests (and for looking at the page from a script),
+# with a CJK font, so that screenshots of runs labelled in Chinese show their letters.
 browser:
-	@command -v chromium > /dev/null || command -v chromium-browser > /dev/null || { \
-		echo "Installing Debian's chromium for the browser tests (apt-get; a minute or two)"; \
+	@{ command -v chromium > /dev/null || command -v chromium-browser > /dev/null; } \
+		&& [ -e /usr/share/fonts/truetype/wqy/wqy-zenhei.ttc ] || { \
+		echo "Installing Debian's chromium and a CJK font for the browser tests (apt-get; a minute or two)"; \
 		mkdir -p .cache; \
 		{ $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q \
-			--no-install-recommends chromium; } > .cache/apt.log 2>&1 \
+			--no-install-recommends chromium fonts-wqy-zenhei; } > .cache/apt.log 2>&1 \
 		|| { tail -5 .cache/apt.log; echo "Error: could not install chromium (log in .cache/apt.log)" >&2; exit 1; }; }
 
 # Reinstall only when the declared requirements or pins change.

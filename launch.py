@@ -320,7 +320,7 @@ def runs(log_dir: Path) -> None:
 def replay(run_dirs: tuple[Path, ...], env: str, visdom_url: str | None, smooth: float | None, scatter: str | None,
            host: str, port: int, env_dir: Path, login: bool) -> None:
     """Draw logged runs (run dirs, or a folder of them) in a Visdom env, as they looked live."""
-    check_env(env)
+    env = check_env(env)
     visdom_url = check_url(visdom_url) if visdom_url is not None else None
     replay_runs(list(run_dirs), DrawOptions(env, smooth, scatter=scatter), visdom_url, ServerConfig(host, port, env_dir, login),
                 sys.stdout)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import shutil
 import sys
 import time
+import unicodedata
+from collections import Counter
 from typing import Sequence, TextIO
 
 from dashboard.panes import RunSummary
@@ -28,12 +30,40 @@ def _num(value: float, digits: int) -> str:
     return f"{value:.{digits}f}" if abs(value) < 1e4 else f"{value:.3e}"
 
 
+def columns(text: str) -> int:
+    """The terminal columns `text` takes: 2 for a wide character (CJK), 0 for a combining mark or
+    a format character, 1 for the rest."""
+    return sum(_columns(ch) for ch in text)
+
+
+def _columns(ch: str) -> int:
+    if unicodedata.combining(ch) or unicodedata.category(ch) in ("Mn", "Me", "Cf"):
+        return 0
+    return 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+
+
+def pad(text: str, width: int) -> str:
+    """`text` with spaces after it up to `width` columns."""
+    return text + " " * max(0, width - columns(text))
+
+
+def cut(text: str, width: int) -> str:
+    """The longest start of `text` that fits in `width` columns."""
+    used = 0
+    for i, ch in enumerate(text):
+        used += _columns(ch)
+        if used > width:
+            return text[:i]
+    return text
+
+
 def line(run: RunSummary, width: int = 12, now: float | None = None) -> str:
-    """One run's progress line."""
+    """One run's progress line; its label padded to `width` columns (never cut: a sweep's runs
+    differ in their label's end)."""
     epochs = run.config.get("epochs") or 0
     done = min(run.x / epochs, 1.0) if epochs else 0.0
     filled = int(round(done * BAR))
-    parts = [f"{run.label[:width]:<{width}}",
+    parts = [pad(run.label, width),
              f"epoch {min(int(run.x) + 1, epochs):>2}/{epochs:<2}" if epochs else "epoch  -/- ",
              f"[{'#' * filled}{'.' * (BAR - filled)}] {100 * done:3.0f}%"]
     latest = run.latest
@@ -52,6 +82,23 @@ def line(run: RunSummary, width: int = 12, now: float | None = None) -> str:
     status = run.status + (f": {run.reason}" if run.reason else "")
     parts.append(status)
     return "  ".join(parts)
+
+
+# which runs a terminal too short for all of them shows first
+_SHOWN_FIRST = (RunState.RUNNING, RunState.FAILED, RunState.INTERRUPTED, RunState.STARTING, RunState.QUEUED)
+
+
+def fitting(runs: Sequence[RunSummary], rows: int) -> tuple[list[RunSummary], list[str]]:
+    """The runs to draw in `rows` lines, in their order, and the line that counts the others: all
+    of them when they fit; else the running ones first (then failed, stopped, queued, finished)."""
+    if len(runs) <= rows:
+        return list(runs), []
+    rank = {state: i for i, state in enumerate(_SHOWN_FIRST)}
+    order = sorted(range(len(runs)), key=lambda i: (rank.get(runs[i].status, len(rank)), i))
+    keep = sorted(order[:rows - 1])
+    hidden = [runs[i] for i in order[rows - 1:]]
+    counts = ", ".join(f"{n} {state}" for state, n in Counter(str(r.status) for r in hidden).items())
+    return [runs[i] for i in keep], [f"... and {len(hidden)} more: {counts}"]
 
 
 class GoneQuiet:
@@ -97,16 +144,18 @@ class TerminalView:
     def draw(self, runs: Sequence[RunSummary]) -> None:
         if self.closed:
             return
-        width = max([len(r.label) for r in runs] + [4])
-        width = min(width, 24)
+        width = max([columns(r.label) for r in runs] + [4])
         try:
             if self.live:
-                # each line cut to the terminal's width: a wrapped line would break the redraw
-                columns = max(shutil.get_terminal_size().columns - 1, 20)
+                # each line cut to the terminal's width, and no more lines than it has rows: a
+                # wrapped or scrolled line would break the redraw
+                size = shutil.get_terminal_size()
+                shown = fitting(runs, max(size.lines - 1, 2))
                 out = "\x1b[F" * self._drawn  # back to the first line drawn last time
-                out += "".join("\x1b[2K" + line(r, width)[:columns] + "\n" for r in runs)
+                out += "".join("\x1b[2K" + cut(text, max(size.columns - 1, 20)) + "\n"
+                               for text in [line(r, width) for r in shown[0]] + shown[1])
                 self.stream.write(out)
-                self._drawn = len(runs)
+                self._drawn = len(shown[0]) + len(shown[1])
             else:
                 for r in runs:
                     key = (int(r.x), r.status)

@@ -122,6 +122,10 @@ def cases() -> list[tuple[str, list[str], int, str]]:
         ("env holds script", ["run", "--env", "<script>alert(1)</script>"], 2, "env name"),
         ("label holds HTML", ["run", "--models", "mlp:<b>x</b>"], 2, "run label"),
         ("label with a space", ["run", "--models", "mlp:a b"], 2, "run label"),
+        ("label of 10,000 characters", ["run", "--models", "mlp:" + "模" * 10_000], 2,
+         "run label '" + "模" * 30 + "...': it is 10,000 characters (30,000 bytes)"),
+        ("label with a path", ["run", "--models", "mlp:模型/../x"], 2, "'/' cannot be in it"),
+        ("env of 10,000 characters", ["run", "--env", "实" * 10_000], 2, "env name '" + "实" * 30 + "...': it is"),
         ("replay env holds HTML", ["replay", "runs", "--env", "<img src=x>"], 2, "env name"),
         # ports, hosts, URLs
         ("port 0", ["run", "--port", "0"], 2, "--port"),

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import pytest
 from dashboard import windows
 from dashboard.connection import Unreachable
 from dashboard.server import ServerProcess
+from dashboard.terminal import columns
 from dashboard.windows import DrawOptions
 from tests.browser import Browser, find_chromium, overlaps
 from tests.conftest import REPO
@@ -283,3 +285,45 @@ def test_a_24_run_sweep_page_stays_usable(visdom_server: ServerProcess, tmp_path
         assert sorted(t["name"] for t in panes[title]["traces"]) == sorted(trace_names(title, labels, groups))
         assert len({t["colour"] for t in panes[title]["traces"]}) == 8
         assert panes[title]["legend"] == list(groups)  # an entry per group; its runs faint, without one
+
+
+def test_a_launch_labelled_in_chinese(visdom_server: ServerProcess, tmp_path: Path) -> None:
+    """The course's readers name their runs in their language: a live launch labelled in Chinese,
+    in an env named in Chinese, shows the labels in the runs table, the legends, the window
+    titles and the terminal (aligned by display width); a replay draws the same windows."""
+    url, env = visdom_server.config.url, "中文实验"
+    labels = ["基线", "多层感知机-模型"]
+    result = subprocess.run(
+        [sys.executable, "launch.py", "run", "--models", f"softmax:{labels[0]},mlp:{labels[1]}", "--epochs", "1",
+         "--limit", "2000", "--visdom-url", url, "--env", env, "--log-dir", str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+    assert f"/env/{urllib.parse.quote(env)}" in result.stdout  # the page's address, as a browser takes it
+    # the terminal: a line per run and epoch, "epoch" in one column whatever the label's width
+    rows = [row for row in result.stdout.splitlines() if "  epoch " in row]
+    assert {row.split("  epoch")[0].rstrip() for row in rows} == set(labels)
+    assert len({columns(row.split("epoch")[0]) for row in rows}) == 1
+    launch_dir = next(p for p in tmp_path.iterdir() if p.is_dir() and p.name != "visdom")
+    assert sorted(p.name for p in launch_dir.iterdir()) == sorted(labels)  # the runs' folders
+    replayed = subprocess.run([sys.executable, "launch.py", "replay", str(launch_dir), "--env", "回放",
+                               "--visdom-url", url], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert replayed.returncode == 0, replayed.stderr
+    live, again = server_state(url, env), server_state(url, "回放")
+    for window in windows.COMPARE_PANES:
+        assert [(d["name"], d["x"], d["y"]) for d in live[window.win]["content"]["data"] if d["name"]] == \
+            [(d["name"], d["x"], d["y"]) for d in again[window.win]["content"]["data"] if d["name"]], window.win
+
+    with Browser(1600, 1200) as browser:
+        for shown in (env, "回放"):
+            browser.open(f"{url}/env/{urllib.parse.quote(shown)}")
+            state = browser.settled(lambda s: len(s.get("panes", [])) == SHARED + 4 * len(labels) and all(
+                len(p["traces"] or ()) == len(trace_names(p["title"], labels))
+                for p in s["panes"] if p["title"] in COMPARE_TITLES))
+            browser.screenshot(ARTIFACTS / f"chinese-{'live' if shown == env else 'replay'}.png")
+            panes = {p["title"]: p for p in state["panes"]}
+            assert all(label in panes["Runs"]["text"] for label in labels)
+            for title in COMPARE_TITLES:
+                assert panes[title]["legend"] == labels, title
+            for label in labels:
+                assert f"{label}: test images, predicted (true)" in panes
+                assert windows.gradients_title(label) in panes

@@ -27,7 +27,7 @@ from dashboard.connection import Unreachable
 from dashboard.downsample import Ema, MinMaxSeries
 from dashboard.replay import ReplayError, find_runs
 from dashboard.sender import Sender
-from dashboard.terminal import TerminalView, line
+from dashboard.terminal import TerminalView, columns, cut, fitting, line
 from trainers.reporting import SAMPLES_PER_S, TEST_ACC, TRAIN_ACC, TRAIN_LOSS
 
 EVIL = '<script>alert("x")</script>&'
@@ -204,6 +204,26 @@ def test_terminal_line_shows_progress_metrics_and_eta() -> None:
     view = TerminalView(out)
     view.draw([run]), view.draw([run])
     assert out.getvalue().count("\n") == 1  # not a terminal: a line when the epoch or status changes
+
+
+def test_terminal_aligns_labels_by_display_width_and_never_cuts_them() -> None:
+    """A CJK character takes two columns; a sweep's labels differ only at their ends."""
+    labels = ["模型", "mlp", "baseline-wide-network-lr1e-3", "baseline-wide-network-lr1e-2"]
+    runs = [panes.RunSummary(label, config={"epochs": 2}, status="running", x=0.5) for label in labels]
+    width = max(columns(label) for label in labels)
+    lines = [line(run, width) for run in runs]
+    assert [text.split("  epoch")[0].rstrip() for text in lines] == labels
+    assert len({columns(text.split("epoch")[0]) for text in lines}) == 1  # "epoch" in one column
+    assert columns("模型") == 4 and columns("cafe\u0301") == 4 and cut("模型ab", 3) == "模"
+
+
+def test_a_terminal_shorter_than_the_runs_shows_the_running_ones_and_counts_the_rest() -> None:
+    runs = [panes.RunSummary(f"r{i}", config={"epochs": 1}, status="finished" if i < 20 else "running", x=1.0)
+            for i in range(24)] + [panes.RunSummary("q", status="queued")]
+    shown, more = fitting(runs, 10)
+    assert [r.label for r in shown] == ["r0", "r1", "r2", "r3", "r20", "r21", "r22", "r23", "q"]  # in order
+    assert more == ["... and 16 more: 16 finished"]
+    assert fitting(runs[:5], 10) == (runs[:5], [])
 
 
 def test_headless_dashboard_writes_the_log_that_pandas_reads(tmp_path: Path) -> None:

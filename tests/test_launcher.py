@@ -18,8 +18,8 @@ from click.testing import CliRunner, Result
 
 import launch
 from dashboard.launch import supervisor
-from dashboard.launch.grid import parse_models, parse_setting, plan_runs
-from dashboard.launch.plan import PlanError
+from dashboard.launch.grid import check_label, parse_models, parse_setting, plan_runs
+from dashboard.launch.plan import PlanError, check_env, is_fit_name
 from dashboard.runlog import LOG_NAME, RunLog, read
 from tests.conftest import free_port
 from trainers.config import RunConfig
@@ -40,11 +40,36 @@ def test_models_become_labelled_runs() -> None:
     (["mlp,resnet"], "unknown model 'resnet' in --models; choose from softmax, softmax-nn, mlp, cnn, lenet, or a preset: d2l-softmax"),
     ([" , "], "no model given"),
     (["mlp:a,cnn:a"], "two runs are labelled 'a'"),
-    (["mlp:bad/label"], "run label 'bad/label': use up to 40 letters"),
+    (["mlp:bad/label"], "run label 'bad/label': '/' cannot be in it"),
 ])
 def test_bad_models_are_usage_errors(words: list[str], message: str) -> None:
     with pytest.raises(PlanError, match=message):
         parse_models(words)
+
+
+def test_labels_and_envs_in_any_script() -> None:
+    """The course's readers name runs in Chinese; a label stays a safe folder name and env."""
+    assert parse_models(["mlp:模型,cnn:卷积网络,softmax:café"]) == [
+        ("mlp", "模型"), ("cnn", "卷积网络"), ("softmax", "café")]
+    assert check_label("cafe\u0301") == "café"  # NFC: one form of one name
+    assert [check_label(w) for w in ("モデル", "модель", "हिन्दी", "نموذج", "x.1_a-b", "२०२६")]
+    assert check_env("实验-1") == "实验-1"
+    configs = plan_runs(["mlp:模型"], ["模型.lr=1e-3,1e-2"], seeds=(0, 1))
+    assert [c.label for c in configs] == ["模型-lr1e-3-seed0", "模型-lr1e-3-seed1", "模型-lr1e-2-seed0",
+                                          "模型-lr1e-2-seed1"]
+    for bad, why in (("a/b", "'/' cannot be in it"), ("a\\b", "cannot be in it"), ("..", "must start with"),
+                     ("a..b", "'..' cannot be in it"), ("bell\x07", "'\\x07' cannot be in it"),
+                     ("tab\tx", "cannot be in it"), ("-x", "must start with a letter or a digit"),
+                     ("🙂", "cannot be in it"), ("", "it is empty"), ("a b", "' ' cannot be in it"),
+                     ("模" * 41, "41 characters (123 bytes); use at most 40 characters and 120 bytes"),
+                     ("\U00020000" * 31, "31 characters (124 bytes)")):
+        with pytest.raises(PlanError, match=re.escape(why)):
+            check_label(bad)
+    with pytest.raises(PlanError) as caught:
+        check_label("x" * 10_000)
+    said = str(caught.value)
+    assert "\n" not in said and len(said) < 200 and "10,000 characters" in said
+    assert is_fit_name("实验") and not is_fit_name("a/b") and not is_fit_name("cafe\u0301")
 
 
 def test_settings_apply_by_model_then_by_label() -> None:
@@ -149,7 +174,7 @@ USAGE_ERRORS = [
     (["--models", "softmax,mlp", "--set", "cnn.lr=0.1"], "no run 'cnn' in this launch"),
     (["--set", "mlp.lr"], "write RUN.SETTING=VALUE"),
     (["--optimizer", "adam", "--models", "softmax"], "softmax regression trains with its hand-written SGD"),
-    (["--env", "my env/x"], "env name 'my env/x'"),
+    (["--env", "my env/x"], "env name 'my env/x': ' ' cannot be in it"),
     (["--visdom-url", "localhost:8097"], "write it like http://HOST:PORT"),
     (["--device", "tpu"], "Invalid value for '--device'"),
 ]

@@ -60,7 +60,7 @@ def read_experiment(path: Path, **given: Any) -> tuple[list[RunConfig], dict[str
         raise PlanError(f"{path} has no runs; add a table per run, e.g. [runs.relu] with model = \"mlp\"")
     named, parsed = [], []
     for label, table in runs.items():
-        check_label(label)
+        label = check_label(label)
         settings = {_key(k): v for k, v in table.items()}
         model = settings.pop("model", None)
         if not isinstance(model, str) or not model:

@@ -18,18 +18,18 @@ from __future__ import annotations
 import itertools
 import math
 import re
+import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Callable
 
-from dashboard.launch.plan import PlanError
+from dashboard.launch.plan import LABEL_BYTES, LABEL_CHARS, PlanError, check_name
 from trainers.config import ConfigError, RunConfig
 from trainers.models import MODELS
 from trainers.usermodels import is_user_model
 from trainers.presets import PRESETS
 
-LABEL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,39}")
 MAX_RUNS = 64  # runs in one launch, sweeps and seeds included
 
 
@@ -90,8 +90,7 @@ def parse_models(words: Sequence[str]) -> list[tuple[str, str]]:
                 label = f"{name}-{numbered[name]}"
             else:
                 label = name
-        check_label(label)
-        runs.append((name, label))
+        runs.append((name, check_label(label)))
     twice = [label for label, n in Counter(label for _, label in runs).items() if n > 1]
     if twice:
         raise PlanError(f"two runs are labelled {twice[0]!r}; label each, e.g. --models mlp:fast,mlp:slow")
@@ -99,9 +98,8 @@ def parse_models(words: Sequence[str]) -> list[tuple[str, str]]:
 
 
 def check_label(label: str) -> str:
-    if not LABEL_RE.fullmatch(label):
-        raise PlanError(f"run label {label!r}: use up to 40 letters, digits, '.', '_' or '-'")
-    return label
+    """The label in NFC form, when it is fit to name a run's folder and windows (`check_name`)."""
+    return check_name(label, "run label", LABEL_CHARS, LABEL_BYTES)
 
 
 def parse_setting(text: str) -> tuple[str, str, list[tuple[str, Any]]]:
@@ -138,6 +136,7 @@ def plan_runs(models: Sequence[str], settings: Sequence[str], seeds: Sequence[in
     by_lower = {target.lower(): target for target in targets}  # RUN in any case: MLP, Breaks, breaks
     for text in settings:
         target, key, choices = parse_setting(text)
+        target = unicodedata.normalize("NFC", target)
         target = target if target in targets else by_lower.get(target.lower(), target)
         if target not in targets:
             raise PlanError(f"--set {text!r}: no run {target!r} in this launch; its runs are "

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from dashboard.launch.plan import epochs_done
 from dashboard.runlog import LOG_NAME, read, run_dirs
+from dashboard.terminal import columns, pad
 from trainers.reporting import FINAL_STATES, RunState, TEST_ACC
 
 
@@ -62,6 +63,6 @@ def runs_table(rows: Sequence[PastRun], status_width: int = 48) -> str:
     body = [(r.label, r.model, r.dataset, r.epochs, "-" if r.test_acc is None else f"{r.test_acc:.4f}",
              r.status if len(r.status) <= status_width else r.status[: status_width - 3] + "...",
              hms(r.duration), str(r.path)) for r in rows]
-    widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [header, *body]]
+    widths = [max(columns(row[i]) for row in [header, *body]) for i in range(len(header))]
+    lines = ["  ".join(pad(cell, w) for cell, w in zip(row, widths)).rstrip() for row in [header, *body]]
     return "\n".join(lines)

@@ -10,6 +10,7 @@ import math
 import os
 import re
 import time
+import unicodedata
 import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -26,7 +27,13 @@ from trainers.usermodels import ModelFileError, check_user_model, is_user_model
 from trainers.reporting import RunState
 
 
-ENV_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+# Names a person gives (run labels, envs) become folder names, Visdom envs (and their files),
+# window ids and page text: letters and digits of any script are fine, a path separator or a
+# control character is not, and the bytes are bounded as well as the characters (a CJK letter is
+# 3 bytes of a file name's 255)
+LABEL_CHARS, LABEL_BYTES = 40, 120  # 40 CJK letters of the BMP; 30 beyond it
+ENV_CHARS, ENV_BYTES = 64, 200
+NAME_PUNCTUATION = "._-"
 URL_HOST_RE = re.compile(r"[A-Za-z0-9._:-]+")  # a name, an IPv4 or an IPv6 address (no spaces)
 
 
@@ -129,10 +136,43 @@ def load_data(configs: Sequence[RunConfig]) -> None:
                     raise exc.about(f"run {config.label!r}") from None
 
 
+def _name_problem(name: str, max_chars: int, max_bytes: int) -> str:
+    """What makes `name` (NFC) unfit as a label or env, or "" when nothing does."""
+    size = len(name.encode("utf-8"))
+    if not name:
+        return "it is empty"
+    if len(name) > max_chars or size > max_bytes:
+        return f"it is {len(name):,} characters ({size:,} bytes); use at most {max_chars} characters and {max_bytes} bytes"
+    for ch in name:
+        kind = unicodedata.category(ch)
+        if not (kind[0] in "LN" or kind[0] == "M" or ch in NAME_PUNCTUATION):
+            return f"{ch!r} cannot be in it"
+    if unicodedata.category(name[0])[0] not in "LN":
+        return "it must start with a letter or a digit"
+    if ".." in name:
+        return "'..' cannot be in it"
+    return ""
+
+
+def check_name(name: str, what: str, max_chars: int, max_bytes: int) -> str:
+    """`name` in NFC form when it is fit to be a folder name and a Visdom env: letters and digits
+    of any script (with their accents), '.', '_' or '-', starting with a letter or digit, no
+    '..', and at most `max_chars` characters and `max_bytes` bytes; else a PlanError that quotes
+    at most the first 30 characters of it."""
+    normal = unicodedata.normalize("NFC", name)
+    problem = _name_problem(normal, max_chars, max_bytes)
+    if problem:
+        shown = repr(normal if len(normal) <= 40 else normal[:30] + "...")
+        raise PlanError(f"{what} {shown}: {problem} (use letters or digits of any script, '.', '_' or '-')")
+    return normal
+
+
+def is_fit_name(name: str, max_chars: int = ENV_CHARS, max_bytes: int = ENV_BYTES) -> bool:
+    return not _name_problem(name, max_chars, max_bytes) and unicodedata.is_normalized("NFC", name)
+
+
 def check_env(env: str) -> str:
-    if not ENV_RE.fullmatch(env):
-        raise PlanError(f"env name {env!r}: use up to 64 letters, digits, '.', '_' or '-'")
-    return env
+    return check_name(env, "env name", ENV_CHARS, ENV_BYTES)
 
 
 def check_url(url: str) -> str:

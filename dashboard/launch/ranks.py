@@ -47,6 +47,8 @@ from dashboard.adapter import Dashboard, DashboardOptions
 from dashboard.board import Board
 from dashboard.connection import VisdomConnection
 from dashboard.launch import worker
+from dashboard.launch.grid import check_label
+from dashboard.launch.plan import check_env
 from dashboard.replay import ReplayError, replay
 from dashboard.runlog import INCOMPLETE_MARK
 from dashboard.launch.worker import KEPT, STOPPED_BY_CTRL_C, WorkerSpec
@@ -332,9 +334,10 @@ def main(model: str, settings: tuple[str, ...], label: str, log_dir: Path, visdo
         raise click.UsageError("this is a rank of a run on several processes: start it with torchrun "
                                "(see --help), or use `launch.py run --set MODEL.nproc=N` on one machine")
     values = dict(_setting(text) for text in settings)
-    config = RunConfig(model, label=label, **values)
     try:
-        config = config.resolved()
+        label, env = check_label(label) if label else "", check_env(env)
+        config = RunConfig(model, label=label, **values).resolved()
+        config = replace(config, label=check_label(config.label))
     except LivetrainError as exc:
         raise click.UsageError(str(exc)) from None
     options = DashboardOptions(visdom_url=visdom_url, draw=DrawOptions(env=env))

@@ -15,7 +15,7 @@ from dashboard.adapter import DashboardOptions
 from dashboard.board import Board
 from dashboard.connection import VisdomConnection
 from dashboard.launch.plan import (
-    ENV_RE, PlannedRun, check_devices, check_env, check_url, load_data, new_launch_dir, prepare_log_dir,
+    PlannedRun, check_devices, check_env, check_url, is_fit_name, load_data, new_launch_dir, prepare_log_dir,
     prepare_to_fork, resume_runs,
 )
 from dashboard.launch.servers import Server, find_server, page_url, serve_until_stopped
@@ -180,7 +180,7 @@ def run(request: RunRequest, out: TextIO | None = None) -> int:
     else:
         configs = list(request.configs)
     if request.draw.env != PER_LAUNCH:
-        check_env(request.draw.env)
+        request = replace(request, draw=replace(request.draw, env=check_env(request.draw.env)))
     check_devices(configs)
     prepare_to_fork()
     load_data(configs)
@@ -223,7 +223,7 @@ def default_parallel(cores: int | None = None) -> int:
 def _logged_env(runs: Sequence[PlannedRun]) -> str | None:
     record = read(runs[0].run_dir, keep_scalars=False)
     env = record.meta.get("env")
-    return str(env) if env and ENV_RE.fullmatch(str(env)) else None
+    return str(env) if env and is_fit_name(str(env)) else None
 
 
 def _announce(out: TextIO, runs: Sequence[PlannedRun], launch_dir: Path,
