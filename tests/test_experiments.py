@@ -463,6 +463,73 @@ def test_an_experiment_file_makes_its_runs(tmp_path: Path) -> None:
             read_experiment(tmp_path / "bad.toml")
 
 
+def wrong_values(key: str) -> list[str]:
+    """TOML values of the wrong type for setting `key`, as a person might write them."""
+    from dashboard.launch.grid import LISTS, SETTINGS
+
+    read = SETTINGS[key][0] if key in SETTINGS else None
+    if key == "seeds":
+        return ['"0,1"', "[0.5]", "[-1]", "[]"]
+    if key == "parallel":
+        return ['"two"', "1.5", "0"]
+    if read is int:
+        return ['"three"', "2.5", "true"]
+    if read is float:
+        return ['"fast"', "true", "[]"] if key != "lr" else ['"fast"', "true"]
+    if key in LISTS:
+        return ['"200,200"', "[1.5]", "[[]]"]
+    return ["3", "true", "{ a = 1 }"]  # names, the data folder, the env
+
+
+@pytest.mark.parametrize("key", ["dataset", "epochs", "batch_size", "lr", "optimizer", "seed", "device", "limit",
+                                 "data_dir", "nproc", "seeds", "parallel", "env"])
+def test_every_top_level_key_of_an_experiment_file_is_checked(tmp_path: Path, key: str) -> None:
+    from dashboard.launch.experiment import COMMON, LAUNCH, read_experiment
+
+    assert set(COMMON + LAUNCH) == {"dataset", "epochs", "batch_size", "lr", "optimizer", "seed", "device", "limit",
+                                    "data_dir", "nproc", "seeds", "parallel", "env"}
+    for value in wrong_values(key):
+        (tmp_path / "exp.toml").write_text(f'{key.replace("_", "-")} = {value}\n\n[runs.a]\nmodel = "mlp"\n')
+        with pytest.raises(PlanError) as caught:
+            read_experiment(tmp_path / "exp.toml")
+        said = str(caught.value)
+        assert said.startswith(f"{tmp_path / 'exp.toml'}: the top level: {key.replace('_', '-')}"), said
+        assert "\n" not in said
+
+
+def test_every_run_key_of_an_experiment_file_is_checked(tmp_path: Path) -> None:
+    from dashboard.launch.experiment import read_experiment
+    from dashboard.launch.grid import SETTINGS
+
+    for key in SETTINGS:
+        model = "cnn" if key == "channels" else "mlp"
+        for value in wrong_values(key) + (["[]"] if key not in ("hidden", "channels") else []):
+            (tmp_path / "exp.toml").write_text(f'[runs.a]\nmodel = "{model}"\n{key.replace("_", "-")} = {value}\n')
+            with pytest.raises(PlanError) as caught:
+                read_experiment(tmp_path / "exp.toml")
+            said = str(caught.value)
+            assert said.startswith(f"{tmp_path / 'exp.toml'}: [runs.a]: {key.replace('_', '-')}"), (value, said)
+
+
+@pytest.mark.parametrize("text, words", [
+    ('epochs = "three"', 'the top level: epochs must be a whole number (e.g. epochs = 3), not "three"'),
+    ("epochs = 2.5", "the top level: epochs must be a whole number (e.g. epochs = 3), not 2.5"),
+    ("epochs = 0", "the top level: epochs = 0: epochs must be from 1 to 10,000, not 0"),
+    ("lr = true", "the top level: lr must be a number (e.g. lr = 0.01), not true"),
+    ('[runs.b]\nmodel = "mlp"\nlr = []', "[runs.b]: lr = [] sweeps no value"),
+    ('[runs.b]\nmodel = "mlp"\ndropout = 1.5', "[runs.b]: dropout = 1.5: dropout must be from 0 up to"),
+    ('[runs.b]\nmodel = "mlp"\nlr = [0.1, 0.1]', "[runs.b]: lr sweeps a value twice: [0.1, 0.1]"),
+])
+def test_a_wrong_key_is_one_line_and_writes_nothing(tmp_path: Path, text: str, words: str) -> None:
+    top, _, run = text.partition("[runs.b]")
+    (tmp_path / "exp.toml").write_text(f'{top}\n[runs.a]\nmodel = "softmax"\n' + (f"[runs.b]{run}\n" if run else ""))
+    code, out, err = finish(livetrain(tmp_path, "run", "exp.toml", "--headless"))
+    assert code == 2 and "Traceback" not in out + err, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"Error: exp.toml: ") and words in lines[0], err
+    assert not (tmp_path / "runs").exists()
+
+
 @pytest.mark.slow
 def test_a_sweep_from_a_file_interrupted_and_resumed(tmp_path: Path) -> None:
     """Ctrl-C while the first run trains: it stops, the queued ones say so; --resume trains all."""

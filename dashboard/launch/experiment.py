@@ -24,9 +24,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dashboard.launch.grid import LISTS, SETTINGS, Choices, check_label, expand, parse_models
+from dashboard.launch.grid import LISTS, SETTINGS, Choices, check_label, expand, model_of, parse_models
 from dashboard.launch.plan import PlanError, check_env
-from trainers.config import RunConfig
+from trainers.config import MAX_SEED, ConfigError, RunConfig
 from trainers.usermodels import is_user_model
 
 if sys.version_info >= (3, 11):
@@ -35,13 +35,16 @@ else:  # pragma: no cover - the 3.10 path; setup.cfg installs tomli there
     import tomli as tomllib
 
 # the top-level keys: options for every run (`run`'s own), and the launch's
-COMMON = ("dataset", "epochs", "batch_size", "lr", "optimizer", "seed", "device", "limit", "data_dir")
+COMMON = ("dataset", "epochs", "batch_size", "lr", "optimizer", "seed", "device", "limit", "data_dir", "nproc")
 LAUNCH = ("seeds", "parallel", "env")
+TOP = "the top level"
 
 
 def read_experiment(path: Path, **given: Any) -> tuple[list[RunConfig], dict[str, Any]]:
     """The checked runs of the experiment file at `path`, and its launch options (seeds, parallel,
-    env). `given`: options from the command line (None: not given), which win over the file's."""
+    env). `given`: options from the command line (None: not given), which win over the file's.
+    Every key of every table is checked, for its type and then as the command line checks its
+    value: a wrong one is a PlanError naming the file, the table and the key."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -55,6 +58,7 @@ def read_experiment(path: Path, **given: Any) -> tuple[list[RunConfig], dict[str
     if unknown:
         raise PlanError(f"{path}: no top-level option {unknown[0]!r}; use {', '.join(COMMON + LAUNCH)}, "
                         "and put each run's settings in its [runs.LABEL] table")
+    common = {key: _common(path, key, value) for key, value in top.items() if key in COMMON}
     runs = doc.get("runs")
     if not isinstance(runs, dict) or not runs or not all(isinstance(t, dict) for t in runs.values()):
         raise PlanError(f"{path} has no runs; add a table per run, e.g. [runs.relu] with model = \"mlp\"")
@@ -70,38 +74,106 @@ def read_experiment(path: Path, **given: Any) -> tuple[list[RunConfig], dict[str
         (entry,) = parse_models([f"{model}:{label}"])
         named.append(entry)
         for key, value in settings.items():
-            parsed.append((label, key, _choices(path, label, key, value)))
-    common = {k: top.get(k) for k in COMMON} | {k: v for k, v in given.items() if v is not None}
-    seeds = tuple(given.get("seeds") or top.get("seeds") or ())
-    if not all(isinstance(s, int) and s >= 0 for s in seeds):
-        raise PlanError(f"{path}: seeds must be a list of whole numbers, e.g. seeds = [0, 1, 2]")
+            parsed.append((label, key, _choices(path, label, model_of(entry[0]), key, value)))
+    common |= {k: v for k, v in given.items() if v is not None}
+    seeds = tuple(given.get("seeds") or _seeds(path, top.get("seeds")))
     parallel, env = top.get("parallel"), top.get("env")
-    if parallel is not None and (isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 1):
-        raise PlanError(f"{path}: parallel must be a whole number from 1, not {parallel!r}")
+    if parallel is not None and (not _whole(parallel) or parallel < 1):
+        raise PlanError(f"{path}: {TOP}: parallel must be a whole number from 1, not {_toml(parallel)}")
     if env is not None:
-        check_env(str(env))
+        if not isinstance(env, str):
+            raise PlanError(f"{path}: {TOP}: env must be a name in quotes (e.g. env = \"sweep\"), not {_toml(env)}")
+        env = check_env(env)
     configs = expand(named, parsed, seeds, **{k: v for k, v in common.items() if k != "seeds"})
-    return configs, {"parallel": parallel, "env": None if env is None else str(env)}
+    return configs, {"parallel": parallel, "env": env}
 
 
 def _key(key: str) -> str:
     return key.replace("-", "_").lower()
 
 
-def _choices(path: Path, label: str, key: str, value: Any) -> Choices:
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _toml(value: Any) -> str:
+    """A value as the file writes it (true, "three", [1, 2]), for an error to quote."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "a table"
+    return str(value)
+
+
+def _fits(key: str, value: Any) -> bool:
+    """Whether `value`, as TOML read it, is of the type setting `key` takes (see grid.SETTINGS)."""
+    read = SETTINGS[key][0] if key in SETTINGS else str
+    if read is int:
+        return _whole(value)
+    if read is float:
+        return _whole(value) or isinstance(value, float)
+    if key in LISTS:
+        return isinstance(value, list) and bool(value) and all(_whole(v) for v in value)
+    return isinstance(value, str)
+
+
+def _example(key: str) -> str:
+    read = SETTINGS[key][0] if key in SETTINGS else str
+    example = {int: "3", float: "0.01"}.get(read) or ("[200, 200]" if key in LISTS else '"..."')
+    return f"{key.replace('_', '-')} = {example}"
+
+
+def _read(path: Path, where: str, key: str, value: Any, model: str) -> Any:
+    """`value` of setting `key` read as the command line reads it, and checked as a run's config
+    checks it (on a run of `model`): else a PlanError naming the file, the table and the key."""
+    what = ("a list of whole numbers" if key in LISTS else SETTINGS[key][1] if key in SETTINGS
+            else "a folder in quotes")
+    if not _fits(key, value):
+        raise PlanError(f"{path}: {where}: {key.replace('_', '-')} must be {what} (e.g. {_example(key)}), "
+                        f"not {_toml(value)}")
+    if key == "data_dir":
+        return value
+    read = SETTINGS[key][0]
+    out = read(",".join(str(v) for v in value) if key in LISTS else str(value))
+    try:
+        RunConfig(model, **{key: out}).check()
+    except ConfigError as exc:
+        raise PlanError(f"{path}: {where}: {key.replace('_', '-')} = {_toml(value)}: {exc}") from None
+    return out
+
+
+def _common(path: Path, key: str, value: Any) -> Any:
+    return _read(path, TOP, key, value, "mlp")
+
+
+def _seeds(path: Path, value: Any) -> tuple[int, ...]:
+    if value is None:
+        return ()
+    if (not isinstance(value, list) or not value or not all(_whole(s) and 0 <= s <= MAX_SEED for s in value)
+            or len(set(value)) < len(value)):
+        raise PlanError(f"{path}: {TOP}: seeds must be a list of distinct whole numbers from 0 to 2**63-1, "
+                        f"e.g. seeds = [0, 1, 2], not {_toml(value)}")
+    return tuple(value)
+
+
+def _choices(path: Path, label: str, model: str, key: str, value: Any) -> Choices:
     """The value (several, if a list: a sweep) of one setting of a run, checked like `--set`'s."""
+    where = f"[runs.{label}]"
     if key not in SETTINGS:
         names = ", ".join(k.replace("_", "-") for k in SETTINGS)
-        raise PlanError(f"{path}: [runs.{label}] has no setting {key!r}; use one of {names}")
+        raise PlanError(f"{path}: {where} has no setting {key!r}; use one of {names}")
     sweep = isinstance(value, list) and (key not in LISTS or (bool(value) and isinstance(value[0], list)))
-    read, what = SETTINGS[key]
+    if sweep and not value:
+        raise PlanError(f"{path}: {where}: {key.replace('_', '-')} = [] sweeps no value; give one, or a list "
+                        "of several")
     choices = []
     for item in value if sweep else [value]:
-        if isinstance(item, bool) or (key in LISTS) != isinstance(item, list):
-            raise PlanError(f"{path}: [runs.{label}] {key.replace('_', '-')} must be {what}, not {item!r}")
         written = ",".join(str(v) for v in item) if isinstance(item, list) else str(item)
-        try:
-            choices.append((written, read(written)))
-        except ValueError:
-            raise PlanError(f"{path}: [runs.{label}] {key.replace('_', '-')} must be {what}, not {item!r}") from None
+        choices.append((written, _read(path, where, key, item, model)))
+    if len({written for written, _ in choices}) < len(choices):
+        raise PlanError(f"{path}: {where}: {key.replace('_', '-')} sweeps a value twice: {_toml(value)}")
     return choices

@@ -131,7 +131,7 @@ def plan_runs(models: Sequence[str], settings: Sequence[str], seeds: Sequence[in
     given) for all, then --set overrides and sweeps, then one run per seed of `seeds`."""
     named = parse_models(models)
     labels = {label for _, label in named}
-    targets = labels | {name for name, _ in named} | {_model(name) for name, _ in named}
+    targets = labels | {name for name, _ in named} | {model_of(name) for name, _ in named}
     parsed = []
     by_lower = {target.lower(): target for target in targets}  # RUN in any case: MLP, Breaks, breaks
     for text in settings:
@@ -155,7 +155,7 @@ def expand(named: Sequence[tuple[str, str]], parsed: Sequence[tuple[str, str, Ch
     labels = {label for _, label in named}
     # each run's own settings: by model or preset first, then by label; a later one of a key wins
     own = [dict([(key, choices) for target, key, choices in parsed
-                 if target != label and target in (name, _model(name)) and target not in labels]
+                 if target != label and target in (name, model_of(name)) and target not in labels]
                 + [(key, choices) for target, key, choices in parsed if target == label])
            for name, label in named]
     count = sum(math.prod(len(choices) for choices in mine.values()) for mine in own) * max(1, len(seeds))
@@ -183,7 +183,8 @@ def expand(named: Sequence[tuple[str, str]], parsed: Sequence[tuple[str, str, Ch
     return configs
 
 
-def _model(name: str) -> str:
+def model_of(name: str) -> str:
+    """The model a model or preset name trains."""
     return PRESETS[name].model if name in PRESETS else name
 
 
@@ -203,6 +204,6 @@ def _sweep(mine: dict[str, Choices]) -> list[tuple[dict[str, Any], str]]:
 def _config(name: str, label: str, values: dict[str, Any]) -> RunConfig:
     preset = name if name in PRESETS else ""
     try:
-        return RunConfig(model=_model(name), label=label, preset=preset, **values).resolved()
+        return RunConfig(model=model_of(name), label=label, preset=preset, **values).resolved()
     except ConfigError as exc:
         raise exc.about(f"run {label!r}") from None
