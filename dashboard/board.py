@@ -14,7 +14,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from dashboard import panes, sweep, windows
+from dashboard import panes, sweep, windows, yrange
 from dashboard.connection import VisdomConnection
 from dashboard.downsample import Aligned, BandSeries, Ema
 from dashboard.protocol import MISSING_WINDOW
@@ -114,11 +114,15 @@ class Board:
         self._bands_drawn: dict[tuple[str, str], tuple[int, int]] = {}  # (group, metric) -> (outages, version)
         self.max_points = draw.max_points
         self.scatter = draw.scatter
+        self.ranges = {win: yrange.LossRange(metrics) for win, metrics in yrange.LOSS_WINDOWS.items()}
+        self._views = {win: yrange.View(None, {}) for win in self.ranges}  # as last computed
+        self._markers: dict[str, set[str]] = {win: set() for win in self.ranges}  # marker traces drawn
         if sender is not None:
             # the runs pane is written whole, so it also creates the env; then the compare windows
             sender.register(windows.RUNS_WIN, self._send_runs)
             for pane in windows.COMPARE_PANES:
                 sender.register("frame:" + pane.win, self._frame_sender(pane.win))
+            sender.register("loss-ranges", self._send_ranges, changed=False)  # after the frames it fixes
             sender.register(windows.SAMPLES_WIN, self._send_samples)
             sender.register(windows.DISAGREE_WIN, self._send_disagreement)
             sender.register(windows.PARCOORDS_WIN, self._send_sweep)
@@ -143,11 +147,23 @@ class Board:
                 member = len(seeds.members)
                 seeds.members.append(run_dir)
                 self._member_of[run_dir] = (seeds, member)
-                self.followers[run_dir].record.on_scalars = lambda row, g=seeds, m=member: g.take(m, row)
+            self.followers[run_dir].record.on_scalars = self._taker(run_dir)
             if label is not None:
                 self._placed.append((label, colour, group is not None))
             if label is not None and self.sender is not None and self.run_windows:
                 self.sender.register(f"placeholders:{run_dir}", self._placeholder_sender(label))
+
+    def _taker(self, run_dir: Path) -> Any:
+        """What takes each scalars row the run's log gains: the loss windows' ranges, its seed group."""
+        ranges = list(self.ranges.values())
+        member = self._member_of.get(run_dir)
+
+        def take(row: dict[str, Any]) -> None:
+            for loss_range in ranges:
+                loss_range.take(run_dir, row)
+            if member is not None:
+                member[0].take(member[1], row)
+        return take
 
     def _placeholder_sender(self, label: str) -> Any:
         placed = False
@@ -178,6 +194,10 @@ class Board:
                         group.end(member)
             for group in self.groups.values():
                 bands |= group.fold()
+            views = {win: loss_range.view() for win, loss_range in self.ranges.items()} if changed else self._views
+            ranged, self._views = views != self._views, views
+        if ranged and self.sender is not None:
+            self.sender.mark("loss-ranges")
         if bands and self.sender is not None:
             self.sender.mark("groups")
         if changed and self.sender is not None:
@@ -234,17 +254,35 @@ class Board:
             connection.post("update", windows.placeholder_message(self.env, parts[0]))
             for label, colour, member in list(self._placed):
                 # empty traces in the run's style (the worker's: see `windows.run_traces`), which
-                # its worker fills
+                # its worker fills; numbered 0, so they never replace what it drew
                 for window in parts:
                     smoothed = bool(self.smoothing) and window.per_batch
                     for trace in windows.run_traces(window, label, colour, ([], []), ([], []) if smoothed else None,
                                                     member):
-                        connection.post("update", windows.trace_message(self.env, window, trace, create=True))
+                        connection.post("update", windows.trace_message(self.env, window, trace, create=True, seq=0))
             for group in list(self.groups.values()):  # then each seed group's band and mean, empty
                 for window in parts:
                     for trace in windows.group_traces(window, group.label, group.colour_index, []):
-                        connection.post("update", windows.trace_message(self.env, window, trace, create=True))
+                        connection.post("update", windows.trace_message(self.env, window, trace, create=True, seq=0))
         return send
+
+    def _send_ranges(self, connection: VisdomConnection) -> None:
+        """Each loss window's y range (see `dashboard.yrange`), and a marker per diverged run."""
+        for win in self.ranges:
+            with self._lock:
+                view = self._views[win]
+                shown = {d: (self.label(d), run_colour(self.followers[d].record, self.label(d))) for d in view.off_scale}
+            connection.post("update", yrange.layout_message(self.env, win, view))
+            names = set()
+            for run_dir, (x, top, high) in view.off_scale.items():
+                label, colour = shown[run_dir]
+                trace = yrange.marker_trace(label, colour, x, top, high)
+                names.add(trace["name"])
+                connection.post("update", windows.trace_message(self.env, windows.COMPARE_BY_METRIC[
+                    self.ranges[win].metrics[0]], trace, create=False, seq=windows.new_seq()))
+            for name in self._markers[win] - names:
+                connection.post("update", {"eid": self.env, "win": win, "name": name, "delete": True, "data": [{}]})
+            self._markers[win] = names
 
     def _send_groups(self, connection: VisdomConnection) -> None:
         """Each seed group's band and mean in every compare window where they changed (all of

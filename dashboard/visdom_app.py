@@ -37,7 +37,8 @@ def fast_update_handler() -> type:
 
     A trace message with a sequence number older than the trace's is refused (STALE). One that
     appends a whole trace (livetrain's "create the window if missing") replaces a trace of that
-    name already there: a late or repeated create must not double the points."""
+    name already there: a late or repeated create must not double the points; nor does it change
+    the layout of the window it finds there."""
     from visdom.server.handlers.web_handlers import UpdateHandler
     from visdom.utils.server_utils import broadcast, extract_eid
     from visdom.utils.shared_utils import get_rand_id
@@ -59,8 +60,12 @@ def fast_update_handler() -> type:
                 if created is not None and created.get("type") == "plot" and name is not None:
                     _set_seq(created, name, seq)
                 return
-            if seq is not None and args.get("append") and any(t.get("name") == name for t in data):
-                args = {**args, "append": False}  # a whole trace: replace, never append twice
+            if seq is not None and args.get("append"):
+                # livetrain's "create the window if missing": the window is there, so its layout
+                # (a loss window's robust y range, see dashboard.yrange) stays as it is
+                args = {k: v for k, v in args.items() if k not in ("layout", "opts")}
+                if any(t.get("name") == name for t in data):
+                    args["append"] = False  # a whole trace: replace, never append twice
             p = UpdateHandler.update(p, args)
             _set_seq(p, name, seq)
             p["contentID"] = get_rand_id()

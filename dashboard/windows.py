@@ -230,7 +230,8 @@ def placeholder_message(env: str, window: CompareWindow) -> dict[str, Any]:
     """Create a compare window before any run reports, so windows appear in this order."""
     empty = {"x": [], "y": [], "name": "", "type": "scatter", "mode": "lines", "showlegend": False}
     return {"eid": env, "win": window.win, "name": "", "append": True, "data": [empty],
-            "layout": _layout("epoch", window.y_title, window.log_y), "opts": {"title": window.title, **PLOT_SIZE}}
+            "layout": _layout("epoch", window.y_title, window.log_y), "opts": {"title": window.title, **PLOT_SIZE},
+            SEQ_KEY: 0}  # older than anything: it never replaces what a run drew
 
 
 def text_message(env: str, win: str, title: str, content: str, width: int, height: int,
