@@ -59,7 +59,7 @@ def test_headless_then_replay(visdom_server: ServerProcess, tmp_path: Path) -> N
     assert code == 0, out + err
     assert "Headless: no Visdom server" in out and "second" in out and "finished" in out
     runs = launch_dir(tmp_path / "logs")
-    assert sorted(p.name for p in runs.iterdir()) == ["second", "softmax"]
+    assert sorted(p.name for p in runs.iterdir() if p.is_dir()) == ["second", "softmax"]
     assert all(read(runs / label).status == "finished" for label in ("softmax", "second"))
     url = visdom_server.config.url
     code, out, err = finish(livetrain(tmp_path, "replay", str(runs), "--visdom-url", url, "--env", "headless"))

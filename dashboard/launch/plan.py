@@ -6,25 +6,22 @@ unchanged, with their own exit codes."""
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import time
 import unicodedata
 import urllib.parse
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from dashboard.runlog import LOG_NAME, read, run_dirs
 from trainers import data
 from trainers.config import ConfigError, RunConfig
 from trainers.errors import LivetrainError, UsageError
-from trainers.loop import CHECKPOINT, DeviceError, read_checkpoint, resolve_device
+from trainers.loop import DeviceError, resolve_device
 from trainers.usermodels import ModelFileError, check_user_model, is_user_model
-from trainers.reporting import RunState
 
 
 # Names a person gives (run labels, envs) become folder names, Visdom envs (and their files),
@@ -40,11 +37,14 @@ URL_HOST_RE = re.compile(r"[A-Za-z0-9._:-]+")  # a name, an IPv4 or an IPv6 addr
 @dataclass(frozen=True)
 class PlannedRun:
     """One run of a launch: its checked config, its folder, and whether it resumes from the
-    checkpoint there."""
+    checkpoint there. A resumed launch's finished runs are `done` (shown, not trained), and its
+    runs keep the colour they were drawn in (None: by their place in the launch)."""
 
     config: RunConfig
     run_dir: Path
     resume: bool = False
+    colour: int | None = None
+    done: bool = False
 
 
 class PlanError(UsageError):
@@ -53,48 +53,6 @@ class PlanError(UsageError):
 
 class LaunchError(LivetrainError):
     """The runs cannot start here: no data, no writable log dir, no server (exit code 1)."""
-
-
-def resume_runs(launch_dir: Path, epochs: int | None = None, nproc: int | None = None) -> list[PlannedRun]:
-    """Each run of an earlier launch that has epochs left (resumed where it has a checkpoint), on
-    `nproc` processes each (None: as it was logged; a checkpoint is the bare model's, whatever
-    the processes that wrote it)."""
-    found = run_dirs(launch_dir, depth=1)  # a launch's folder, or one run's own
-    if not found:
-        raise LaunchError(f"no run logs in {launch_dir}; pass a folder made by `livetrain run` "
-                          "(`livetrain runs` lists them)")
-    todo, done = [], []
-    for run_dir in found:
-        record = read(run_dir, keep_scalars=False)
-        if not record.config:
-            raise LaunchError(f"{run_dir / LOG_NAME} has no config record, so it cannot be resumed; "
-                              "start a new run instead")
-        config = RunConfig.from_dict(record.config)
-        if record.meta.get("label"):
-            config = replace(config, label=str(record.meta["label"]))
-        if epochs is not None:
-            config = replace(config, epochs=epochs)
-        if nproc is not None:
-            config = replace(config, nproc=nproc)
-        if record.status == RunState.FINISHED and config.epochs <= epochs_done(record.x):
-            done.append(config.label)
-            continue
-        try:
-            config = config.resolved()
-        except ConfigError as exc:  # the log's settings, not the command line's: a damaged log
-            raise LaunchError(f"cannot resume {run_dir}: its logged config is refused ({exc})") from None
-        checkpoint = run_dir / CHECKPOINT
-        if checkpoint.is_file():
-            read_checkpoint(checkpoint, config)  # damaged: said now, not by the run's worker
-        todo.append(PlannedRun(config, run_dir, checkpoint.is_file()))
-    if not todo:
-        raise LaunchError(f"every run in {launch_dir} has finished its epochs ({', '.join(done)}); "
-                          "pass --epochs with a larger number to train them further")
-    return todo
-
-
-def epochs_done(x: float) -> int:
-    return int(math.floor(x + 1e-9))
 
 
 def check_devices(configs: Sequence[RunConfig]) -> None:

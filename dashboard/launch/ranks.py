@@ -48,7 +48,8 @@ from dashboard.board import Board
 from dashboard.connection import VisdomConnection
 from dashboard.launch import worker
 from dashboard.launch.grid import check_label
-from dashboard.launch.plan import check_env
+from dashboard.launch.plan import PlannedRun, check_env
+from dashboard.launch.resume import resumes_at, supersede
 from dashboard.replay import ReplayError, replay
 from dashboard.runlog import INCOMPLETE_MARK
 from dashboard.launch.worker import KEPT, STOPPED_BY_CTRL_C, WorkerSpec
@@ -342,6 +343,11 @@ def main(model: str, settings: tuple[str, ...], label: str, log_dir: Path, visdo
         raise click.UsageError(str(exc)) from None
     options = DashboardOptions(visdom_url=visdom_url, draw=DrawOptions(env=env))
     spec = WorkerSpec(config, log_dir / config.label, options, resume=resume)
+    if os.environ["RANK"] == "0":  # the log rank 0 writes: cut back to where this run starts (see resume.py)
+        try:
+            supersede(spec.run_dir, resumes_at(PlannedRun(config, spec.run_dir, resume)))
+        except LivetrainError as exc:  # no checkpoint to resume from, or a damaged one
+            raise click.ClickException(str(exc)) from None
     rank_main(RankJob(spec, logs_end=True))
 
 

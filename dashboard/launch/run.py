@@ -16,17 +16,19 @@ from dashboard.board import Board
 from dashboard.connection import VisdomConnection
 from dashboard.launch.plan import (
     PlannedRun, check_devices, check_env, check_url, is_fit_name, load_data, new_launch_dir, prepare_log_dir,
-    prepare_to_fork, resume_runs,
+    prepare_to_fork,
 )
+from dashboard.launch.resume import LaunchLock, resume_runs, resumes_at, supersede, write_launch_order
 from dashboard.launch.servers import Server, find_server, page_url, serve_until_stopped
 from dashboard.launch.supervisor import StopRequests, Supervisor, seal_logs
 from dashboard.launch.worker import WorkerSpec
 from dashboard.panes import RunSummary
 from dashboard.replay import ReplayError, replay
-from dashboard.runlog import INCOMPLETE_MARK, read
+from dashboard.runlog import INCOMPLETE_MARK, feed, read
 from dashboard.sender import Sender
 from dashboard.server import ServerConfig, ServerError
 from dashboard.terminal import GoneQuiet, TerminalView, clock
+from dashboard.visdom_backend import VisdomBackend
 from trainers.config import RunConfig, machine_cores, threads_per_run
 from trainers.errors import LivetrainError
 from trainers.reporting import RunState
@@ -71,17 +73,19 @@ def worker_specs(runs: Sequence[PlannedRun], options: LaunchOptions,
     share their first run's colour and are drawn faint)."""
     # the cores shared among the processes alive at once: a run on N ranks counts N (its ranks
     # share its threads, see dashboard.launch.ranks.rank_threads)
-    threads = threads_per_run(sum(run.config.nproc for run in runs[:options.parallel or len(runs)]))
+    todo = [run for run in runs if not run.done]  # a resumed launch's finished runs train no more
+    threads = threads_per_run(sum(run.config.nproc for run in todo[:options.parallel or len(todo)]))
     dash = DashboardOptions(visdom_url=options.server.url if options.server else None, draw=options.draw)
     member = replace(dash, draw=replace(options.draw, in_group=True))
     first_of = {i: members[0] for _, members in groups for i in members}
+    colours = [i if run.colour is None else run.colour for i, run in enumerate(runs)]  # resumed: as before
     specs = []
     for index, run in enumerate(runs):
         config = run.config
         if config.threads is None and config.device != "cuda":
             config = replace(config, threads=threads * config.nproc)
         specs.append(WorkerSpec(config, run.run_dir, member if index in first_of else dash,
-                                colour_index=first_of.get(index, index), resume=run.resume))
+                                colour_index=colours[first_of.get(index, index)], resume=run.resume))
     return specs
 
 
@@ -100,13 +104,16 @@ def launch(runs: Sequence[PlannedRun], launch_dir: Path, options: LaunchOptions)
     # seed groups (see `sweep.seed_groups`), as a replay of their logs finds them
     logged = [logged_config(run.config) for run in runs]
     groups = sweep.seed_groups([(run.config.label, config) for run, config in zip(runs, logged)])
-    specs = worker_specs(runs, options, groups)
+    every = worker_specs(runs, options, groups)
+    specs = [spec for spec, run in zip(every, runs) if not run.done]  # the runs that train
     server = options.server
     sender = Sender(VisdomConnection(server.url), name="visdom-board") if server else None
     board = Board(sender, options.draw)
     group_of = {i: label for label, members in groups for i in members}
-    for index, spec in enumerate(specs):
+    for index, (spec, run) in enumerate(zip(every, runs)):
         board.add(spec.run_dir, spec.config.label, spec.colour_index, group_of.get(index), logged[index])
+        if run.done and sender is not None:  # a resumed launch's finished run: drawn from its log
+            feed(read(spec.run_dir), VisdomBackend(sender, spec.dashboard.draw, spec.config.label, spec.colour_index))
     view = TerminalView(out)
     stops = StopRequests()
     outcome = Outcome(launch_dir)
@@ -176,7 +183,9 @@ def run(request: RunRequest, out: TextIO | None = None) -> int:
     out = GoneQuiet(out or sys.stdout)  # type: ignore[assignment]  # a closed terminal stops no run
     if request.resume_dir is not None:
         runs = resume_runs(request.resume_dir, request.resume_epochs, request.resume_nproc)
-        configs = [run.config for run in runs]
+        for folder in dict.fromkeys(run.run_dir.parent for run in runs):  # refused while it trains
+            LaunchLock(folder).take()
+        configs = [run.config for run in runs if not run.done]
     else:
         configs = list(request.configs)
     if request.draw.env != PER_LAUNCH:
@@ -193,11 +202,16 @@ def run(request: RunRequest, out: TextIO | None = None) -> int:
     try:
         if request.resume_dir is None:
             launch_dir = new_launch_dir(request.log_dir)
+            LaunchLock(launch_dir).hold().mark()  # held until this process ends, and by its workers
             runs = [PlannedRun(config, launch_dir / config.label) for config in configs]
+            write_launch_order(launch_dir, runs)
             env = request.draw.env or f"livetrain_{launch_dir.name}"
         else:
             launch_dir = request.resume_dir
             env = request.draw.env or _logged_env(runs) or f"livetrain_{launch_dir.name}"
+            for run in runs:
+                if not run.done:
+                    supersede(run.run_dir, resumes_at(run))  # what it logged past its checkpoint, it logs again
         draw = replace(request.draw, env=env, run_windows=windows.run_windows_for(len(runs)))
         options = LaunchOptions(server, draw, out,
                                 parallel=request.parallel or default_parallel())
@@ -229,7 +243,8 @@ def _logged_env(runs: Sequence[PlannedRun]) -> str | None:
 def _announce(out: TextIO, runs: Sequence[PlannedRun], launch_dir: Path,
               server: Server | None, env: str) -> None:
     first = runs[0].config
-    names = ", ".join(run.config.label + (" (resumed)" if run.resume else "") for run in runs)
+    names = ", ".join(run.config.label + (" (finished)" if run.done else " (resumed)" if run.resume else "")
+                      for run in runs)
     out.write(f"livetrain: {len(runs)} run(s) on {first.dataset}: {names}\n")
     out.write(f"Run logs:  {launch_dir}\n")
     if server is None:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Callable
 
 from dashboard.adapter import Dashboard, DashboardOptions
+from dashboard.launch.resume import hold_launch_lock
 from dashboard.runlog import LOG_NAME, RunLog, RunRecord, read
 from trainers.config import RunConfig
 from trainers.loop import RunResult, fit
@@ -168,6 +169,7 @@ def main(spec: WorkerSpec, train: Callable[[WorkerSpec], RunResult] = run) -> No
     if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
         signal.signal(signal.SIGINT, _stop_on)
     watch_launcher(os.getppid())
+    lock = hold_launch_lock(spec.run_dir)  # noqa: F841 - held (shared) until this process exits
     code = EXIT_FAILED
     try:
         result = train(spec)
