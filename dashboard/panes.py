@@ -184,6 +184,13 @@ STATUS_COLOURS = {RunState.FINISHED: RIGHT, RunState.FAILED: WRONG, RunState.INT
                   RunState.RUNNING: "#1f77b4"}
 
 
+def _setting(value: Any) -> str:
+    """A setting as a person writes it: three significant digits (an lr of 1e-05 and 3e-05 differ)."""
+    if isinstance(value, float) and math.isfinite(value):
+        return f"{value:.3g}"
+    return _number(value)
+
+
 def _number(value: Any, digits: int = 4) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "&ndash;"
@@ -233,7 +240,7 @@ def runs_html(runs: Sequence[RunSummary]) -> str:
             _number(r.latest.get(TRAIN_LOSS)), _number(r.latest.get(TRAIN_ACC), 3),
             _number(r.latest.get(TEST_LOSS)), _number(r.latest.get(TEST_ACC)),
             _number(r.latest.get(SAMPLES_PER_S)), escape(str(c.get("optimizer", ""))),
-            _number(c.get("lr"), 4), escape(str(c.get("batch_size", ""))), escape(str(c.get("seed", ""))),
+            _setting(c.get("lr")), escape(str(c.get("batch_size", ""))), escape(str(c.get("seed", ""))),
             escape(str(c.get("device", ""))), escape(str(c.get("nproc") or 1)),  # world size: processes
         ]
         rows.append("<tr>" + "".join(f"<td {cell}>{v}</td>" for v in values) + "</tr>")

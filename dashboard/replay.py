@@ -15,7 +15,7 @@ from dashboard.runlog import INCOMPLETE_MARK, LOG_NAME, RunRecord, feed, read, r
 from dashboard.sender import Sender
 from dashboard.sweep import seed_groups
 from dashboard.visdom_backend import VisdomBackend
-from dashboard.windows import DrawOptions
+from dashboard.windows import PALETTE, DrawOptions
 from trainers.errors import LivetrainError
 
 
@@ -67,6 +67,22 @@ def _no_config(run_dir: Path) -> str:
     return f"{run_dir / LOG_NAME} holds no run (no config record); is it a livetrain run log?"
 
 
+def replay_colours(logged: list[tuple[Path, int]]) -> list[int]:
+    """Each run's colour in a replay, from (its launch folder, the colour it was drawn in): as it
+    was, unless a run of another launch had that colour already (each launch numbers its own from
+    0), then the next colour no run has yet. Runs of one launch that shared a colour (a seed
+    group) still share it."""
+    given: dict[tuple[Path, int], int] = {}
+    shades = len(PALETTE)
+    for folder, colour in logged:
+        if (folder, colour) in given:
+            continue
+        used = {c % shades for c in given.values()}
+        free = [c for c in range(shades) if c not in used]
+        given[folder, colour] = colour if colour % shades not in used or not free else free[0]
+    return [given[key] for key in logged]
+
+
 def replay(paths: list[Path], url: str, draw: DrawOptions, timeout: float = 10.0) -> Replayed:
     """Draw the runs under `paths` at `url`, into `draw.env`."""
     run_dirs = find_runs(paths)
@@ -89,8 +105,9 @@ def replay(paths: list[Path], url: str, draw: DrawOptions, timeout: float = 10.0
     # the seed groups among these runs, as a launch of them groups them
     group_of = {i: group for group, members in seed_groups(list(zip(labels, (r.config for r in records))))
                 for i in members}
+    colours = replay_colours([(d.parent, run_colour(r, label)) for d, r, label in zip(run_dirs, records, labels)])
     for index, (run_dir, record, label) in enumerate(zip(run_dirs, records, labels)):
-        colour = run_colour(record, label)
+        colour = colours[index]
         board.add(run_dir, label, colour, group_of.get(index), record.config)  # its windows' places first
         backend = VisdomBackend(sender, replace(draw, in_group=index in group_of), label, colour)
         feed(record, backend)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import math
+import os
 import re
 from dataclasses import dataclass, fields
 from typing import Any, Mapping, Sequence
@@ -139,7 +140,8 @@ def seed_groups(runs: Sequence[tuple[str, Mapping[str, Any]]]) -> list[tuple[str
     for members in by_key.values():
         if len(members) < 2 or len({repr(runs[i][1].get("seed")) for i in members}) < len(members):
             continue  # one run, or repeats of one seed: not a seed group
-        stems = {SEED_SUFFIX.sub("", runs[i][0]) for i in members}
-        stem = stems.pop() if len(stems) == 1 else runs[members[0]][0]
+        stems = [SEED_SUFFIX.sub("", runs[i][0]) for i in members]
+        # repeats (mlp-1-seed0, mlp-2-seed2): what their labels share, "mlp"
+        stem = os.path.commonprefix(stems).rstrip("-_.") or runs[members[0]][0]
         groups.append((f"{stem} ({len(members)} seeds)", members))
     return groups

@@ -123,6 +123,14 @@ def test_broken_files_give_one_line_errors(tmp_path: Path, how: str, message: st
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize("empty, words", [("train", "the training split"), ("test", "the test split")])
+def test_a_split_of_no_images_is_a_data_error(tmp_path: Path, empty: str, words: str) -> None:
+    """An IDX header of 0 items is a valid file: refused at load, not a division by zero later."""
+    make_mnist(tmp_path / "mnist", **{f"n_{empty}": 0})
+    with pytest.raises(DataError, match=f"MNIST: {words} in .* holds no images; get a fresh copy"):
+        data.load("mnist", tmp_path / "mnist")
+
+
 def test_nothing_found_names_where_it_looked_and_how_to_get_it(tmp_path: Path) -> None:
     with pytest.raises(DataError) as info:
         data.load("mnist", tmp_path / "nowhere")

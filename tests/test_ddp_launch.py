@@ -22,7 +22,7 @@ from tests.helpers import (
     assert_windows_match_logs, finish, launch_dir, launched, livetrain, parent_pid, server_state, training,
     wait_for, worker_of,
 )
-from trainers.loop import CHECKPOINT
+from trainers.checkpoints import CHECKPOINT
 
 pytestmark = pytest.mark.slow
 

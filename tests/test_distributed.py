@@ -18,7 +18,8 @@ from tests.ddp_ranks import train
 from trainers import data
 from trainers.config import ConfigError, RunConfig
 from trainers.distributed import World
-from trainers.loop import CHECKPOINT, DeviceError, fit, read_checkpoint
+from trainers.checkpoints import CHECKPOINT, read_checkpoint
+from trainers.loop import DeviceError, fit
 from trainers.reporting import EPOCH_TRAIN_LOSS, TEST_ACC, Recorder
 
 pytestmark = pytest.mark.slow

@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dashboard import windows
+from dashboard import sweep, windows
 from dashboard.launch.grid import plan_runs
 from dashboard.launch.plan import PlanError
 from dashboard.runlog import read
@@ -247,6 +247,12 @@ def test_seeds_repeat_every_run_and_repeats_get_distinct_seeds() -> None:
         ("mlp-lr1e-2-seed0", 0), ("mlp-lr1e-2-seed1", 1), ("mlp-lr1e-2-seed2", 2)]
     assert [(c.label, c.seed) for c in plan_runs(["mlp,mlp,cnn"], [], seed=5)] == [
         ("mlp-1", 5), ("mlp-2", 6), ("cnn", 5)]
+    # repeats and --seeds: no two runs are copies; each repeat's labels say the seeds it trains with
+    configs = plan_runs(["mlp,mlp"], [], seeds=(0, 1))
+    assert [(c.label, c.seed) for c in configs] == [
+        ("mlp-1-seed0", 0), ("mlp-1-seed1", 1), ("mlp-2-seed2", 2), ("mlp-2-seed3", 3)]
+    assert sweep.seed_groups([(c.label, c.to_dict()) for c in configs]) == [("mlp (4 seeds)", [0, 1, 2, 3])]
+    assert [c.seed for c in plan_runs(["mlp,mlp,mlp"], [], seeds=(5, 7))] == [5, 7, 8, 10, 11, 13]
 
 
 def test_what_wins_preset_options_model_label() -> None:

@@ -23,7 +23,7 @@ from tests.helpers import (
     assert_windows_match_logs, finish, launch_dir, launched, livetrain, server_state, training, wait_for,
     worker_of,
 )
-from trainers import loop
+from trainers import checkpoints, loop
 from trainers.config import RunConfig
 from dashboard.launch.worker import DiskFull, disk_full
 
@@ -162,7 +162,7 @@ def test_a_checkpoint_on_a_full_disk_leaves_no_temporary_file(tmp_path: Path, mo
         def __exit__(self, *exc: Any) -> None:
             self.handle.close()
 
-    monkeypatch.setattr(loop, "open", FullDisk, raising=False)
+    monkeypatch.setattr(checkpoints, "open", FullDisk, raising=False)
     config = RunConfig("softmax", epochs=1, limit=600).resolved()
     with pytest.raises(OSError) as raised:
         loop.fit(config, _Silent(), tmp_path / "run")
@@ -171,6 +171,19 @@ def test_a_checkpoint_on_a_full_disk_leaves_no_temporary_file(tmp_path: Path, mo
     assert isinstance(reason, DiskFull)
     assert reason.strerror == (f"no space left on the disk holding {(tmp_path / 'run').resolve()} (writing "
                                "checkpoint.pt); free some space and resume, or choose another --log-dir")
+
+
+def test_a_stop_during_the_checkpoint_write_leaves_no_temporary_file(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C or SIGTERM reach the worker as KeyboardInterrupt, maybe while it writes a checkpoint."""
+    def stopped(src: Any, dst: Any) -> None:
+        assert Path(src).is_file()  # the temporary file is written, about to take the checkpoint's name
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoints.os, "replace", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        loop.fit(RunConfig("softmax", epochs=1, limit=600).resolved(), _Silent(), tmp_path / "run")
+    assert list((tmp_path / "run").iterdir()) == []
 
 
 class _Silent:

@@ -30,7 +30,7 @@ from tests.helpers import (
 )
 from trainers import data
 from trainers.config import RunConfig
-from trainers.loop import CHECKPOINT
+from trainers.checkpoints import CHECKPOINT
 from trainers.reporting import TRAIN_LOSS
 from dashboard.launch.worker import ERROR_FILE
 from dashboard.windows import DrawOptions

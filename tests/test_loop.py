@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+from pathlib import Path
 import subprocess
 import sys
 
@@ -15,9 +16,9 @@ from tests.conftest import REPO
 from tests.helpers import make_cifar
 from trainers import data, losses, models
 from trainers.config import ConfigError, RunConfig
+from trainers.checkpoints import CHECKPOINT, ResumeError
 from trainers.loop import (
-    CHECKPOINT, GRADIENT_EVERY, MISTAKES, SAMPLE_SIZE, TRAIN_SAMPLES, DeviceError, ResumeError, evaluate, fit,
-    gradient_norms,
+    GRADIENT_EVERY, MISTAKES, SAMPLE_SIZE, TRAIN_SAMPLES, DeviceError, evaluate, fit, gradient_norms,
 )
 from trainers.reporting import (
     EPOCH_TRAIN_LOSS, GRAD_PREFIX, LR, SAMPLES_PER_S, TEST_ACC, TEST_ENTROPY, TEST_LOSS, TRAIN_ACC, TRAIN_LOSS,
@@ -88,6 +89,59 @@ def test_divergence_is_a_failed_run_not_a_crash(fashion: data.Dataset) -> None:
     assert result.reason.startswith("loss became") and "at epoch 1, batch" in result.reason
     assert re.search(r"\(lr 9\d{5} too high\?\)$", result.reason)  # the lr in force (cosine, ~1e6)
     assert rec.states[-1] == ("failed", result.reason)
+
+
+POISONED = """
+import math
+from torch import nn
+
+
+class Poisoned(nn.Module):
+    \"\"\"A linear model whose weights turn NaN just before evaluation number EVALS: the last training
+    batch's loss was finite, but the model is no longer numbers (as a last step that blew up).\"\"\"
+
+    EVALS = {evals}
+
+    def __init__(self, num_inputs, num_classes):
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(num_inputs, num_classes))
+        self.evals = 0
+
+    def train(self, mode=True):
+        if not mode:  # model.eval()
+            self.evals += 1
+            if self.evals == self.EVALS:
+                self.net[1].weight.data.fill_(math.nan)
+        return super().train(mode)
+
+    def forward(self, x):
+        return self.net(x)
+"""
+
+
+@pytest.mark.parametrize("evals, reason", [
+    (3, "test loss became nan after epoch 1: the weights are no longer numbers (lr 0.001 too high?)"),
+    (2, "the untrained model's test loss is nan: its outputs are not numbers (check its initialisation)"),
+])
+def test_a_model_broken_by_its_last_step_fails_with_that_reason(tmp_path: Path, fashion: data.Dataset, evals: int,
+                                                                 reason: str) -> None:
+    """Not a JSON error from its NaN probabilities, and no entropy of 0 bits: the run log (which
+    refuses NaN) gets the divergence as the reason. (Evaluation 1 is the model check at build.)"""
+    from dashboard.adapter import Dashboard
+    from dashboard.runlog import read
+
+    (tmp_path / "poisoned.py").write_text(POISONED.format(evals=evals))
+    dash = Dashboard(tmp_path / "run", "poisoned")
+    config = RunConfig(f"{tmp_path / 'poisoned.py'}:Poisoned", epochs=2, limit=256, batch_size=128,
+                       schedule="constant")
+    result = fit(config, dash, tmp_path / "run", dataset=fashion)
+    dash.close()
+    assert (result.status, result.reason) == ("failed", reason)
+    record = read(tmp_path / "run")
+    assert record.status == "failed" and record.states[-1]["reason"] == reason
+    assert not record.predictions and all(v is None or math.isfinite(v) for row in record.scalars
+                                          for k, v in row.items() if k not in ("kind",))
+    assert math.isnan(float(losses.entropy_bits(torch.full((1, 10), math.nan))[0]))
 
 
 class InterruptAfter(Recorder):

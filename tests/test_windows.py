@@ -98,6 +98,18 @@ def test_labels_layers_and_class_names_stay_escaped_in_the_new_windows() -> None
         assert "<b data" not in html and "&lt;b data-injected=" in html
 
 
+def test_a_replay_of_two_launches_gives_their_runs_distinct_colours() -> None:
+    """Each launch numbers its colours from 0; a replay of two keeps the first's and moves the
+    second's clashing runs to colours no run has, a seed group's runs still sharing one."""
+    from dashboard.replay import replay_colours
+
+    first, second = Path("runs/a"), Path("runs/b")
+    assert replay_colours([(first, 0), (first, 1), (first, 1), (second, 0), (second, 1), (second, 2)]) == [
+        0, 1, 1, 2, 3, 4]
+    assert replay_colours([(first, i) for i in range(12)]) == list(range(12))  # one launch: as it was live
+    assert replay_colours([(first, 0), (first, 3), (second, 1)]) == [0, 3, 1]  # no clash: as they were
+
+
 def test_group_traces_are_a_closed_band_and_a_mean() -> None:
     window = windows.COMPARE_BY_METRIC[TEST_ACC]
     band, mean = windows.group_traces(window, "g", 0, [(0.0, 0.1, 0.2, 0.3), (1.0, 0.5, 0.6, 0.7)])

@@ -214,6 +214,10 @@ def _read(name: str, folder: Path) -> Dataset:
         train, test = _read_cifar(folder)
     else:
         train, test = (_read_idx_split(folder, *IDX_FILES[split]) for split in ("train", "test"))
+    for split_name, split in (("training", train), ("test", test)):
+        if len(split) == 0:  # a valid header of 0 items: nothing to train on, or to divide by
+            raise DataError(f"{spec.title}: the {split_name} split in {folder} holds no images; get a fresh copy "
+                            f"of its files ({spec.how_to_get})")
     return Dataset(name, spec.classes, train, test, folder)
 
 

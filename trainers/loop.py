@@ -5,9 +5,7 @@ permutation and converted there. Everything reaches the outside through a `Repor
 
 from __future__ import annotations
 
-import io
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +14,7 @@ from typing import Any
 import torch
 
 from trainers import data, losses, models
+from trainers.checkpoints import load_checkpoint, save_checkpoint
 from trainers.config import ConfigError, RunConfig
 from trainers.distributed import SINGLE, World
 from trainers.errors import LivetrainError
@@ -35,15 +34,10 @@ TRAIN_SAMPLES = 16  # training images reported before the first step (the first 
 # batches between two samples of the layers' gradient norms (the first batch of a run is one);
 # 0: none. Read every batch, so the dashboard benchmark can switch it with its phases
 GRADIENT_EVERY = 25
-CHECKPOINT = "checkpoint.pt"
 
 
 class DeviceError(LivetrainError):
     """The device a run asks for is not on this machine."""
-
-
-class ResumeError(LivetrainError):
-    """A run cannot be resumed: its checkpoint is missing, damaged or another run's."""
 
 
 class Diverged(Exception):
@@ -292,7 +286,7 @@ def fit(config: RunConfig, reporter: Reporter, run_dir: Path | None = None, resu
     result = RunResult(RunState.RUNNING)
     start_epoch = 0
     if resume:
-        start_epoch, result.history = _load_checkpoint(run_dir, config, model, optimizer, generator)
+        start_epoch, result.history = load_checkpoint(run_dir, config, model, optimizer, generator)
     logged = config.to_dict()
     if takes_flat_input(model):  # a user's model that takes (B, C*H*W): said in the runs table
         logged["input"] = f"flat (B, {math.prod(ds.image_shape)})"
@@ -304,6 +298,12 @@ def fit(config: RunConfig, reporter: Reporter, run_dir: Path | None = None, resu
         # model's test results at x = 0 (near chance), where the per-epoch curves start
         reporter.samples(ds.train.images[:TRAIN_SAMPLES], ds.train.labels[:TRAIN_SAMPLES], ds.classes)
         untrained = evaluate(model, objective, test_x, test_y, len(ds.classes), stats, world)
+        if not math.isfinite(untrained.cross_entropy):
+            reason = (f"the untrained model's test loss is {untrained.cross_entropy}: its outputs are not numbers "
+                      "(check its initialisation)")
+            result.status, result.reason = RunState.FAILED, reason
+            reporter.status(RunState.FAILED, reason)
+            return result
         reporter.scalars(0, 0.0, untrained.metrics(objective is not None))
 
     for epoch in range(start_epoch, config.epochs):
@@ -315,6 +315,12 @@ def fit(config: RunConfig, reporter: Reporter, run_dir: Path | None = None, resu
             reporter.status(RunState.FAILED, str(exc))
             return result
         test = evaluate(model, objective, test_x, test_y, len(ds.classes), stats, world)
+        if not math.isfinite(test.cross_entropy):  # the last step of the epoch broke the weights
+            reason = (f"test loss became {test.cross_entropy} after epoch {epoch + 1}: the weights are no longer "
+                      f"numbers (lr {optimizer.param_groups[0]['lr']:g} too high?)")
+            result.status, result.reason = RunState.FAILED, reason
+            reporter.status(RunState.FAILED, reason)
+            return result
         metrics = {EPOCH_TRAIN_LOSS: train_loss, EPOCH_TRAIN_ACC: train_acc, **test.metrics(objective is not None)}
         result.history.append(metrics)
         x = float(epoch + 1)
@@ -327,7 +333,7 @@ def fit(config: RunConfig, reporter: Reporter, run_dir: Path | None = None, resu
         reporter.mistakes(x, ds.test.images[worst], test.predicted[worst], test.probability[worst],
                           ds.test.labels[worst], torch.exp(-test.image_loss[worst]), ds.classes)
         if run_dir is not None and world.main:
-            _save_checkpoint(run_dir, epoch + 1, config, model, optimizer, generator, result.history)
+            save_checkpoint(run_dir, epoch + 1, config, model, optimizer, generator, result.history)
 
     result.status = RunState.FINISHED
     reporter.status(RunState.FINISHED)
@@ -339,58 +345,3 @@ class Silent:
 
     def __getattr__(self, name: str) -> Any:
         return lambda *args, **kwargs: None
-
-
-def _save_checkpoint(run_dir: Path, epochs_done: int, config: RunConfig, model: models.Model, optimizer: Any,
-                     generator: torch.Generator, history: list[dict[str, float]]) -> None:
-    """Write the checkpoint atomically (a temp file renamed over the old one). Serialized in memory
-    first and written by us: torch.save straight to a file on a full disk raises a RuntimeError
-    that does not say so ("unexpected pos ..."); a write raises OSError(ENOSPC), with the file's
-    name. The temp file never stays behind."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    state = {
-        "epochs_done": epochs_done, "config": config.to_dict(),
-        "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-        "generator": generator.get_state(), "torch_rng": torch.get_rng_state(), "history": history,
-    }
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    tmp = run_dir / f".{CHECKPOINT}.{os.getpid()}.tmp"
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(buffer.getbuffer())
-        os.replace(tmp, run_dir / CHECKPOINT)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        if exc.filename is None:
-            exc.filename = str(run_dir / CHECKPOINT)
-        raise
-
-
-def read_checkpoint(path: Path, config: RunConfig) -> dict[str, Any]:
-    """A run's checkpoint, checked to be whole and to belong to `config`'s model and data set."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        saved = RunConfig.from_dict(state["config"])
-        for key in ("model", "optimizer", "generator", "torch_rng", "epochs_done", "history"):
-            state[key]  # noqa: B018 - raises KeyError when missing
-    except Exception:  # torch.load raises many kinds (pickle, zip, EOF, runtime) on a damaged file
-        raise ResumeError(f"cannot resume: the checkpoint {path} is damaged or not a livetrain checkpoint; "
-                          "delete it to train that run from the start") from None
-    if (saved.model, saved.dataset) != (config.model, config.dataset):
-        raise ResumeError(f"cannot resume: {path} is a {saved.model} on {saved.dataset}, "
-                          f"not a {config.model} on {config.dataset}")
-    return state
-
-
-def _load_checkpoint(run_dir: Path | None, config: RunConfig, model: models.Model, optimizer: Any,
-                     generator: torch.Generator) -> tuple[int, list[dict[str, float]]]:
-    path = (run_dir or Path(".")) / CHECKPOINT
-    if run_dir is None or not path.is_file():
-        raise ResumeError(f"cannot resume: no checkpoint at {path}")
-    state = read_checkpoint(path, config)
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    generator.set_state(state["generator"])
-    torch.set_rng_state(state["torch_rng"])
-    return int(state["epochs_done"]), list(state["history"])

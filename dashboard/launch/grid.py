@@ -165,17 +165,23 @@ def expand(named: Sequence[tuple[str, str]], parsed: Sequence[tuple[str, str, Ch
     given = {k: v for k, v in common.items() if v is not None}
     repeats = Counter(name for name, _ in named)
     index: Counter[str] = Counter()
+    # repeats of one model are repeats, not copies: each gets seeds of its own. Alone, seed,
+    # seed+1, ...; with --seeds, the k-th repeat's seeds are the seeds shifted past the ones before
+    # (0,1 then 2,3), and its labels say the seeds it trains with
+    stride = max(seeds) - min(seeds) + 1 if seeds else 1
     configs: list[RunConfig] = []
     for (name, label), mine in zip(named, own):
         values = dict(PRESETS[name].settings) if name in PRESETS else {}
         values |= given
-        if repeats[name] > 1:  # repeats of one model are repeats, not copies: distinct seeds
-            values["seed"] = values.get("seed", 0) + index[name]
+        offset = 0
+        if repeats[name] > 1:
+            offset = index[name] * stride
             index[name] += 1
+            values["seed"] = values.get("seed", 0) + offset
         for variant, suffix in _sweep(mine):
             for seed in seeds or [None]:
-                run = values | variant | ({} if seed is None else {"seed": seed})
-                run_label = label + suffix + ("" if seed is None else f"-seed{seed}")
+                run = values | variant | ({} if seed is None else {"seed": seed + offset})
+                run_label = label + suffix + ("" if seed is None else f"-seed{seed + offset}")
                 configs.append(_config(name, check_label(run_label), run))
     twice = [label for label, n in Counter(c.label for c in configs).items() if n > 1]
     if twice:

@@ -21,7 +21,7 @@ from typing import IO
 from dashboard.launch.plan import LaunchError, PlannedRun
 from dashboard.runlog import LOG_NAME, read, run_dirs
 from trainers.config import ConfigError, RunConfig
-from trainers.loop import CHECKPOINT, read_checkpoint
+from trainers.checkpoints import CHECKPOINT, read_checkpoint
 from trainers.reporting import RunState
 from trainers.usermodels import ModelFileError, is_user_model
 

@@ -1,0 +1,78 @@
+"""A run's checkpoint: written atomically after every epoch, read back to resume it exactly.
+
+It holds the model's and optimizer's states, the batch order's generator, torch's RNG state, the
+epochs done, the config and the per-epoch history; `torch.load(..., weights_only=True)` reads it."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trainers import models
+from trainers.config import RunConfig
+from trainers.errors import LivetrainError
+
+CHECKPOINT = "checkpoint.pt"
+
+
+class ResumeError(LivetrainError):
+    """A run cannot be resumed: its checkpoint is missing, damaged or another run's."""
+
+
+def save_checkpoint(run_dir: Path, epochs_done: int, config: RunConfig, model: models.Model, optimizer: Any,
+                     generator: torch.Generator, history: list[dict[str, float]]) -> None:
+    """Write the checkpoint atomically (a temp file renamed over the old one). Serialized in memory
+    first and written by us: torch.save straight to a file on a full disk raises a RuntimeError
+    that does not say so ("unexpected pos ..."); a write raises OSError(ENOSPC), with the file's
+    name. The temp file never stays behind."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    state = {
+        "epochs_done": epochs_done, "config": config.to_dict(),
+        "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        "generator": generator.get_state(), "torch_rng": torch.get_rng_state(), "history": history,
+    }
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    tmp = run_dir / f".{CHECKPOINT}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(buffer.getbuffer())
+        os.replace(tmp, run_dir / CHECKPOINT)
+    except BaseException as exc:  # a full disk, or a stop (Ctrl-C, SIGTERM) during the write
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename is None:
+            exc.filename = str(run_dir / CHECKPOINT)
+        raise
+
+
+def read_checkpoint(path: Path, config: RunConfig) -> dict[str, Any]:
+    """A run's checkpoint, checked to be whole and to belong to `config`'s model and data set."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        saved = RunConfig.from_dict(state["config"])
+        for key in ("model", "optimizer", "generator", "torch_rng", "epochs_done", "history"):
+            state[key]  # noqa: B018 - raises KeyError when missing
+    except Exception:  # torch.load raises many kinds (pickle, zip, EOF, runtime) on a damaged file
+        raise ResumeError(f"cannot resume: the checkpoint {path} is damaged or not a livetrain checkpoint; "
+                          "delete it to train that run from the start") from None
+    if (saved.model, saved.dataset) != (config.model, config.dataset):
+        raise ResumeError(f"cannot resume: {path} is a {saved.model} on {saved.dataset}, "
+                          f"not a {config.model} on {config.dataset}")
+    return state
+
+
+def load_checkpoint(run_dir: Path | None, config: RunConfig, model: models.Model, optimizer: Any,
+                     generator: torch.Generator) -> tuple[int, list[dict[str, float]]]:
+    path = (run_dir or Path(".")) / CHECKPOINT
+    if run_dir is None or not path.is_file():
+        raise ResumeError(f"cannot resume: no checkpoint at {path}")
+    state = read_checkpoint(path, config)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    generator.set_state(state["generator"])
+    torch.set_rng_state(state["torch_rng"])
+    return int(state["epochs_done"]), list(state["history"])
