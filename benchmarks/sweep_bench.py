@@ -1,6 +1,7 @@
 """A 24-run sweep under `--parallel 2` against the same 24 runs one after another (`--parallel
 1`), launched headless from the command line as a user launches them: the total time ratio,
-and the peak resident memory of all the launch's processes together.
+and the peak memory of all the launch's processes together (RSS summed, and PSS, which counts a
+page its processes share once).
 
     .venv/bin/python -m benchmarks.sweep_bench [--limit 6000] [--repeats 1]
 
@@ -28,25 +29,31 @@ def sweep(log_dir: Path, parallel: int, limit: int) -> list[str]:
             "--log-dir", str(log_dir)]
 
 
-def tree_rss(root: int) -> int:
-    """Resident bytes of `root` and every process below it, now."""
+def tree_memory(root: int) -> tuple[int, int]:
+    """Resident bytes of `root` and every process below it, now: summed RSS (pages the processes
+    share, torch's and the data set's, counted once per process) and summed PSS (each shared page
+    split among its sharers: the memory the launch really takes)."""
     parents: dict[int, int] = {}
-    rss: dict[int, int] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            statm = (stat.parent / "statm").read_text().split()
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
         except OSError:
             continue
-        pid = int(stat.parent.name)
-        parents[pid], rss[pid] = int(fields[1]), int(statm[1]) * PAGE
     below = {root}
     grew = True
     while grew:
         more = {pid for pid, parent in parents.items() if parent in below} - below
         below |= more
         grew = bool(more)
-    return sum(rss.get(pid, 0) for pid in below)
+    rss = pss = 0
+    for pid in below:
+        try:
+            rss += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
+            rollup = Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
+            pss += 1024 * int(next(line for line in rollup if line.startswith("Pss:")).split()[1])
+        except (OSError, StopIteration):
+            continue
+    return rss, pss
 
 
 def measure(parallel: int, limit: int) -> tuple[float, int]:
@@ -54,14 +61,15 @@ def measure(parallel: int, limit: int) -> tuple[float, int]:
         start = time.perf_counter()
         proc = subprocess.Popen(sweep(Path(tmp), parallel, limit), cwd=REPO, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True)
-        peak = 0
+        peak_rss = peak_pss = 0
         while proc.poll() is None:
-            peak = max(peak, tree_rss(proc.pid))
+            rss, pss = tree_memory(proc.pid)
+            peak_rss, peak_pss = max(peak_rss, rss), max(peak_pss, pss)
             time.sleep(0.05)
         seconds = time.perf_counter() - start
         if proc.returncode != 0:
             raise SystemExit(f"the sweep failed: {proc.stderr.read() if proc.stderr else ''}")
-        return seconds, peak
+        return seconds, peak_rss, peak_pss
 
 
 def main() -> None:
@@ -69,18 +77,21 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=6000)
     parser.add_argument("--repeats", type=int, default=1)
     args = parser.parse_args()
-    results: dict[int, list[tuple[float, int]]] = {1: [], 2: []}
+    results: dict[int, list[tuple[float, int, int]]] = {1: [], 2: []}
     for _ in range(args.repeats):
         for parallel in (1, 2):
             results[parallel].append(measure(parallel, args.limit))
-            seconds, peak = results[parallel][-1]
-            print(f"--parallel {parallel}: {seconds:.1f} s, peak RSS {peak / 2**20:.0f} MiB", flush=True)
-    one = min(s for s, _ in results[1])
-    two = min(s for s, _ in results[2])
-    print(f"| launch | total time | peak RSS, all processes |\n| --- | --- | --- |")
+            seconds, rss, pss = results[parallel][-1]
+            print(f"--parallel {parallel}: {seconds:.1f} s, peak RSS {rss / 2**20:.0f} MiB, "
+                  f"peak PSS {pss / 2**20:.0f} MiB", flush=True)
+    one = min(r[0] for r in results[1])
+    two = min(r[0] for r in results[2])
+    print("| launch | total time | peak RSS, all processes summed | peak PSS, all processes summed |\n"
+          "| --- | --- | --- | --- |")
     for parallel in (1, 2):
-        print(f"| 24 runs, --parallel {parallel} | {min(s for s, _ in results[parallel]):.1f} s | "
-              f"{max(p for _, p in results[parallel]) / 2**20:.0f} MiB |")
+        print(f"| 24 runs, --parallel {parallel} | {min(r[0] for r in results[parallel]):.1f} s | "
+              f"{max(r[1] for r in results[parallel]) / 2**20:.0f} MiB | "
+              f"{max(r[2] for r in results[parallel]) / 2**20:.0f} MiB |")
     print(f"time ratio (--parallel 2 / one after another): {two / one:.2f}x")
 
 

@@ -152,9 +152,12 @@ def assert_windows_match_logs(state: dict[str, Any], run_dirs: list[Path], max_p
             assert points == drawn_from_log(record, GRAD_PREFIX + layer, max_points).points(), (label, layer)
 
 
-def livetrain(cwd: Path, *args: str) -> subprocess.Popen[str]:
+def livetrain(cwd: Path, *args: str, session: bool = False) -> subprocess.Popen[str]:
+    """`launch.py ARGS` as a process; `session`: in a process group of its own, as a terminal
+    starts a command (then `os.killpg(proc.pid, SIGINT)` is a Ctrl-C in that terminal: every
+    process of the group gets it)."""
     return subprocess.Popen([sys.executable, str(REPO / "launch.py"), *args], cwd=cwd, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=session)
 
 
 def finish(proc: subprocess.Popen[str], timeout: float = 240) -> tuple[int, str, str]:
@@ -188,6 +191,19 @@ def training(run_dir: Path) -> bool:
 def parent_pid(pid: int) -> int:
     """A process's parent, from /proc (OSError or ValueError once it is gone)."""
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is `pid`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if parent_pid(int(entry.name)) == pid:
+                    found.append(int(entry.name))
+            except (OSError, ValueError):
+                continue
+    return found
 
 
 def worker_of(launcher: int, run_dir: Path) -> int:

@@ -19,24 +19,12 @@ from dashboard.runlog import LOG_NAME, read
 from dashboard.server import ServerProcess
 from tests.conftest import free_port
 from tests.helpers import (
-    assert_windows_match_logs, finish, launch_dir, launched, livetrain, parent_pid, server_state, training,
+    assert_windows_match_logs, children, finish, launch_dir, launched, livetrain, parent_pid, server_state, training,
     wait_for, worker_of,
 )
 from trainers.checkpoints import CHECKPOINT
 
 pytestmark = pytest.mark.slow
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if parent_pid(int(entry.name)) == pid:
-                    found.append(int(entry.name))
-            except (OSError, ValueError):
-                continue
-    return found
 
 
 def worker_of_ranks(launcher: int, run_dir: Path) -> int:
@@ -111,15 +99,25 @@ def test_kill_9_of_one_rank_fails_its_run_and_leaves_no_process(tmp_path: Path) 
     assert rank0 in everyone
 
 
+def ignores(pid: int, sig: int) -> bool:
+    """Whether process `pid` ignores signal `sig` (its SigIgn mask in /proc)."""
+    mask = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("SigIgn:"))
+    return bool(int(mask.split()[1], 16) >> (sig - 1) & 1)
+
+
 def test_ctrl_c_stops_every_rank_and_the_run_resumes_on_one_process(tmp_path: Path) -> None:
+    """Ctrl-C in the launch's terminal: SIGINT to every process of its group, the ranks too. They
+    leave it to their worker, which the launcher stops, so the run ends interrupted, not failed."""
     proc = livetrain(tmp_path, "run", "--headless", "--models", "mlp", "--nproc", "2", "--epochs", "30",
-                     "--limit", "3000", "--set", "mlp.schedule=constant")
+                     "--limit", "3000", "--set", "mlp.schedule=constant", session=True)
     wait_for(lambda: launched(tmp_path / "runs"))
     runs = launch_dir(tmp_path / "runs")
     wait_for(lambda: (runs / "mlp" / CHECKPOINT).is_file())
     worker = worker_of_ranks(proc.pid, runs / "mlp")
     everyone = [proc.pid, worker, *children(worker)]
-    proc.send_signal(signal.SIGINT)
+    ranks = [pid for pid in children(worker) if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    assert len(ranks) == 2 and all(ignores(pid, signal.SIGINT) for pid in ranks)
+    os.killpg(proc.pid, signal.SIGINT)
     code, out, err = finish(proc, timeout=30)
     assert code == 130, out + err
     record = read(runs / "mlp")

@@ -532,7 +532,7 @@ def test_a_wrong_key_is_one_line_and_writes_nothing(tmp_path: Path, text: str, w
     code, out, err = finish(livetrain(tmp_path, "run", "exp.toml", "--headless"))
     assert code == 2 and "Traceback" not in out + err, err
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"Error: exp.toml: ") and words in lines[0], err
+    assert len(lines) == 1 and lines[0].startswith("Error: exp.toml: ") and words in lines[0], err
     assert not (tmp_path / "runs").exists()
 
 

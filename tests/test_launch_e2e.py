@@ -25,7 +25,7 @@ from dashboard.runlog import INCOMPLETE_MARK, RunLog, read
 from dashboard.server import ServerConfig, ServerProcess, probe, start_background
 from tests.conftest import free_port
 from tests.helpers import (
-    assert_windows_match_logs, finish, launch_dir, launched, livetrain, server_state, training, wait_for,
+    assert_windows_match_logs, children, finish, launch_dir, launched, livetrain, server_state, training, wait_for,
     worker_of,
 )
 from trainers import data
@@ -132,6 +132,40 @@ def test_ctrl_c_stops_every_run_then_resume_finishes_them(tmp_path: Path) -> Non
         assert record.status == "finished" and record.x >= 1, label
     code, out, err = finish(livetrain(tmp_path, "run", "--resume", str(runs), "--epochs", "1", "--headless"))
     assert code == 1 and err.startswith("Error: every run in") and "--epochs" in err
+
+
+def test_ctrl_c_while_the_fork_server_starts_stops_the_launch(tmp_path: Path) -> None:
+    """With runs queued, the workers come from a fork server that imports torch first (seconds);
+    a Ctrl-C in the terminal then stops the launch: it is not lost while the launcher waits."""
+    proc = livetrain(tmp_path, "run", "--headless", "--models", "mlp,mlp,mlp", "--parallel", "1", "--epochs", "40",
+                     "--limit", "6000", session=True)
+
+    def fork_server_started() -> bool:
+        assert proc.poll() is None
+        return any(b"forkserver" in Path(f"/proc/{pid}/cmdline").read_bytes() for pid in children(proc.pid))
+
+    wait_for(fork_server_started, timeout=60)
+    os.killpg(proc.pid, signal.SIGINT)
+    code, out, err = finish(proc, timeout=120)  # ignored, the launch would train 3 x 40 epochs
+    assert code == 130, out + err
+    runs = launch_dir(tmp_path / "runs")
+    assert all(read(runs / label).status == "interrupted" for label in ("mlp-1", "mlp-2", "mlp-3"))
+
+
+def test_a_queued_worker_finds_the_data_set_in_memory() -> None:
+    """Queued runs' workers come from the fork server, which loads the runs' data sets once: a
+    worker finds them in memory, shared with the server, and reads no copy of its own from disk
+    (Fashion-MNIST: 55 MB a worker; CIFAR-10: about 180 MB)."""
+    from dashboard.launch.supervisor import worker_context
+    from tests.forkcheck import cached_data_sets
+    from trainers import data as loaded
+
+    ctx = worker_context("forkserver", [RunConfig("mlp"), RunConfig("cnn")])
+    answers = ctx.Queue()
+    proc = ctx.Process(target=cached_data_sets, args=(answers,))
+    proc.start()
+    assert answers.get(timeout=120) == [("fashion-mnist", str(loaded.locate("fashion-mnist").resolve()))]
+    proc.join(30)
 
 
 def test_a_second_ctrl_c_ends_at_once(tmp_path: Path) -> None:

@@ -170,6 +170,10 @@ def rank_main(job: RankJob) -> str:
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2):
         signal.signal(sig, worker._stop_on)
     if job.agent is not None:
+        # a launcher's run: the terminal's Ctrl-C reaches every process of its group, and is the
+        # launcher's to act on (it stops the worker, whose agent stops the ranks); a rank that
+        # stopped itself first would end the run "failed: rank 0 ... exit code 130"
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         worker.watch_launcher(job.agent)
     spec = job.spec
     world = _world()

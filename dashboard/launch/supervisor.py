@@ -5,8 +5,10 @@ final status."""
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import multiprocessing.connection
+import multiprocessing.forkserver
 import os
 import signal
 import sys
@@ -19,6 +21,7 @@ from typing import Any
 import torch
 
 from dashboard.launch.worker import ERROR_FILE, EXIT_DISK_FULL, STOP_REASONS, STOP_SIGNALS, WorkerSpec, log_of, logged, seal
+from dashboard.launch.preload import PRELOAD_VAR, data_sets
 from dashboard.launch.ranks import worker_main as ranks_main
 from dashboard.launch.worker import main as worker_main
 from dashboard.runlog import INCOMPLETE_MARK
@@ -113,9 +116,7 @@ class Supervisor:
         """Start the first `parallel` runs; log the rest as queued. Call before any thread starts:
         it forks (or starts the fork server that later workers come from)."""
         method = start_method([spec.config for spec in self.specs], queued=len(self.specs) > self.parallel)
-        self._ctx = multiprocessing.get_context(method)
-        if method == "forkserver":  # one server, forked before any thread, with torch imported once
-            self._ctx.set_forkserver_preload(["dashboard.launch.worker", "dashboard.launch.ranks"])
+        self._ctx = worker_context(method, [spec.config for spec in self.specs])
         for spec in self.specs[self.parallel:]:
             queue(spec)
         self._start_next(self.parallel)
@@ -123,7 +124,10 @@ class Supervisor:
     def _start_next(self, count: int) -> None:
         sys.stdout.flush()  # a forked child must not inherit (and later repeat) buffered output
         sys.stderr.flush()
-        with _sigint_ignored():
+        # a fork server (see worker_context) already ignores Ctrl-C; waiting for it to import
+        # torch (seconds), the launcher keeps its own stop handler, so a Ctrl-C is not lost
+        forkserver = self._ctx.get_start_method() == "forkserver"
+        with contextlib.nullcontext() if forkserver else _sigint_ignored():
             for spec in self.specs[len(self.procs):len(self.procs) + count]:
                 target = ranks_main if spec.config.nproc > 1 else worker_main  # see dashboard.launch.ranks
                 proc = self._ctx.Process(target=target, args=(spec,), name=f"livetrain-{spec.config.label}")
@@ -186,6 +190,25 @@ def start_method(configs: Sequence[RunConfig], queued: bool = False) -> str:
     if any(c.device != "cpu" for c in configs) and torch.cuda.is_available():
         return "spawn"
     return "forkserver" if queued else "fork"
+
+
+def worker_context(method: str, configs: Sequence[RunConfig]) -> Any:
+    """The multiprocessing context workers start from. A fork server (queued runs) is one process,
+    started before any thread of the launcher's, with torch imported and the runs' data sets
+    loaded once: the workers it forks share them (see dashboard.launch.preload)."""
+    ctx = multiprocessing.get_context(method)
+    if method == "forkserver":
+        ctx.set_forkserver_preload(["dashboard.launch.worker", "dashboard.launch.ranks", "dashboard.launch.preload"])
+        os.environ[PRELOAD_VAR] = data_sets([(c.dataset, c.data_dir) for c in configs])
+        try:
+            # started ignoring Ctrl-C, so that the workers it forks do too (it hands them its own
+            # SIGINT disposition); it imports and loads in the background, and the launcher
+            # waits for it only when it starts the first worker, with its own stop handler
+            with _sigint_ignored():
+                multiprocessing.forkserver.ensure_running()
+        finally:
+            os.environ.pop(PRELOAD_VAR, None)
+    return ctx
 
 
 def _signal(proc: Any, sig: int) -> None:
