@@ -24,11 +24,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
+from typing import Any
 
 from dashboard import assets
 from dashboard.protocol import COOKIE_VAR, PASSWORD_VAR, SPLICE_PATH, USER_VAR
 from dashboard.visdom_app import (
-    events_handler, fast_update_handler, quiet_application, reconnect_transform, splice_handler,
+    events_handler, fast_update_handler, guarded_application, quiet_application, reconnect_transform,
+    splice_handler,
 )
 from trainers.errors import LivetrainError
 
@@ -156,6 +158,24 @@ def login_credentials(env_dir: Path) -> dict[str, str]:
     return {"username": user, "password": hash_password(hash_password(password))}
 
 
+def application(config: ServerConfig, env_dir: Path, credential: dict | None = None) -> Any:
+    """Visdom's tornado Application as livetrain serves it: our /update, /events and splice
+    handlers, no debug mode, other sites' requests refused, the page's reconnect script."""
+    import visdom.server.app as visdom_app
+
+    # visdom reads the cookie secret from its module-level default folder: point it at ours
+    visdom_app.DEFAULT_ENV_PATH = f"{env_dir}/"
+    built = guarded_application(quiet_application(visdom_app.Application), is_loopback(config.host))
+    app = built(port=config.port, env_path=f"{env_dir}/", user_credential=credential)
+    app.transforms.insert(0, reconnect_transform())
+    # rules added later are matched first: these replace visdom's own (benchmarks.stock_visdom
+    # starts visdom's own server, to compare with)
+    app.add_handlers(r".*", [(r"/update", fast_update_handler(), {"app": app}),
+                             (r"/events", events_handler(), {"app": app}),
+                             (SPLICE_PATH, splice_handler(), {"app": app})])
+    return app
+
+
 def serve(config: ServerConfig, announce: bool = True, port_file: Path | None = None,
           owner: int | None = None) -> None:
     """Run the Visdom server in this process until interrupted (blocking). Port 0 takes a free
@@ -173,7 +193,6 @@ def serve(config: ServerConfig, announce: bool = True, port_file: Path | None = 
     import logging
 
     import tornado.ioloop
-    import visdom.server.app as visdom_app
 
     logging.getLogger().setLevel(logging.WARNING)
     # index.html asks static_url() for ../user/style.css, which visdom serves from its own handler;
@@ -181,16 +200,7 @@ def serve(config: ServerConfig, announce: bool = True, port_file: Path | None = 
     logging.getLogger("tornado.general").addFilter(
         lambda record: "user/style.css" not in record.getMessage()
     )
-    # visdom reads the cookie secret from its module-level default folder: point it at ours
-    visdom_app.DEFAULT_ENV_PATH = f"{env_dir}/"
-    app = quiet_application(visdom_app.Application)(port=config.port, env_path=f"{env_dir}/",
-                                                    user_credential=credential)
-    app.transforms.insert(0, reconnect_transform())
-    # rules added later are matched first: these replace visdom's own (benchmarks.stock_visdom
-    # starts visdom's own server, to compare with)
-    app.add_handlers(r".*", [(r"/update", fast_update_handler(), {"app": app}),
-                             (r"/events", events_handler(), {"app": app}),
-                             (SPLICE_PATH, splice_handler(), {"app": app})])
+    app = application(config, env_dir, credential)
     import tornado.httpserver
     import tornado.netutil
 

@@ -1,6 +1,7 @@
 """Our additions to visdom's tornado Application, which `dashboard.server` builds: handlers that
 replace visdom's /update and /events (in place, with sequence numbers) and add a splice endpoint,
-the Application without tornado's debug mode, and the page's reconnect script."""
+the Application without tornado's debug mode and refusing other sites' requests, and the page's
+reconnect script."""
 
 from __future__ import annotations
 
@@ -161,6 +162,74 @@ def quiet_application(visdom_application: type) -> type:
 
     # visdom's __init__ calls super(Application, self).__init__: that is NoDebug's here
     return type("QuietApplication", (visdom_application, NoDebug), {})
+
+
+# Body types an HTML form (or a script of another site, with no preflight) can send
+FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data", "text/plain"})
+
+
+def refusal(method: str, headers: Any, host: str, loopback: bool) -> str:
+    """Why a request must be refused, or "" when it may go on.
+
+    Any page a person has open can make their browser send requests to this server: a form's
+    POST, a script's fetch with a simple body type, a WebSocket (visdom's handlers accept every
+    origin). Such a request carries an Origin header naming the other site (or "null"), so a
+    request that can change something (a POST, a WebSocket) is refused when its Origin is not
+    this server's own (the page's, Origin = its Host). Livetrain's workers and visdom's Python
+    client send no Origin; a form body type with no Origin is refused too, for old browsers that
+    sent none. On a server bound to loopback, a Host that is not a loopback name is refused
+    (a DNS-rebinding site reaches 127.0.0.1 under its own name)."""
+    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    name = name.strip("[]").lower()
+    if loopback and name not in ("localhost", "") and not _is_loopback_address(name):
+        return f"Host {host!r} is not a name of this machine"
+    changes = method not in ("GET", "HEAD", "OPTIONS") or headers.get("Upgrade", "").lower() == "websocket"
+    if not changes:
+        return ""
+    origin = headers.get("Origin")
+    if origin is not None:
+        from urllib.parse import urlsplit
+
+        if urlsplit(origin).netloc.lower() != host.lower():
+            return f"a request from another site ({origin}) may not change this server's dashboards"
+        return ""
+    kind = headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+    if kind in FORM_TYPES:
+        return (f"a {kind} body with no Origin is what a form of another site sends; send JSON, with "
+                "Content-Type: application/json")
+    return ""
+
+
+def _is_loopback_address(name: str) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def guarded_application(visdom_application: type, loopback: bool) -> type:
+    """Visdom's Application refusing, before any handler runs, what `refusal` names: with 403 and
+    one line saying why."""
+    import tornado.web
+
+    class Refused(tornado.web.RequestHandler):  # type: ignore[misc]
+        def initialize(self, reason: str) -> None:
+            self.reason = reason
+
+        def prepare(self) -> None:
+            self.set_status(403)
+            self.finish(f"livetrain: refused: {self.reason}\n")
+
+    class Guarded(visdom_application):  # type: ignore[misc, valid-type]
+        def find_handler(self, request: Any, **kwargs: Any) -> Any:
+            reason = refusal(request.method, request.headers, request.host, loopback)
+            if reason:
+                return self.get_handler_delegate(request, Refused, {"reason": reason})
+            return super().find_handler(request, **kwargs)
+
+    return Guarded
 
 
 # Visdom's page stays "offline" after its server restarts until the person clicks the button or

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -96,7 +97,8 @@ def test_listens_on_loopback_only(visdom_server: ServerProcess) -> None:
 
 def test_env_files_stay_in_our_folder(visdom_server: ServerProcess) -> None:
     req = urllib.request.Request(
-        visdom_server.config.url + "/save", data=json.dumps({"data": ["main"]}).encode(), method="POST"
+        visdom_server.config.url + "/save", data=json.dumps({"data": ["main"]}).encode(), method="POST",
+        headers={"Content-Type": "application/json"},  # urllib's default is a form's body type: refused
     )
     urllib.request.urlopen(req, timeout=5).read()
     assert (visdom_server.config.env_dir / "main.json").is_file()
@@ -171,7 +173,8 @@ def test_login_is_required_when_enabled(tmp_path: Path, monkeypatch: pytest.Monk
 
         def log_in(password: str) -> int:
             body = json.dumps({"username": "ada", "password": hashlib.sha256(password.encode()).hexdigest()})
-            req = urllib.request.Request(url, data=body.encode(), method="POST")
+            req = urllib.request.Request(url, data=body.encode(), method="POST",
+                                         headers={"Content-Type": "application/json"})
             try:
                 return urllib.request.urlopen(req, timeout=5).status
             except urllib.error.HTTPError as exc:
@@ -246,5 +249,97 @@ def test_the_connection_is_kept_open_and_replaced_after_a_restart(tmp_path: Path
         server = start_background(config)
         assert connection.post("win_exists", message) == "false"
         assert connection._http.sock is not sock and connection.requests == 8  # the dead one, then a new one
+    finally:
+        server.stop()
+
+
+# ---- another web site's requests -----------------------------------------------------------------
+
+EVIL = "http://evil.example"
+
+
+def post_endpoints(tmp_path: Path) -> list[str]:
+    """Every path the server routes to a handler that takes a POST (a plain path, not a pattern)."""
+    import tornado.web
+
+    from dashboard.server import application
+
+    tmp_path.mkdir()
+    app = application(ServerConfig(port=0), tmp_path)
+
+    paths = []
+    rules = list(app.default_router.rules)
+    while rules:
+        rule = rules.pop()
+        rules.extend(getattr(rule.target, "rules", []))  # a router of more rules (per host)
+        handler, pattern = rule.target, getattr(rule.matcher, "regex", None)
+        if (isinstance(handler, type) and issubclass(handler, tornado.web.RequestHandler)
+                and handler.post is not tornado.web.RequestHandler.post and pattern is not None):
+            path = pattern.pattern.rstrip("$")
+            if re.fullmatch(r"/[\w/]*", path):
+                paths.append(path)
+    return sorted(set(paths))
+
+
+def answer(url: str, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, str]:
+    request = urllib.request.Request(url + path, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read(300).decode("utf-8", "replace")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read(300).decode("utf-8", "replace")
+
+
+def test_another_site_cannot_change_the_dashboards(tmp_path: Path) -> None:
+    """Any page a person has open could make their browser post to the server or open its
+    sockets (visdom accepts every origin): delete their envs, soon stop their runs. Every POST
+    endpoint and both sockets refuse another site's Origin; the page's own origin and clients
+    that send none (livetrain's workers, visdom's Python client) are served."""
+    import websocket
+
+    from dashboard.connection import VisdomConnection
+
+    server = start_background(ServerConfig(port=0, env_dir=tmp_path / "visdom"))
+    url = server.config.url
+    try:
+        own = VisdomConnection(url)
+        pane = {"eid": "victim", "win": "note", "data": [{"content": "kept", "type": "text"}], "opts": {}}
+        own.post("events", pane)  # no Origin, JSON: livetrain's own client
+        paths = post_endpoints(tmp_path / "routes")
+        assert {"/events", "/update", "/close", "/delete_env", "/livetrain/splice"} <= set(paths), paths
+        body = json.dumps({"eid": "victim", "win": "note"}).encode()
+        for path in paths:
+            for origin in (EVIL, "null"):
+                code, text = answer(url, path, body, {"Origin": origin, "Content-Type": "application/json"})
+                assert code == 403 and "livetrain: refused: a request from another site" in text, (path, code, text)
+            # what a plain HTML form of any site sends, with no preflight (old browsers: no Origin)
+            code, text = answer(url, path, body, {"Content-Type": "text/plain"})
+            assert code == 403 and "send JSON" in text, (path, code, text)
+            # the page's own origin, and no Origin at all, reach the handler
+            for headers in ({"Origin": url, "Content-Type": "application/x-www-form-urlencoded"}, {}):
+                headers = headers or {"Content-Type": "application/json"}
+                assert "livetrain: refused" not in answer(url, path, b"{}", headers)[1], (path, headers)
+        for path in ("/socket", "/vis_socket"):
+            for origin in (EVIL, "null"):
+                with pytest.raises(websocket.WebSocketBadStatusException, match="403"):
+                    websocket.create_connection(url.replace("http", "ws") + path, origin=origin, timeout=10)
+        # the attack from the issue: a socket from another site deleting an env
+        socket_url = url.replace("http", "ws") + "/socket"
+        for kwargs in ({"origin": url}, {"suppress_origin": True}):  # the page's own, and a client's
+            ws = websocket.create_connection(socket_url, timeout=10, **kwargs)
+            ws.close()
+        assert json.loads(own.post("win_data", {"eid": "victim", "win": None}))["note"]["content"] == "kept"
+        # visdom's own Python client: its posts and its incoming socket
+        import visdom
+
+        viz = visdom.Visdom(server="http://127.0.0.1", port=server.config.port, use_incoming_socket=True,
+                            raise_exceptions=True)
+        assert viz.socket_alive and viz.text("hello", env="client", win="t") == "t" and viz.win_exists("t", "client")
+        # a site that resolves its own name to 127.0.0.1 (DNS rebinding) is not this machine
+        request = urllib.request.Request(url + "/", headers={"Host": f"evil.example:{server.config.port}"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10)
+        assert refused.value.code == 403
+        assert probe(url) == probe(url.replace("127.0.0.1", "localhost"))  # its own names: served
     finally:
         server.stop()
