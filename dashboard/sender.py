@@ -31,8 +31,10 @@ CHECK_AFTER = 2.0  # s after the server answers again: requests it had queued ar
 class Sender:
     """Sends changed items to one Visdom connection from a daemon thread."""
 
-    def __init__(self, connection: VisdomConnection, interval: float = 1.0, name: str = "visdom-sender") -> None:
+    def __init__(self, connection: VisdomConnection, interval: float = 1.0, name: str = "visdom-sender",
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.connection = connection
+        self._clock = clock  # when a retry or a check is due (a test's own clock steps through the backoff)
         self.interval = interval
         self._items: dict[str, SendFn] = {}  # insertion order is send order
         self._version: dict[str, int] = {}
@@ -81,7 +83,7 @@ class Sender:
 
     def flush(self) -> bool:
         """One pass: send what changed (everything after a failure). True when nothing is left."""
-        if time.monotonic() < self._retry_at:
+        if self._clock() < self._retry_at:
             return False
         with self._lock:
             todo = [(k, self._items[k], v) for k, v in self._version.items() if v and self._sent.get(k) != v]
@@ -97,8 +99,8 @@ class Sender:
         self.connected, self.failures, self.last_error = True, 0, ""
         if self._suspect and self._checks:
             if self._check_at is None:
-                self._check_at = time.monotonic() + CHECK_AFTER
-            elif time.monotonic() >= self._check_at:
+                self._check_at = self._clock() + CHECK_AFTER
+            elif self._clock() >= self._check_at:
                 return self.check()
         return True
 
@@ -107,7 +109,7 @@ class Sender:
         self.ever_failed = True
         self.failures += 1
         self.last_error = str(exc)
-        self._retry_at = time.monotonic() + min(0.5 * 2 ** (self.failures - 1), MAX_BACKOFF)
+        self._retry_at = self._clock() + min(0.5 * 2 ** (self.failures - 1), MAX_BACKOFF)
         with self._lock:
             self._sent.clear()  # the server may have restarted empty: draw everything again
         self.connection.forget_login()

@@ -55,6 +55,17 @@ PROBE = r"""
 """
 
 
+# Every plot's named traces with their values, by window title, as plotly holds them after drawing
+TRACES = r"""
+(() => Object.fromEntries([...document.querySelectorAll('.react-grid-item')].map(el => {
+  const plot = el.querySelector('.js-plotly-plot');
+  const title = (el.querySelector('.bar div.pull-right') || {}).textContent || '';
+  return [title, plot && plot.data ? Object.fromEntries(plot.data.filter(t => t.name).map(
+    t => [t.name, [Array.from(t.x || []), Array.from(t.y || [])]])) : null];
+})))()
+"""
+
+
 class BrowserError(Exception):
     pass
 
@@ -129,6 +140,10 @@ class Browser:
 
     def probe(self) -> dict[str, Any]:
         return self.evaluate(PROBE)
+
+    def traces(self) -> dict[str, dict[str, list[list[float]]]]:
+        """Each plot window's traces by name, (x, y), by the window's title."""
+        return self.evaluate(TRACES)
 
     def settled(self, ready: Any, timeout: float = 60.0, quiet: float = 1.0) -> dict[str, Any]:
         """Probe until `ready(state)` holds and the windows have stopped moving for `quiet` s."""

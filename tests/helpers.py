@@ -152,12 +152,13 @@ def assert_windows_match_logs(state: dict[str, Any], run_dirs: list[Path], max_p
             assert points == drawn_from_log(record, GRAD_PREFIX + layer, max_points).points(), (label, layer)
 
 
-def livetrain(cwd: Path, *args: str, session: bool = False) -> subprocess.Popen[str]:
-    """`launch.py ARGS` as a process; `session`: in a process group of its own, as a terminal
-    starts a command (then `os.killpg(proc.pid, SIGINT)` is a Ctrl-C in that terminal: every
-    process of the group gets it)."""
+def livetrain(cwd: Path, *args: str, session: bool = False, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """`launch.py ARGS` as a process (with `env` added to its environment); `session`: in a
+    process group of its own, as a terminal starts a command (then `os.killpg(proc.pid, SIGINT)`
+    is a Ctrl-C in that terminal: every process of the group gets it)."""
     return subprocess.Popen([sys.executable, str(REPO / "launch.py"), *args], cwd=cwd, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=session)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=session,
+                            env={**os.environ, **env} if env else None)
 
 
 def finish(proc: subprocess.Popen[str], timeout: float = 240) -> tuple[int, str, str]:

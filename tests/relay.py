@@ -2,10 +2,12 @@
 
 A frozen server (SIGSTOP) keeps what clients send in its sockets' buffers; the clients time out
 and go on; when it thaws, it reads and applies every one of those requests, in an order nobody
-chose. While the relay holds, it keeps what a client sends instead of passing it on (the client
-times out, as against the frozen server); `release()` later delivers each kept request to the
-server on a connection of its own, in the order they came, and returns the server's answers.
-So a test decides exactly when the late requests land: after newer ones, say."""
+chose. While the relay holds, it keeps what a client sends instead of passing it on, and once the
+whole request is there it drops the connection unanswered: the client's request failed at once,
+as one that timed out against the frozen server fails (with no wait on a timeout, which on a
+loaded machine an answered request could reach too). `release()` later delivers each kept request
+to the server on a connection of its own, in the order they came, and returns the server's
+answers. So a test decides exactly when the late requests land: after newer ones, say."""
 
 from __future__ import annotations
 
@@ -60,10 +62,13 @@ class HoldingRelay:
                     break
                 if kept is None and self.hold(data):
                     kept = bytearray()
-                    with self._lock:
-                        self.kept.append(kept)
-                if kept is not None:  # once held, the rest of this connection is held too
+                if kept is not None:  # held: kept whole, then the connection dropped with no answer
                     kept += data
+                    if _complete(kept):
+                        with self._lock:  # a client retries a dropped kept-alive connection once:
+                            if bytes(kept) not in (bytes(k) for k in self.kept):  # the same request
+                                self.kept.append(kept)
+                        break
                     continue
                 if upstream is None:
                     upstream = socket.create_connection(self.upstream)
@@ -101,3 +106,16 @@ def _pipe(source: socket.socket, sink: socket.socket) -> None:
             sink.sendall(chunk)
     except OSError:
         pass
+
+
+def _complete(request: bytearray) -> bool:
+    """Whether `request` holds a whole HTTP request: its headers and the body they announce."""
+    end = request.find(b"\r\n\r\n")
+    if end < 0:
+        return False
+    length = 0
+    for line in bytes(request[:end]).split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value.strip())
+    return len(request) >= end + 4 + length

@@ -70,6 +70,42 @@ def page_complete(state: dict[str, Any]) -> bool:
             and len(galleries) == len(LABELS) and all(g["images"] == g["figures"] > 0 for g in galleries))
 
 
+def logged_traces(run_dirs: list[Path]) -> dict[str, dict[str, tuple[list[float], list[float]]]]:
+    """Per compare window (by title): every run's traces as its log gives them, bounded as drawn
+    (1,000 points a trace; per batch, the raw trace and its smoothed one)."""
+    from dashboard.runlog import read
+    from tests.helpers import drawn_from_log, smoothed_from_log
+
+    out: dict[str, dict[str, tuple[list[float], list[float]]]] = {}
+    for record in (read(d) for d in run_dirs):
+        label = record.meta["label"]
+        for window in windows.COMPARE_WINDOWS:
+            traces = out.setdefault(next(t for t, w in COMPARE_TITLES.items() if w.win == window.win), {})
+            traces[windows.trace_name(label, part=window.part)] = drawn_from_log(record, window.metric, 1000).points()
+            if window.per_batch:
+                traces[windows.trace_name(label, True)] = smoothed_from_log(
+                    record, window.metric, windows.DEFAULT_SMOOTHING, 1000).points()
+    return out
+
+
+def page_traces(browser: Browser) -> dict[str, dict[str, tuple[list[float], list[float]]]]:
+    """The compare windows' traces as the page holds them (names as plotly shows them)."""
+    import html
+
+    shown = browser.traces()
+    return {title: {html.escape(name, quote=False): (xy[0], xy[1]) for name, xy in (shown.get(title) or {}).items()}
+            for title in COMPARE_TITLES}
+
+
+def first_difference(page: dict[str, Any], expected: dict[str, Any]) -> str:
+    for title, traces in expected.items():
+        for name, values in traces.items():
+            if page.get(title, {}).get(name) != values:
+                got = page.get(title, {}).get(name)
+                return f"{title}: {name}: page has {len(got[0]) if got else 'no'} points, the log {len(values[0])}"
+    return "the page holds traces the logs do not"
+
+
 def points(state: dict[str, Any], title: str, label: str) -> int:
     pane = next(p for p in state["panes"] if p["title"] == title)
     return next(t["points"] for t in pane["traces"] if t["name"] == label)
@@ -90,7 +126,7 @@ def launch(visdom_server: ServerProcess, tmp_path_factory: pytest.TempPathFactor
 
 
 def test_the_live_page_in_a_real_browser(visdom_server: ServerProcess, launch: Any) -> None:
-    proc, _ = launch
+    proc, log_dir = launch
     url = visdom_server.config.url
     deadline = time.monotonic() + 180
     while not every_run_has_tested(url, "browser"):
@@ -143,14 +179,14 @@ def test_the_live_page_in_a_real_browser(visdom_server: ServerProcess, launch: A
             time.sleep(0.5)
 
         assert proc.wait(240) == 0, proc.stdout.read() if proc.stdout else ""
-        # after the runs: the page shows what the server holds
-        time.sleep(1.5)
-        state = browser.probe()
-        held = server_windows(url, "browser")
-        for title, window in COMPARE_TITLES.items():
-            page = {t["name"]: t["points"] for t in next(p for p in state["panes"] if p["title"] == title)["traces"]}
-            server = {d["name"]: len(d["x"]) for d in held[window.win]["content"]["data"] if d["name"]}
-            assert page == server, title
+        # after the runs: once the page has drawn what came last, each compare window's traces
+        # hold, value for value, what the runs' logs downsample to (raw and smoothed; test and train)
+        run_dirs = [d for d in log_dir.glob("*/*") if d.is_dir()]
+        expected = logged_traces(run_dirs)
+        deadline = time.monotonic() + 60
+        while (page := page_traces(browser)) != expected:
+            assert time.monotonic() < deadline, first_difference(page, expected)
+            time.sleep(0.25)
         browser.screenshot(ARTIFACTS / "finished.png")
 
 

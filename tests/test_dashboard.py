@@ -145,10 +145,13 @@ class FakeConnection:
         self.posts: list[str] = []
         self.down = False
         self.hang = threading.Event()
+        self.hanging = threading.Event()  # a post is stuck in the frozen server
+        self.thaw = threading.Event()
 
     def post(self, endpoint: str, message: dict) -> str:
         if self.hang.is_set():
-            time.sleep(30)
+            self.hanging.set()
+            self.thaw.wait()
         if self.down:
             raise Unreachable("refused")
         self.posts.append(message["win"])
@@ -158,8 +161,18 @@ class FakeConnection:
         pass
 
 
-def _sender(conn: FakeConnection) -> Sender:
-    sender = Sender(conn, interval=0.05)  # type: ignore[arg-type]
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _sender(conn: FakeConnection, clock: Clock | None = None) -> Sender:
+    sender = Sender(conn, interval=0.05, clock=clock or time.monotonic)  # type: ignore[arg-type]
     for key in ("a", "b"):
         sender.register(key, lambda c, key=key: c.post("update", {"win": key}), changed=False)
     return sender
@@ -175,29 +188,35 @@ def test_sender_coalesces_changes_into_one_request_per_item_per_pass() -> None:
 
 
 def test_sender_backs_off_then_redraws_everything_after_an_outage() -> None:
-    conn = FakeConnection()
-    sender = _sender(conn)
+    conn, clock = FakeConnection(), Clock()
+    sender = _sender(conn, clock)
     sender.mark("a"), sender.mark("b")
     assert sender.flush() and conn.posts == ["a", "b"]
     conn.down = True
     sender.mark("a")
     assert not sender.flush() and not sender.connected
-    assert not sender.flush() and sender.failures == 1  # waiting out the backoff: no attempt
+    clock.now = 0.49
+    assert not sender.flush() and sender.failures == 1  # waiting out the backoff (0.5 s): no attempt
+    clock.now = 0.5
+    assert not sender.flush() and sender.failures == 2  # tried again, still down: the next wait is 1 s
+    clock.now = 1.49
+    assert not sender.flush() and sender.failures == 2
     conn.down = False
-    time.sleep(0.6)
+    clock.now = 1.5
     assert sender.flush() and conn.posts == ["a", "b", "a", "b"]  # b too: the server may have lost it
 
 
 def test_closing_against_a_frozen_server_does_not_hang() -> None:
+    """close() gives up on a request stuck in a frozen server rather than waiting for it."""
     conn = FakeConnection()
     sender = _sender(conn)
     sender.start()
     conn.hang.set()
     sender.mark("a")
-    time.sleep(0.2)
-    started = time.monotonic()
-    assert sender.close(wait=0.5) is False
-    assert time.monotonic() - started < 3  # a limit a user would notice, with room for a loaded machine
+    assert conn.hanging.wait(30)  # the sender thread is inside a request that will not return
+    assert sender.close(wait=0.5) is False  # something was left unsent
+    assert sender._thread.is_alive()  # and close returned while its request still hung
+    conn.thaw.set()
 
 
 def test_terminal_line_shows_progress_metrics_and_eta() -> None:

@@ -9,7 +9,6 @@ last drew."""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -63,8 +62,21 @@ def gallery(url: str, env: str, win: str) -> str:
     return json.loads(VisdomConnection(url).post("win_data", {"eid": env, "win": win}))["content"]
 
 
-def failing_flush(sender: Sender) -> None:
-    time.sleep(0.6 * 2 ** max(sender.failures - 1, 0) + 0.05)  # past the backoff
+class Clock:
+    """The sender's clock, moved by hand past its backoffs and its check's delay."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def past_backoff(self, sender: Sender) -> None:
+        self.now += 0.5 * 2 ** max(sender.failures - 1, 0) + 0.01
+
+
+def failing_flush(sender: Sender, clock: Clock) -> None:
+    clock.past_backoff(sender)
     assert not sender.flush()
 
 
@@ -72,23 +84,24 @@ def failing_flush(sender: Sender) -> None:
 def test_requests_applied_late_do_not_leave_a_stale_window(server: ServerProcess, relay: HoldingRelay,
                                                           then: str) -> None:
     env, url = "late", server.config.url
-    connection = VisdomConnection(relay.url, timeout=1.5)  # held requests time out; others answer in ms
-    sender = Sender(connection)
+    connection = VisdomConnection(relay.url, timeout=60)  # held requests fail at once (the relay drops them)
+    clock = Clock()
+    sender = Sender(connection, clock=clock)
     backend = VisdomBackend(sender, DrawOptions(env, max_points=40), "run")
     step = stream(backend, sender, flushes=3, per_flush=9)  # drawn, tails spliced (on ours)
     predict(backend, 1.0, seed=1)
     assert sender.flush()
     old_gallery = gallery(url, env, backend.gallery_win)
 
-    relay.hold_all()  # the server freezes: the next request times out, kept in its socket
-    step = stream_failing(backend, sender, step)
+    relay.hold_all()  # the server freezes: the next request fails, kept in its socket
+    step = stream_failing(backend, sender, step, clock)
     relay.hold_matching(b"POST /update")  # it answers the gallery and freezes on the traces
     predict(backend, 1.5, seed=2)
-    step = stream_failing(backend, sender, step)
+    step = stream_failing(backend, sender, step, clock)
     assert len(relay.kept) == 2
 
     relay.pass_all()  # thawed: newer sends land first
-    time.sleep(0.6 * 2 ** (sender.failures - 1) + 0.05)
+    clock.past_backoff(sender)
     predict(backend, 2.0, seed=3)
     step = stream(backend, sender, flushes=2, per_flush=9, start=step)
     newest_gallery = gallery(url, env, backend.gallery_win)
@@ -103,7 +116,7 @@ def test_requests_applied_late_do_not_leave_a_stale_window(server: ServerProcess
     else:  # a stock server applied them: the window went back in time
         assert held(url, env, LOSS_WIN) != expected(backend)
         if then == "go on":  # the run's check, CHECK_AFTER s after the server answered again
-            time.sleep(CHECK_AFTER)
+            clock.now += CHECK_AFTER
             assert sender.flush()
         else:  # the run ends first: its sender checks at close
             sender.start()
@@ -113,11 +126,11 @@ def test_requests_applied_late_do_not_leave_a_stale_window(server: ServerProcess
     assert gallery(url, env, backend.gallery_win) == newest_gallery
 
 
-def stream_failing(backend: VisdomBackend, sender: Sender, step: int) -> int:
+def stream_failing(backend: VisdomBackend, sender: Sender, step: int, clock: Clock) -> int:
     for _ in range(9):
         step += 1
         backend.scalars(step, step / 100, {TRAIN_LOSS: (step * 7919 % 1000) / 1000})
-    failing_flush(sender)
+    failing_flush(sender, clock)
     return step
 
 

@@ -30,6 +30,7 @@ from trainers.reporting import FINAL_STATES, RunState
 
 
 STOP_GRACE = 4.5  # seconds a worker gets to log "interrupted" and close before it is killed
+GRACE_VAR = "LIVETRAIN_STOP_GRACE"  # another grace, in seconds (tests set a long one)
 
 
 class StopRequests:
@@ -110,6 +111,7 @@ class Supervisor:
         self.parallel = max(1, parallel or len(self.specs))
         self.procs: list[Any] = []  # one per started spec, in the specs' order
         self.stop_sent_at: float | None = None
+        self.grace = float(os.environ.get(GRACE_VAR) or STOP_GRACE)
         self._ctx: Any = None
 
     def start(self) -> None:
@@ -155,7 +157,7 @@ class Supervisor:
             for proc in alive:  # the signal says what stopped the launch (see dashboard.launch.worker)
                 _signal(proc, STOP_SIGNALS[self.stops.first])
         if self.stops.count > 1 or (self.stop_sent_at is not None
-                                    and time.monotonic() - self.stop_sent_at > STOP_GRACE):
+                                    and time.monotonic() - self.stop_sent_at > self.grace):
             for proc in alive:
                 _signal(proc, signal.SIGKILL)
         multiprocessing.connection.wait([p.sentinel for p in alive], timeout)
