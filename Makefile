@@ -8,7 +8,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup browser demo test check stress server clean
+.PHONY: setup browser demo test test-gpu check stress server clean
 
 demo: setup
 	$(PY) launch.py demo
@@ -16,6 +16,19 @@ demo: setup
 # The browser tests need Chromium: installed here, and a missing one fails them rather than skips.
 test: setup browser
 	LIVETRAIN_REQUIRE_BROWSER=1 $(PY) -m pytest
+
+# The GPU tests (tests/test_cuda.py), on a machine with CUDA: they fail rather than skip without
+# one. The results, with the GPU, torch and the commit, go to artifacts/gpu/results.txt (for the
+# README). GPU_PY=python3 runs them with a Python that already holds torch and the rest (a lent
+# machine that can install nothing), instead of the project's venv.
+GPU_PY ?= $(PY)
+test-gpu: $(if $(filter $(PY),$(GPU_PY)),setup)
+	@mkdir -p artifacts/gpu
+	@bash -o pipefail -c '{ echo "# make test-gpu, $$(date -u +%FT%TZ), commit $$(git rev-parse --short HEAD 2>/dev/null || echo ?)"; \
+		nvidia-smi -L 2>/dev/null || echo "nvidia-smi: not found"; \
+		$(GPU_PY) -c "import torch; print(\"torch\", torch.__version__, \"CUDA\", torch.version.cuda, \"GPUs\", torch.cuda.device_count())"; \
+		LIVETRAIN_REQUIRE_GPU=1 $(GPU_PY) -m pytest -v -rs -p no:cacheprovider tests/test_cuda.py tests/test_distributed.py; \
+	} 2>&1 | tee artifacts/gpu/results.txt'
 
 # The quick loop: every test not marked slow (about 1.5 min), no browser needed.
 check: setup

@@ -60,6 +60,16 @@ def test_two_ranks_train_as_one_process_at_the_same_global_batch() -> None:
     assert len(main["train_loss"]) == 2 * 8  # global batches, not a rank's
 
 
+def test_a_cuda_group_has_a_backend_for_the_cpu_sums() -> None:
+    """The per-batch sums are CPU tensors: on CUDA the group names gloo for them beside nccl
+    (nccl alone has no CPU backend: every multi-GPU run would fail at its first batch). The
+    nccl side needs GPUs: tests/test_cuda.py runs it where there are two (`make test-gpu`)."""
+    from trainers.distributed import backend
+
+    assert backend("cpu") == "gloo"
+    assert dict(part.split(":") for part in backend("cuda").split(",")) == {"cpu": "gloo", "cuda": "nccl"}
+
+
 def test_the_scratch_softmax_says_it_trains_on_one_process() -> None:
     with pytest.raises(Exception, match="one process only"):
         on_ranks(replace(RunConfig("softmax", epochs=1, limit=256, threads=1, device="cpu")))

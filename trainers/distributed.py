@@ -65,3 +65,14 @@ class World:
 
 
 SINGLE = World()
+
+# The process group's backends, by the device a run trains on. On CUDA, nccl carries the
+# gradients and the gathered predictions (GPU tensors), and gloo the per-batch sums, which are
+# CPU tensors: a group of nccl alone has no backend for them ("No backend type associated with
+# device type cpu"), and every multi-GPU run would fail at its first batch.
+BACKENDS = {"cpu": "gloo", "cuda": "cpu:gloo,cuda:nccl"}
+
+
+def backend(device_type: str) -> str:
+    """The torch.distributed backend string for a run on `device_type` ("cpu" or "cuda")."""
+    return BACKENDS[device_type]

@@ -2,8 +2,8 @@
 
 A run with `nproc` > 1 is trained by its worker's ranks: the worker becomes torch's elastic agent
 (`torch.distributed.launcher.api.elastic_launch`, the code behind `torchrun`), which spawns
-`nproc` ranks on this machine, each joining one process group (gloo on the CPU, nccl on CUDA)
-and calling `trainers.loop.fit` as its rank. Rank 0 alone builds the run's `Dashboard`: one run
+`nproc` ranks on this machine, each joining one process group (gloo on the CPU; on CUDA, nccl for
+GPU tensors and gloo for the CPU tensors of the per-batch sums) and calling `trainers.loop.fit` as its rank. Rank 0 alone builds the run's `Dashboard`: one run
 log, one run on the page. The others report nothing.
 
 How the run ends is the worker's to log, as one process would: it knows what the ranks do not.
@@ -56,7 +56,7 @@ from dashboard.launch.worker import KEPT, STOPPED_BY_CTRL_C, WorkerSpec
 from dashboard.sender import Sender
 from dashboard.windows import DrawOptions
 from trainers.config import RunConfig
-from trainers.distributed import World
+from trainers.distributed import World, backend
 from trainers.errors import LivetrainError
 from trainers.loop import RunResult, Silent, fit, resolve_device
 from trainers.reporting import RunState
@@ -184,8 +184,7 @@ def rank_main(job: RankJob) -> str:
         config = spec.config.resolved()
         if config.nproc != world.size:  # the torchrun entry: the world is torchrun's
             config = replace(config, nproc=world.size)
-        backend = "nccl" if resolve_device(config.device).type == "cuda" else "gloo"
-        dist.init_process_group(backend, timeout=COLLECTIVE_TIMEOUT)
+        dist.init_process_group(backend(resolve_device(config.device).type), timeout=COLLECTIVE_TIMEOUT)
         if world.main:
             if job.logs_end and spec.dashboard.visdom_url:  # no launcher: rank 0 draws the runs pane too
                 board = BoardThread(spec, config)
