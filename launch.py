@@ -326,6 +326,21 @@ def replay(run_dirs: tuple[Path, ...], env: str, visdom_url: str | None, smooth:
                 sys.stdout)
 
 
+@cli.command()
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="A folder of data sets to look in first [default: $LIVETRAIN_DATA, then ./data].")
+def setup(data_dir: Path | None) -> None:
+    """Set up what pip does not install: Visdom's page files (once, from the npm registry; the
+    server never downloads them) and Fashion-MNIST (Debian's package, as root). `make setup` in a clone."""
+    from dashboard import assets
+    from trainers.data import ensure_fashion_mnist
+
+    written = assets.install()
+    click.echo(f"Visdom page files: {f'installed {len(written)} files into' if written else 'all present in'} "
+               f"{assets.static_dir()}")
+    click.echo(f"Fashion-MNIST: {ensure_fashion_mnist(str(data_dir) if data_dir else None)}")
+
+
 @cli.group()
 def data() -> None:
     """The data sets: where each is on this machine, and getting one when online."""

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from trainers.errors import LivetrainError
+from trainers.installation import cache_dir as setup_cache, setup_command
 
-SETUP_COMMAND = "make setup"
 VISDOM_VERSION = "0.2.4"
 MATHJAX = "mathjax@2.7.5"
 MATHJAX_DIR = "js/mathjax/2.7.5"
@@ -103,7 +103,7 @@ def static_dir() -> Path:
     """The installed visdom package's `static/` folder (found without importing visdom)."""
     spec = importlib.util.find_spec("visdom")
     if spec is None or not spec.submodule_search_locations:
-        raise AssetError(f"visdom is not installed in this Python; run `{SETUP_COMMAND}`")
+        raise AssetError(f"visdom is not installed in this Python; run `{setup_command()}`")
     return Path(next(iter(spec.submodule_search_locations))) / "static"
 
 
@@ -125,13 +125,15 @@ def check(static: Path | None = None) -> None:
         shown = ", ".join(absent[:3]) + (f" and {len(absent) - 3} more" if len(absent) > 3 else "")
         raise AssetError(
             f"Visdom's page files are missing from {static} ({shown}); "
-            f"run `{SETUP_COMMAND}` to install them from the npm registry"
+            f"run `{setup_command()}` to install them from the npm registry"
         )
 
 
-def install(static: Path | None = None, cache_dir: Path = Path(".cache/npm")) -> list[str]:
-    """Install every missing file; return the targets written (empty when all were present)."""
+def install(static: Path | None = None, cache_dir: Path | None = None) -> list[str]:
+    """Install every missing file; return the targets written (empty when all were present).
+    The npm tarballs are kept in `cache_dir` (by default setup's cache: see trainers.installation)."""
     static = static or static_dir()
+    cache_dir = cache_dir or setup_cache() / "npm"
     absent = set(missing(static))
     if not absent:
         return []
@@ -179,7 +181,7 @@ def _npm_pack(specs: list[str], cache_dir: Path) -> dict[str, Path]:
             raise AssetError(
                 "npm is needed once, to fetch Visdom's page files from the npm registry; "
                 "install Node.js and npm (e.g. `apt-get install npm`), then rerun "
-                f"`{SETUP_COMMAND}`"
+                f"`{setup_command()}`"
             )
         proc = subprocess.run(
             [npm, "pack", "--silent", "--pack-destination", str(cache_dir), *todo],
@@ -207,7 +209,8 @@ def _read_member(tar: tarfile.TarFile, name: str, package: str) -> bytes:
     except KeyError:
         handle = None
     if handle is None:
-        raise AssetError(f"{package}'s tarball has no {name}; delete .cache/npm and rerun setup")
+        raise AssetError(f"{package}'s tarball has no {name}; delete the cached tarball ({setup_cache() / 'npm'}) "
+                         f"and rerun `{setup_command()}`")
     return handle.read()
 
 
@@ -227,7 +230,7 @@ def _non_empty(path: Path) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="only check, install nothing")
-    parser.add_argument("--cache-dir", type=Path, default=Path(".cache/npm"))
+    parser.add_argument("--cache-dir", type=Path, default=None)
     args = parser.parse_args(argv)
     try:
         if args.check:

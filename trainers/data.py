@@ -19,6 +19,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
+from trainers.installation import setup_command
 from trainers.datafiles import DataError, check_labels, read_cifar_bin, read_cifar_pickle, read_idx
 
 DATA_ENV = "LIVETRAIN_DATA"
@@ -84,7 +85,7 @@ SPECS: dict[str, _Spec] = {
         "Fashion-MNIST", FASHION_CLASSES,
         ("FashionMNIST/raw", "fashion-mnist", "fashion_mnist"),
         SYSTEM_DATA_DIR / "fashion-mnist",
-        f"install Debian's {DEBIAN_PACKAGE} (`make setup` does, as root) or put the four "
+        f"install Debian's {DEBIAN_PACKAGE} (`{setup_command()}` does, as root) or put the four "
         "*-idx?-ubyte[.gz] files in ./data/fashion-mnist or --data-dir",
         "FashionMNIST",
     ),
