@@ -271,7 +271,8 @@ class Board:
         for win in self.ranges:
             with self._lock:
                 view = self._views[win]
-                shown = {d: (self.label(d), run_colour(self.followers[d].record, self.label(d))) for d in view.off_scale}
+                shown = {d: (self.label(d), run_colour(self.followers[d].record, self.label(d)))
+                         for d in view.off_scale}
             connection.post("update", yrange.layout_message(self.env, win, view))
             names = set()
             for run_dir, (x, top, high) in view.off_scale.items():

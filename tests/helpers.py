@@ -79,6 +79,29 @@ class Net(nn.Module):
 """
 
 
+def breaks_at_fifth_batch(condition: str, said: str) -> str:
+    """A model file: `Breaks`, an MLP that raises ValueError(`said`) at its 5th training batch
+    where `condition` (Python, in its forward) holds: a run failing for a reason of its own."""
+    return f'''import os
+from pathlib import Path
+
+from torch import nn
+
+
+class Breaks(nn.Module):
+    def __init__(self, num_classes):
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.LazyLinear(32), nn.ReLU(), nn.LazyLinear(num_classes))
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += self.training
+        if self.training and self.calls == 5 and ({condition}):
+            raise ValueError({said!r})
+        return self.net(x)
+'''
+
+
 MAX_POINTS = 60  # small, so that per-batch traces are downsampled (past 30 points) and per-epoch ones are not
 
 

@@ -19,8 +19,8 @@ from dashboard.runlog import LOG_NAME, read
 from dashboard.server import ServerProcess
 from tests.conftest import free_port
 from tests.helpers import (
-    assert_windows_match_logs, children, finish, launch_dir, launched, livetrain, parent_pid, server_state, training,
-    wait_for, worker_of,
+    assert_windows_match_logs, breaks_at_fifth_batch, children, finish, launch_dir, launched, livetrain,
+    parent_pid, server_state, training, wait_for, worker_of,
 )
 from trainers.checkpoints import CHECKPOINT
 
@@ -158,25 +158,7 @@ def test_the_torchrun_entry_on_two_nodes_draws_one_run(visdom_server: ServerProc
     assert "&#9632;</span> two-nodes<" in pane and ">finished</b>" in pane and pane.endswith(">2</td></tr></table>")
 
 
-BREAKS = '''import os
-
-from torch import nn
-
-
-class Breaks(nn.Module):
-    """An MLP whose rank 1 raises at its 5th batch."""
-
-    def __init__(self, num_classes):
-        super().__init__()
-        self.net = nn.Sequential(nn.Flatten(), nn.LazyLinear(32), nn.ReLU(), nn.LazyLinear(num_classes))
-        self.calls = 0
-
-    def forward(self, x):
-        self.calls += self.training
-        if self.training and os.environ.get("RANK") == "1" and self.calls == 5:
-            raise ValueError("rank 1 broke at its 5th batch")
-        return self.net(x)
-'''
+BREAKS = breaks_at_fifth_batch('os.environ.get("RANK") == "1"', "rank 1 broke at its 5th batch")
 
 
 def test_a_rank_that_raises_fails_its_run_with_that_error(tmp_path: Path) -> None:

@@ -204,7 +204,8 @@ def test_a_second_ctrl_c_ends_at_once(tmp_path: Path) -> None:
     assert code == 130, out + err
     assert read(runs / "mlp").states[-1]["reason"] == f"stopped by Ctrl-C; {KEPT}"
     stubborn = read(runs / "Stubborn")  # killed, so the launcher wrote its end
-    assert stubborn.status == "interrupted" and stubborn.states[-1]["reason"] == "stopped by Ctrl-C before it could log it"
+    assert stubborn.status == "interrupted"
+    assert stubborn.states[-1]["reason"] == "stopped by Ctrl-C before it could log it"
 
 
 def test_kill_9_of_one_worker_leaves_the_others_training(visdom_server: ServerProcess, tmp_path: Path) -> None:

@@ -16,7 +16,9 @@ from dashboard.launch.resume import SUPERSEDED, LaunchLock, resume_runs, superse
 from dashboard.launch.run import LaunchOptions, worker_specs
 from dashboard.runlog import LOG_NAME, RunLog, read
 from dashboard.server import ServerProcess
-from tests.helpers import finish, launch_dir, launched, livetrain, server_state, training, wait_for
+from tests.helpers import (
+    breaks_at_fifth_batch, finish, launch_dir, launched, livetrain, server_state, training, wait_for,
+)
 from trainers.config import RunConfig, threads_per_run
 from trainers.reporting import TEST_LOSS, TRAIN_LOSS
 
@@ -92,26 +94,8 @@ def test_the_lock_refuses_a_resume_while_the_launch_runs(tmp_path: Path) -> None
     LaunchLock(tmp_path).take().release()
 
 
-BREAKS = '''
-import os
-from pathlib import Path
-from torch import nn
-
-
-class Breaks(nn.Module):
-    """An MLP that raises at its 5th training batch while the file BREAK lies beside it."""
-
-    def __init__(self, num_classes):
-        super().__init__()
-        self.net = nn.Sequential(nn.Flatten(), nn.LazyLinear(32), nn.ReLU(), nn.LazyLinear(num_classes))
-        self.calls = 0
-
-    def forward(self, x):
-        self.calls += self.training
-        if self.training and self.calls == 5 and (Path(__file__).parent / "BREAK").exists():
-            raise ValueError("broke at its 5th batch")
-        return self.net(x)
-'''
+# a run that fails in its first epoch while the file BREAK lies beside its model's file
+BREAKS = breaks_at_fifth_batch('(Path(__file__).parent / "BREAK").exists()', "broke at its 5th batch")
 
 
 @pytest.mark.slow

@@ -100,7 +100,8 @@ def _name_problem(name: str, max_chars: int, max_bytes: int) -> str:
     if not name:
         return "it is empty"
     if len(name) > max_chars or size > max_bytes:
-        return f"it is {len(name):,} characters ({size:,} bytes); use at most {max_chars} characters and {max_bytes} bytes"
+        return (f"it is {len(name):,} characters ({size:,} bytes); use at most {max_chars} characters and "
+                f"{max_bytes} bytes")
     for ch in name:
         kind = unicodedata.category(ch)
         if not (kind[0] in "LN" or kind[0] == "M" or ch in NAME_PUNCTUATION):

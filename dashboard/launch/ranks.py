@@ -3,8 +3,9 @@
 A run with `nproc` > 1 is trained by its worker's ranks: the worker becomes torch's elastic agent
 (`torch.distributed.launcher.api.elastic_launch`, the code behind `torchrun`), which spawns
 `nproc` ranks on this machine, each joining one process group (gloo on the CPU; on CUDA, nccl for
-GPU tensors and gloo for the CPU tensors of the per-batch sums) and calling `trainers.loop.fit` as its rank. Rank 0 alone builds the run's `Dashboard`: one run
-log, one run on the page. The others report nothing.
+GPU tensors and gloo for the CPU tensors of the per-batch sums) and calling `trainers.loop.fit` as
+its rank. Rank 0 alone builds the run's `Dashboard`: one run log, one run on the page. The others
+report nothing.
 
 How the run ends is the worker's to log, as one process would: it knows what the ranks do not.
 - Finished (or diverged, which every rank sees at the same batch: the loss is the global one):
