@@ -22,8 +22,8 @@ REPO = Path(__file__).resolve().parent.parent
 PAGE = 4096
 
 
-def sweep(log_dir: Path, parallel: int, limit: int) -> list[str]:
-    return [sys.executable, str(REPO / "launch.py"), "run", "--headless", "--models", "mlp,softmax-nn",
+def sweep(log_dir: Path, parallel: int, limit: int, repo: Path = REPO) -> list[str]:
+    return [sys.executable, str(repo / "launch.py"), "run", "--headless", "--models", "mlp,softmax-nn",
             "--set", "mlp.hidden=128", "--set", "mlp.lr=3e-4,1e-3,3e-3,1e-2", "--set", "softmax-nn.lr=0.03,0.1,0.3,1",
             "--seeds", "0,1,2", "--epochs", "1", "--limit", str(limit), "--parallel", str(parallel),
             "--log-dir", str(log_dir)]
@@ -56,10 +56,10 @@ def tree_memory(root: int) -> tuple[int, int]:
     return rss, pss
 
 
-def measure(parallel: int, limit: int) -> tuple[float, int]:
+def measure(parallel: int, limit: int, repo: Path = REPO) -> tuple[float, int, int]:
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        proc = subprocess.Popen(sweep(Path(tmp), parallel, limit), cwd=REPO, stdout=subprocess.DEVNULL,
+        proc = subprocess.Popen(sweep(Path(tmp), parallel, limit, repo), cwd=repo, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True)
         peak_rss = peak_pss = 0
         while proc.poll() is None:
@@ -76,7 +76,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, default=6000)
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--against", type=Path, default=None,
+                        help="Another tree of livetrain (a git worktree of an older commit): its launch, "
+                             "alternating with this one's, under --parallel 2.")
     args = parser.parse_args()
+    if args.against is not None:
+        compare(args.against, args.limit, args.repeats)
+        return
     results: dict[int, list[tuple[float, int, int]]] = {1: [], 2: []}
     for _ in range(args.repeats):
         for parallel in (1, 2):
@@ -93,6 +99,23 @@ def main() -> None:
               f"{max(r[1] for r in results[parallel]) / 2**20:.0f} MiB | "
               f"{max(r[2] for r in results[parallel]) / 2**20:.0f} MiB |")
     print(f"time ratio (--parallel 2 / one after another): {two / one:.2f}x")
+
+
+def compare(other: Path, limit: int, repeats: int) -> None:
+    """This tree against `other`, alternating A B B A, under --parallel 2: time and memory."""
+    trees = {"this tree": REPO, str(other): other}
+    results: dict[str, list[tuple[float, int, int]]] = {name: [] for name in trees}
+    for cycle in range(repeats):
+        for name in (list(trees) if cycle % 2 == 0 else list(trees)[::-1]):
+            results[name].append(measure(2, limit, trees[name]))
+            seconds, rss, pss = results[name][-1]
+            print(f"{name}: {seconds:.1f} s, peak RSS {rss / 2**20:.0f} MiB, peak PSS {pss / 2**20:.0f} MiB",
+                  flush=True)
+    print("| --parallel 2, 24 runs | total time (best) | peak RSS summed (worst) | peak PSS summed (worst) |\n"
+          "| --- | --- | --- | --- |")
+    for name, rows in results.items():
+        print(f"| {name} | {min(r[0] for r in rows):.1f} s | {max(r[1] for r in rows) / 2**20:.0f} MiB | "
+              f"{max(r[2] for r in rows) / 2**20:.0f} MiB |")
 
 
 if __name__ == "__main__":
