@@ -85,6 +85,10 @@ class Dashboard:
         for target in self._targets():
             target.status(state, reason)
 
+    def record(self, kind: str, step: int, x: float, payload: Mapping[str, Any]) -> None:
+        for target in self._targets():
+            target.record(kind, step, x, payload)
+
     def close(self, wait: float = 3.0) -> bool:
         """Close the log; give the sender up to `wait` s to draw what is left. True if it all arrived.
 

@@ -181,7 +181,7 @@ def groups_html(groups: Sequence[GroupSummary]) -> str:
 
 
 STATUS_COLOURS = {RunState.FINISHED: RIGHT, RunState.FAILED: WRONG, RunState.INTERRUPTED: "#ff7f0e",
-                  RunState.RUNNING: "#1f77b4"}
+                  RunState.RUNNING: "#1f77b4", RunState.PAUSED: "#9467bd"}
 
 
 def _setting(value: Any) -> str:

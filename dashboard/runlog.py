@@ -10,7 +10,9 @@ Each line is one record with a "kind":
 - "samples":     training images (uint8, base64) with their labels, once, before the first step
 - "mistakes":    x, time, the test images most confidently wrong (uint8, base64), each with its
                  predicted class and probability, its true class and the probability given to it
-- "status":      running / finished / failed / interrupted, with a reason
+- "status":      running / paused / finished / failed / interrupted, with a reason
+- "control":     step, x, and what happened to a request made to the run (trainers.control): its
+                 id, action, values, source, whether it was applied, and if not why
 
 Every record but the per-batch scalars is written with one `write` and flushed at once. Per-batch
 scalars are written in batches, at most WRITE_EVERY seconds apart (and before any other record, and
@@ -37,11 +39,13 @@ from typing import Any, Callable, Mapping
 
 import torch
 
+from trainers.control import CONTROL
 from trainers.reporting import Reporter, RunState
 
 LOG_NAME = "log.jsonl"
 INCOMPLETE_MARK = "windows-incomplete"  # in a run dir: the Visdom server missed the run's last updates
 _ROW_FIELDS = {"kind", "step", "x", "time"}
+_OWN_KINDS = {"config", "scalars", "gallery", "predictions", "confusion", "samples", "mistakes", "status"}
 WRITE_EVERY = 0.25  # seconds: the longest per-batch scalars wait to be written
 
 
@@ -183,6 +187,11 @@ class RunLog:
     def status(self, state: str, reason: str = "") -> None:
         self._write("status", state=state, reason=reason)
 
+    def record(self, kind: str, step: int, x: float, payload: Mapping[str, Any]) -> None:
+        if kind in _OWN_KINDS:
+            raise ValueError(f"{kind!r} records are written by their own method")
+        self._write(kind, step=step, x=x, **payload)
+
     def close(self) -> None:
         if not self._file.closed:
             try:
@@ -233,6 +242,7 @@ class RunRecord:
     samples: Samples | None = None
     mistakes: list[dict[str, Any]] = field(default_factory=list)  # each with its images decoded
     states: list[dict[str, Any]] = field(default_factory=list)
+    controls: list[dict[str, Any]] = field(default_factory=list)  # what happened to each request made to it
     skipped: int = 0  # lines that were not a complete record (a cut last line)
     keep_scalars: bool = True  # False: keep only the latest value of each metric and mistakes (a live follower)
     on_scalars: Callable[[dict[str, Any]], None] | None = None  # called with each scalars row as read
@@ -285,6 +295,8 @@ class RunRecord:
             if item["state"] == RunState.RUNNING and self.states and self.states[-1]["state"] == RunState.QUEUED:
                 self.started = item.get("time", self.started)  # its time runs from its start, not its queueing
             self.states.append(item)
+        elif kind == CONTROL:
+            self.controls.append(item)
         else:
             raise ValueError(f"unknown record kind {kind!r}")
         self.updated = item.get("time", self.updated)
@@ -363,5 +375,7 @@ def feed(record: RunRecord, reporter: Reporter) -> None:
     for m in record.mistakes:
         reporter.mistakes(m["x"], m["images"], torch.tensor(m["predicted"]), torch.tensor(m["probability"]),
                           torch.tensor(m["true"]), torch.tensor(m["true_probability"]), tuple(m["classes"]))
+    for item in record.controls:
+        reporter.record(CONTROL, item["step"], item["x"], {k: v for k, v in item.items() if k not in _ROW_FIELDS})
     for state in record.states:
         reporter.status(state["state"], state.get("reason", ""))

@@ -85,7 +85,8 @@ def line(run: RunSummary, width: int = 12, now: float | None = None) -> str:
 
 
 # which runs a terminal too short for all of them shows first
-_SHOWN_FIRST = (RunState.RUNNING, RunState.FAILED, RunState.INTERRUPTED, RunState.STARTING, RunState.QUEUED)
+_SHOWN_FIRST = (RunState.RUNNING, RunState.PAUSED, RunState.FAILED, RunState.INTERRUPTED, RunState.STARTING,
+                RunState.QUEUED)
 
 
 def fitting(runs: Sequence[RunSummary], rows: int) -> tuple[list[RunSummary], list[str]]:

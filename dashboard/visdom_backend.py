@@ -156,6 +156,9 @@ class VisdomBackend:
     def status(self, state: str, reason: str = "") -> None:
         pass  # shown in the runs pane
 
+    def record(self, kind: str, step: int, x: float, payload: Mapping[str, Any]) -> None:
+        pass  # requests' outcomes: the runs pane and the control pane, drawn by the Board
+
     def close(self) -> None:
         pass  # the sender is shared with its owner, which closes it
 

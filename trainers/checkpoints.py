@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import os
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,18 +24,48 @@ class ResumeError(LivetrainError):
     """A run cannot be resumed: its checkpoint is missing, damaged or another run's."""
 
 
+@dataclass(frozen=True)
+class EpochPosition:
+    """Where a run stands inside an epoch: the batches it has trained on, and the epoch's running
+    sums (for its mean loss and accuracy). A checkpoint written there (a stop, a fork) holds it,
+    with the batch order's generator as it was when the epoch began, so that a resumed run draws
+    the epoch's order again and goes on from the next batch."""
+
+    batches: int = 0
+    loss_sum: float = 0.0
+    correct: int = 0
+    seen: int = 0
+
+
+@dataclass(frozen=True)
+class Resumed:
+    """What a checkpoint gives the loop back: the epochs done, the per-epoch history, where in
+    the next epoch it stood (None: at its start), and the base learning rate in force then."""
+
+    epochs_done: int
+    history: list[dict[str, float]]
+    position: EpochPosition | None = None
+    lr: float | None = None
+
+
 def save_checkpoint(run_dir: Path, epochs_done: int, config: RunConfig, model: models.Model, optimizer: Any,
-                     generator: torch.Generator, history: list[dict[str, float]]) -> None:
+                    generator_state: torch.Tensor, history: list[dict[str, float]],
+                    position: EpochPosition | None = None, x: float | None = None) -> None:
     """Write the checkpoint atomically (a temp file renamed over the old one). Serialized in memory
     first and written by us: torch.save straight to a file on a full disk raises a RuntimeError
     that does not say so ("unexpected pos ..."); a write raises OSError(ENOSPC), with the file's
-    name. The temp file never stays behind."""
+    name. The temp file never stays behind. Inside an epoch, `position` says where (and the
+    generator's state is the one the epoch began with); `x` is the point in epochs, the default
+    `epochs_done`. The config's lr is the one in force (changed from the page, maybe)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     state = {
         "epochs_done": epochs_done, "config": config.to_dict(),
         "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-        "generator": generator.get_state(), "torch_rng": torch.get_rng_state(), "history": history,
+        "generator": generator_state, "torch_rng": torch.get_rng_state(), "history": history,
+        "x": float(epochs_done if x is None else x), "lr": config.lr,
     }
+    if position is not None:
+        state["position"] = asdict(position)
     buffer = io.BytesIO()
     torch.save(state, buffer)
     tmp = run_dir / f".{CHECKPOINT}.{os.getpid()}.tmp"
@@ -47,6 +78,11 @@ def save_checkpoint(run_dir: Path, epochs_done: int, config: RunConfig, model: m
         if isinstance(exc, OSError) and exc.filename is None:
             exc.filename = str(run_dir / CHECKPOINT)
         raise
+
+
+def checkpoint_x(state: dict[str, Any]) -> float:
+    """The point a checkpoint holds, in epochs (older checkpoints: at an epoch's end)."""
+    return float(state.get("x", state["epochs_done"]))
 
 
 def read_checkpoint(path: Path, config: RunConfig) -> dict[str, Any]:
@@ -66,7 +102,7 @@ def read_checkpoint(path: Path, config: RunConfig) -> dict[str, Any]:
 
 
 def load_checkpoint(run_dir: Path | None, config: RunConfig, model: models.Model, optimizer: Any,
-                     generator: torch.Generator) -> tuple[int, list[dict[str, float]]]:
+                    generator: torch.Generator) -> Resumed:
     path = (run_dir or Path(".")) / CHECKPOINT
     if run_dir is None or not path.is_file():
         raise ResumeError(f"cannot resume: no checkpoint at {path}")
@@ -75,4 +111,6 @@ def load_checkpoint(run_dir: Path | None, config: RunConfig, model: models.Model
     optimizer.load_state_dict(state["optimizer"])
     generator.set_state(state["generator"])
     torch.set_rng_state(state["torch_rng"])
-    return int(state["epochs_done"]), list(state["history"])
+    position = EpochPosition(**state["position"]) if state.get("position") else None
+    lr = state.get("lr")
+    return Resumed(int(state["epochs_done"]), list(state["history"]), position, None if lr is None else float(lr))

@@ -14,14 +14,16 @@ from typing import Any
 import torch
 
 from trainers import data, losses, models
-from trainers.checkpoints import load_checkpoint, save_checkpoint
+from trainers.checkpoints import EpochPosition, load_checkpoint, save_checkpoint
 from trainers.config import ConfigError, RunConfig
+from trainers.control import Inbox, StopRequested, source_said
 from trainers.distributed import SINGLE, World
 from trainers.errors import LivetrainError
 from trainers.reporting import (
     EPOCH_TRAIN_ACC, EPOCH_TRAIN_LOSS, GRAD_PREFIX, LR, SAMPLES_PER_S, TEST_ACC, TEST_ENTROPY, TEST_LOSS,
     TEST_OBJECTIVE, TRAIN_ACC, TRAIN_LOSS, Reporter, RunState,
 )
+from trainers.steering import Steering
 from trainers.usermodels import takes_flat_input
 
 # predictions are reported on a fixed sample of test images, the same for every run on a data set,
@@ -101,25 +103,29 @@ def accuracy_count(logits: torch.Tensor, labels: torch.Tensor) -> int:
 def train_one_epoch(model: models.Model, optimizer: Any, loss_fn: Any, images: torch.Tensor,
                     labels: torch.Tensor, config: RunConfig, epoch: int, reporter: Reporter,
                     generator: torch.Generator, stats: tuple[torch.Tensor, torch.Tensor] | None,
-                    world: World = SINGLE) -> tuple[float, float]:
+                    world: World = SINGLE, start: EpochPosition | None = None,
+                    steering: Steering | None = None) -> tuple[float, float]:
     """One pass over the training tensors; reports every batch; returns (mean loss, accuracy).
     On several ranks (`world`), each trains on its part of every global batch and the numbers
-    reported are the global batch's (see trainers.distributed)."""
+    reported are the global batch's (see trainers.distributed). `start`: where in the epoch a
+    resumed run goes on from. `steering`: what was asked of the run, taken after every batch (a
+    stop raises StopRequested, carrying the position reached)."""
     assert config.batch_size is not None and config.lr is not None
     n = labels.shape[0]
     batches_per_epoch = math.ceil(n / config.batch_size)
     distributed = world.size > 1
     model.train()
-    loss_sum, correct, seen = 0.0, 0, 0
+    start = start or EpochPosition()
+    loss_sum, correct, seen = start.loss_sum, start.correct, start.seen
     tick = time.perf_counter()
     total_steps = config.epochs * batches_per_epoch
     weight_layers = models.layers(model)
     part = world.part if distributed else None
     for i, (x, y) in enumerate(data.batches(images, labels, config.batch_size, generator=generator, stats=stats,
-                                            part=part)):
+                                            part=part, skip=start.batches), start=start.batches):
         step = epoch * batches_per_epoch + i
-        if config.schedule != "constant":
-            optimizer.param_groups[0]["lr"] = scheduled_lr(config, step, total_steps)
+        if config.schedule != "constant":  # of the lr in force (changed from the page, maybe)
+            optimizer.param_groups[0]["lr"] = scheduled_lr(steering.config if steering else config, step, total_steps)
         # forward and backward: logits (B, K), loss a scalar batch mean
         logits = model(x)
         b = y.shape[0]
@@ -155,6 +161,13 @@ def train_one_epoch(model: models.Model, optimizer: Any, loss_fn: Any, images: t
         # x: epochs as a fraction, so different batch sizes line up
         reporter.scalars(step + 1, epoch + seen / n, values)
         tick = now
+        if steering is not None:  # what was asked of the run, between this batch and the next
+            try:
+                if steering.between(step + 1, epoch + seen / n):
+                    tick = time.perf_counter()  # a pause is no batch's time
+            except StopRequested as stop:
+                stop.position = EpochPosition(i + 1, loss_sum, correct, seen)
+                raise
     return loss_sum / seen, correct / seen
 
 
@@ -237,13 +250,14 @@ def make_optimizer(model: models.Model, config: RunConfig) -> Any:
 
 
 def fit(config: RunConfig, reporter: Reporter, run_dir: Path | None = None, resume: bool = False,
-        dataset: data.Dataset | None = None, world: World = SINGLE) -> RunResult:
+        dataset: data.Dataset | None = None, world: World = SINGLE, inbox: Inbox | None = None) -> RunResult:
     """Train `config` to its last epoch, reporting as it goes; checkpoint after every epoch.
 
     A loss that turns NaN or infinite ends the run as FAILED with the reason reported. On several
     ranks (`world`, torch.distributed already initialised) every rank calls this: the model is
     wrapped in DistributedDataParallel, and only rank 0 reports and writes checkpoints (the bare
-    model's, as a one-process run writes them)."""
+    model's, as a one-process run writes them). `inbox`: where the requests made to the run come
+    from (trainers.control); a stop ends it INTERRUPTED, with a checkpoint of the point reached."""
     config = config.resolved()
     assert config.batch_size is not None
     if config.threads:
@@ -284,16 +298,20 @@ def fit(config: RunConfig, reporter: Reporter, run_dir: Path | None = None, resu
     if not world.main:
         reporter = Silent()
     result = RunResult(RunState.RUNNING)
-    start_epoch = 0
+    # requests to a run on several ranks are not taken yet: a pause on rank 0 alone would hang the others
+    steering = Steering(inbox if world.size == 1 else None, reporter, optimizer, config)
+    start_epoch, position = 0, None
     if resume:
-        start_epoch, result.history = load_checkpoint(run_dir, config, model, optimizer, generator)
+        resumed = load_checkpoint(run_dir, config, model, optimizer, generator)
+        start_epoch, result.history, position = resumed.epochs_done, resumed.history, resumed.position
+        steering.resumed_with(resumed.lr)
     logged = config.to_dict()
     if takes_flat_input(model):  # a user's model that takes (B, C*H*W): said in the runs table
         logged["input"] = f"flat (B, {math.prod(ds.image_shape)})"
     reporter.config(logged)
     reporter.status(RunState.RUNNING)
     objective = None if config.loss == "ce" else loss_fn
-    if start_epoch == 0:
+    if start_epoch == 0 and position is None:
         # what the page shows before the first epoch ends: training images, and the untrained
         # model's test results at x = 0 (near chance), where the per-epoch curves start
         reporter.samples(ds.train.images[:TRAIN_SAMPLES], ds.train.labels[:TRAIN_SAMPLES], ds.classes)
@@ -307,13 +325,26 @@ def fit(config: RunConfig, reporter: Reporter, run_dir: Path | None = None, resu
         reporter.scalars(0, 0.0, untrained.metrics(objective is not None))
 
     for epoch in range(start_epoch, config.epochs):
+        # the batch order's generator as the epoch begins: a checkpoint inside the epoch keeps it
+        epoch_generator = generator.get_state()
         try:
             train_loss, train_acc = train_one_epoch(trained, optimizer, loss_fn, train_x, train_y, config,
-                                                    epoch, reporter, generator, stats, world)
+                                                    epoch, reporter, generator, stats, world, position, steering)
         except Diverged as exc:
             result.status, result.reason = RunState.FAILED, str(exc)
             reporter.status(RunState.FAILED, str(exc))
             return result
+        except StopRequested as stop:
+            x = epoch + stop.position.seen / train_y.shape[0]
+            kept = ""
+            if run_dir is not None and world.main:
+                save_checkpoint(run_dir, epoch, steering.config, model, optimizer, epoch_generator,
+                                result.history, stop.position, x)
+                kept = f"; its checkpoint at epoch {x:.2f} is kept"
+            result.status, result.reason = RunState.INTERRUPTED, source_said(stop.request.source) + kept
+            reporter.status(result.status, result.reason)
+            return result
+        position = None
         test = evaluate(model, objective, test_x, test_y, len(ds.classes), stats, world)
         if not math.isfinite(test.cross_entropy):  # the last step of the epoch broke the weights
             reason = (f"test loss became {test.cross_entropy} after epoch {epoch + 1}: the weights are no longer "
@@ -333,7 +364,8 @@ def fit(config: RunConfig, reporter: Reporter, run_dir: Path | None = None, resu
         reporter.mistakes(x, ds.test.images[worst], test.predicted[worst], test.probability[worst],
                           ds.test.labels[worst], torch.exp(-test.image_loss[worst]), ds.classes)
         if run_dir is not None and world.main:
-            save_checkpoint(run_dir, epoch + 1, config, model, optimizer, generator, result.history)
+            save_checkpoint(run_dir, epoch + 1, steering.config, model, optimizer, generator.get_state(),
+                            result.history)
 
     result.status = RunState.FINISHED
     reporter.status(RunState.FINISHED)

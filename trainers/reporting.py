@@ -34,6 +34,7 @@ class RunState(str, Enum):
     STARTING = "starting"  # planned; nothing logged yet
     QUEUED = "queued"  # waiting for a free worker slot (--parallel)
     RUNNING = "running"
+    PAUSED = "paused"  # held between two batches (from the page or `livetrain control`), to resume
     FINISHED = "finished"
     FAILED = "failed"
     INTERRUPTED = "interrupted"
@@ -74,6 +75,10 @@ class Reporter(Protocol):
 
     def status(self, state: str, reason: str = "") -> None: ...
 
+    def record(self, kind: str, step: int, x: float, payload: Mapping[str, Any]) -> None:
+        """A record of its own kind at `step` and `x` (JSON values): what happened to a request
+        made to the run ("control")."""
+
     def close(self) -> None: ...
 
 
@@ -88,6 +93,7 @@ class Recorder:
     sample_calls: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
     mistake_calls: list[dict[str, Any]] = field(default_factory=list)
     states: list[tuple[str, str]] = field(default_factory=list)
+    records: list[tuple[str, int, float, dict[str, Any]]] = field(default_factory=list)
     closed: bool = False
 
     def config(self, config: Mapping[str, Any]) -> None:
@@ -114,6 +120,9 @@ class Recorder:
 
     def status(self, state: str, reason: str = "") -> None:
         self.states.append((state, reason))
+
+    def record(self, kind: str, step: int, x: float, payload: Mapping[str, Any]) -> None:
+        self.records.append((kind, step, x, dict(payload)))
 
     def close(self) -> None:
         self.closed = True

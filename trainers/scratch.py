@@ -68,22 +68,32 @@ class SGD:
     def __init__(self, params: Iterable[torch.Tensor], lr: float, momentum: float = 0.0,
                  weight_decay: float = 0.0) -> None:
         self.params = list(params)
-        self.param_groups = [{"lr": lr}]
-        self.momentum, self.weight_decay = momentum, weight_decay
+        # lr, momentum and weight decay in one group, as torch's optimizers keep them (a run's
+        # lr schedule and the page's changes set them there)
+        self.param_groups = [{"lr": lr, "momentum": momentum, "weight_decay": weight_decay}]
         self.velocity: list[torch.Tensor | None] = [None] * len(self.params)
+
+    @property
+    def momentum(self) -> float:
+        return float(self.param_groups[0]["momentum"])
+
+    @property
+    def weight_decay(self) -> float:
+        return float(self.param_groups[0]["weight_decay"])
 
     @torch.no_grad()
     def step(self) -> None:
-        lr = self.param_groups[0]["lr"]
+        group = self.param_groups[0]
+        lr, momentum, weight_decay = group["lr"], group["momentum"], group["weight_decay"]
         for i, p in enumerate(self.params):
             if p.grad is None:
                 continue
             # each step as torch.optim.SGD rounds it (a multiply fused into the add), so that the
             # two agree to the last bit rather than drift apart over many steps
-            g = p.grad.add(p, alpha=self.weight_decay) if self.weight_decay else p.grad
-            if self.momentum:
+            g = p.grad.add(p, alpha=weight_decay) if weight_decay else p.grad
+            if momentum:
                 v = self.velocity[i]
-                self.velocity[i] = v = g.clone() if v is None else v.mul_(self.momentum).add_(g)
+                self.velocity[i] = v = g.clone() if v is None else v.mul_(momentum).add_(g)
                 g = v
             p.add_(g, alpha=-lr)
 
@@ -92,9 +102,13 @@ class SGD:
             p.grad = None
 
     def state_dict(self) -> dict[str, Any]:
-        return {"lr": float(self.param_groups[0]["lr"]), "velocity": [v for v in self.velocity]}
+        return {"lr": float(self.param_groups[0]["lr"]), "momentum": self.momentum, "weight_decay": self.weight_decay,
+                "velocity": [v for v in self.velocity]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.param_groups[0]["lr"] = float(state["lr"])
+        for key in ("momentum", "weight_decay"):  # older checkpoints have neither: the run's own stay
+            if key in state:
+                self.param_groups[0][key] = float(state[key])
         saved = state.get("velocity") or [None] * len(self.params)  # older checkpoints have none
         self.velocity = [None if v is None else v.to(p.device) for v, p in zip(saved, self.params)]

@@ -21,7 +21,7 @@ from typing import IO
 from dashboard.launch.plan import LaunchError, PlannedRun
 from dashboard.runlog import LOG_NAME, read, run_dirs
 from trainers.config import ConfigError, RunConfig
-from trainers.checkpoints import CHECKPOINT, read_checkpoint
+from trainers.checkpoints import CHECKPOINT, checkpoint_x, read_checkpoint
 from trainers.reporting import RunState
 from trainers.usermodels import ModelFileError, is_user_model
 
@@ -156,7 +156,7 @@ def hold_launch_lock(run_dir: Path) -> LaunchLock | None:
 
 def resumes_at(run: PlannedRun) -> float | None:
     """The epochs a resumed run's checkpoint holds; None when it starts over."""
-    return float(read_checkpoint(run.run_dir / CHECKPOINT, run.config)["epochs_done"]) if run.resume else None
+    return checkpoint_x(read_checkpoint(run.run_dir / CHECKPOINT, run.config)) if run.resume else None
 
 
 def supersede(run_dir: Path, done: float | None) -> int:
