@@ -327,6 +327,25 @@ def replay(run_dirs: tuple[Path, ...], env: str, visdom_url: str | None, smooth:
 
 
 @cli.command()
+@click.argument("action", type=click.Choice(["stop", "pause", "resume", "set"]))
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("values", nargs=-1, metavar="[SETTING=VALUE]...")
+@click.option("--timeout", type=click.FloatRange(min=1), default=30.0, show_default=True,
+              help="Seconds to wait for the launcher and the run to answer.")
+def control(action: str, run_dir: Path, values: tuple[str, ...], timeout: float) -> None:
+    """Ask a live launch's run (RUN_DIR; a launch's folder: all its runs) to stop, pause, resume,
+    or set lr, momentum or weight-decay, as the page does; prints what each run applied.
+
+    \b
+    livetrain control stop runs/2026-12-04T101502/mlp
+    livetrain control set runs/2026-12-04T101502/mlp lr=0.01"""
+    from dashboard.launch.control import request
+
+    for line in request(run_dir, action, values, timeout):
+        click.echo(line)
+
+
+@cli.command()
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="A folder of data sets to look in first [default: $LIVETRAIN_DATA, then ./data].")
 def setup(data_dir: Path | None) -> None:

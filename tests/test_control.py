@@ -118,3 +118,93 @@ def test_bad_requests_are_refused_with_why_and_a_second_delivery_is_applied_once
     }
     assert len(controls(recorder)) == 5  # "e" again after batch 4: not applied twice
     assert torch.tensor([v[LR] for _, _, v in recorder.rows if LR in v][2:]).eq(0.002).all()
+
+
+# ---- the launcher's path: livetrain control -> the launch's inbox -> the run --------------------
+
+def test_a_workers_inbox_reads_what_came_after_its_start_whole_lines_only(tmp_path: Path) -> None:
+    from dashboard.launch.control import FileInbox, send
+
+    send(tmp_path, Request("old", "stop"))  # for an earlier process of the run
+    inbox = FileInbox(tmp_path)
+    assert inbox.wait(0.01) == []
+    send(tmp_path, Request("a", "set", {"lr": 0.1}, "page"))
+    with open(tmp_path / "requests.jsonl", "a") as handle:
+        handle.write('{"id": "b", "action": "pau')  # still being written
+    assert [r.id for r in inbox.wait(1.0)] == ["a"]
+    with open(tmp_path / "requests.jsonl", "a") as handle:
+        handle.write('se"}\n')
+    assert [(r.id, r.action) for r in inbox.wait(1.0)] == [("b", "pause")]
+    assert inbox.poll() == []  # and nothing between two looks
+
+
+def test_the_launchers_desk_checks_before_it_sends(tmp_path: Path) -> None:
+    from dashboard.launch.control import LAUNCH_LOG, Desk
+    from dashboard.runlog import RunRecord
+
+    def record(state: str, **config: object) -> RunRecord:
+        rec = RunRecord(tmp_path / "x")
+        rec.config = {"model": "mlp", "optimizer": "adam", "nproc": 1, **config}
+        rec.states = [{"state": state}]
+        return rec
+
+    runs = {name: tmp_path / name for name in ("a", "b", "q", "d", "ddp")}
+    for run_dir in runs.values():
+        run_dir.mkdir()
+    desk = Desk(tmp_path, runs, {"a": record("running"), "b": record("paused"), "q": record("queued"),
+                                 "d": record("finished"), "ddp": record("running", nproc=2)})
+    said = lambda run, action, values=None: desk.take(  # noqa: E731
+        {"id": f"{run}-{action}-{values}", "run": run, "action": action, "values": values or {}})
+    assert said("a", "pause").sent == ("a",)
+    assert said("a", "set", {"lr": -1.0}).refused == "learning rate must be a positive number, not -1.0"
+    assert said("a", "set", {"momentum": 0.5}).refused == "momentum is SGD's setting, and this run trains with adam"
+    assert said("b", "pause").refused == "the run is paused already"
+    assert said("q", "stop").refused.startswith("it has not started yet (queued)")
+    assert said("d", "stop").refused == "it has ended (finished)"
+    assert said("ddp", "pause").refused == "a run on several processes cannot take requests yet"
+    assert said("zz", "stop").refused.startswith("no run 'zz' in this launch")
+    assert said("*", "stop").sent == ("a", "b")  # every run that can take it
+    assert desk.take({"id": "a-pause-None", "run": "a", "action": "pause"}) is None  # the same request again
+    assert (runs["a"] / "requests.jsonl").read_text().count("\n") == 2  # the pause and the stop, once each
+    assert len((tmp_path / LAUNCH_LOG).read_text().splitlines()) == 9  # every request, with its outcome
+
+
+@pytest.mark.slow
+def test_livetrain_control_pauses_sets_resumes_and_stops_a_headless_run(tmp_path: Path) -> None:
+    from dashboard.runlog import read
+    from tests.helpers import finish, launch_dir, launched, livetrain, training, wait_for
+
+    proc = livetrain(tmp_path, "run", "--headless", "--models", "mlp,softmax", "--epochs", "1000", "--limit", "6000",
+                     "--set", "mlp.schedule=constant")
+    wait_for(lambda: launched(tmp_path / "runs"))
+    runs = launch_dir(tmp_path / "runs")
+    wait_for(lambda: training(runs / "mlp") and training(runs / "softmax"))
+
+    def control(*words: str) -> tuple[int, str, str]:
+        return finish(livetrain(tmp_path, "control", *words), timeout=120)
+
+    code, out, err = control("pause", str(runs / "mlp"))
+    assert code == 0 and out.startswith("mlp: pause applied at batch "), out + err
+    paused_at = int(out.split("batch ")[1].split(",")[0])
+    code, out, err = control("set", str(runs / "mlp"), "lr=0.004")
+    assert code == 0 and out.startswith(f"mlp: set applied at batch {paused_at},"), out + err  # while paused
+    code, out, err = control("set", str(runs / "mlp"), "lr=-1")
+    assert code == 2 and err.strip().startswith("Error: mlp: learning rate must be a positive number"), err
+    assert read(runs / "mlp", keep_scalars=False).status == "paused"
+    code, out, err = control("resume", str(runs / "mlp"))
+    assert code == 0 and f"resume applied at batch {paused_at}," in out, out + err
+    code, out, err = control("stop", str(runs))  # every run of the launch
+    assert code == 0 and sorted(line.split(":")[0] for line in out.splitlines()) == ["mlp", "softmax"], out + err
+    code, out, err = finish(proc, timeout=120)
+    assert code == 1, out + err  # the runs did not finish: they were stopped
+    mlp = read(runs / "mlp")
+    assert mlp.status == "interrupted" and mlp.states[-1]["reason"].startswith(
+        "stopped by `livetrain control`; its checkpoint at epoch ")
+    lrs = [(row["step"], row["train/lr"]) for row in mlp.scalars if "train/lr" in row]
+    assert {lr for step, lr in lrs if step <= paused_at} == {1e-3} and {lr for step, lr in lrs if step > paused_at} == {0.004}
+    steps = [step for step, _ in lrs]
+    assert steps == sorted(set(steps))  # no batch twice, none lost while paused
+    assert [c["action"] for c in mlp.controls] == ["pause", "set", "resume", "stop"]
+    assert (runs / "mlp" / CHECKPOINT).is_file()
+    code, out, err = control("pause", str(runs / "mlp"))  # the launch has ended
+    assert code == 1 and "is not running" in err

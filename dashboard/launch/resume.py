@@ -142,6 +142,18 @@ class LaunchLock:
             self._file.write(str(os.getpid()))
             self._file.flush()
 
+    def held(self) -> bool:
+        """Whether a launcher or worker of the folder holds the lock now (the launch runs)."""
+        if not self.path.is_file():
+            return False
+        with open(self.path, "a+", encoding="utf-8") as probe:
+            try:
+                fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(probe, fcntl.LOCK_UN)
+        return False
+
     def release(self) -> None:
         if self._file is not None:
             self._file.close()

@@ -14,6 +14,7 @@ from dashboard import sweep, windows
 from dashboard.adapter import DashboardOptions
 from dashboard.board import Board
 from dashboard.connection import VisdomConnection
+from dashboard.launch.control import Desk
 from dashboard.launch.plan import (
     PlannedRun, check_devices, check_env, check_url, is_fit_name, load_data, new_launch_dir, prepare_log_dir,
     prepare_to_fork,
@@ -114,6 +115,9 @@ def launch(runs: Sequence[PlannedRun], launch_dir: Path, options: LaunchOptions)
         board.add(spec.run_dir, spec.config.label, spec.colour_index, group_of.get(index), logged[index])
         if run.done and sender is not None:  # a resumed launch's finished run: drawn from its log
             feed(read(spec.run_dir), VisdomBackend(sender, spec.dashboard.draw, spec.config.label, spec.colour_index))
+    # requests to the runs (`livetrain control`), taken on every pass of the loop below
+    desk = Desk(launch_dir, {s.config.label: s.run_dir for s in every},
+                {s.config.label: board.followers[s.run_dir].record for s in every})
     view = TerminalView(out)
     stops = StopRequests()
     outcome = Outcome(launch_dir)
@@ -137,6 +141,7 @@ def launch(runs: Sequence[PlannedRun], launch_dir: Path, options: LaunchOptions)
         while True:
             running = supervisor.step(options.poll)
             board.poll()
+            desk.poll()
             view.draw(board.summaries())
             if not running:
                 break

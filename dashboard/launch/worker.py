@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Callable
 
 from dashboard.adapter import Dashboard, DashboardOptions
+from dashboard.launch.control import FileInbox
 from dashboard.launch.resume import hold_launch_lock
 from dashboard.runlog import LOG_NAME, RunLog, RunRecord, read
 from trainers.config import RunConfig
@@ -94,7 +95,7 @@ def run(spec: WorkerSpec) -> RunResult:
     config = spec.config.resolved()
     dash = Dashboard(spec.run_dir, config.label, spec.dashboard, spec.colour_index)
     try:
-        return fit(config, dash, spec.run_dir, resume=spec.resume)
+        return fit(config, dash, spec.run_dir, resume=spec.resume, inbox=FileInbox(spec.run_dir))
     except KeyboardInterrupt:
         dash.status(RunState.INTERRUPTED, f"{_stopped_by or STOPPED_BY_CTRL_C}; {KEPT}")
         raise
