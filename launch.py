@@ -15,16 +15,14 @@ from click.exceptions import NoArgsIsHelpError
 from dashboard.launch.history import past_runs, runs_table
 from dashboard.launch.experiment import read_experiment
 from dashboard.launch.grid import SETTINGS, plan_runs
+from dashboard.launch.options import draw_options, parse_seeds, server_options, view_options
 from dashboard.launch.plan import check_env, check_url
 from dashboard.launch.replaying import replay_runs
 from dashboard.launch.run import PER_LAUNCH, RunRequest
 from dashboard.launch.run import run as run_launch
 from dashboard.launch.worker import EXIT_INTERRUPTED
-from dashboard.server import (
-    DEFAULT_ENV_DIR, DEFAULT_HOST, DEFAULT_PORT, Found, ServerConfig, port_state, serve,
-)
-from dashboard.sweep import SETTINGS as SCATTER_SETTINGS
-from dashboard.windows import DEFAULT_SMOOTHING, DrawOptions
+from dashboard.server import Found, ServerConfig, port_state, serve
+from dashboard.windows import DrawOptions
 from trainers.config import DEVICES, MAX_EPOCHS, MAX_NPROC, MAX_SEED, OPTIMIZERS
 from trainers.losses import LOSSES
 from trainers.models import MODELS
@@ -33,28 +31,8 @@ from trainers import download
 from trainers.data import DATASETS, DataError, locate
 from trainers.errors import LivetrainError
 
-PORT = click.IntRange(1, 65535)
 DEMO_MODELS = "softmax,mlp,cnn"
 DEMO_EPOCHS = 10  # the three models' 10 epochs on all of Fashion-MNIST: about 3 minutes on 2 cores
-
-SCATTER_HELP = ("The setting a sweep's scatter puts against the final test accuracy (e.g. weight-decay); "
-                "by default the lr when it varies, else another that does.")
-
-
-def check_scatter(value: str | None) -> str | None:
-    """`--scatter`'s setting as the config names it (batch-size -> batch_size), checked."""
-    if value is None:
-        return None
-    name = value.strip().replace("-", "_").lower()
-    if name not in SCATTER_SETTINGS:
-        raise click.BadParameter(f"{value!r} is not a setting; choose one of "
-                                 f"{', '.join(s.replace('_', '-') for s in SCATTER_SETTINGS)}")
-    return name
-
-
-SMOOTH_HELP = ("Weight of the smoothed trace drawn over each faint raw per-batch trace (an EMA, as "
-               "TensorBoard's); 0: the raw trace alone. Run logs stay raw.")
-
 
 class Command(click.Command):
     """A click command whose `LivetrainError`s become click's: a usage error (exit code 2) with
@@ -107,26 +85,6 @@ def cli() -> None:
     """Train PyTorch classifiers side by side and watch them live in Visdom."""
 
 
-def _options(*options: Any) -> Any:
-    """One decorator applying click options in the order listed (as if stacked above the command)."""
-    def apply(command: Any) -> Any:
-        for option in reversed(options):
-            command = option(command)
-        return command
-    return apply
-
-
-_server_options = _options(
-    click.option("--host", default=DEFAULT_HOST, show_default=True,
-                 help="Address to listen on; anything but loopback is reachable from other machines."),
-    click.option("--port", type=PORT, default=DEFAULT_PORT, show_default=True, help="Port to listen on."),
-    click.option("--env-dir", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_ENV_DIR,
-                 show_default=True, help="Folder for Visdom's saved envs."),
-    click.option("--login", is_flag=True,
-                 help="Require Visdom's login, with VISDOM_USERNAME and VISDOM_PASSWORD from the environment."),
-)
-
-
 def run_server(config: ServerConfig) -> None:
     """Serve in the foreground, or say so and return when a Visdom server already answers."""
     try:
@@ -139,7 +97,7 @@ def run_server(config: ServerConfig) -> None:
 
 
 @cli.command()
-@_server_options
+@server_options
 def server(host: str, port: int, env_dir: Path, login: bool) -> None:
     """Run the Visdom server alone, offline (127.0.0.1:8097 by default)."""
     run_server(ServerConfig(host, port, env_dir, login))
@@ -175,46 +133,8 @@ def _run_request(ctx: click.Context, models: tuple[str, ...], settings: tuple[st
     return RunRequest(configs=plan_runs(models, settings, **common), **request)
 
 
-def _seeds(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, ...]:
-    if not value:
-        return ()
-    try:
-        seeds = tuple(int(part) for part in value.split(","))
-    except ValueError:
-        raise click.BadParameter(f"{value!r}: write whole numbers separated by commas, e.g. 0,1,2") from None
-    if not all(0 <= seed <= MAX_SEED for seed in seeds) or len(set(seeds)) < len(seeds):
-        raise click.BadParameter(f"{value!r}: each seed once, each from 0 to 2**63-1")
-    return seeds
-
-
 RUN_EPILOG = "\b\nPresets (the course notes' recipes; --set and the options above still win):\n" + "\n".join(
     f"  {name:<15}{preset.source}\n  {'':<15}sets: {preset.describe()}" for name, preset in PRESETS.items())
-
-
-# how runs are drawn, for `run` and `replay` alike
-_draw_options = _options(
-    click.option("--smooth", type=click.FloatRange(0, 1, max_open=True), default=DEFAULT_SMOOTHING,
-                 show_default=True, help=SMOOTH_HELP),
-    click.option("--scatter", metavar="SETTING", callback=lambda ctx, param, value: check_scatter(value),
-                 help=SCATTER_HELP),
-)
-
-_view_options = _options(
-    click.option("--env", default=None,
-                 help="Visdom env to draw into [default: one per launch, livetrain_<its folder>]."),
-    click.option("--visdom-url", default=None,
-                 help="A running Visdom server (http://HOST:PORT) to draw into; by default the local one, "
-                      "started when none answers."),
-    click.option("--headless", is_flag=True, help="No server: terminal progress and run logs only (replay later)."),
-    click.option("--no-server", is_flag=True, help="Never start a server; fail if none answers."),
-    click.option("--keep-serving/--no-keep-serving", default=True, show_default=True,
-                 help="After the runs end, keep a server this command started up until Ctrl-C."),
-    _draw_options,
-    click.option("--log-dir", type=click.Path(path_type=Path), default=Path("runs"), show_default=True,
-                 help="Where each launch makes its folder of run logs and checkpoints."),
-    click.option("--data-dir", type=click.Path(path_type=Path), default=None,
-                 help="Folder holding the data sets [default: $LIVETRAIN_DATA, ./data, Debian's package]."),
-)
 
 
 @cli.command(epilog=RUN_EPILOG)
@@ -227,7 +147,7 @@ _view_options = _options(
                    "--set slow.epochs=3; several values sweep, one run per value: --set mlp.lr=1e-3,1e-2 "
                    "(lists: --set mlp.hidden=200,200/512,256). Settings: "
                    f"{', '.join(k.replace('_', '-') for k in SETTINGS)}; losses: {', '.join(LOSSES)}.")
-@click.option("--seeds", callback=_seeds, default=None, metavar="S1,S2,...",
+@click.option("--seeds", callback=parse_seeds, default=None, metavar="S1,S2,...",
               help="Train every run once per seed (labelled RUN-seedS), e.g. --seeds 0,1,2.")
 @click.option("--dataset", type=click.Choice(DATASETS), default=None,
               help="[default: fashion-mnist, or the preset's]")
@@ -251,16 +171,16 @@ _view_options = _options(
 @click.option("--resume", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Continue the runs of an earlier launch (its folder) from their last checkpoints.")
 @click.argument("experiment", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@_view_options
-@_server_options
+@view_options
+@server_options
 @click.pass_context
 def run(ctx: click.Context, experiment: Path | None, models: tuple[str, ...], settings: tuple[str, ...], seeds: tuple[int, ...],
         dataset: str | None, epochs: int | None,
         batch_size: int | None, lr: float | None, optimizer: str | None, seed: int, device: str,
         limit: int | None, parallel: int | None, nproc: int | None, resume: Path | None, env: str | None, visdom_url: str | None,
         headless: bool,
-        no_server: bool, keep_serving: bool, smooth: float | None, scatter: str | None, log_dir: Path,
-        data_dir: Path | None,
+        no_server: bool, keep_serving: bool, no_control: bool, smooth: float | None, scatter: str | None,
+        log_dir: Path, data_dir: Path | None,
         host: str, port: int, env_dir: Path, login: bool) -> int:
     """Train runs side by side, live in Visdom (or --headless); exit 0 only if every run finished.
 
@@ -271,7 +191,8 @@ def run(ctx: click.Context, experiment: Path | None, models: tuple[str, ...], se
     draw = DrawOptions(PER_LAUNCH if env is None else check_env(env), smooth, scatter=scatter)
     request = _run_request(ctx, models, settings, resume, experiment, common, log_dir=log_dir, headless=headless,
                            visdom_url=visdom_url, server=ServerConfig(host, port, env_dir, login),
-                           start_server=not no_server, draw=draw, keep_serving=keep_serving, parallel=parallel)
+                           start_server=not no_server, draw=draw, keep_serving=keep_serving, parallel=parallel,
+                           control=not no_control)
     return run_launch(request)
 
 
@@ -283,7 +204,7 @@ def run(ctx: click.Context, experiment: Path | None, models: tuple[str, ...], se
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None,
               help="Folder holding Fashion-MNIST [default: $LIVETRAIN_DATA, ./data, Debian's package].")
 @click.option("--log-dir", type=click.Path(path_type=Path), default=Path("runs"), show_default=True)
-@_server_options
+@server_options
 def demo(epochs: int, limit: int | None, env: str, data_dir: Path | None, log_dir: Path,
          host: str, port: int, env_dir: Path, login: bool) -> int:
     """The main job: softmax, MLP and CNN side by side on Fashion-MNIST, live; the page stays up after."""
@@ -315,8 +236,8 @@ def runs(log_dir: Path) -> None:
 @click.option("--env", default="replay", show_default=True, help="Visdom env to draw the runs into.")
 @click.option("--visdom-url", default=None,
               help="A running Visdom server to draw into; by default the local one, started if none answers.")
-@_draw_options
-@_server_options
+@draw_options
+@server_options
 def replay(run_dirs: tuple[Path, ...], env: str, visdom_url: str | None, smooth: float | None, scatter: str | None,
            host: str, port: int, env_dir: Path, login: bool) -> None:
     """Draw logged runs (run dirs, or a folder of them) in a Visdom env, as they looked live."""
