@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,8 @@ def summary(record: RunRecord, label: str) -> panes.RunSummary:
     last = record.states[-1] if record.states else {}
     return panes.RunSummary(
         label=label, colour_index=run_colour(record, label),
-        config=record.config, status=last.get("state", RunState.STARTING), reason=last.get("reason", ""),
+        config=record.in_force(),  # an lr changed from the page shows as the lr
+        status=last.get("state", RunState.STARTING), reason=last.get("reason", ""),
         x=record.x, latest=dict(record.latest), started=record.started, updated=record.updated)
 
 
@@ -96,7 +98,10 @@ class SeedGroup:
 class Board:
     """Follows run logs; draws the runs pane and the disagreement window through `sender` (if any)."""
 
-    def __init__(self, sender: Sender | None, draw: windows.DrawOptions) -> None:
+    def __init__(self, sender: Sender | None, draw: windows.DrawOptions,
+                 after_runs: Sequence[tuple[str, Any]] = ()) -> None:
+        """`after_runs`: (sender key, send) of panes placed right after the runs table (a live
+        launch's Control pane)."""
         self.sender = sender
         self.env = draw.env
         self.smoothing = draw.smoothing  # the runs' (for the style of the traces the board creates)
@@ -120,6 +125,8 @@ class Board:
         if sender is not None:
             # the runs pane is written whole, so it also creates the env; then the compare windows
             sender.register(windows.RUNS_WIN, self._send_runs)
+            for key, send in after_runs:
+                sender.register(key, send)
             for pane in windows.COMPARE_PANES:
                 sender.register("frame:" + pane.win, self._frame_sender(pane.win))
             sender.register("loss-ranges", self._send_ranges, changed=False)  # after the frames it fixes
@@ -130,13 +137,14 @@ class Board:
             sender.add_check(self._check)  # their sender keys are their window ids
 
     def add(self, run_dir: Path, label: str | None = None, colour_index: int | None = None,
-            group: str | None = None, config: dict[str, Any] | None = None) -> None:
-        """Follow one more run (its log may not exist yet). With its label known, its own windows
-        are placed now, in the order runs are added (see `windows.run_placeholders`), and so are
-        its (empty) traces in the compare windows, so that every legend lists the runs in that
-        order."""
+            group: str | None = None, config: dict[str, Any] | None = None,
+            follower: LogFollower | None = None) -> None:
+        """Follow one more run (its log may not exist yet; `follower`: one already made for it).
+        With its label known, its own windows are placed now, in the order runs are added (see
+        `windows.run_placeholders`), and so are its (empty) traces in the compare windows, so that
+        every legend lists the runs in that order."""
         if run_dir not in self.followers:
-            self.followers[run_dir] = LogFollower(run_dir, keep_scalars=False)
+            self.followers[run_dir] = follower or LogFollower(run_dir, keep_scalars=False)
             self.labels[run_dir] = label
             self._planned[run_dir] = dict(config or {})
             colour = windows.default_colour_index(label or "") if colour_index is None else colour_index

@@ -54,6 +54,10 @@ class VisdomConnection:
             self._http = kind(self._host, self._port, timeout=self.timeout)
         return self._http
 
+    def cookies(self) -> dict[str, str]:
+        """The login's cookies, as the server set them (for a socket to the same server)."""
+        return dict(self._cookies)
+
     def close(self) -> None:
         """Close the open connection (the next request opens a new one)."""
         if self._http is not None:

@@ -39,7 +39,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from trainers.control import CONTROL
+from trainers.control import CONTROL, SET
 from trainers.reporting import Reporter, RunState
 
 LOG_NAME = "log.jsonl"
@@ -300,6 +300,15 @@ class RunRecord:
         else:
             raise ValueError(f"unknown record kind {kind!r}")
         self.updated = item.get("time", self.updated)
+
+    def in_force(self) -> dict[str, Any]:
+        """Its config with what requests changed while it trained (the latest applied `set` of
+        each setting): the lr, momentum and weight decay it trains with now."""
+        changed: dict[str, Any] = {}
+        for item in self.controls:
+            if item.get("applied") and item.get("action") == SET:
+                changed.update(item.get("values") or {})
+        return {**self.config, **changed}
 
     def series(self, name: str) -> tuple[list[float], list[float]]:
         """(x, value) of every logged value of metric `name`."""

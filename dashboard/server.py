@@ -218,7 +218,8 @@ def serve(config: ServerConfig, announce: bool = True, port_file: Path | None = 
         if not is_loopback(config.host):
             print(
                 f"Warning: listening on {config.host}:{config.port}, reachable from other machines; "
-                + ("login is on." if config.login else "anyone who can reach it can read and change the dashboards (add --login)."),
+                + ("login is on." if config.login else "anyone who can reach it can read and change the dashboards, "
+                   "and stop, pause or change the runs from their Control pane (add --login)."),
                 flush=True,
             )
         print(f"Visdom server at {config.url} (env files in {env_dir}); Ctrl-C stops it.", flush=True)

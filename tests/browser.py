@@ -161,6 +161,53 @@ class Browser:
         raise BrowserError(f"the page did not settle within {timeout:.0f} s; last seen: "
                            f"{[p['title'] for p in state.get('panes', [])]}")
 
+    def centre(self, element: str) -> tuple[float, float]:
+        """The middle of the element the JavaScript expression `element` finds, scrolled into view."""
+        box = self.evaluate(f"(() => {{ const el = {element}; el.scrollIntoView({{block: 'center'}}); "
+                            "const r = el.getBoundingClientRect(); return [r.left + r.width / 2, r.top + r.height / 2]; })()")
+        if not box:
+            raise BrowserError(f"nothing to click: {element}")
+        return float(box[0]), float(box[1])
+
+    def click(self, element: str) -> None:
+        """Click the element as a person does: the mouse moved there, pressed and released."""
+        x, y = self.centre(element)
+        self.call("Input.dispatchMouseEvent", type="mouseMoved", x=x, y=y)
+        for kind in ("mousePressed", "mouseReleased"):
+            self.call("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", clickCount=1)
+
+    def type(self, text: str, enter: bool = True) -> None:
+        """Type into the focused field (replacing what it holds), then press Enter."""
+        # Ctrl+A (select all), so that the text replaces what the field holds
+        self.call("Input.dispatchKeyEvent", type="keyDown", key="a", code="KeyA", modifiers=2, commands=["selectAll"])
+        self.call("Input.dispatchKeyEvent", type="keyUp", key="a", code="KeyA", modifiers=2)
+        self.call("Input.insertText", text=text)
+        if enter:
+            self.call("Input.dispatchKeyEvent", type="keyDown", key="Enter", code="Enter", text="\r",
+                      windowsVirtualKeyCode=13)
+            self.call("Input.dispatchKeyEvent", type="keyUp", key="Enter", code="Enter", windowsVirtualKeyCode=13)
+
+    def press(self, key: str, code: str, keycode: int) -> None:
+        """Press and release one key in the focused element."""
+        self.call("Input.dispatchKeyEvent", type="keyDown", key=key, code=code, windowsVirtualKeyCode=keycode)
+        self.call("Input.dispatchKeyEvent", type="keyUp", key=key, code=code, windowsVirtualKeyCode=keycode)
+
+    def choose(self, select: str, index: int, timeout: float = 30.0) -> None:
+        """Choose option `index` of a <select> from the keyboard, an arrow key at a time. A select
+        whose value its page controls (Visdom's properties pane: the server sends it back) shows
+        each step only once the page drew it again: the next key waits for that."""
+        deadline = time.monotonic() + timeout
+        while (now := int(self.evaluate(f"{select}.value"))) != index:
+            self.evaluate(f"{select}.focus()")
+            if now < index:
+                self.press("ArrowDown", "ArrowDown", 40)
+            else:
+                self.press("ArrowUp", "ArrowUp", 38)
+            while int(self.evaluate(f"{select}.value")) == now:
+                if time.monotonic() > deadline:
+                    raise BrowserError(f"the select did not move from option {now} towards {index}")
+                time.sleep(0.05)
+
     def screenshot(self, path: Path) -> None:
         """The whole page, not only the window's height."""
         metrics = self.call("Page.getLayoutMetrics")

@@ -37,6 +37,7 @@ LABELS = ("softmax", "mlp", "cnn")
 CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 COMPARE_TITLES = {w.title: w for w in windows.COMPARE_PANES}  # each window's first metric stands for it
 SHARED = 1 + len(COMPARE_TITLES) + 2  # the runs table, the compare windows, training samples, disagreement
+CONTROL = 2  # a live launch's Control pane and its requests (a replay has none: nothing to control)
 
 
 def trace_names(title: str, labels: tuple[str, ...] | list[str], groups: tuple[str, ...] = ()) -> list[str]:
@@ -64,7 +65,7 @@ def every_run_has_tested(url: str, env: str) -> bool:
 def page_complete(state: dict[str, Any]) -> bool:
     panes = {p["title"]: p for p in state.get("panes", [])}
     galleries = [p for t, p in panes.items() if t.endswith("test images, predicted (true)")]
-    return (len(panes) == SHARED + 4 * len(LABELS)
+    return (len(panes) == SHARED + CONTROL + 4 * len(LABELS)
             and all(panes.get(t, {}).get("traces") and len(panes[t]["traces"]) == len(trace_names(t, LABELS))
                     for t in COMPARE_TITLES)
             and len(galleries) == len(LABELS) and all(g["images"] == g["figures"] > 0 for g in galleries))
@@ -181,7 +182,7 @@ def test_the_live_page_in_a_real_browser(visdom_server: ServerProcess, launch: A
         assert proc.wait(240) == 0, proc.stdout.read() if proc.stdout else ""
         # after the runs: once the page has drawn what came last, each compare window's traces
         # hold, value for value, what the runs' logs downsample to (raw and smoothed; test and train)
-        run_dirs = [d for d in log_dir.glob("*/*") if d.is_dir()]
+        run_dirs = [d.parent for d in log_dir.glob("*/*/log.jsonl")]
         expected = logged_traces(run_dirs)
         deadline = time.monotonic() + 60
         while (page := page_traces(browser)) != expected:
@@ -303,7 +304,7 @@ def test_a_24_run_sweep_page_stays_usable(visdom_server: ServerProcess, tmp_path
         cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr
     assert "All 24 run(s) finished" in result.stdout
-    shared = SHARED + 2  # and the sweep's two plots
+    shared = SHARED + CONTROL + 2  # and the sweep's two plots
     labels = [f"{m}-lr{lr}-seed{s}" for m in ("softmax", "softmax-nn") for lr in (0.02, 0.05, 0.1, 0.2) for s in (0, 1, 2)]
     groups = tuple(f"{m}-lr{lr} (3 seeds)" for m in ("softmax", "softmax-nn") for lr in (0.02, 0.05, 0.1, 0.2))
     with Browser(1600, 1200) as browser:
@@ -340,7 +341,7 @@ def test_a_launch_labelled_in_chinese(visdom_server: ServerProcess, tmp_path: Pa
     assert {row.split("  epoch")[0].rstrip() for row in rows} == set(labels)
     assert len({columns(row.split("epoch")[0]) for row in rows}) == 1
     launch_dir = next(p for p in tmp_path.iterdir() if p.is_dir() and p.name != "visdom")
-    assert sorted(p.name for p in launch_dir.iterdir() if p.is_dir()) == sorted(labels)  # the runs' folders
+    assert sorted(p.name for p in launch_dir.iterdir() if (p / "log.jsonl").is_file()) == sorted(labels)  # runs' folders
     replayed = subprocess.run([sys.executable, "launch.py", "replay", str(launch_dir), "--env", "回放",
                                "--visdom-url", url], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert replayed.returncode == 0, replayed.stderr
@@ -352,7 +353,8 @@ def test_a_launch_labelled_in_chinese(visdom_server: ServerProcess, tmp_path: Pa
     with Browser(1600, 1200) as browser:
         for shown in (env, "回放"):
             browser.open(f"{url}/env/{urllib.parse.quote(shown)}")
-            state = browser.settled(lambda s: len(s.get("panes", [])) == SHARED + 4 * len(labels) and all(
+            expected = SHARED + 4 * len(labels) + (CONTROL if shown == env else 0)
+            state = browser.settled(lambda s: len(s.get("panes", [])) == expected and all(
                 len(p["traces"] or ()) == len(trace_names(p["title"], labels))
                 for p in s["panes"] if p["title"] in COMPARE_TITLES))
             browser.screenshot(ARTIFACTS / f"chinese-{'live' if shown == env else 'replay'}.png")

@@ -6,6 +6,7 @@ carries it; a bad request is refused with why; a request seen twice is applied o
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -158,7 +159,7 @@ def test_the_launchers_desk_checks_before_it_sends(tmp_path: Path) -> None:
     assert said("a", "pause").sent == ("a",)
     assert said("a", "set", {"lr": -1.0}).refused == "learning rate must be a positive number, not -1.0"
     assert said("a", "set", {"momentum": 0.5}).refused == "momentum is SGD's setting, and this run trains with adam"
-    assert said("b", "pause").refused == "the run is paused already"
+    assert said("b", "pause").sent == ("b",)  # whether it is paused already, the run says (it knows)
     assert said("q", "stop").refused.startswith("it has not started yet (queued)")
     assert said("d", "stop").refused == "it has ended (finished)"
     assert said("ddp", "pause").refused == "a run on several processes cannot take requests yet"
@@ -167,6 +168,8 @@ def test_the_launchers_desk_checks_before_it_sends(tmp_path: Path) -> None:
     assert desk.take({"id": "a-pause-None", "run": "a", "action": "pause"}) is None  # the same request again
     assert (runs["a"] / "requests.jsonl").read_text().count("\n") == 2  # the pause and the stop, once each
     assert len((tmp_path / LAUNCH_LOG).read_text().splitlines()) == 9  # every request, with its outcome
+    off = Desk(tmp_path, runs, {"a": record("running")}, enabled=False)  # a launch with --no-control
+    assert off.take({"run": "a", "action": "pause"}).refused == "this launch was started with --no-control"
 
 
 @pytest.mark.slow
@@ -208,3 +211,55 @@ def test_livetrain_control_pauses_sets_resumes_and_stops_a_headless_run(tmp_path
     assert (runs / "mlp" / CHECKPOINT).is_file()
     code, out, err = control("pause", str(runs / "mlp"))  # the launch has ended
     assert code == 1 and "is not running" in err
+
+
+@pytest.mark.slow
+def test_with_login_only_a_logged_in_page_can_control(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Visdom closes an anonymous page's socket when its login is on: such a page sends no event;
+    the launcher (logged in) still hears a logged-in page's."""
+    import json
+
+    import websocket
+
+    from dashboard.connection import VisdomConnection
+    from dashboard.runlog import read
+    from dashboard.server import ServerConfig, start_background
+    from tests.conftest import free_port
+    from tests.helpers import finish, launch_dir, launched, livetrain, training, wait_for
+
+    monkeypatch.setenv("VISDOM_USERNAME", "ada")
+    monkeypatch.setenv("VISDOM_PASSWORD", "s3cret")
+    server = start_background(ServerConfig(port=free_port(), env_dir=tmp_path / "visdom", login=True))
+    url = server.config.url
+    try:
+        proc = livetrain(tmp_path, "run", "--models", "mlp", "--epochs", "1000", "--limit", "3000", "--visdom-url", url,
+                         "--env", "locked", "--no-keep-serving")
+        wait_for(lambda: launched(tmp_path / "runs"))
+        runs = launch_dir(tmp_path / "runs")
+        wait_for(lambda: training(runs / "mlp"))
+        socket_url = url.replace("http", "ws") + "/socket"
+
+        def event(ws: Any, field: int, value: str) -> None:
+            ws.send(json.dumps({"cmd": "forward_to_vis", "data": {
+                "event_type": "PropertyUpdate", "propertyId": field, "value": value, "target": "control",
+                "eid": "locked"}}))
+
+        anonymous = websocket.create_connection(socket_url, origin=url, timeout=10)
+        with pytest.raises(websocket.WebSocketConnectionClosedException):  # closed by the server at once:
+            assert anonymous.recv() == ""  # its close frame, not a "register" message: the page gets no
+            anonymous.recv()  # session, so nothing it sends is forwarded
+        page = VisdomConnection(url)  # a logged-in page: the login cookie
+        page.login()
+        cookie = "; ".join(f"{k}={v}" for k, v in page.cookies().items())
+        ws = websocket.create_connection(socket_url, origin=url, timeout=10, header=[f"Cookie: {cookie}"])
+        assert json.loads(ws.recv())["command"] == "register"
+        wait_for(lambda: "control" in json.loads(page.post("win_data", {"eid": "locked", "win": None})))
+        event(ws, 0, "1")  # the run mlp
+        event(ws, 2, "clicked")  # Pause
+        wait_for(lambda: read(runs / "mlp", keep_scalars=False).status == "paused", timeout=60)
+        event(ws, 1, "clicked")  # Stop
+        code, out, err = finish(proc, timeout=120)
+        assert [c["action"] for c in read(runs / "mlp").controls] == ["pause", "stop"], out + err
+        ws.close()
+    finally:
+        server.stop()

@@ -312,7 +312,7 @@ def test_a_sweep_with_seeds_from_the_command_line(tmp_path: Path) -> None:
                                       "softmax.lr=0.05,0.2", "--seeds", "3,4", "--epochs", "1", "--limit", "300"))
     assert code == 0, out + err
     runs = launch_dir(tmp_path / "runs")
-    labels = sorted(p.name for p in runs.iterdir() if p.is_dir())
+    labels = sorted(p.name for p in runs.iterdir() if (p / "log.jsonl").is_file())
     assert labels == ["softmax-lr0.05-seed3", "softmax-lr0.05-seed4", "softmax-lr0.2-seed3", "softmax-lr0.2-seed4"]
     config = read(runs / "softmax-lr0.2-seed4").config
     assert (config["lr"], config["seed"]) == (0.2, 4)
@@ -346,7 +346,7 @@ def test_a_grid_under_parallel_2_never_runs_more_than_2(visdom_server: ServerPro
     assert samples > 20 and most == 2, (samples, most)  # sampled all along: 2 at a time, never more
     assert "queued" in out and "All 6 run(s) finished" in out
     runs = launch_dir(tmp_path / "runs")
-    run_dirs = sorted(p for p in runs.iterdir() if p.is_dir())
+    run_dirs = sorted(p for p in runs.iterdir() if (p / "log.jsonl").is_file())
     assert len(run_dirs) == 6 and all(read(d).status == "finished" for d in run_dirs)
     assert [s["state"] for s in read(run_dirs[-1]).states][:2] == ["queued", "running"]
     assert_windows_match_logs(server_state(url, "grid"), run_dirs, max_points=1000)
@@ -585,6 +585,6 @@ def test_one_at_a_time_trains_every_run(tmp_path: Path) -> None:
     code, out, err = finish(livetrain(tmp_path, "run", "--headless", "--models", "softmax", "--set",
                                       "softmax.lr=0.05,0.1,0.2", "--parallel", "1", "--epochs", "1", "--limit", "300"))
     assert code == 0 and "All 3 run(s) finished" in out, out + err
-    records = [read(p) for p in sorted(launch_dir(tmp_path / "runs").iterdir()) if p.is_dir()]
+    records = [read(p) for p in sorted(launch_dir(tmp_path / "runs").iterdir()) if (p / "log.jsonl").is_file()]
     assert [r.status for r in records] == ["finished"] * 3
     assert all(a.updated <= b.started for a, b in zip(records, records[1:]))  # one after another

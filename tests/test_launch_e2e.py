@@ -41,7 +41,7 @@ pytestmark = pytest.mark.slow
 def test_run_live_draws_every_run_on_the_server(visdom_server: ServerProcess, tmp_path: Path) -> None:
     url = visdom_server.config.url
     code, out, err = finish(livetrain(tmp_path, "run", "--models", "softmax,mlp,cnn", "--epochs", "1",
-                                      "--limit", "2000", "--visdom-url", url, "--env", "e2e"))
+                                      "--limit", "2000", "--visdom-url", url, "--env", "e2e", "--no-control"))
     assert code == 0, out + err
     assert err == "" and f"Dashboard: {url}/env/e2e" in out and "All 3 run(s) finished" in out
     runs = launch_dir(tmp_path / "runs")
@@ -51,6 +51,7 @@ def test_run_live_draws_every_run_on_the_server(visdom_server: ServerProcess, tm
     pane = state[windows.RUNS_WIN]["content"]
     assert all(f">{label}<" in pane for label in ("softmax", "mlp", "cnn")) and pane.count("finished") >= 3
     assert [read(d).meta["colour"] for d in run_dirs] == [0, 1, 2]
+    assert "control" not in state and "control-requests" not in state  # --no-control: no Control pane
 
 
 def test_headless_then_replay(visdom_server: ServerProcess, tmp_path: Path) -> None:
@@ -59,7 +60,7 @@ def test_headless_then_replay(visdom_server: ServerProcess, tmp_path: Path) -> N
     assert code == 0, out + err
     assert "Headless: no Visdom server" in out and "second" in out and "finished" in out
     runs = launch_dir(tmp_path / "logs")
-    assert sorted(p.name for p in runs.iterdir() if p.is_dir()) == ["second", "softmax"]
+    assert sorted(p.name for p in runs.iterdir() if (p / "log.jsonl").is_file()) == ["second", "softmax"]
     assert all(read(runs / label).status == "finished" for label in ("softmax", "second"))
     url = visdom_server.config.url
     code, out, err = finish(livetrain(tmp_path, "replay", str(runs), "--visdom-url", url, "--env", "headless"))

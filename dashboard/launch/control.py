@@ -1,8 +1,8 @@
 """Control of a live launch's runs, from the command line (`livetrain control`) or the page: the
 path a request takes, the launcher's checks, and a worker's inbox.
 
-    livetrain control / the page -> LAUNCH/control/inbox/ID.json (a request, written whole)
-      -> the launcher (`Desk.poll`, every pass of its loop): checked, logged in LAUNCH/control.jsonl
+    livetrain control / the page -> LAUNCH/.livetrain/inbox/ID.json (a request, written whole)
+      -> the launcher (`Desk.poll`, every pass of its loop): checked, logged in .livetrain/control.jsonl
          (sent, or refused with why), and appended to RUN/requests.jsonl of each run it names
       -> the run's worker (`FileInbox`, between two batches): applied, and recorded in its run log
          ("control": applied at step N, x, or refused with why; trainers.steering)
@@ -17,21 +17,23 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import threading
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dashboard.launch.grid import SETTINGS
 from dashboard.launch.plan import LaunchError, PlanError
+from dashboard.launch.resume import LAUNCH_META, LaunchLock
 from dashboard.runlog import LOG_NAME, LogFollower, RunRecord, read
 from trainers.config import ConfigError, RunConfig
 from trainers.control import ACTIONS, SET, SETTABLE, Request, refusal
 from trainers.reporting import RunState
 
-CONTROL_DIR = "control"  # in a launch folder: its inbox of requests
-LAUNCH_LOG = "control.jsonl"  # in a launch folder: every request the launcher took, and what it did
+INBOX = f"{LAUNCH_META}/inbox"  # in a launch folder: the requests for its launcher
+LAUNCH_LOG = f"{LAUNCH_META}/control.jsonl"  # every request the launcher took, and what it did
 REQUESTS = "requests.jsonl"  # in a run folder: the requests sent to it, for its worker
 ALL = "*"  # a request to every run of the launch
 POLL = 0.1  # s between a worker's looks at its requests file (it looks between two batches)
@@ -67,9 +69,10 @@ class Outcome:
     sent: tuple[str, ...] = ()
     refused: str = ""
     usage: bool = False  # refused for what the request says (a bad value), not for the run's state
+    time: float = field(default_factory=time.time)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"time": round(time.time(), 3), "run": self.run, **self.request.to_dict(), "sent": list(self.sent),
+        return {"time": round(self.time, 3), "run": self.run, **self.request.to_dict(), "sent": list(self.sent),
                 **({"refused": self.refused, "usage": self.usage} if self.refused else {})}
 
 
@@ -77,14 +80,17 @@ class Desk:
     """The launcher's side: takes the requests in its launch folder's inbox (and the page's, given
     to `take`), checks them against the runs as their logs show them, sends them on, logs them."""
 
-    def __init__(self, launch_dir: Path, runs: Mapping[str, Path], records: Mapping[str, RunRecord]) -> None:
+    def __init__(self, launch_dir: Path, runs: Mapping[str, Path], records: Mapping[str, RunRecord],
+                 enabled: bool = True) -> None:
         self.launch_dir = launch_dir
-        self.inbox = launch_dir / CONTROL_DIR / "inbox"
+        self.enabled = enabled  # False: a launch started with --no-control refuses every request
+        self.inbox = launch_dir / INBOX
         self.inbox.mkdir(parents=True, exist_ok=True)
         self.runs = dict(runs)  # label -> run folder
         self.records = records  # label -> the run's log as followed (the board's)
         self.seen: set[str] = set()
         self.outcomes: list[Outcome] = []
+        self._lock = threading.Lock()  # the loop's inbox against the page's events (their own thread)
 
     def poll(self) -> list[Outcome]:
         """Take what the inbox holds (oldest first); each file is removed once taken."""
@@ -101,15 +107,23 @@ class Desk:
         return taken
 
     def take(self, item: Mapping[str, Any]) -> Outcome | None:
-        """One request ({"id", "run", "action", "values", "source"}): checked, sent, logged. None
-        for an id taken before (a second delivery)."""
+        """One request ({"id", "run", "action", "values", "source"}; "refused": a reason already
+        found, e.g. a value the page's field could not read): checked, sent, logged. None for an
+        id taken before (a second delivery)."""
+        with self._lock:
+            return self._take(item)
+
+    def _take(self, item: Mapping[str, Any]) -> Outcome | None:
         request = Request(str(item.get("id") or request_id()), str(item.get("action", "")),
                           dict(item.get("values") or {}), str(item.get("source") or "command line"))
         if request.id in self.seen:
             return None
         self.seen.add(request.id)
         target = str(item.get("run", ""))
-        outcome = self._check(request, target)
+        if item.get("refused"):
+            outcome = Outcome(request, target, refused=str(item["refused"]), usage=True)
+        else:
+            outcome = self._check(request, target)
         if not outcome.refused:
             for label in outcome.sent:
                 send(self.runs[label], request)
@@ -119,6 +133,8 @@ class Desk:
         return outcome
 
     def _check(self, request: Request, target: str) -> Outcome:
+        if not self.enabled:
+            return Outcome(request, target, refused="this launch was started with --no-control")
         if request.action not in ACTIONS:
             return Outcome(request, target, refused=f"no action {request.action!r}; use one of {', '.join(ACTIONS)}",
                            usage=True)
@@ -153,8 +169,11 @@ class Desk:
             return f"it has ended ({state})"
         if int(config.get("nproc") or 1) > 1:
             return "a run on several processes cannot take requests yet"
-        reason = refusal(request.action, request.values, str(config.get("optimizer") or ""), state == RunState.PAUSED)
-        return f"!{reason}" if reason and request.action == SET else reason
+        if request.action == SET:  # the values; whether a pause or resume fits, the run itself says (it
+            # knows: the log the launcher follows may be a moment behind it)
+            reason = refusal(SET, request.values, str(config.get("optimizer") or ""), False)
+            return f"!{reason}" if reason else ""
+        return ""
 
 
 def send(run_dir: Path, request: Request) -> None:
@@ -211,7 +230,7 @@ class FileInbox:
 
 def ask(launch_dir: Path, run: str, action: str, values: Mapping[str, Any], source: str = "command line") -> str:
     """Put a request in the launch's inbox (written whole, then renamed in); its id."""
-    inbox = launch_dir / CONTROL_DIR / "inbox"
+    inbox = launch_dir / INBOX
     ident = request_id()
     item = {"id": ident, "run": run, "action": action, "values": dict(values), "source": source}
     tmp = inbox / f".{ident}.tmp"
@@ -241,8 +260,6 @@ def request(path: Path, action: str, words: Iterable[str] = (), timeout: float =
     at `path`) through its launcher, the way the page does, and wait for each run's answer. The
     lines to print ("mlp: applied at batch 412, epoch 1.38"); a PlanError for a bad request, a
     LaunchError when the launch is not running, the run cannot take it, or no answer came."""
-    from dashboard.launch.resume import LaunchLock
-
     if action not in ACTIONS:
         raise PlanError(f"no action {action!r}; use one of {', '.join(ACTIONS)}")
     values = parse_values(words) if action == SET else {}
@@ -256,7 +273,7 @@ def request(path: Path, action: str, words: Iterable[str] = (), timeout: float =
         launch_dir, run = path, ALL
     else:
         raise PlanError(f"no run log in {path}; give a run's folder (or a launch's, for all its runs)")
-    if not (launch_dir / CONTROL_DIR / "inbox").is_dir() or not LaunchLock(launch_dir).held():
+    if not (launch_dir / INBOX).is_dir() or not LaunchLock(launch_dir).held():
         raise LaunchError(f"the launch in {launch_dir} is not running; nothing there can take a request "
                           "(`livetrain run --resume` continues it)")
     ident = ask(launch_dir, run, action, values)
@@ -277,7 +294,9 @@ def request(path: Path, action: str, words: Iterable[str] = (), timeout: float =
         for label, follower in followers.items():
             follower.poll()
             done = next((c for c in follower.record.controls if c.get("id") == ident), None)
-            if done is not None and label not in lines:
+            if done is None and RunState(follower.record.status).final and label not in lines:
+                lines[label] = f"{label}: refused: it ended ({follower.record.status}) before it took the request"
+            elif done is not None and label not in lines:
                 lines[label] = (f"{label}: {action} applied at batch {done['step']}, epoch {done['x']:.2f}"
                                 if done.get("applied") else f"{label}: refused: {done.get('reason', '')}")
         if len(lines) < len(followers):

@@ -25,9 +25,12 @@ from trainers.checkpoints import CHECKPOINT, checkpoint_x, read_checkpoint
 from trainers.reporting import RunState
 from trainers.usermodels import ModelFileError, is_user_model
 
-LOCK_NAME = ".livetrain-lock"  # in a launch folder: held (shared) by its launcher and workers
+# A launch folder's own files lie in its hidden folder LAUNCH_META: a run's label starts with a
+# letter or digit, so no run's folder can take its name
+LAUNCH_META = ".livetrain"
+LOCK_NAME = f"{LAUNCH_META}/lock"  # held (shared) by the launch's launcher and workers
 SUPERSEDED = "superseded.jsonl"
-LAUNCH_FILE = "launch.json"  # in a launch folder: its runs in their order
+LAUNCH_FILE = f"{LAUNCH_META}/launch.json"  # the launch's runs in their order
 _DRAWN_AT_X = ("scalars", "predictions", "confusion", "mistakes")  # records a run logs again at each x
 
 
@@ -87,6 +90,7 @@ def resume_runs(launch_dir: Path, epochs: int | None = None, nproc: int | None =
 
 def write_launch_order(launch_dir: Path, runs: list[PlannedRun]) -> None:
     """Note the launch's runs in their order (their folders' names), for a resume to keep it."""
+    (launch_dir / LAUNCH_META).mkdir(exist_ok=True)
     (launch_dir / LAUNCH_FILE).write_text(json.dumps({"runs": [run.run_dir.name for run in runs]}, ensure_ascii=False)
                                           + "\n", encoding="utf-8")
 
@@ -109,7 +113,9 @@ class LaunchLock:
     exclusively first, so a launch still training is refused rather than written into twice."""
 
     def __init__(self, folder: Path) -> None:
+        self.folder = folder
         self.path = folder / LOCK_NAME
+        self.path.parent.mkdir(exist_ok=True)
         self._file: IO[str] | None = None
 
     def hold(self) -> "LaunchLock":
@@ -128,7 +134,7 @@ class LaunchLock:
             self._file.seek(0)
             pid = self._file.read().strip()
             self.release()
-            raise LaunchError(f"{self.path.parent} is still training (its launcher{f', pid {pid},' if pid else ''} "
+            raise LaunchError(f"{self.folder} is still training (its launcher{f', pid {pid},' if pid else ''} "
                               "or one of its workers is running); stop it, or let it end, then resume") from None
         self.mark()
         fcntl.flock(self._file, fcntl.LOCK_SH)

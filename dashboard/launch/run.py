@@ -15,6 +15,7 @@ from dashboard.adapter import DashboardOptions
 from dashboard.board import Board
 from dashboard.connection import VisdomConnection
 from dashboard.launch.control import Desk
+from dashboard.launch.page import CONTROL_WIN, REQUESTS_WIN, ControlPane, PageEvents
 from dashboard.launch.plan import (
     PlannedRun, check_devices, check_env, check_url, is_fit_name, load_data, new_launch_dir, prepare_log_dir,
     prepare_to_fork,
@@ -25,7 +26,7 @@ from dashboard.launch.supervisor import StopRequests, Supervisor, seal_logs
 from dashboard.launch.worker import WorkerSpec
 from dashboard.panes import RunSummary
 from dashboard.replay import ReplayError, replay
-from dashboard.runlog import INCOMPLETE_MARK, feed, read
+from dashboard.runlog import INCOMPLETE_MARK, LogFollower, feed, read
 from dashboard.sender import Sender
 from dashboard.server import ServerConfig, ServerError
 from dashboard.terminal import GoneQuiet, TerminalView, clock
@@ -66,6 +67,7 @@ class LaunchOptions:
     stream: TextIO = field(default_factory=lambda: sys.stdout)
     poll: float = 0.5  # seconds between terminal redraws / board polls
     parallel: int | None = None  # workers alive at once, the rest queued; None: all at once
+    control: bool = True  # the runs take requests (the page's Control pane, `livetrain control`)
 
 
 def worker_specs(runs: Sequence[PlannedRun], options: LaunchOptions,
@@ -109,15 +111,20 @@ def launch(runs: Sequence[PlannedRun], launch_dir: Path, options: LaunchOptions)
     specs = [spec for spec, run in zip(every, runs) if not run.done]  # the runs that train
     server = options.server
     sender = Sender(VisdomConnection(server.url), name="visdom-board") if server else None
-    board = Board(sender, options.draw)
+    # requests to the runs (`livetrain control`, the page's Control pane): the launcher takes
+    # them on every pass of its loop below, the page's as they come
+    followers = {s.config.label: LogFollower(s.run_dir, keep_scalars=False) for s in every}
+    records = {label: follower.record for label, follower in followers.items()}
+    desk = Desk(launch_dir, {s.config.label: s.run_dir for s in every}, records, enabled=options.control)
+    pane = ControlPane(options.draw.env, list(records), desk, records) if sender and options.control else None
+    board = Board(sender, options.draw, after_runs=[(CONTROL_WIN, lambda c: c.post("events", pane.message())),
+                                                   (REQUESTS_WIN, pane.send_requests)] if pane else ())
     group_of = {i: label for label, members in groups for i in members}
     for index, (spec, run) in enumerate(zip(every, runs)):
-        board.add(spec.run_dir, spec.config.label, spec.colour_index, group_of.get(index), logged[index])
+        board.add(spec.run_dir, spec.config.label, spec.colour_index, group_of.get(index), logged[index],
+                  follower=followers[spec.config.label])
         if run.done and sender is not None:  # a resumed launch's finished run: drawn from its log
             feed(read(spec.run_dir), VisdomBackend(sender, spec.dashboard.draw, spec.config.label, spec.colour_index))
-    # requests to the runs (`livetrain control`), taken on every pass of the loop below
-    desk = Desk(launch_dir, {s.config.label: s.run_dir for s in every},
-                {s.config.label: board.followers[s.run_dir].record for s in every})
     view = TerminalView(out)
     stops = StopRequests()
     outcome = Outcome(launch_dir)
@@ -136,15 +143,23 @@ def launch(runs: Sequence[PlannedRun], launch_dir: Path, options: LaunchOptions)
             sender.connection.close()  # the workers are forked next: no open socket for them to inherit
         if not stops.count:  # a Ctrl-C while the server was starting: start nothing
             supervisor.start()  # forks: before the launcher starts any thread
+        events = None
         if sender is not None:
             sender.start()
+        if pane is not None and sender is not None and not stops.count:
+            events = PageEvents(VisdomConnection(server.url), options.draw.env,
+                                lambda field, value: pane.asked(field, value, sender)).start()
         while True:
             running = supervisor.step(options.poll)
-            board.poll()
-            desk.poll()
+            if board.poll() and pane is not None and sender is not None:
+                pane.logs_changed(sender)
+            if desk.poll() and pane is not None and sender is not None:
+                sender.mark(REQUESTS_WIN)
             view.draw(board.summaries())
             if not running:
                 break
+        if events is not None:
+            events.close()
         unwritten = seal_logs(specs, supervisor.exitcodes(), stops.reason if supervisor.stopping else False)
         board.poll()
         view.draw(board.summaries())
@@ -178,6 +193,7 @@ class RunRequest:
     # after its folder (a resumed launch: the env its runs logged)
     draw: windows.DrawOptions = windows.DrawOptions(env=PER_LAUNCH)
     keep_serving: bool = True  # after the runs, keep a server this command started up until Ctrl-C
+    control: bool = True  # False (--no-control): no Control pane, and `livetrain control` is refused
     parallel: int | None = None  # workers alive at once, the rest queued; None: default_parallel()
 
 
@@ -218,8 +234,8 @@ def run(request: RunRequest, out: TextIO | None = None) -> int:
                 if not run.done:
                     supersede(run.run_dir, resumes_at(run))  # what it logged past its checkpoint, it logs again
         draw = replace(request.draw, env=env, run_windows=windows.run_windows_for(len(runs)))
-        options = LaunchOptions(server, draw, out,
-                                parallel=request.parallel or default_parallel())
+        options = LaunchOptions(server, draw, out, parallel=request.parallel or default_parallel(),
+                                control=request.control)
         _announce(out, runs, launch_dir, server, env)
         started = time.monotonic()
         outcome = launch(runs, launch_dir, options)
