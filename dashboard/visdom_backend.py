@@ -13,12 +13,13 @@ from typing import Any, Mapping, NamedTuple
 
 import torch
 
-from dashboard import panes, windows
+from dashboard import markers, panes, windows
 from dashboard.connection import VisdomConnection
 from dashboard.downsample import Ema, MinMaxSeries
 from dashboard.runlog import compact_probabilities
 from dashboard.sender import Sender
 from dashboard.protocol import MISSING_WINDOW, SEQ_KEY, SPLICED
+from trainers.control import CONTROL
 from trainers.reporting import GRAD_PREFIX
 
 FOLD_AT = 256  # queued points the training thread folds into the series itself
@@ -51,6 +52,7 @@ class VisdomBackend:
         self._max_points = max_points
         self._incoming: list[tuple[float, Mapping[str, float]]] = []  # points not yet in the series
         self._versions = {w.metric: 0 for w in windows.COMPARE_WINDOWS}  # points added per metric
+        self._changes = markers.Changes()  # what the page or `livetrain control` changed: marked on its curves
         # per (metric, trace index): what was last sent (sender thread only)
         self._held: dict[tuple[str, int], Held] = {}
         self._panes = windows.SentPanes(env)  # the gallery and matrix as last sent
@@ -75,7 +77,9 @@ class VisdomBackend:
 
     # ---- Reporter, called from the training thread ----
     def config(self, config: Mapping[str, Any]) -> None:
-        pass  # shown in the runs pane, which the Board draws
+        # shown in the runs pane, which the Board draws; kept here to say what a change changed
+        with self._lock:
+            self._changes.config(config)
 
     def scalars(self, step: int, x: float, values: Mapping[str, float]) -> None:
         self.add_points([(x, dict(values))])
@@ -157,7 +161,14 @@ class VisdomBackend:
         pass  # shown in the runs pane
 
     def record(self, kind: str, step: int, x: float, payload: Mapping[str, Any]) -> None:
-        pass  # requests' outcomes: the runs pane and the control pane, drawn by the Board
+        """A request's outcome (the runs pane and the control pane show them, drawn by the Board):
+        a change applied is marked on the run's curves."""
+        if kind != CONTROL:
+            return
+        with self._lock:
+            changed = self._changes.take(x, payload)
+        if changed:
+            self.sender.mark(self._traces_key)
 
     def close(self) -> None:
         pass  # the sender is shared with its owner, which closes it
@@ -170,7 +181,10 @@ class VisdomBackend:
         with self._lock:
             xs, ys = self._series[metric].points()
             smooth = self._smoothed[metric][1].points() if metric in self._smoothed else None
-        return windows.run_traces(window, self.label, self.colour_index, (xs, ys), smooth, self.in_group)
+            changes = list(self._changes.made) if markers.marked(window) and xs else []
+        traces = windows.run_traces(window, self.label, self.colour_index, (xs, ys), smooth, self.in_group)
+        return traces + [markers.mark_trace(self.label, self.colour_index, change, smooth or (xs, ys))
+                         for change in changes]
 
     def _send_traces(self, connection: VisdomConnection) -> None:
         """Draw every trace that changed since it was last drawn: as its new tail, all in one
@@ -179,11 +193,13 @@ class VisdomBackend:
         self._fold()
         with self._lock:
             versions = dict(self._versions)
+            changes = len(self._changes.made)
         changed = []  # (window, (metric, trace index), plotly trace, version, seq)
         for window in windows.COMPARE_WINDOWS:
             version = versions[window.metric]
             if not version:
                 continue  # no points yet: no trace
+            version += changes if markers.marked(window) else 0  # both only grow: a new sum is a change
             for index, data in enumerate(self.trace_data(window.metric)):
                 held = self._held.get((window.metric, index))
                 if held is None or (held.outages, held.version) != (connection.outages, version):

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from dashboard import runlog, windows
+from dashboard import markers, runlog, windows
 from dashboard.connection import VisdomConnection
 from dashboard.downsample import Ema, MinMaxSeries
 from dashboard.runlog import LOG_NAME
@@ -114,6 +114,15 @@ def traces(state: dict[str, Any], win: str) -> dict[str, tuple[list[float], list
     return {d["name"]: (d["x"], d["y"]) for d in state[win]["content"]["data"] if d["name"]}
 
 
+def changes_of(record: runlog.RunRecord) -> list[markers.Change]:
+    """The changes a run's log says were applied to it while it trained (marked on its curves)."""
+    changes = markers.Changes()
+    changes.config(record.config)
+    for item in record.controls:
+        changes.take(item["x"], item)
+    return changes.made
+
+
 def drawn_from_log(record: runlog.RunRecord, metric: str, max_points: int = MAX_POINTS) -> MinMaxSeries:
     series = MinMaxSeries(max_points)
     for x, y in zip(*record.series(metric)):
@@ -137,9 +146,11 @@ def assert_windows_match_logs(state: dict[str, Any], run_dirs: list[Path], max_p
     latest confusion matrix, predictions, mistakes and gradient norms."""
     records = [runlog.read(d) for d in run_dirs]
     labels = [r.meta["label"] for r in records]
+    marks = {r.meta["label"]: changes_of(r) for r in records}
     for win, parts in windows.COMPARE_PARTS.items():
         names = [windows.trace_name(label, smoothed, w.part) for label in labels for w in parts
                  for smoothed in ((False, True) if smoothing and w.per_batch else (False,))]
+        names += [markers.mark_name(label, change) for label in labels for change in marks[label]]
         assert sorted(traces(state, win)) == sorted(names), win
     for window in windows.COMPARE_WINDOWS:
         held = traces(state, window.win)

@@ -173,15 +173,21 @@ def test_the_launchers_desk_checks_before_it_sends(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_livetrain_control_pauses_sets_resumes_and_stops_a_headless_run(tmp_path: Path) -> None:
+def test_livetrain_control_pauses_sets_resumes_and_stops_a_headless_run(tmp_path: Path, visdom_server: Any) -> None:
+    """... and a replay of the launch marks the lr change on mlp's curves, as the live page did."""
     from dashboard.runlog import read
-    from tests.helpers import finish, launch_dir, launched, livetrain, training, wait_for
+    from dashboard.windows import COMPARE_WINDOWS
+    from tests.helpers import (
+        assert_windows_match_logs, finish, launch_dir, launched, livetrain, server_state, training, traces, wait_for,
+    )
 
     proc = livetrain(tmp_path, "run", "--headless", "--models", "mlp,softmax", "--epochs", "1000", "--limit", "6000",
                      "--set", "mlp.schedule=constant")
     wait_for(lambda: launched(tmp_path / "runs"))
     runs = launch_dir(tmp_path / "runs")
     wait_for(lambda: training(runs / "mlp") and training(runs / "softmax"))
+    # an epoch done by each: every window has its points when the replay below draws them
+    wait_for(lambda: all(read(runs / label, keep_scalars=False).confusions for label in ("mlp", "softmax")))
 
     def control(*words: str) -> tuple[int, str, str]:
         return finish(livetrain(tmp_path, "control", *words), timeout=120)
@@ -211,6 +217,16 @@ def test_livetrain_control_pauses_sets_resumes_and_stops_a_headless_run(tmp_path
     assert (runs / "mlp" / CHECKPOINT).is_file()
     code, out, err = control("pause", str(runs / "mlp"))  # the launch has ended
     assert code == 1 and "is not running" in err
+
+    url = visdom_server.config.url
+    code, out, err = finish(livetrain(tmp_path, "replay", str(runs), "--visdom-url", url, "--env", "controlled"))
+    assert code == 0, out + err
+    state = server_state(url, "controlled")
+    assert_windows_match_logs(state, [runs / "mlp", runs / "softmax"], max_points=1000)
+    (change,) = [c for c in mlp.controls if c["action"] == "set"]
+    for window in (w for w in COMPARE_WINDOWS if not w.part):
+        (mark,) = [name for name in traces(state, window.win) if " → " in name]
+        assert mark == f"mlp: lr 0.001 → 0.004 at epoch {change['x']:.3g}", window.win
 
 
 @pytest.mark.slow

@@ -16,7 +16,7 @@ from dashboard.runlog import read
 from dashboard.server import ServerProcess
 from tests.browser import Browser, find_chromium
 from tests.conftest import REPO
-from tests.helpers import launch_dir, launched, training, wait_for
+from tests.helpers import launch_dir, launched, server_state, traces, training, wait_for
 from trainers.checkpoints import CHECKPOINT
 
 pytestmark = [
@@ -125,6 +125,9 @@ def test_a_person_stops_pauses_resumes_and_sets_the_lr_from_the_page(visdom_serv
         until(lambda: lrs(runs / "c")[-1][0] > done["step"] + 1, browser, runs, 60)
         seen = dict(lrs(runs / "c"))
         assert seen[done["step"]] == 1e-3 and seen[done["step"] + 1] == 0.5
+        mark = f"c: lr 0.001 → 0.5 at epoch {done['x']:.3g}"  # on c's curves, where it took effect
+        until(lambda: mark in traces(server_state(visdom_server.config.url, "control"), "compare-train-loss"),
+              browser, runs, 30)
         browser.click(field("lr"))
         browser.type("0.5")  # the same value again: nothing more is asked
         browser.click(field("lr"))
