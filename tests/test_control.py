@@ -269,7 +269,11 @@ def test_with_login_only_a_logged_in_page_can_control(tmp_path: Path, monkeypatc
         cookie = "; ".join(f"{k}={v}" for k, v in page.cookies().items())
         ws = websocket.create_connection(socket_url, origin=url, timeout=10, header=[f"Cookie: {cookie}"])
         assert json.loads(ws.recv())["command"] == "register"
-        wait_for(lambda: "control" in json.loads(page.post("win_data", {"eid": "locked", "win": None})))
+        def listening() -> bool:  # the pane has its controls once the launcher hears the page
+            pane = json.loads(page.post("win_data", {"eid": "locked", "win": None})).get("control")
+            return pane is not None and any(f.get("name") == "run" for f in pane["content"])
+
+        wait_for(listening)
         event(ws, 0, "1")  # the run mlp
         event(ws, 2, "clicked")  # Pause
         wait_for(lambda: read(runs / "mlp", keep_scalars=False).status == "paused", timeout=60)
@@ -279,3 +283,63 @@ def test_with_login_only_a_logged_in_page_can_control(tmp_path: Path, monkeypatc
         ws.close()
     finally:
         server.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["SIGTERM", "kill -9"])
+def test_a_launcher_stopped_or_killed_stops_its_paused_runs_too(tmp_path: Path, how: str) -> None:
+    """A paused run waits between two batches for a request; SIGTERM to its launcher, or the
+    launcher killed, stops it there as it stops a training one: its log ends with a status."""
+    import signal
+
+    from dashboard.launch.control import ask
+    from dashboard.runlog import read
+    from tests.helpers import finish, launch_dir, launched, livetrain, training, wait_for
+
+    proc = livetrain(tmp_path, "run", "--headless", "--models", "mlp,softmax", "--epochs", "1000", "--limit", "3000")
+    wait_for(lambda: launched(tmp_path / "runs"))
+    runs = launch_dir(tmp_path / "runs")
+    wait_for(lambda: training(runs / "mlp") and training(runs / "softmax"))
+    ask(runs, "mlp", "pause", {})
+    wait_for(lambda: read(runs / "mlp", keep_scalars=False).status == "paused")
+    if how == "SIGTERM":
+        proc.send_signal(signal.SIGTERM)
+        code, out, err = finish(proc, timeout=60)
+        assert code == 143 and "Traceback" not in out + err, out + err
+        for label in ("mlp", "softmax"):
+            record = read(runs / label, keep_scalars=False)
+            assert record.status == "interrupted" and record.states[-1]["reason"].startswith("stopped by SIGTERM")
+    else:
+        launcher = proc.pid
+        proc.kill()
+        proc.wait()
+        wait_for(lambda: all(read(runs / label, keep_scalars=False).status == "interrupted"
+                             for label in ("mlp", "softmax")), timeout=30)
+        reason = read(runs / "mlp", keep_scalars=False).states[-1]["reason"]
+        assert reason.startswith(f"stopped: its launcher (pid {launcher}) died"), reason
+
+
+def test_the_pane_has_its_controls_only_while_the_launcher_hears_the_page(tmp_path: Path) -> None:
+    """A click the server forwards before the launcher listens reaches nobody: until then (and
+    after the launcher's socket is lost) the pane shows no control to click."""
+    from dashboard.launch.control import Desk
+    from dashboard.launch.page import ControlPane
+
+    class Marks:
+        def __init__(self) -> None:
+            self.marked: list[str] = []
+
+        def mark(self, key: str) -> None:
+            self.marked.append(key)
+
+    desk = Desk(tmp_path, {"mlp": tmp_path / "mlp"}, {})
+    pane, sender = ControlPane("env", ["mlp"], desk, {}), Marks()
+
+    def names() -> list[str]:
+        return [f["name"] for f in pane.message()["data"][0]["content"]]
+
+    assert names() == ["control"]
+    pane.hearing(True, sender)
+    assert names() == ["run", "stop", "pause", "resume", "lr", "momentum", "weight decay"]
+    pane.hearing(False, sender)
+    assert names() == ["control"] and sender.marked == ["control", "control"]

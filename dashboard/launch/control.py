@@ -92,6 +92,14 @@ class Desk:
         self.outcomes: list[Outcome] = []
         self._lock = threading.Lock()  # the loop's inbox against the page's events (their own thread)
 
+    def pending(self) -> bool:
+        """Whether the inbox holds a request (a look at a folder: cheap enough for every pass)."""
+        try:
+            with os.scandir(self.inbox) as entries:
+                return any(entry.name.endswith(".json") for entry in entries)
+        except OSError:
+            return False
+
     def poll(self) -> list[Outcome]:
         """Take what the inbox holds (oldest first); each file is removed once taken."""
         taken = []

@@ -52,6 +52,14 @@ class ControlPane:
         self._done = 0  # control records in the runs' logs, when last counted
         self._requests_sent: str | None = None
         self._outages = -1
+        # whether the launcher hears the page: until then the pane has no controls (a click the
+        # server forwards before the launcher listens reaches nobody)
+        self.listening = False
+
+    def hearing(self, listening: bool, sender: Any) -> None:
+        """The launcher's socket to the page connected (True) or was lost: draw the pane again."""
+        self.listening = listening
+        sender.mark(CONTROL_WIN)
 
     def asked(self, field: int, value: Any, sender: Any) -> None:
         """A page event (the PageEvents thread): take it, and draw both panes again."""
@@ -113,10 +121,16 @@ class ControlPane:
         """The Control pane as a whole-pane message."""
         with self.lock:
             current = self._current()
+            if not self.listening:  # one field, at the run select's place: nothing it says asks anything
+                fields = [{"type": "text", "name": "control", "value": "connecting to the launcher…"}]
+                return self._message(fields)
             fields = [{"type": "select", "name": "run", "value": self.picked, "values": [ALL_RUNS, *self.labels]},
                       *({"type": "button", "name": name, "value": name.capitalize()} for name in BUTTONS),
                       *({"type": "text", "name": name, "value": self.typed.get(name, current.get(name, ""))}
                         for name in ("lr", "momentum", "weight decay"))]
+        return self._message(fields)
+
+    def _message(self, fields: list[dict[str, Any]]) -> dict[str, Any]:
         return {"eid": self.env, "win": CONTROL_WIN, "data": [{"type": "properties", "content": fields}],
                 "opts": {"title": CONTROL_TITLE, "width": windows.UNIT, "height": windows.PANE_HEIGHT},
                 windows.SEQ_KEY: windows.new_seq()}
@@ -173,10 +187,12 @@ class PageEvents:
     """A thread reading the server's `/vis_socket`: each PropertyUpdate of this env's Control
     pane goes to `handle(field, value)`. It connects again after the server restarts."""
 
-    def __init__(self, connection: VisdomConnection, env: str, handle: Callable[[int, Any], None]) -> None:
+    def __init__(self, connection: VisdomConnection, env: str, handle: Callable[[int, Any], None],
+                 hearing: Callable[[bool], None] = lambda listening: None) -> None:
         self.connection = connection
         self.env = env
         self.handle = handle
+        self.hearing = hearing  # called with True once connected (the server forwards the page's events), False when lost
         self.connected = threading.Event()
         self._stop = threading.Event()
         self._socket: Any = None
@@ -207,11 +223,14 @@ class PageEvents:
                 self._socket = websocket.create_connection(url, timeout=None,
                                                            header=[f"Cookie: {cookies}"] if cookies else [])
                 self.connected.set()
+                self.hearing(True)
                 backoff = 0.5
                 while not self._stop.is_set():
                     self._take(self._socket.recv())
             except Exception:  # noqa: BLE001 - the server went away (or refused): try again later
-                self.connected.clear()
+                if self.connected.is_set():
+                    self.connected.clear()
+                    self.hearing(False)
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 8.0)
 

@@ -35,6 +35,7 @@ from trainers.config import RunConfig, machine_cores, threads_per_run
 from trainers.errors import LivetrainError
 from trainers.reporting import RunState
 
+DESK_POLL = 0.05  # s between the launcher's looks at its inbox of requests
 PER_LAUNCH = ""  # RunRequest.draw.env: the launch names its env after its folder
 
 
@@ -88,7 +89,8 @@ def worker_specs(runs: Sequence[PlannedRun], options: LaunchOptions,
         if config.threads is None and config.device != "cuda":
             config = replace(config, threads=threads * config.nproc)
         specs.append(WorkerSpec(config, run.run_dir, member if index in first_of else dash,
-                                colour_index=colours[first_of.get(index, index)], resume=run.resume))
+                                colour_index=colours[first_of.get(index, index)], resume=run.resume,
+                                control=options.control))
     return specs
 
 
@@ -148,14 +150,23 @@ def launch(runs: Sequence[PlannedRun], launch_dir: Path, options: LaunchOptions)
             sender.start()
         if pane is not None and sender is not None and not stops.count:
             events = PageEvents(VisdomConnection(server.url), options.draw.env,
-                                lambda field, value: pane.asked(field, value, sender)).start()
+                                lambda field, value: pane.asked(field, value, sender),
+                                lambda listening: pane.hearing(listening, sender)).start()
+        next_draw = 0.0
         while True:
-            running = supervisor.step(options.poll)
-            if board.poll() and pane is not None and sender is not None:
-                pane.logs_changed(sender)
-            if desk.poll() and pane is not None and sender is not None:
+            # short passes, so that a request in the inbox goes on at once; the logs are read and
+            # the terminal drawn every options.poll s
+            running = supervisor.step(min(DESK_POLL, options.poll))
+            asked = desk.pending()
+            if asked or time.monotonic() >= next_draw or not running:
+                # a request is checked against the runs' logs as they are now, not as last read
+                if board.poll() and pane is not None and sender is not None:
+                    pane.logs_changed(sender)
+            if asked and desk.poll() and pane is not None and sender is not None:
                 sender.mark(REQUESTS_WIN)
-            view.draw(board.summaries())
+            if time.monotonic() >= next_draw or not running:
+                next_draw = time.monotonic() + options.poll
+                view.draw(board.summaries())
             if not running:
                 break
         if events is not None:

@@ -44,6 +44,7 @@ class WorkerSpec:
     dashboard: DashboardOptions = field(default_factory=DashboardOptions)
     colour_index: int | None = None
     resume: bool = False
+    control: bool = True  # False (--no-control): the run looks for no requests
 
 
 KEPT = "the checkpoint of the last finished epoch is kept"
@@ -95,7 +96,8 @@ def run(spec: WorkerSpec) -> RunResult:
     config = spec.config.resolved()
     dash = Dashboard(spec.run_dir, config.label, spec.dashboard, spec.colour_index)
     try:
-        return fit(config, dash, spec.run_dir, resume=spec.resume, inbox=FileInbox(spec.run_dir))
+        return fit(config, dash, spec.run_dir, resume=spec.resume,
+                   inbox=FileInbox(spec.run_dir) if spec.control else None)
     except KeyboardInterrupt:
         dash.status(RunState.INTERRUPTED, f"{_stopped_by or STOPPED_BY_CTRL_C}; {KEPT}")
         raise
