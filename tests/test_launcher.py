@@ -348,3 +348,23 @@ def test_run_help_lists_each_preset_with_its_seed_and_settings() -> None:
     text = invoke("run", "--help").output
     for name, preset in PRESETS.items():
         assert name in text and preset.source.split(":")[0] in text and f"model={preset.model}" in text
+
+
+def test_a_ctrl_c_while_the_fork_server_is_spawned_reaches_the_launcher() -> None:
+    """The launcher ignores SIGINT while it spawns the fork server (so that the server and its
+    workers inherit the ignoring); a Ctrl-C in that moment is held, not lost, and reaches the
+    launcher's own handler once it is back. In a process of its own: the launcher has no thread
+    yet at that point, and a thread of pytest's could take the signal instead."""
+    probe = """
+import multiprocessing.forkserver, os, signal
+from dashboard.launch import supervisor
+from trainers.config import RunConfig
+multiprocessing.forkserver.ensure_running = lambda: os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C mid-spawn
+stops = supervisor.StopRequests()
+with stops.installed():
+    supervisor.worker_context("forkserver", [RunConfig("mlp")])
+    print(stops.count, bool(signal.pthread_sigmask(signal.SIG_BLOCK, set()) & {signal.SIGINT}))
+"""
+    done = subprocess.run([sys.executable, "-c", probe], cwd=Path(launch.__file__).parent, capture_output=True,
+                          text=True, timeout=120)
+    assert done.stdout.split() == ["1", "False"], done.stdout + done.stderr

@@ -171,6 +171,7 @@ def main(spec: WorkerSpec, train: Callable[[WorkerSpec], RunResult] = run) -> No
         signal.signal(sig, _stop_on)
     if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
         signal.signal(signal.SIGINT, _stop_on)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # a fork server's child inherits it blocked
     watch_launcher(os.getppid())
     lock = hold_launch_lock(spec.run_dir)  # noqa: F841 - held (shared) until this process exits
     code = EXIT_FAILED
