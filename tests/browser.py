@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -18,6 +19,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pytest
 import websocket
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
@@ -76,6 +78,14 @@ def find_chromium() -> str | None:
         if path:
             return path
     return None
+
+
+# the mark of a test that opens the page in Chromium: skipped where there is none, unless CI
+# (LIVETRAIN_REQUIRE_BROWSER) requires it, where the test then fails saying so
+needs_chromium = pytest.mark.skipif(find_chromium() is None and not os.environ.get("LIVETRAIN_REQUIRE_BROWSER"),
+                                    reason="no Chromium here: `make browser` installs Debian's chromium")
+# where the browser tests leave their screenshots
+ARTIFACTS = Path(os.environ.get("LIVETRAIN_ARTIFACTS", Path(__file__).parent.parent / "artifacts")) / "browser"
 
 
 class Browser:

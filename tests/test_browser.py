@@ -7,7 +7,6 @@ without a reload. A screenshot of it is saved in artifacts/browser/. Also: label
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -22,17 +21,15 @@ from dashboard.connection import Unreachable
 from dashboard.server import ServerProcess
 from dashboard.terminal import columns
 from dashboard.windows import DrawOptions
-from tests.browser import Browser, find_chromium, overlaps
+from tests.browser import ARTIFACTS, Browser, needs_chromium, overlaps
 from tests.conftest import REPO
 from tests.helpers import server_state
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(find_chromium() is None and not os.environ.get("LIVETRAIN_REQUIRE_BROWSER"),
-                       reason="no Chromium here: `make browser` installs Debian's chromium"),
+    needs_chromium,
 ]
 
-ARTIFACTS = Path(os.environ.get("LIVETRAIN_ARTIFACTS", REPO / "artifacts")) / "browser"
 LABELS = ("softmax", "mlp", "cnn")
 CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 COMPARE_TITLES = {w.title: w for w in windows.COMPARE_PANES}  # each window's first metric stands for it

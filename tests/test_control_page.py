@@ -4,7 +4,6 @@ DevTools protocol), then read back from the run logs and the page."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,17 +13,15 @@ import pytest
 
 from dashboard.runlog import read
 from dashboard.server import ServerProcess
-from tests.browser import Browser, find_chromium
+from tests.browser import ARTIFACTS, Browser, needs_chromium
 from tests.conftest import REPO
 from tests.helpers import launch_dir, launched, server_state, traces, training, wait_for
 from trainers.checkpoints import CHECKPOINT
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(find_chromium() is None and not os.environ.get("LIVETRAIN_REQUIRE_BROWSER"),
-                       reason="no Chromium here: `make browser` installs Debian's chromium"),
+    needs_chromium,
 ]
-ARTIFACTS = Path(os.environ.get("LIVETRAIN_ARTIFACTS", REPO / "artifacts")) / "browser"
 LABELS = ("a", "b", "c")
 
 

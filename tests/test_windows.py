@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import statistics
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from dashboard import panes, sweep, windows
 from dashboard.downsample import Aligned, BandSeries, Ema
 from dashboard.runlog import RunRecord, read
 from dashboard.server import ServerProcess
-from tests.browser import Browser, find_chromium
+from tests.browser import ARTIFACTS, Browser, needs_chromium
 from tests.helpers import (
     assert_windows_match_logs, finish, launch_dir, livetrain, server_state, smoothed_from_log,
 )
@@ -297,19 +296,17 @@ def test_scatter_shows_the_setting_chosen(activations: tuple[str, Path], tmp_pat
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(find_chromium() is None and not os.environ.get("LIVETRAIN_REQUIRE_BROWSER"),
-                    reason="no Chromium here: `make browser` installs Debian's chromium")
+@needs_chromium
 @pytest.mark.parametrize("env", ["seeds", "sweep", "activations"])
 def test_new_windows_in_a_real_browser(env: str, activations: tuple[str, Path], seeds: tuple[str, Path],
                                        lr_sweep: tuple[str, Path]) -> None:
     url, folder = {"activations": activations, "seeds": seeds, "sweep": lr_sweep}[env]
     labels = [r.meta["label"] for r in records(folder)]
     expected = len(server_state(url, env))
-    artifacts = Path(os.environ.get("LIVETRAIN_ARTIFACTS", Path(__file__).parent.parent / "artifacts")) / "browser"
     with Browser(1280, 1000) as browser:
         browser.open(f"{url}/env/{env}")
         state = browser.settled(lambda s: len(s.get("panes", [])) == expected, timeout=90)
-        browser.screenshot(artifacts / f"windows-{env}.png")
+        browser.screenshot(ARTIFACTS / f"windows-{env}.png")
         parcoords = browser.evaluate(
             "[...document.querySelectorAll('.js-plotly-plot')].filter(p => p.data && p.data[0] && "
             "p.data[0].type === 'parcoords').map(p => [p.data[0].dimensions.length, "

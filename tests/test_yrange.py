@@ -5,7 +5,6 @@ entry saying so, and a person can still zoom out to all of it (Plotly's autoscal
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ import pytest
 from dashboard import windows, yrange
 from dashboard.runlog import read
 from dashboard.server import ServerProcess
-from tests.browser import Browser, find_chromium
+from tests.browser import ARTIFACTS, Browser, needs_chromium
 from tests.helpers import finish, launch_dir, livetrain, server_state
 from trainers.reporting import EPOCH_TRAIN_LOSS, TEST_LOSS, TRAIN_LOSS
 
@@ -106,18 +105,16 @@ def test_a_diverging_run_leaves_the_others_readable(diverging: tuple[str, Path],
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(find_chromium() is None and not os.environ.get("LIVETRAIN_REQUIRE_BROWSER"),
-                    reason="no Chromium here: `make browser` installs Debian's chromium")
+@needs_chromium
 def test_in_the_browser_the_legend_says_so_and_autoscale_shows_all(diverging: tuple[str, Path]) -> None:
     url, folder = diverging
     highest = max(read(folder / DIVERGING).series(TRAIN_LOSS)[1])
     title = windows.COMPARE_BY_METRIC[TRAIN_LOSS].title
-    artifacts = Path(os.environ.get("LIVETRAIN_ARTIFACTS", Path(__file__).parent.parent / "artifacts")) / "browser"
     find = f"[...document.querySelectorAll('.react-grid-item')].find(p => p.textContent.includes({title!r}))"
     with Browser(1280, 1000) as browser:
         browser.open(f"{url}/env/diverging")
         state = browser.settled(lambda s: any(p["title"] == title and p["traces"] for p in s.get("panes", [])))
-        browser.screenshot(artifacts / "diverging.png")
+        browser.screenshot(ARTIFACTS / "diverging.png")
         loss = next(p for p in state["panes"] if p["title"] == title)
         assert f"{DIVERGING} ↑ diverged, off the scale" in loss["legend"]
         before = browser.evaluate(f"{find}.querySelector('.js-plotly-plot').layout.yaxis.range")
