@@ -82,14 +82,14 @@ def latency(url: str, requests: int, limit: int) -> dict[str, Any]:
                     forward(socket, env, 4, repr(lr))  # the lr field, Enter pressed
                 else:
                     ask(runs, label, "set", {"lr": lr})
-                done: list[float] = []
                 try:
-                    wait_for(lambda: bool(done.append(applied_at(runs / label, lr, sent) or 0.0) or done[-1]),
-                             timeout=30)
+                    wait_for(lambda: applied_at(runs / label, lr, sent) is not None, timeout=30)
                 except AssertionError:
                     said = (runs / LAUNCH_LOG).read_text() if (runs / LAUNCH_LOG).is_file() else "(nothing)"
                     raise SystemExit(f"request {i} ({way}, {label} lr={lr}) not applied in 30 s; the launcher: {said}")
-                by_way[way].append(done[-1] - sent)
+                at = applied_at(runs / label, lr, sent)
+                assert at is not None
+                by_way[way].append(at - sent)
                 time.sleep(0.3)  # not in step with the launcher's or the run's polls
             socket.close()
         finally:

@@ -14,10 +14,7 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from dashboard import windows
-from trainers.control import SET, SETTABLE
-
-SETTING_NAMES = {"lr": "lr", "momentum": "momentum", "weight_decay": "weight decay"}
-
+from trainers.control import SETTABLE, changed
 
 class Change(NamedTuple):
     """A change applied to a run: at `x` (epochs), what it was and what it became."""
@@ -28,7 +25,7 @@ class Change(NamedTuple):
 
 def describe(before: Mapping[str, Any], values: Mapping[str, Any]) -> str:
     """"lr 0.1 → 0.5, momentum 0 → 0.9": each setting from what was in force to its new value."""
-    return ", ".join(f"{SETTING_NAMES.get(name, name)} {_number(before.get(name))} → {_number(value)}"
+    return ", ".join(f"{name.replace('_', ' ')} {_number(before.get(name))} → {_number(value)}"
                      for name, value in values.items())
 
 
@@ -44,9 +41,9 @@ class Changes:
 
     def take(self, x: float, outcome: Mapping[str, Any]) -> bool:
         """Take a request's outcome (a "control" record's payload); True when it changed the run."""
-        if not outcome.get("applied") or outcome.get("action") != SET:
+        values = changed(outcome)
+        if not values:
             return False
-        values = dict(outcome.get("values") or {})
         self.made.append(Change(float(x), describe(self.in_force, values)))
         self.in_force.update(values)
         return True

@@ -39,7 +39,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from trainers.control import CONTROL, SET
+from trainers.control import CONTROL, changed
 from trainers.reporting import Reporter, RunState
 
 LOG_NAME = "log.jsonl"
@@ -304,11 +304,10 @@ class RunRecord:
     def in_force(self) -> dict[str, Any]:
         """Its config with what requests changed while it trained (the latest applied `set` of
         each setting): the lr, momentum and weight decay it trains with now."""
-        changed: dict[str, Any] = {}
+        in_force = dict(self.config)
         for item in self.controls:
-            if item.get("applied") and item.get("action") == SET:
-                changed.update(item.get("values") or {})
-        return {**self.config, **changed}
+            in_force.update(changed(item))
+        return in_force
 
     def series(self, name: str) -> tuple[list[float], list[float]]:
         """(x, value) of every logged value of metric `name`."""

@@ -97,6 +97,12 @@ def refusal(action: str, values: Mapping[str, Any], optimizer: str, paused: bool
     return ""
 
 
+def changed(outcome: Mapping[str, Any]) -> dict[str, Any]:
+    """What a request's recorded outcome (a "control" record) changed in the run: the values of a
+    `set` it applied, else nothing."""
+    return dict(outcome.get("values") or {}) if outcome.get("applied") and outcome.get("action") == SET else {}
+
+
 def source_said(source: str) -> str:
     """How a run's status says who stopped it: "stopped from the page", "... by `livetrain control`"."""
     return "stopped from the page" if source == "page" else "stopped by `livetrain control`"

@@ -157,14 +157,13 @@ def launch(runs: Sequence[PlannedRun], launch_dir: Path, options: LaunchOptions)
             # short passes, so that a request in the inbox goes on at once; the logs are read and
             # the terminal drawn every options.poll s
             running = supervisor.step(min(DESK_POLL, options.poll))
-            asked = desk.pending()
-            if asked or time.monotonic() >= next_draw or not running:
-                # a request is checked against the runs' logs as they are now, not as last read
-                if board.poll() and pane is not None and sender is not None:
-                    pane.logs_changed(sender)
+            asked, due = desk.pending(), time.monotonic() >= next_draw or not running
+            # a request is checked against the runs' logs as they are now, not as last read
+            if (asked or due) and board.poll() and pane is not None and sender is not None:
+                pane.logs_changed(sender)
             if asked and desk.poll() and pane is not None and sender is not None:
                 sender.mark(REQUESTS_WIN)
-            if time.monotonic() >= next_draw or not running:
+            if due:
                 next_draw = time.monotonic() + options.poll
                 view.draw(board.summaries())
             if not running:
