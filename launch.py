@@ -248,21 +248,32 @@ def replay(run_dirs: tuple[Path, ...], env: str, visdom_url: str | None, smooth:
 
 
 @cli.command()
-@click.argument("action", type=click.Choice(["stop", "pause", "resume", "set"]))
+@click.argument("action", type=click.Choice(["stop", "pause", "resume", "set", "fork"]))
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("values", nargs=-1, metavar="[SETTING=VALUE]...")
+@click.option("--set", "settings", multiple=True, metavar="SETTING=VALUE",
+              help="fork: what the fork trains with otherwise (lr, optimizer, momentum, weight-decay, schedule, "
+                   "epochs, batch-size, loss); repeatable.")
+@click.option("--label", default="", help="fork: the fork's label [default: RUN-fork1, -fork2...].")
+@click.option("--stop-parent", is_flag=True, help="fork: stop the run where the fork starts.")
 @click.option("--timeout", type=click.FloatRange(min=1), default=30.0, show_default=True,
               help="Seconds to wait for the launcher and the run to answer.")
-def control(action: str, run_dir: Path, values: tuple[str, ...], timeout: float) -> None:
+def control(action: str, run_dir: Path, values: tuple[str, ...], settings: tuple[str, ...], label: str,
+            stop_parent: bool, timeout: float) -> None:
     """Ask a live launch's run (RUN_DIR; a launch's folder: all its runs) to stop, pause, resume,
-    or set lr, momentum or weight-decay, as the page does; prints what each run applied.
+    set lr, momentum or weight-decay, or fork, as the page does; prints what each run applied.
 
     \b
     livetrain control stop runs/2026-12-04T101502/mlp
-    livetrain control set runs/2026-12-04T101502/mlp lr=0.01"""
+    livetrain control set runs/2026-12-04T101502/mlp lr=0.01
+    livetrain control fork runs/2026-12-04T101502/mlp --set lr=1e-4 --label mlp-slow"""
     from dashboard.launch.control import request
+    from dashboard.launch.plan import PlanError
 
-    for line in request(run_dir, action, values, timeout):
+    if action != "fork" and (settings or label or stop_parent):
+        raise PlanError(f"--set, --label and --stop-parent are for fork; `livetrain control {action}` takes none")
+    options = {"label": label, "stop_parent": stop_parent} if action == "fork" else None
+    for line in request(run_dir, action, values + settings, timeout, options):
         click.echo(line)
 
 

@@ -35,11 +35,13 @@ class Dashboard:
     """Implements trainers' `Reporter` for one run: run log + (optionally) live Visdom windows."""
 
     def __init__(self, run_dir: Path, label: str, options: DashboardOptions = DashboardOptions(),
-                 colour_index: int | None = None) -> None:
+                 colour_index: int | None = None, parent: Mapping[str, Any] | None = None) -> None:
         self.label = label
         self.colour_index = default_colour_index(label) if colour_index is None else colour_index
         earlier = read(run_dir) if options.visdom_url and (run_dir / LOG_NAME).is_file() else None
-        self.log = RunLog(run_dir, meta={"label": label, "colour": self.colour_index, "env": options.draw.env})
+        meta = {"label": label, "colour": self.colour_index, "env": options.draw.env}
+        # a fork's log names its parent and where it forked (dashboard.launch.forks)
+        self.log = RunLog(run_dir, meta={**meta, "parent": dict(parent)} if parent else meta)
         self.sender: Sender | None = None
         self.visdom: VisdomBackend | None = None
         if options.visdom_url:

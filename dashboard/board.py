@@ -19,7 +19,7 @@ from dashboard import panes, sweep, windows, yrange
 from dashboard.connection import VisdomConnection
 from dashboard.downsample import Aligned, BandSeries, Ema
 from dashboard.protocol import MISSING_WINDOW
-from dashboard.runlog import LogFollower, RunRecord
+from dashboard.runlog import LogFollower, RunRecord, forked_from
 from dashboard.sender import Sender
 from trainers.reporting import TEST_ACC, RunState
 
@@ -48,7 +48,8 @@ def summary(record: RunRecord, label: str) -> panes.RunSummary:
         label=label, colour_index=run_colour(record, label),
         config=record.in_force(),  # an lr changed from the page shows as the lr
         status=last.get("state", RunState.STARTING), reason=last.get("reason", ""),
-        x=record.x, latest=dict(record.latest), started=record.started, updated=record.updated)
+        x=record.x, latest=dict(record.latest), started=record.started, updated=record.updated,
+        parent=forked_from(record.meta))
 
 
 class SeedGroup:
@@ -142,7 +143,12 @@ class Board:
         """Follow one more run (its log may not exist yet; `follower`: one already made for it).
         With its label known, its own windows are placed now, in the order runs are added (see
         `windows.run_placeholders`), and so are its (empty) traces in the compare windows, so that
-        every legend lists the runs in that order."""
+        every legend lists the runs in that order. A run may join while the board draws (a fork)."""
+        with self._lock:
+            self._add(run_dir, label, colour_index, group, config, follower)
+
+    def _add(self, run_dir: Path, label: str | None, colour_index: int | None, group: str | None,
+             config: dict[str, Any] | None, follower: LogFollower | None) -> None:
         if run_dir not in self.followers:
             self.followers[run_dir] = follower or LogFollower(run_dir, keep_scalars=False)
             self.labels[run_dir] = label

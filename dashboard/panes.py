@@ -150,6 +150,7 @@ class RunSummary:
     latest: dict[str, float] = field(default_factory=dict)
     started: float | None = None
     updated: float | None = None
+    parent: tuple[str, float] | None = None  # a fork's: its parent's label and the x it forked at
 
 
 @dataclass
@@ -233,8 +234,10 @@ def runs_html(runs: Sequence[RunSummary]) -> str:
         epochs = c.get("epochs")
         status = (f'<b style="color:{STATUS_COLOURS.get(r.status, "#555")}">{escape(r.status)}</b>'
                   + (f'<br><span style="color:#555;white-space:normal">{escape(r.reason)}</span>' if r.reason else ""))
+        forked = (f'<br><span style="color:#555;font-size:11px">fork of {escape(r.parent[0])} at epoch '
+                  f'{r.parent[1]:.2f}</span>' if r.parent else "")
         values = [
-            f'<span style="color:{colour(r.colour_index)}">&#9632;</span> {escape(r.label)}',
+            f'<span style="color:{colour(r.colour_index)}">&#9632;</span> {escape(r.label)}{forked}',
             model_html(c), escape(str(c.get("dataset", ""))), status,
             f"{r.x:.2f} / {escape(str(epochs))}" if epochs else f"{r.x:.2f}", escape(str(c.get("loss") or "ce")),
             _number(r.latest.get(TRAIN_LOSS)), _number(r.latest.get(TRAIN_ACC), 3),

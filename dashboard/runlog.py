@@ -315,6 +315,14 @@ class RunRecord:
         return [r["x"] for r in rows], [r[name] for r in rows]
 
 
+def forked_from(meta: Mapping[str, Any]) -> tuple[str, float] | None:
+    """(the parent's label, the x it forked at) from a run log's meta; None for a run that is no fork."""
+    parent = meta.get("parent")
+    if isinstance(parent, Mapping) and isinstance(parent.get("run"), str) and isinstance(parent.get("x"), (int, float)):
+        return parent["run"], float(parent["x"])
+    return None
+
+
 def run_dirs(folder: Path, depth: int = 2) -> list[Path]:
     """The run folders at `folder`, sorted: itself when it holds a run log; else its subfolders
     that do (a launch's folder); else, with `depth` 2, theirs (a log dir of launches)."""

@@ -5,6 +5,7 @@ carries it; a bad request is refused with why; a request seen twice is applied o
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +122,51 @@ def test_bad_requests_are_refused_with_why_and_a_second_delivery_is_applied_once
     assert torch.tensor([v[LR] for _, _, v in recorder.rows if LR in v][2:]).eq(0.002).all()
 
 
+def fork_request(ident: str, into: str, values: dict | None = None, stop_parent: bool = False) -> Request:
+    return Request(ident, "fork", values or {}, "page", {"into": into, "stop_parent": stop_parent})
+
+
+def test_a_fork_with_its_parents_settings_trains_batch_for_batch_as_its_parent(fashion: data.Dataset,
+                                                                              tmp_path: Path) -> None:
+    parent = Recorder()
+    fit(CONFIG, parent, tmp_path / "mlp", dataset=fashion, inbox=Scripted({11: [fork_request("f", "mlp-fork1")]}))
+    kind, step, x, fork = parent.records[0]
+    assert (kind, fork["applied"], step, x) == (CONTROL, True, 11, 1.384)  # 1 + 384/1000
+    assert parent.states[-1] == ("finished", "")  # the parent went on
+    child = Recorder()
+    result = fit(CONFIG, child, tmp_path / "mlp-fork1", resume=True, dataset=fashion)
+    assert result.status == RunState.FINISHED
+    assert losses(child) == losses(parent)[11:]  # bit for bit, dropout and batch order alike
+    assert result.history == fit(CONFIG, Recorder(), dataset=fashion).history
+    assert child.rows[0][1] > x and not child.sample_calls  # its traces begin where it forked
+
+
+def test_a_fork_trains_with_its_own_optimizer_lr_and_batch_size_from_the_same_images(fashion: data.Dataset,
+                                                                                     tmp_path: Path) -> None:
+    fit(CONFIG, Recorder(), tmp_path / "mlp", dataset=fashion,
+        inbox=Scripted({3: [fork_request("f", "sgd", stop_parent=True)]}))
+    assert (tmp_path / "mlp" / CHECKPOINT).is_file() and (tmp_path / "sgd" / CHECKPOINT).is_file()
+    config = RunConfig("mlp", epochs=2, limit=1000, seed=4, threads=1, optimizer="sgd", lr=0.05, batch_size=64,
+                       schedule="constant")
+    child = Recorder()
+    assert fit(config, child, tmp_path / "sgd", resume=True, dataset=fashion).status == RunState.FINISHED
+    xs = [x for _, x, values in child.rows if TRAIN_LOSS in values]
+    assert xs[0] == pytest.approx(0.384 + 0.064) and xs[-1] == 2.0  # 3 batches of 128 done, then batches of 64
+    assert {values[LR] for _, _, values in child.rows if LR in values} == {0.05}
+
+
+def test_a_fork_that_cannot_write_its_checkpoint_is_refused_and_the_run_goes_on(fashion: data.Dataset,
+                                                                              tmp_path: Path) -> None:
+    (tmp_path / "taken").write_text("a file where the fork's folder would go")
+    recorder = Recorder()
+    result = fit(RunConfig("mlp", epochs=1, limit=1000, threads=1), recorder, tmp_path / "mlp", dataset=fashion,
+                 inbox=Scripted({2: [fork_request("f", "taken"), fork_request("g", "../up")]}))
+    assert result.status == RunState.FINISHED
+    said = {c["id"]: (c["applied"], c.get("reason", "")) for c in controls(recorder)}
+    assert said["f"][0] is False and said["f"][1].startswith("its checkpoint could not be written (")
+    assert said["g"] == (False, "a fork goes to a folder beside the run's, not '../up'")
+
+
 # ---- the launcher's path: livetrain control -> the launch's inbox -> the run --------------------
 
 def test_a_workers_inbox_reads_what_came_after_its_start_whole_lines_only(tmp_path: Path) -> None:
@@ -172,8 +218,43 @@ def test_the_launchers_desk_checks_before_it_sends(tmp_path: Path) -> None:
     assert off.take({"run": "a", "action": "pause"}).refused == "this launch was started with --no-control"
 
 
+def test_the_desk_plans_a_fork_its_label_folder_and_config_checked(tmp_path: Path) -> None:
+    from dashboard.launch.control import Desk
+    from dashboard.runlog import RunRecord
+
+    record = RunRecord(tmp_path / "mlp")
+    record.config, record.states, record.x = {"model": "mlp", "nproc": 1}, [{"state": "running"}], 1.5
+    record.controls = [{"id": "s", "action": "set", "values": {"lr": 0.004}, "applied": True}]
+    (tmp_path / "mlp").mkdir()
+    (tmp_path / "mlp-fork1").mkdir()  # taken (by a run of another kind, say): the next number
+    desk = Desk(tmp_path, {"mlp": tmp_path / "mlp"}, {"mlp": record},
+                configs={"mlp": RunConfig("mlp", epochs=3, threads=1, label="mlp")})
+    fork = lambda ident, values=None, **options: desk.take(  # noqa: E731
+        {"id": ident, "run": "mlp", "action": "fork", "values": values or {}, "options": options})
+    first = fork("f1", {"batch_size": 64})
+    assert first.fork == "mlp-fork2" and first.request.options == {"into": "mlp-fork2", "stop_parent": False}
+    planned = desk.forks.pending["f1"].config
+    assert (planned.label, planned.batch_size, planned.lr, planned.threads) == ("mlp-fork2", 64, 0.004, 1)
+    assert fork("f2", label="slow", stop_parent=True).request.options == {"into": "slow", "stop_parent": True}
+    assert desk.forks.pending["f2"].config.lr == 0.004  # the lr in force, set from the page
+    assert fork("f3", label="slow").refused == "a run is labelled 'slow' in this launch already; name the fork otherwise"
+    assert fork("f4", {"lr": -1.0}).refused == "learning rate must be a positive number, not -1.0"
+    assert fork("f5", {"epochs": 1}).refused == "epochs must be more than the 1.50 the run has trained, not 1"
+    assert fork("f6", {"seed": 3}).refused.startswith("a fork cannot change seed; it can change lr, optimizer")
+    assert fork("f7", label="../x").refused.startswith("run label '../x': ")
+    assert desk.take({"id": "f8", "run": "*", "action": "fork"}).refused == "pick one run to fork"
+    with open(tmp_path / "mlp" / "requests.jsonl") as handle:
+        assert [json.loads(line)["options"]["into"] for line in handle] == ["mlp-fork2", "slow"]
+    record.controls.append({"id": "f1", "action": "fork", "applied": True, "step": 9, "x": 1.6})
+    record.controls.append({"id": "f2", "action": "fork", "applied": False, "reason": "no space"})
+    (tmp_path / "slow").mkdir()
+    assert [(f.label, done["x"]) for f, done in desk.forks.settled({"mlp": record})] == [("mlp-fork2", 1.6)]
+    assert not desk.forks.pending and not (tmp_path / "slow").exists()  # refused: its empty folder gone
+
+
 @pytest.mark.slow
-def test_livetrain_control_pauses_sets_resumes_and_stops_a_headless_run(tmp_path: Path, visdom_server: Any) -> None:
+def test_livetrain_control_pauses_sets_resumes_forks_and_stops_a_headless_run(tmp_path: Path,
+                                                                             visdom_server: Any) -> None:
     """... and a replay of the launch marks the lr change on mlp's curves, as the live page did."""
     from dashboard.runlog import read
     from dashboard.windows import COMPARE_WINDOWS
@@ -202,8 +283,14 @@ def test_livetrain_control_pauses_sets_resumes_and_stops_a_headless_run(tmp_path
     assert read(runs / "mlp", keep_scalars=False).status == "paused"
     code, out, err = control("resume", str(runs / "mlp"))
     assert code == 0 and f"resume applied at batch {paused_at}," in out, out + err
-    code, out, err = control("stop", str(runs))  # every run of the launch
-    assert code == 0 and sorted(line.split(":")[0] for line in out.splitlines()) == ["mlp", "softmax"], out + err
+    code, out, err = control("fork", str(runs / "mlp"), "--set", "lr=1e-4", "--set", "batch-size=64", "--label", "slow")
+    assert code == 0 and out.startswith("mlp: fork applied at batch ") and "the fork slow starts from there" in out, err
+    code, out, err = control("fork", str(runs / "mlp"), "--set", "seed=3")
+    assert code == 2 and err.strip().startswith("Error: 'seed=3': write SETTING=VALUE with one of lr, optimizer, "
+                                                "momentum, weight-decay, schedule, epochs, batch-size, loss"), err
+    wait_for(lambda: training(runs / "slow"))
+    code, out, err = control("stop", str(runs))  # every run of the launch, the fork too
+    assert code == 0 and sorted(line.split(":")[0] for line in out.splitlines()) == ["mlp", "slow", "softmax"], out + err
     code, out, err = finish(proc, timeout=120)
     assert code == 1, out + err  # the runs did not finish: they were stopped
     mlp = read(runs / "mlp")
@@ -213,8 +300,15 @@ def test_livetrain_control_pauses_sets_resumes_and_stops_a_headless_run(tmp_path
     assert {lr for step, lr in lrs if step <= paused_at} == {1e-3} and {lr for step, lr in lrs if step > paused_at} == {0.004}
     steps = [step for step, _ in lrs]
     assert steps == sorted(set(steps))  # no batch twice, none lost while paused
-    assert [c["action"] for c in mlp.controls] == ["pause", "set", "resume", "stop"]
+    assert [c["action"] for c in mlp.controls] == ["pause", "set", "resume", "fork", "stop"]
     assert (runs / "mlp" / CHECKPOINT).is_file()
+    forked = mlp.controls[3]
+    slow = read(runs / "slow")
+    assert slow.meta["parent"] == {"run": "mlp", "x": forked["x"], "step": forked["step"]}
+    assert (slow.config["lr"], slow.config["batch_size"], slow.config["schedule"]) == (1e-4, 64, "constant")
+    assert slow.scalars[0]["x"] == pytest.approx(forked["x"] + 64 / 6000)  # it branches off where mlp was
+    assert slow.status == "interrupted" and (runs / "slow" / CHECKPOINT).is_file()
+    assert json.loads((runs / ".livetrain" / "launch.json").read_text())["runs"] == ["mlp", "softmax", "slow"]
     code, out, err = control("pause", str(runs / "mlp"))  # the launch has ended
     assert code == 1 and "is not running" in err
 
@@ -222,7 +316,7 @@ def test_livetrain_control_pauses_sets_resumes_and_stops_a_headless_run(tmp_path
     code, out, err = finish(livetrain(tmp_path, "replay", str(runs), "--visdom-url", url, "--env", "controlled"))
     assert code == 0, out + err
     state = server_state(url, "controlled")
-    assert_windows_match_logs(state, [runs / "mlp", runs / "softmax"], max_points=1000)
+    assert_windows_match_logs(state, [runs / "mlp", runs / "softmax", runs / "slow"], max_points=1000)
     (change,) = [c for c in mlp.controls if c["action"] == "set"]
     for window in (w for w in COMPARE_WINDOWS if not w.part):
         (mark,) = [name for name in traces(state, window.win) if " → " in name]
@@ -340,6 +434,12 @@ def test_the_pane_has_its_controls_only_while_the_launcher_hears_the_page(tmp_pa
 
     assert names() == ["control"]
     pane.hearing(True, sender)
-    assert names() == ["run", "stop", "pause", "resume", "lr", "momentum", "weight decay"]
+    assert names() == ["run", "stop", "pause", "resume", "lr", "momentum", "weight decay", "fork with", "fork label",
+                       "stop the parent", "fork"]
+    pane.event(0, "1")  # the run mlp picked; a fork's settings typed, then Fork clicked
+    assert pane.event(7, "lr=fast") is None and pane.event(9, True) is None
+    refused = pane.event(10, "clicked")
+    assert (refused.run, refused.refused, refused.usage) == ("mlp", "lr must be a number, not 'fast'", True)
+    assert pane.stop_parent is True  # refused: what was typed stays, to be corrected
     pane.hearing(False, sender)
     assert names() == ["control"] and sender.marked == ["control", "control"]

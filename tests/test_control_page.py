@@ -71,7 +71,7 @@ def launch(visdom_server: ServerProcess, tmp_path_factory: pytest.TempPathFactor
     tmp = tmp_path_factory.mktemp("control")
     proc = subprocess.Popen(
         [sys.executable, str(REPO / "launch.py"), "run", "--models", ",".join(f"mlp:{label}" for label in LABELS),
-         "--epochs", "400", "--limit", "20000", "--set", "mlp.schedule=constant", "--set", "b.hidden=256", "--set", "c.hidden=128", "--visdom-url",
+         "--epochs", "400", "--limit", "60000", "--set", "mlp.schedule=constant", "--set", "b.hidden=256", "--set", "c.hidden=128", "--visdom-url",
          visdom_server.config.url, "--env", "control", "--no-keep-serving"],
         cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     yield proc, tmp
@@ -80,8 +80,8 @@ def launch(visdom_server: ServerProcess, tmp_path_factory: pytest.TempPathFactor
     proc.wait()
 
 
-def test_a_person_stops_pauses_resumes_and_sets_the_lr_from_the_page(visdom_server: ServerProcess,
-                                                                    launch: Any) -> None:
+def test_a_person_stops_pauses_resumes_sets_the_lr_and_forks_from_the_page(visdom_server: ServerProcess,
+                                                                          launch: Any) -> None:
     proc, tmp = launch
     wait_for(lambda: launched(tmp / "runs"))
     runs = launch_dir(tmp / "runs")
@@ -136,9 +136,29 @@ def test_a_person_stops_pauses_resumes_and_sets_the_lr_from_the_page(visdom_serv
         assert "c: set lr 0.5 — c applied at batch" in text and "b: resume — b applied at batch" in text
         browser.screenshot(ARTIFACTS / "control.png")
 
+        # fork b with lr 1e-4: a new run, from where b was, named in the runs table and the pane
+        browser.choose(SELECT, 2)
+        browser.click(field("fork with"))
+        browser.type("lr=1e-4")
+        browser.click(button("Fork"))
+        until(lambda: training(runs / "b-fork1"), browser, runs, 90)
+        (forked,) = [c for c in read(runs / "b").controls if c["action"] == "fork"]
+        fork = read(runs / "b-fork1")
+        assert fork.meta["parent"] == {"run": "b", "x": forked["x"], "step": forked["step"]}
+        assert (fork.config["lr"], fork.config["hidden"]) == (1e-4, [256])  # b's model, the lr asked for
+        assert fork.scalars[0]["x"] > forked["x"] and fork.scalars[0]["step"] == forked["step"] + 1
+        assert {row["train/lr"] for row in fork.scalars if "train/lr" in row} == {1e-4}
+        until(lambda: browser.evaluate(f"[...{SELECT}.options].map(o => o.textContent)") == ["all runs", *LABELS,
+                                                                                               "b-fork1"], browser, runs, 30)
+        runs_pane = f"(({pane('Runs')}) || {{textContent: ''}}).textContent"
+        until(lambda: f"fork of b at epoch {forked['x']:.2f}" in browser.evaluate(runs_pane), browser, runs, 30)
+        until(lambda: "b: fork lr 0.0001 into b-fork1 — b applied at batch" in requests_text(browser), browser, runs, 30)
+        assert status(runs / "b") == "running"  # the parent goes on
+
         # all runs: stop; the launch ends
         browser.choose(SELECT, 0)
         browser.click(button("Stop"))
         out, _ = proc.communicate(timeout=120)
-    assert [status(runs / label) for label in LABELS] == ["interrupted"] * 3, out
-    assert all(read(runs / label).states[-1]["reason"].startswith("stopped from the page") for label in LABELS)
+    every = (*LABELS, "b-fork1")
+    assert [status(runs / label) for label in every] == ["interrupted"] * 4, out
+    assert all(read(runs / label).states[-1]["reason"].startswith("stopped from the page") for label in every)

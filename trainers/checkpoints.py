@@ -1,13 +1,19 @@
 """A run's checkpoint: written atomically after every epoch, read back to resume it exactly.
 
 It holds the model's and optimizer's states, the batch order's generator, torch's RNG state, the
-epochs done, the config and the per-epoch history; `torch.load(..., weights_only=True)` reads it."""
+epochs done, the config and the per-epoch history; `torch.load(..., weights_only=True)` reads it.
+
+A fork's checkpoint is one its parent wrote into the fork's folder (marked "fork"): the run that
+loads it trains with its own config, not the one saved. Its model, batch order and RNG are the
+parent's; its optimizer's state too when it trains with the same optimizer (with its own lr,
+momentum and weight decay), else a fresh one; with another batch size it goes on from the same
+image of the epoch's order."""
 
 from __future__ import annotations
 
 import io
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,13 +56,14 @@ class Resumed:
 
 def save_checkpoint(run_dir: Path, epochs_done: int, config: RunConfig, model: models.Model, optimizer: Any,
                     generator_state: torch.Tensor, history: list[dict[str, float]],
-                    position: EpochPosition | None = None, x: float | None = None) -> None:
+                    position: EpochPosition | None = None, x: float | None = None, fork: bool = False) -> None:
     """Write the checkpoint atomically (a temp file renamed over the old one). Serialized in memory
     first and written by us: torch.save straight to a file on a full disk raises a RuntimeError
     that does not say so ("unexpected pos ..."); a write raises OSError(ENOSPC), with the file's
     name. The temp file never stays behind. Inside an epoch, `position` says where (and the
     generator's state is the one the epoch began with); `x` is the point in epochs, the default
-    `epochs_done`. The config's lr is the one in force (changed from the page, maybe)."""
+    `epochs_done`. The config's lr is the one in force (changed from the page, maybe). `fork`: the
+    checkpoint a fork starts from (see the module's doc)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     state = {
         "epochs_done": epochs_done, "config": config.to_dict(),
@@ -66,6 +73,8 @@ def save_checkpoint(run_dir: Path, epochs_done: int, config: RunConfig, model: m
     }
     if position is not None:
         state["position"] = asdict(position)
+    if fork:
+        state["fork"] = True
     buffer = io.BytesIO()
     torch.save(state, buffer)
     tmp = run_dir / f".{CHECKPOINT}.{os.getpid()}.tmp"
@@ -108,9 +117,22 @@ def load_checkpoint(run_dir: Path | None, config: RunConfig, model: models.Model
         raise ResumeError(f"cannot resume: no checkpoint at {path}")
     state = read_checkpoint(path, config)
     model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
     generator.set_state(state["generator"])
     torch.set_rng_state(state["torch_rng"])
     position = EpochPosition(**state["position"]) if state.get("position") else None
-    lr = state.get("lr")
-    return Resumed(int(state["epochs_done"]), list(state["history"]), position, None if lr is None else float(lr))
+    if not state.get("fork"):
+        optimizer.load_state_dict(state["optimizer"])
+        lr = state.get("lr")
+        return Resumed(int(state["epochs_done"]), list(state["history"]), position, None if lr is None else float(lr))
+    # a fork: the parent's state, trained on with this run's own config
+    saved = RunConfig.from_dict(state["config"]).resolved()
+    if saved.optimizer == config.optimizer:
+        optimizer.load_state_dict(state["optimizer"])
+        group = optimizer.param_groups[0]
+        for name in ("lr", "momentum", "weight_decay"):  # loading the state brought the parent's
+            if name in group and getattr(config, name) is not None:
+                group[name] = getattr(config, name)
+    if position is not None and saved.batch_size != config.batch_size:  # the same images seen, in batches of its own
+        assert config.batch_size is not None
+        position = replace(position, batches=position.seen // config.batch_size)
+    return Resumed(int(state["epochs_done"]), list(state["history"]), position)

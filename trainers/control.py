@@ -1,7 +1,8 @@
 """What a run can be asked while it trains, and how the loop takes it.
 
-A person on the page (or `livetrain control`) asks a run to stop, pause, resume, or change its
-learning rate, momentum or weight decay. The launcher checks the request and hands it to the run's
+A person on the page (or `livetrain control`) asks a run to stop, pause, resume, change its
+learning rate, momentum or weight decay, or fork: write a checkpoint of the point it has reached
+beside it, for its launcher to start a new run from (trainers.checkpoints: a fork's checkpoint). The launcher checks the request and hands it to the run's
 worker; the loop reads what came between two batches (`Inbox.poll`, cheap when nothing did) and
 applies it before the next batch. What happened to each request is recorded in the run log with
 its id, so that a request delivered twice is applied once, and the page and the command line can
@@ -17,28 +18,35 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-STOP, PAUSE, RESUME, SET = "stop", "pause", "resume", "set"
-ACTIONS = (STOP, PAUSE, RESUME, SET)
+STOP, PAUSE, RESUME, SET, FORK = "stop", "pause", "resume", "set", "fork"
+ACTIONS = (STOP, PAUSE, RESUME, SET, FORK)
 SETTABLE = ("lr", "momentum", "weight_decay")  # what `set` may change while a run trains
+# what a fork may train with other than its parent (the model and its data stay the parent's)
+FORKABLE = ("lr", "optimizer", "momentum", "weight_decay", "schedule", "epochs", "batch_size", "loss")
 CONTROL = "control"  # the kind of the run log's record of each request's outcome
 
 
 @dataclass(frozen=True)
 class Request:
     """One request to a run: its id (unique: a second delivery of it is not applied again), the
-    action, its values (for `set`: {"lr": 0.01}), and where it came from ("page", "command line")."""
+    action, its values (for `set`: {"lr": 0.01}; for `fork`: the fork's settings), where it came
+    from ("page", "command line"), and for `fork` its options: "into", the folder (beside the
+    run's) its checkpoint goes to, named by the launcher; "stop_parent", whether the run stops there."""
 
     id: str
     action: str
-    values: Mapping[str, float] = field(default_factory=dict)
+    values: Mapping[str, Any] = field(default_factory=dict)
     source: str = ""
+    options: Mapping[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "action": self.action, "values": dict(self.values), "source": self.source}
+        item = {"id": self.id, "action": self.action, "values": dict(self.values), "source": self.source}
+        return {**item, "options": dict(self.options)} if self.options else item
 
     @classmethod
     def from_dict(cls, item: Mapping[str, Any]) -> "Request":
-        return cls(str(item["id"]), str(item["action"]), dict(item.get("values") or {}), str(item.get("source", "")))
+        return cls(str(item["id"]), str(item["action"]), dict(item.get("values") or {}), str(item.get("source", "")),
+                   dict(item.get("options") or {}))
 
 
 class Inbox(Protocol):
@@ -79,6 +87,8 @@ def refusal(action: str, values: Mapping[str, Any], optimizer: str, paused: bool
         return "the run is not paused"
     if action == PAUSE and paused:
         return "the run is paused already"
+    if action == FORK:
+        return ""  # the fork's settings are the launcher's to check, against the whole config
     if action != SET:
         return ""
     if not values:
@@ -103,6 +113,13 @@ def changed(outcome: Mapping[str, Any]) -> dict[str, Any]:
     return dict(outcome.get("values") or {}) if outcome.get("applied") and outcome.get("action") == SET else {}
 
 
-def source_said(source: str) -> str:
-    """How a run's status says who stopped it: "stopped from the page", "... by `livetrain control`"."""
-    return "stopped from the page" if source == "page" else "stopped by `livetrain control`"
+def source_said(request: Request) -> str:
+    """How a run's status says who stopped it: "stopped from the page", "... by `livetrain control`"
+    (a fork that stopped its parent: "..., forked into mlp-fork1")."""
+    said = "stopped from the page" if request.source == "page" else "stopped by `livetrain control`"
+    return f"{said}, forked into {request.options['into']}" if request.action == FORK else said
+
+
+def plain_name(name: str) -> bool:
+    """Whether `name` can be a folder beside a run's (no path in it, not hidden): a fork's "into"."""
+    return bool(name) and name not in (".", "..") and not name.startswith(".") and "/" not in name and "\\" not in name

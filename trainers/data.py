@@ -280,21 +280,21 @@ def pixel_stats(split: Split, chunk: int = 10_000) -> tuple[torch.Tensor, torch.
 def batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int, *,
             generator: torch.Generator | None = None,
             stats: tuple[torch.Tensor, torch.Tensor] | None = None,
-            part: Callable[[int], slice] | None = None, skip: int = 0,
+            part: Callable[[int], slice] | None = None, offset: int = 0,
             ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Float batches (B, C, H, W) and labels (B,) sliced from whole-split tensors.
 
     With a `generator` the order is a fresh random permutation; without, the stored order. The
     uint8 -> float conversion and the normalisation happen per batch, on the tensors' device.
     With `part` (a rank's `World.part`), each batch of `batch_size` is cut to that part of it
-    (maybe empty), so the ranks of one run share each global batch. `skip`: leave out the first
-    batches of the order (a run resumed inside an epoch: the order is drawn as before)."""
+    (maybe empty), so the ranks of one run share each global batch. `offset`: leave out the first
+    images of the order (a run resumed inside an epoch: the order is drawn as before)."""
     n = labels.shape[0]
     if generator is None:
         order = torch.arange(n, device=labels.device)
     else:
         order = torch.randperm(n, generator=generator).to(labels.device)
-    for start in range(skip * batch_size, n, batch_size):
+    for start in range(offset, n, batch_size):
         idx = order[start:start + batch_size]
         if part is not None:
             idx = idx[part(idx.shape[0])]

@@ -122,7 +122,7 @@ def train_one_epoch(model: models.Model, optimizer: Any, loss_fn: Any, images: t
     weight_layers = models.layers(model)
     part = world.part if distributed else None
     for i, (x, y) in enumerate(data.batches(images, labels, config.batch_size, generator=generator, stats=stats,
-                                            part=part, skip=start.batches), start=start.batches):
+                                            part=part, offset=start.seen), start=start.batches):
         step = epoch * batches_per_epoch + i
         if config.schedule != "constant":  # of the lr in force (changed from the page, maybe)
             optimizer.param_groups[0]["lr"] = scheduled_lr(steering.config if steering else config, step, total_steps)
@@ -163,7 +163,7 @@ def train_one_epoch(model: models.Model, optimizer: Any, loss_fn: Any, images: t
         tick = now
         if steering is not None:  # what was asked of the run, between this batch and the next
             try:
-                if steering.between(step + 1, epoch + seen / n):
+                if steering.between(step + 1, epoch + seen / n, EpochPosition(i + 1, loss_sum, correct, seen)):
                     tick = time.perf_counter()  # a pause is no batch's time
             except StopRequested as stop:
                 stop.position = EpochPosition(i + 1, loss_sum, correct, seen)
@@ -327,6 +327,8 @@ def fit(config: RunConfig, reporter: Reporter, run_dir: Path | None = None, resu
     for epoch in range(start_epoch, config.epochs):
         # the batch order's generator as the epoch begins: a checkpoint inside the epoch keeps it
         epoch_generator = generator.get_state()
+        if run_dir is not None and world.main:  # a fork's checkpoint, at a point inside this epoch
+            steering.save = fork_saver(run_dir, epoch, steering, model, optimizer, epoch_generator, result.history)
         try:
             train_loss, train_acc = train_one_epoch(trained, optimizer, loss_fn, train_x, train_y, config,
                                                     epoch, reporter, generator, stats, world, position, steering)
@@ -341,7 +343,7 @@ def fit(config: RunConfig, reporter: Reporter, run_dir: Path | None = None, resu
                 save_checkpoint(run_dir, epoch, steering.config, model, optimizer, epoch_generator,
                                 result.history, stop.position, x)
                 kept = f"; its checkpoint at epoch {x:.2f} is kept"
-            result.status, result.reason = RunState.INTERRUPTED, source_said(stop.request.source) + kept
+            result.status, result.reason = RunState.INTERRUPTED, source_said(stop.request) + kept
             reporter.status(result.status, result.reason)
             return result
         position = None
@@ -370,6 +372,17 @@ def fit(config: RunConfig, reporter: Reporter, run_dir: Path | None = None, resu
     result.status = RunState.FINISHED
     reporter.status(RunState.FINISHED)
     return result
+
+
+def fork_saver(run_dir: Path, epoch: int, steering: Steering, model: models.Model, optimizer: Any,
+               epoch_generator: torch.Tensor, history: list[dict[str, float]]) -> Any:
+    """What writes a fork's checkpoint during `epoch`: into a folder beside `run_dir`, at the
+    position reached (the batch order's generator as the epoch began, see save_checkpoint)."""
+    def save(into: str, position: EpochPosition, x: float) -> None:
+        save_checkpoint(run_dir.parent / into, epoch, steering.config, model, optimizer, epoch_generator,
+                        list(history), position, x, fork=True)
+
+    return save
 
 
 class Silent:

@@ -7,15 +7,23 @@ was asked of the run and applies it, and records what happened to each request i
 - `pause` holds the run between two batches, logging no batch, until `resume` (or `stop`): it
   then goes on exactly where it was (the same batches, the same numbers).
 - `stop` ends the run there: `fit` writes a checkpoint of that point, to resume or fork from.
+- `fork` writes a checkpoint of that point into the folder the launcher named, beside the run's
+  (`save`, given by `fit`), for the launcher to start the fork from; the run goes on (or stops,
+  when the request says so). A checkpoint that cannot be written (a full disk) refuses the fork,
+  with why, and the run goes on.
 A request seen twice (its id) is applied once; one that cannot apply is refused, with why."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from trainers.checkpoints import EpochPosition
 from trainers.config import RunConfig
-from trainers.control import CONTROL, PAUSE, RESUME, SET, STOP, Inbox, NoInbox, Request, StopRequested, refusal
+from trainers.control import (
+    CONTROL, FORK, PAUSE, RESUME, SET, STOP, Inbox, NoInbox, Request, StopRequested, plain_name, refusal,
+)
 from trainers.reporting import Reporter, RunState
 
 PAUSED_POLL = 0.25  # s between looks at the inbox while paused
@@ -30,6 +38,9 @@ class Steering:
         self.optimizer = optimizer
         self.config = config  # with the lr, momentum and weight decay in force
         self.paused = False
+        # writes a fork's checkpoint: (folder name beside the run's, position in the epoch, x);
+        # set by `fit` for each epoch; None: the run keeps no checkpoints, so nothing forks from it
+        self.save: Callable[[str, EpochPosition, float], None] | None = None
         self._done: set[str] = set()
 
     def resumed_with(self, lr: float | None) -> None:
@@ -39,26 +50,29 @@ class Steering:
             if self.config.schedule == "constant":
                 self.optimizer.param_groups[0]["lr"] = lr
 
-    def between(self, step: int, x: float) -> bool:
-        """Take what was asked since the last batch (`step` batches done, at `x` epochs). True
-        when the run was paused (it waited here); raises StopRequested for a stop."""
+    def between(self, step: int, x: float, position: EpochPosition | None = None) -> bool:
+        """Take what was asked since the last batch (`step` batches done, at `x` epochs, at
+        `position` in the epoch). True when the run was paused (it waited here); raises
+        StopRequested for a stop."""
         requests = self.inbox.poll()
         if not requests:
             return False
         for request in requests:
-            self._take(request, step, x)
+            self._take(request, step, x, position)
         waited = False
         while self.paused:
             waited = True
             for request in self.inbox.wait(PAUSED_POLL):
-                self._take(request, step, x)
+                self._take(request, step, x, position)
         return waited
 
-    def _take(self, request: Request, step: int, x: float) -> None:
+    def _take(self, request: Request, step: int, x: float, position: EpochPosition | None = None) -> None:
         if request.id in self._done:  # delivered again: applied once already
             return
         self._done.add(request.id)
         reason = refusal(request.action, request.values, str(self.config.optimizer), self.paused)
+        if not reason and request.action == FORK:
+            reason = self._fork(request, x, position)
         if reason:
             self._record(request, step, x, reason)
             return
@@ -71,8 +85,21 @@ class Steering:
         elif request.action == RESUME:
             self.paused = False
             self.reporter.status(RunState.RUNNING)
-        elif request.action == STOP:
+        elif request.action == STOP or (request.action == FORK and request.options.get("stop_parent")):
             raise StopRequested(request)
+
+    def _fork(self, request: Request, x: float, position: EpochPosition | None) -> str:
+        """Write the checkpoint a fork starts from; why it could not ("" when written)."""
+        into = str(request.options.get("into") or "")
+        if self.save is None or position is None:
+            return "this run keeps no checkpoints, so nothing can fork from it"
+        if not plain_name(into):
+            return f"a fork goes to a folder beside the run's, not {into!r}"
+        try:
+            self.save(into, position, x)
+        except OSError as exc:  # a full disk: the fork fails, the run goes on
+            return f"its checkpoint could not be written ({exc.strerror or exc}: {exc.filename or into})"
+        return ""
 
     def _set(self, values: dict[str, float]) -> None:
         group = self.optimizer.param_groups[0]

@@ -24,12 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dashboard.launch.forks import Forks
 from dashboard.launch.grid import SETTINGS
 from dashboard.launch.plan import LaunchError, PlanError
 from dashboard.launch.resume import LAUNCH_META, LaunchLock
 from dashboard.runlog import LOG_NAME, LogFollower, RunRecord, read
 from trainers.config import ConfigError, RunConfig
-from trainers.control import ACTIONS, SET, SETTABLE, Request, refusal
+from trainers.control import ACTIONS, FORK, FORKABLE, SET, SETTABLE, Request, refusal
 from trainers.reporting import RunState
 
 INBOX = f"{LAUNCH_META}/inbox"  # in a launch folder: the requests for its launcher
@@ -43,14 +44,15 @@ def request_id() -> str:
     return f"{time.time_ns():x}-{secrets.token_hex(3)}"
 
 
-def parse_values(words: Iterable[str]) -> dict[str, Any]:
-    """{"lr": 0.01} from ["lr=0.01"]: each value read as `--set` reads it (its errors as ConfigError)."""
+def parse_values(words: Iterable[str], allowed: tuple[str, ...] = SETTABLE) -> dict[str, Any]:
+    """{"lr": 0.01} from ["lr=0.01"]: each value read as `--set` reads it (its errors as ConfigError);
+    `allowed`: the settings that may be named (FORKABLE for a fork)."""
     values: dict[str, Any] = {}
     for word in words:
         key, sep, raw = word.partition("=")
         key = key.strip().replace("-", "_").lower()
-        if not sep or key not in SETTABLE:
-            raise ConfigError(f"{word!r}: write SETTING=VALUE with one of {', '.join(SETTABLE)} "
+        if not sep or key not in allowed:
+            raise ConfigError(f"{word!r}: write SETTING=VALUE with one of {', '.join(k.replace('_', '-') for k in allowed)} "
                               "(e.g. lr=0.01)")
         read_value, what = SETTINGS[key]
         try:
@@ -70,9 +72,11 @@ class Outcome:
     refused: str = ""
     usage: bool = False  # refused for what the request says (a bad value), not for the run's state
     time: float = field(default_factory=time.time)
+    fork: str = ""  # a fork's label, once planned
 
     def to_dict(self) -> dict[str, Any]:
         return {"time": round(self.time, 3), "run": self.run, **self.request.to_dict(), "sent": list(self.sent),
+                **({"fork": self.fork} if self.fork else {}),
                 **({"refused": self.refused, "usage": self.usage} if self.refused else {})}
 
 
@@ -81,13 +85,15 @@ class Desk:
     to `take`), checks them against the runs as their logs show them, sends them on, logs them."""
 
     def __init__(self, launch_dir: Path, runs: Mapping[str, Path], records: Mapping[str, RunRecord],
-                 enabled: bool = True) -> None:
+                 enabled: bool = True, configs: Mapping[str, RunConfig] | None = None) -> None:
         self.launch_dir = launch_dir
         self.enabled = enabled  # False: a launch started with --no-control refuses every request
         self.inbox = launch_dir / INBOX
         self.inbox.mkdir(parents=True, exist_ok=True)
         self.runs = dict(runs)  # label -> run folder
         self.records = records  # label -> the run's log as followed (the board's)
+        self.configs = dict(configs or {})  # label -> the run's config as launched (what a fork starts from)
+        self.forks = Forks(launch_dir)
         self.seen: set[str] = set()
         self.outcomes: list[Outcome] = []
         self._lock = threading.Lock()  # the loop's inbox against the page's events (their own thread)
@@ -114,16 +120,23 @@ class Desk:
                 taken.append(outcome)
         return taken
 
+    def add(self, label: str, run_dir: Path, config: RunConfig) -> None:
+        """A run that joined the launch (a fork; its log's record in `records` too): requests can name it now."""
+        with self._lock:
+            self.runs[label] = run_dir
+            self.configs[label] = config
+
     def take(self, item: Mapping[str, Any]) -> Outcome | None:
-        """One request ({"id", "run", "action", "values", "source"}; "refused": a reason already
-        found, e.g. a value the page's field could not read): checked, sent, logged. None for an
-        id taken before (a second delivery)."""
+        """One request ({"id", "run", "action", "values", "source"}, and a fork's "options":
+        "label", "stop_parent"; "refused": a reason already found, e.g. a value the page's field
+        could not read): checked, sent, logged. None for an id taken before (a second delivery)."""
         with self._lock:
             return self._take(item)
 
     def _take(self, item: Mapping[str, Any]) -> Outcome | None:
         request = Request(str(item.get("id") or request_id()), str(item.get("action", "")),
-                          dict(item.get("values") or {}), str(item.get("source") or "command line"))
+                          dict(item.get("values") or {}), str(item.get("source") or "command line"),
+                          dict(item.get("options") or {}))
         if request.id in self.seen:
             return None
         self.seen.add(request.id)
@@ -132,6 +145,7 @@ class Desk:
             outcome = Outcome(request, target, refused=str(item["refused"]), usage=True)
         else:
             outcome = self._check(request, target)
+        request = outcome.request  # a fork's: with the folder it goes to
         if not outcome.refused:
             for label in outcome.sent:
                 send(self.runs[label], request)
@@ -149,6 +163,8 @@ class Desk:
         if target != ALL and target not in self.runs:
             return Outcome(request, target, refused=f"no run {target!r} in this launch; its runs are "
                                                     f"{', '.join(self.runs)}", usage=True)
+        if request.action == FORK:
+            return self._fork(request, target)
         labels = list(self.runs) if target == ALL else [target]
         reasons = {label: self._refusal(label, request) for label in labels}
         usage = [r for r in reasons.values() if r.startswith("!")]
@@ -159,6 +175,27 @@ class Desk:
             said = reasons[target] if target != ALL else "; ".join(f"{label}: {why}" for label, why in reasons.items())
             return Outcome(request, target, refused=said)
         return Outcome(request, target, sent=sent)
+
+    def _fork(self, request: Request, target: str) -> Outcome:
+        """Plan a fork of `target` (its label and config checked) and address the request to it."""
+        if target == ALL:
+            return Outcome(request, target, refused="pick one run to fork", usage=True)
+        reason = self._refusal(target, request)
+        if reason:
+            return Outcome(request, target, refused=reason.lstrip("!"), usage=reason.startswith("!"))
+        unknown = [key for key in request.values if key not in FORKABLE]
+        if unknown:
+            return Outcome(request, target, refused=f"a fork cannot change {unknown[0].replace('_', '-')}; it can "
+                           f"change {', '.join(k.replace('_', '-') for k in FORKABLE)}", usage=True)
+        try:
+            fork = self.forks.plan(request.id, target, self.configs[target], self.records.get(target),
+                                   request.values, str(request.options.get("label") or "").strip(),
+                                   set(self.runs), bool(request.options.get("stop_parent")))
+        except (ConfigError, PlanError, TypeError) as exc:
+            return Outcome(request, target, refused=str(exc), usage=True)
+        addressed = Request(request.id, FORK, dict(request.values), request.source,
+                            {"into": fork.label, "stop_parent": fork.stop_parent})
+        return Outcome(addressed, target, sent=(target,), fork=fork.label)
 
     def _refusal(self, label: str, request: Request) -> str:
         """Why `label` cannot take `request` now ("" if it can; a leading "!": the request's fault)."""
@@ -236,11 +273,13 @@ class FileInbox:
             time.sleep(min(POLL, max(0.0, deadline - time.monotonic())))
 
 
-def ask(launch_dir: Path, run: str, action: str, values: Mapping[str, Any], source: str = "command line") -> str:
+def ask(launch_dir: Path, run: str, action: str, values: Mapping[str, Any], source: str = "command line",
+        options: Mapping[str, Any] | None = None) -> str:
     """Put a request in the launch's inbox (written whole, then renamed in); its id."""
     inbox = launch_dir / INBOX
     ident = request_id()
-    item = {"id": ident, "run": run, "action": action, "values": dict(values), "source": source}
+    item = {"id": ident, "run": run, "action": action, "values": dict(values), "source": source,
+            **({"options": dict(options)} if options else {})}
     tmp = inbox / f".{ident}.tmp"
     tmp.write_text(json.dumps(item), encoding="utf-8")
     os.replace(tmp, inbox / f"{ident}.json")
@@ -263,17 +302,19 @@ def launcher_answer(launch_dir: Path, ident: str) -> dict[str, Any] | None:
     return None
 
 
-def request(path: Path, action: str, words: Iterable[str] = (), timeout: float = 30.0) -> list[str]:
+def request(path: Path, action: str, words: Iterable[str] = (), timeout: float = 30.0,
+            options: Mapping[str, Any] | None = None) -> list[str]:
     """`livetrain control ACTION PATH [VALUES]`: ask the run at `path` (or every run of the launch
     at `path`) through its launcher, the way the page does, and wait for each run's answer. The
     lines to print ("mlp: applied at batch 412, epoch 1.38"); a PlanError for a bad request, a
-    LaunchError when the launch is not running, the run cannot take it, or no answer came."""
+    LaunchError when the launch is not running, the run cannot take it, or no answer came. A
+    fork's `options`: its "label", "stop_parent"; `words` its settings."""
     if action not in ACTIONS:
         raise PlanError(f"no action {action!r}; use one of {', '.join(ACTIONS)}")
-    values = parse_values(words) if action == SET else {}
+    values = parse_values(words, FORKABLE if action == FORK else SETTABLE) if action in (SET, FORK) else {}
     if action == SET and not values:
         raise PlanError(f"set what? e.g. `livetrain control set {path} lr=0.01` ({', '.join(SETTABLE)})")
-    if action != SET and list(words):
+    if action not in (SET, FORK) and list(words):
         raise PlanError(f"{action} takes no values; drop {' '.join(words)}")
     if (path / LOG_NAME).is_file():
         launch_dir, run = path.parent, str(read(path, keep_scalars=False).meta.get("label") or path.name)
@@ -284,7 +325,9 @@ def request(path: Path, action: str, words: Iterable[str] = (), timeout: float =
     if not (launch_dir / INBOX).is_dir() or not LaunchLock(launch_dir).held():
         raise LaunchError(f"the launch in {launch_dir} is not running; nothing there can take a request "
                           "(`livetrain run --resume` continues it)")
-    ident = ask(launch_dir, run, action, values)
+    if action == FORK and run == ALL:
+        raise PlanError(f"fork one run: give its folder, e.g. {path / next(iter(sorted(d.name for d in path.iterdir() if (d / LOG_NAME).is_file())))}")
+    ident = ask(launch_dir, run, action, values, options=options)
     deadline = time.monotonic() + timeout
     answer = None
     while answer is None:
@@ -307,6 +350,9 @@ def request(path: Path, action: str, words: Iterable[str] = (), timeout: float =
             elif done is not None and label not in lines:
                 lines[label] = (f"{label}: {action} applied at batch {done['step']}, epoch {done['x']:.2f}"
                                 if done.get("applied") else f"{label}: refused: {done.get('reason', '')}")
+                if done.get("applied") and action == FORK:
+                    lines[label] += (f"; the fork {answer['fork']} starts from there, in "
+                                     f"{launch_dir / answer['fork']}")
         if len(lines) < len(followers):
             if time.monotonic() > deadline:
                 waiting = ", ".join(label for label in followers if label not in lines)

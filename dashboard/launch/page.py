@@ -3,7 +3,8 @@ its launcher.
 
 The pane is one of Visdom's properties panes: a run to act on (or all runs), Stop, Pause and
 Resume buttons, and the lr, momentum and weight decay, each applied when its field is submitted
-(Enter). Beside it, a Requests pane says what happened to each request: sent, applied at batch N,
+(Enter); then a fork of the run picked: the settings it changes ("lr=1e-4 batch-size=128"), its
+label (PARENT-fork1 when left empty), whether it stops the parent, and the Fork button. Beside it, a Requests pane says what happened to each request: sent, applied at batch N,
 or refused and why. When a person uses a field, the page sends a PropertyUpdate event to the
 server, which passes it to every client of its `/vis_socket`; the launcher is one (logged in,
 with the server's login on), keeps its own env's events for this pane, and hands each to the
@@ -13,6 +14,7 @@ cannot either (visdom closes it)."""
 
 from __future__ import annotations
 
+import collections
 import html
 import json
 import threading
@@ -25,15 +27,18 @@ from dashboard.connection import VisdomConnection
 from dashboard.launch.control import ALL, Desk, Outcome, parse_values
 from dashboard.runlog import RunRecord
 from trainers.config import ConfigError
-from trainers.control import PAUSE, RESUME, SET, STOP
+from trainers.control import FORK, FORKABLE, PAUSE, RESUME, SET, STOP
 from trainers.reporting import RunState
 
 CONTROL_WIN, REQUESTS_WIN = "control", "control-requests"
 CONTROL_TITLE, REQUESTS_TITLE = "Control", "Control: requests"
 ALL_RUNS = "all runs"
 # the pane's fields, in order: each event names its field by its place here
-FIELDS = ("run", "stop", "pause", "resume", "lr", "momentum", "weight decay")
+FIELDS = ("run", "stop", "pause", "resume", "lr", "momentum", "weight decay", "fork with", "fork label",
+          "stop the parent", "fork")
 BUTTONS = {"stop": STOP, "pause": PAUSE, "resume": RESUME}
+SETTING_FIELDS = ("lr", "momentum", "weight decay")
+FORK_TEXT = ("fork with", "fork label")  # kept as typed, until the Fork button asks
 SHOWN = 12  # requests listed in the Requests pane, newest first
 
 
@@ -48,6 +53,8 @@ class ControlPane:
         self.records = records
         self.picked = 0  # 0: all runs, else labels[picked - 1]
         self.typed: dict[str, str] = {}  # field -> what was last submitted there
+        self.stop_parent = False  # the fork's checkbox
+        self.queue: collections.deque[tuple[int, Any]] = collections.deque()  # the page's events, to take
         self.lock = threading.Lock()
         self._done = 0  # control records in the runs' logs, when last counted
         self._requests_sent: str | None = None
@@ -61,9 +68,19 @@ class ControlPane:
         self.listening = listening
         sender.mark(CONTROL_WIN)
 
-    def asked(self, field: int, value: Any, sender: Any) -> None:
-        """A page event (the PageEvents thread): take it, and draw both panes again."""
-        self.event(field, value)
+    def asked(self, field: int, value: Any) -> None:
+        """A page event (the PageEvents thread): held for the launcher's loop, which takes it
+        (`take_asked`) once it has read the runs' logs, so that it is checked against what the
+        runs have logged by now (a run stopped a moment ago has ended), as `livetrain control`'s are."""
+        self.queue.append((field, value))
+
+    def waiting(self) -> bool:
+        return bool(self.queue)
+
+    def take_asked(self, sender: Any) -> None:
+        """Take the page's events that came (the launcher's loop), and draw both panes again."""
+        while self.queue:
+            self.event(*self.queue.popleft())
         sender.mark(CONTROL_WIN)
         sender.mark(REQUESTS_WIN)
 
@@ -83,6 +100,12 @@ class ControlPane:
             connection.post("events", message)
             self._requests_sent, self._outages = content, connection.outages
 
+    def add(self, label: str, sender: Any) -> None:
+        """A run that joined the launch (a fork): one more to pick."""
+        with self.lock:
+            self.labels.append(label)
+        sender.mark(CONTROL_WIN)
+
     def target(self) -> str:
         return ALL if self.picked == 0 else self.labels[self.picked - 1]
 
@@ -100,6 +123,14 @@ class ControlPane:
                 return None
             if name in BUTTONS:
                 return self.desk.take({"run": self.target(), "action": BUTTONS[name], "source": "page"})
+            if name in FORK_TEXT:
+                self.typed[name] = str(value).strip()
+                return None
+            if name == "stop the parent":
+                self.stop_parent = value is True or str(value).lower() == "true"
+                return None
+            if name == "fork":
+                return self._fork()
             if name:
                 text = str(value).strip()
                 # the field submits when it loses focus, changed or not: only a change asks anything
@@ -117,6 +148,21 @@ class ControlPane:
                 return outcome
             return None
 
+    def _fork(self) -> Outcome | None:
+        """The Fork button: fork the run picked with the settings typed (lock held)."""
+        item = {"run": self.target(), "action": FORK, "source": "page",
+                "options": {"label": self.typed.get("fork label", ""), "stop_parent": self.stop_parent}}
+        try:
+            item["values"] = parse_values(self.typed.get("fork with", "").replace(",", " ").split(), FORKABLE)
+        except ConfigError as exc:
+            return self.desk.take({**item, "values": {}, "refused": str(exc)})
+        outcome = self.desk.take(item)
+        if outcome is not None and not outcome.refused:  # asked: the fields are empty for the next fork
+            for name in FORK_TEXT:
+                self.typed.pop(name, None)
+            self.stop_parent = False
+        return outcome
+
     def message(self) -> dict[str, Any]:
         """The Control pane as a whole-pane message."""
         with self.lock:
@@ -127,7 +173,10 @@ class ControlPane:
             fields = [{"type": "select", "name": "run", "value": self.picked, "values": [ALL_RUNS, *self.labels]},
                       *({"type": "button", "name": name, "value": name.capitalize()} for name in BUTTONS),
                       *({"type": "text", "name": name, "value": self.typed.get(name, current.get(name, ""))}
-                        for name in ("lr", "momentum", "weight decay"))]
+                        for name in SETTING_FIELDS),
+                      *({"type": "text", "name": name, "value": self.typed.get(name, "")} for name in FORK_TEXT),
+                      {"type": "checkbox", "name": "stop the parent", "value": self.stop_parent},
+                      {"type": "button", "name": "fork", "value": "Fork"}]
         return self._message(fields)
 
     def _message(self, fields: list[dict[str, Any]]) -> dict[str, Any]:
@@ -153,15 +202,17 @@ class ControlPane:
             lines.append(f"<li>{outcome_html(outcome, self.records)}</li>")
         body = (f'<ul style="font:12px sans-serif;padding-left:16px;margin:4px">{"".join(lines)}</ul>' if lines else
                 windows.waiting_html("Pick a run (or all runs) in Control, then Stop, Pause, Resume, or type a new "
-                                     "lr, momentum or weight decay and press Enter."))
+                                     "lr, momentum or weight decay and press Enter. To fork the run picked, type "
+                                     "what the fork changes (lr=1e-4 batch-size=256), maybe its label, and "
+                                     "press Fork."))
         return windows.text_message(self.env, REQUESTS_WIN, REQUESTS_TITLE, body, windows.UNIT, windows.PANE_HEIGHT)
 
 
 def outcome_html(outcome: Outcome, records: Mapping[str, RunRecord]) -> str:
     """One request and what happened to it, for the Requests pane (everything escaped)."""
     request = outcome.request
-    what = request.action + "".join(f" {k.replace('_', ' ')} {v:g}" for k, v in request.values.items()
-                                    if isinstance(v, (int, float)))
+    what = request.action + "".join(f" {k.replace('_', ' ')} {v:g}" if isinstance(v, (int, float)) else f" {k} {v}"
+                                    for k, v in request.values.items()) + (f" into {outcome.fork}" if outcome.fork else "")
     stamp = time.strftime("%H:%M:%S", time.localtime(outcome.time))
     head = f"{stamp} {html.escape(ALL_RUNS if outcome.run == ALL else outcome.run)}: <b>{html.escape(what)}</b>"
     if outcome.refused:

@@ -95,6 +95,17 @@ def write_launch_order(launch_dir: Path, runs: list[PlannedRun]) -> None:
                                           + "\n", encoding="utf-8")
 
 
+def add_to_launch_order(launch_dir: Path, name: str) -> None:
+    """A run folder that joined the launch as it trained (a fork), last in its order."""
+    try:
+        names = list(json.loads((launch_dir / LAUNCH_FILE).read_text(encoding="utf-8"))["runs"])
+    except (OSError, ValueError, KeyError, TypeError):
+        names = []
+    tmp = launch_dir / f"{LAUNCH_FILE}.tmp"
+    tmp.write_text(json.dumps({"runs": [*names, name]}, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, launch_dir / LAUNCH_FILE)
+
+
 def in_launch_order(found: list[Path]) -> list[Path]:
     """Run folders in the order their launch listed them (LAUNCH_FILE), any others after."""
     if not found:

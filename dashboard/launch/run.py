@@ -15,12 +15,15 @@ from dashboard.adapter import DashboardOptions
 from dashboard.board import Board
 from dashboard.connection import VisdomConnection
 from dashboard.launch.control import Desk
+from dashboard.launch.forks import Fork
 from dashboard.launch.page import CONTROL_WIN, REQUESTS_WIN, ControlPane, PageEvents
 from dashboard.launch.plan import (
     PlannedRun, check_devices, check_env, check_url, is_fit_name, load_data, new_launch_dir, prepare_log_dir,
     prepare_to_fork,
 )
-from dashboard.launch.resume import LaunchLock, resume_runs, resumes_at, supersede, write_launch_order
+from dashboard.launch.resume import (
+    LaunchLock, add_to_launch_order, resume_runs, resumes_at, supersede, write_launch_order,
+)
 from dashboard.launch.servers import Server, find_server, page_url, serve_until_stopped
 from dashboard.launch.supervisor import StopRequests, Supervisor, seal_logs
 from dashboard.launch.worker import WorkerSpec
@@ -117,7 +120,8 @@ def launch(runs: Sequence[PlannedRun], launch_dir: Path, options: LaunchOptions)
     # them on every pass of its loop below, the page's as they come
     followers = {s.config.label: LogFollower(s.run_dir, keep_scalars=False) for s in every}
     records = {label: follower.record for label, follower in followers.items()}
-    desk = Desk(launch_dir, {s.config.label: s.run_dir for s in every}, records, enabled=options.control)
+    desk = Desk(launch_dir, {s.config.label: s.run_dir for s in every}, records, enabled=options.control,
+                configs={s.config.label: s.config for s in every})
     pane = ControlPane(options.draw.env, list(records), desk, records) if sender and options.control else None
     board = Board(sender, options.draw, after_runs=[(CONTROL_WIN, lambda c: c.post("events", pane.message())),
                                                    (REQUESTS_WIN, pane.send_requests)] if pane else ())
@@ -130,6 +134,25 @@ def launch(runs: Sequence[PlannedRun], launch_dir: Path, options: LaunchOptions)
     view = TerminalView(out)
     stops = StopRequests()
     outcome = Outcome(launch_dir)
+    spec_of = {spec.config.label: spec for spec in every}
+
+    def join(fork: Fork, done: dict[str, Any]) -> None:
+        """A fork its parent applied joins the launch: a run like the others, from the parent's point."""
+        parent = spec_of[fork.parent]
+        spec = WorkerSpec(fork.config, fork.run_dir, replace(parent.dashboard, draw=replace(parent.dashboard.draw,
+                                                                                           in_group=False)),
+                          colour_index=1 + max(s.colour_index or 0 for s in spec_of.values()), resume=True, control=options.control,
+                          parent={"run": fork.parent, "x": done["x"], "step": done["step"]})
+        spec_of[fork.label] = spec
+        follower = followers[fork.label] = LogFollower(fork.run_dir, keep_scalars=False)
+        records[fork.label] = follower.record
+        add_to_launch_order(launch_dir, fork.run_dir.name)
+        supervisor.add(spec)
+        board.add(fork.run_dir, fork.label, spec.colour_index, None, logged_config(fork.config), follower=follower)
+        desk.add(fork.label, fork.run_dir, fork.config)
+        if pane is not None and sender is not None:
+            pane.add(fork.label, sender)
+
     with stops.installed():
         supervisor = Supervisor(specs, stops, options.parallel)
         if server is not None and server.started is not None:
@@ -150,17 +173,24 @@ def launch(runs: Sequence[PlannedRun], launch_dir: Path, options: LaunchOptions)
             sender.start()
         if pane is not None and sender is not None and not stops.count:
             events = PageEvents(VisdomConnection(server.url), options.draw.env,
-                                lambda field, value: pane.asked(field, value, sender),
+                                pane.asked,
                                 lambda listening: pane.hearing(listening, sender)).start()
         next_draw = 0.0
         while True:
             # short passes, so that a request in the inbox goes on at once; the logs are read and
             # the terminal drawn every options.poll s
             running = supervisor.step(min(DESK_POLL, options.poll))
-            asked, due = desk.pending(), time.monotonic() >= next_draw or not running
+            clicked = pane is not None and pane.waiting()  # the page's events, taken here
+            asked, due = desk.pending() or clicked, time.monotonic() >= next_draw or not running
+            forking = bool(desk.forks.pending)  # a parent's log says when it applied the fork: read it at once
             # a request is checked against the runs' logs as they are now, not as last read
-            if (asked or due) and board.poll() and pane is not None and sender is not None:
+            if (asked or due or forking) and board.poll() and pane is not None and sender is not None:
                 pane.logs_changed(sender)
+            for fork, done in desk.forks.settled(records) if forking else ():
+                join(fork, done)
+                running = True  # its worker starts at the next pass (even if its parent has just stopped)
+            if clicked and pane is not None and sender is not None:
+                pane.take_asked(sender)
             if asked and desk.poll() and pane is not None and sender is not None:
                 sender.mark(REQUESTS_WIN)
             if due:
@@ -170,6 +200,7 @@ def launch(runs: Sequence[PlannedRun], launch_dir: Path, options: LaunchOptions)
                 break
         if events is not None:
             events.close()
+        specs = supervisor.specs  # with the forks that joined
         unwritten = seal_logs(specs, supervisor.exitcodes(), stops.reason if supervisor.stopping else False)
         board.poll()
         view.draw(board.summaries())

@@ -123,6 +123,16 @@ class Supervisor:
             queue(spec)
         self._start_next(self.parallel)
 
+    def add(self, spec: WorkerSpec) -> None:
+        """A run that joins the launch while it trains (a fork): started as a slot frees, like a
+        queued run (logged as queued until then). The launcher has threads by now, so it is not
+        forked from the launcher: it comes from a fork server, started now if there is none."""
+        self.specs.append(spec)
+        if self._ctx is not None and self._ctx.get_start_method() == "fork":
+            self._ctx = worker_context("forkserver", [spec.config])
+        if len(self.alive()) >= self.parallel or len(self.procs) < len(self.specs) - 1:
+            queue(spec)
+
     def _start_next(self, count: int) -> None:
         sys.stdout.flush()  # a forked child must not inherit (and later repeat) buffered output
         sys.stderr.flush()

@@ -45,6 +45,7 @@ class WorkerSpec:
     colour_index: int | None = None
     resume: bool = False
     control: bool = True  # False (--no-control): the run looks for no requests
+    parent: dict | None = None  # a fork's: {"run": its parent's label, "x": where it forked, "step": the batch}
 
 
 KEPT = "the checkpoint of the last finished epoch is kept"
@@ -69,8 +70,13 @@ def disk_full(exc: BaseException, run_dir: Path) -> DiskFull | None:
 def log_of(spec: WorkerSpec) -> RunLog:
     """The run's log opened to append to it (by the launcher, or a worker whose ranks trained),
     with the run's dashboard meta."""
-    return RunLog(spec.run_dir, meta={"label": spec.config.label, "colour": spec.colour_index,
-                                      "env": spec.dashboard.draw.env})
+    return RunLog(spec.run_dir, meta=meta_of(spec))
+
+
+def meta_of(spec: WorkerSpec) -> dict:
+    """What the run's log says of it beside its config: its label, colour, env (and a fork's parent)."""
+    meta = {"label": spec.config.label, "colour": spec.colour_index, "env": spec.dashboard.draw.env}
+    return {**meta, "parent": dict(spec.parent)} if spec.parent else meta
 
 
 def logged(spec: WorkerSpec) -> RunRecord | None:
@@ -94,7 +100,8 @@ def run(spec: WorkerSpec) -> RunResult:
     disk is full: then DiskFull is raised, its reason left for the launcher to tell). A run on
     several processes has its own (dashboard.launch.ranks.train_on_ranks)."""
     config = spec.config.resolved()
-    dash = Dashboard(spec.run_dir, config.label, spec.dashboard, spec.colour_index)
+    dash = Dashboard(spec.run_dir, config.label, spec.dashboard, spec.colour_index,
+                     parent=spec.parent)
     try:
         return fit(config, dash, spec.run_dir, resume=spec.resume,
                    inbox=FileInbox(spec.run_dir) if spec.control else None)
