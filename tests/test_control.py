@@ -324,6 +324,31 @@ def test_livetrain_control_pauses_sets_resumes_forks_and_stops_a_headless_run(tm
 
 
 @pytest.mark.slow
+def test_a_fork_queues_while_parallel_has_no_free_slot_and_starts_when_one_frees(tmp_path: Path) -> None:
+    from dashboard.runlog import read
+    from tests.helpers import finish, launch_dir, launched, livetrain, training, wait_for
+
+    proc = livetrain(tmp_path, "run", "--headless", "--models", "mlp:a,mlp:b", "--epochs", "1000", "--limit", "3000",
+                     "--parallel", "2")
+    wait_for(lambda: launched(tmp_path / "runs"))
+    runs = launch_dir(tmp_path / "runs")
+    wait_for(lambda: training(runs / "a") and training(runs / "b"))
+    code, out, err = finish(livetrain(tmp_path, "control", "fork", str(runs / "a")), timeout=120)
+    assert code == 0 and "the fork a-fork1 starts from there" in out, out + err
+    wait_for(lambda: (runs / "a-fork1" / "log.jsonl").is_file() and read(runs / "a-fork1").states)
+    assert read(runs / "a-fork1").status == "queued"  # a and b hold the two slots
+    code, out, err = finish(livetrain(tmp_path, "control", "stop", str(runs / "a")), timeout=120)
+    assert code == 0, out + err
+    wait_for(lambda: training(runs / "a-fork1"))  # a's slot, freed
+    code, out, err = finish(livetrain(tmp_path, "control", "stop", str(runs)), timeout=120)
+    assert code == 0 and sorted(line.split(":")[0] for line in out.splitlines()) == ["a-fork1", "b"], out + err
+    finish(proc, timeout=120)
+    fork = read(runs / "a-fork1")
+    assert [s["state"] for s in fork.states] == ["queued", "running", "interrupted"]
+    assert fork.meta["parent"]["run"] == "a"
+
+
+@pytest.mark.slow
 def test_with_login_only_a_logged_in_page_can_control(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Visdom closes an anonymous page's socket when its login is on: such a page sends no event;
     the launcher (logged in) still hears a logged-in page's."""
