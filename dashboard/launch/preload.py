@@ -5,30 +5,18 @@ disk (Fashion-MNIST: 60 MB read and 55 MB held per worker; CIFAR-10: about 180 M
 
 The fork server imports its preload modules by name and nothing else, so this one does its work
 when imported, in that process only: the launcher sets PRELOAD_VAR just while it starts the
-server (`supervisor.worker_context`), and the import takes it out of the environment.
-
-It also makes the fork server ignore Ctrl-C, before the server notes the handlers its workers
-get: so the workers ignore the terminal's Ctrl-C, and the launcher decides what it means. (The
-launcher does not ignore it itself while it starts the server: another thread of its own would
-then take a Ctrl-C of that moment and drop it.) It does so first, before torch is imported:
-only a Ctrl-C in the server's first tens of milliseconds can stop it."""
+server (`supervisor.worker_context`), and the import takes it out of the environment."""
 
 from __future__ import annotations
 
 import json
 import os
-import signal
+
+import torch
+
+from trainers import data
 
 PRELOAD_VAR = "LIVETRAIN_PRELOAD_DATA"
-# taken from the environment, so that only the process that preloads acts on it (not a child
-# of its that imports this module)
-_value = os.environ.pop(PRELOAD_VAR, None)
-if _value is not None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-import torch  # noqa: E402 - after the fork server ignores Ctrl-C
-
-from trainers import data  # noqa: E402
 
 
 def data_sets(pairs: list[tuple[str, str | None]]) -> str:
@@ -47,5 +35,8 @@ def _preload(value: str) -> None:
             pass  # checked by the launcher already; a worker that still cannot load it says why
 
 
-if _value is not None:
+# taken from the environment, so that only the process that preloads acts on it (not a child
+# of its that imports this module)
+_value = os.environ.pop(PRELOAD_VAR, None)
+if _value:
     _preload(_value)

@@ -212,15 +212,16 @@ def worker_context(method: str, configs: Sequence[RunConfig]) -> Any:
     if method == "forkserver":
         ctx.set_forkserver_preload(["dashboard.launch.worker", "dashboard.launch.ranks", "dashboard.launch.preload"])
         os.environ[PRELOAD_VAR] = data_sets([(c.dataset, c.data_dir) for c in configs])
-        # its preload makes it ignore Ctrl-C, first thing, and the workers it forks inherit that
-        # (see dashboard.launch.preload). The launcher keeps its own handler while it spawns
-        # it, with SIGINT blocked in this thread: a Ctrl-C of that moment reaches the handler
-        # (through another thread of the launcher's, or here once unblocked), and is never
-        # dropped by an ignoring disposition. It imports and loads in the background; the
-        # launcher waits for it only when it starts the first worker
+        # started ignoring Ctrl-C, so that the workers it forks do too (it hands them its own
+        # SIGINT disposition); it imports and loads in the background, and the launcher
+        # waits for it only when it starts the first worker, with its own stop handler. Blocked
+        # as well as ignored meanwhile: a Ctrl-C in that moment stays pending (Linux never
+        # discards a blocked signal) and reaches the launcher's handler once it is back; the
+        # workers unblock it (see dashboard.launch.worker.main)
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
-            multiprocessing.forkserver.ensure_running()
+            with _sigint_ignored():
+                multiprocessing.forkserver.ensure_running()
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
             os.environ.pop(PRELOAD_VAR, None)
