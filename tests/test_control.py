@@ -12,31 +12,13 @@ from typing import Any
 import pytest
 import torch
 
+from tests.ddp_ranks import Scripted
 from trainers import data
 from trainers.checkpoints import CHECKPOINT
 from trainers.config import RunConfig
 from trainers.control import CONTROL, Request
 from trainers.loop import fit
 from trainers.reporting import LR, TRAIN_LOSS, Recorder, RunState
-
-
-class Scripted:
-    """An inbox that hands out requests after given batches (`after[n]`: after the n-th batch of
-    this process), and, while the run is paused, one of `while_paused` per wait (None: nothing
-    came in that wait)."""
-
-    def __init__(self, after: dict[int, list[Request]], while_paused: list[Request | None] = ()) -> None:
-        self.after = after
-        self.while_paused = list(while_paused)
-        self.calls = 0
-
-    def poll(self) -> list[Request]:
-        self.calls += 1
-        return self.after.get(self.calls, [])
-
-    def wait(self, timeout: float) -> list[Request]:
-        item = self.while_paused.pop(0) if self.while_paused else None
-        return [item] if item is not None else []
 
 
 @pytest.fixture(scope="module")
@@ -208,9 +190,9 @@ def test_the_launchers_desk_checks_before_it_sends(tmp_path: Path) -> None:
     assert said("b", "pause").sent == ("b",)  # whether it is paused already, the run says (it knows)
     assert said("q", "stop").refused.startswith("it has not started yet (queued)")
     assert said("d", "stop").refused == "it has ended (finished)"
-    assert said("ddp", "pause").refused == "a run on several processes cannot take requests yet"
+    assert said("ddp", "pause").sent == ("ddp",)  # on several processes too (rank 0 shares it with the others)
     assert said("zz", "stop").refused.startswith("no run 'zz' in this launch")
-    assert said("*", "stop").sent == ("a", "b")  # every run that can take it
+    assert said("*", "stop").sent == ("a", "b", "ddp")  # every run that can take it
     assert desk.take({"id": "a-pause-None", "run": "a", "action": "pause"}) is None  # the same request again
     assert (runs["a"] / "requests.jsonl").read_text().count("\n") == 2  # the pause and the stop, once each
     assert len((tmp_path / LAUNCH_LOG).read_text().splitlines()) == 9  # every request, with its outcome

@@ -171,3 +171,49 @@ def test_a_rank_that_raises_fails_its_run_with_that_error(tmp_path: Path) -> Non
     assert reason == "rank 1 of 2 failed: ValueError: rank 1 broke at its 5th batch", reason
     assert "ValueError" in (runs / "Breaks" / "error.txt").read_text()  # its traceback
     assert read(runs / "mlp").status == "finished" and "Traceback" not in err
+
+
+def test_livetrain_control_pauses_sets_forks_and_stops_a_run_on_two_ranks(tmp_path: Path) -> None:
+    """Requests to a run on two processes go to rank 0, which shares them with rank 1 at the same
+    batch (tests/test_distributed.py checks the numbers): paused, its lr set, resumed, forked into
+    a run on two processes of its own, then both stopped, each with its checkpoint, no rank left."""
+    proc = livetrain(tmp_path, "run", "--headless", "--models", "mlp", "--nproc", "2", "--epochs", "1000",
+                     "--limit", "3000", "--set", "mlp.schedule=constant")
+    wait_for(lambda: launched(tmp_path / "runs"))
+    runs = launch_dir(tmp_path / "runs")
+    wait_for(lambda: training(runs / "mlp"))
+
+    def control(*words: str) -> tuple[int, str, str]:
+        return finish(livetrain(tmp_path, "control", *words), timeout=120)
+
+    code, out, err = control("pause", str(runs / "mlp"))
+    assert code == 0 and out.startswith("mlp: pause applied at batch "), out + err
+    paused_at = int(out.split("batch ")[1].split(",")[0])
+    worker = worker_of_ranks(proc.pid, runs / "mlp")
+    ranks = [pid for pid in children(worker) if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    code, out, err = control("set", str(runs / "mlp"), "lr=0.004")
+    assert code == 0 and out.startswith(f"mlp: set applied at batch {paused_at},"), out + err
+    assert read(runs / "mlp", keep_scalars=False).status == "paused"
+    code, out, err = control("resume", str(runs / "mlp"))
+    assert code == 0 and f"resume applied at batch {paused_at}," in out, out + err
+    code, out, err = control("fork", str(runs / "mlp"), "--set", "lr=1e-4", "--label", "slow")
+    assert code == 0 and "the fork slow starts from there" in out, out + err
+    wait_for(lambda: training(runs / "slow"))
+    code, out, err = control("stop", str(runs))
+    assert code == 0 and sorted(line.split(":")[0] for line in out.splitlines()) == ["mlp", "slow"], out + err
+    code, out, err = finish(proc, timeout=120)
+    assert code == 1, out + err  # stopped, not finished
+    wait_for(lambda: gone(ranks), timeout=10)
+    mlp, slow = read(runs / "mlp"), read(runs / "slow")
+    assert mlp.status == "interrupted" and mlp.states[-1]["reason"].startswith(
+        "stopped by `livetrain control`; its checkpoint at epoch ")
+    lrs = [(row["step"], row["train/lr"]) for row in mlp.scalars if "train/lr" in row]
+    assert {lr for step, lr in lrs if step <= paused_at} == {1e-3}
+    assert {lr for step, lr in lrs if step > paused_at} == {0.004}
+    assert [step for step, _ in lrs] == sorted({step for step, _ in lrs})  # none twice, none lost while paused
+    assert [c["action"] for c in mlp.controls] == ["pause", "set", "resume", "fork", "stop"]
+    forked = mlp.controls[3]
+    assert slow.meta["parent"] == {"run": "mlp", "x": forked["x"], "step": forked["step"]}
+    assert (slow.config["nproc"], slow.config["lr"]) == (2, 1e-4)
+    assert slow.status == "interrupted"
+    assert (runs / "slow" / CHECKPOINT).is_file() and (runs / "mlp" / CHECKPOINT).is_file()

@@ -14,24 +14,26 @@ import pytest
 from dashboard.launch.plan import check_devices
 from dashboard.launch.ranks import FAILURE_NOTE, failure_reason, rank_error, rank_threads
 from tests.conftest import free_port
-from tests.ddp_ranks import train
+from tests.ddp_ranks import Scripted, train
 from trainers import data
 from trainers.config import ConfigError, RunConfig
 from trainers.distributed import World
 from trainers.checkpoints import CHECKPOINT, read_checkpoint
+from trainers.control import Request
 from trainers.loop import DeviceError, fit
-from trainers.reporting import EPOCH_TRAIN_LOSS, TEST_ACC, Recorder
+from trainers.reporting import EPOCH_TRAIN_LOSS, TEST_ACC, Recorder, RunState
 
 pytestmark = pytest.mark.slow
 
 
-def on_ranks(config: RunConfig, ranks: int = 2, run_dir: Path | None = None, resume: bool = False) -> dict[int, dict]:
+def on_ranks(config: RunConfig, ranks: int = 2, run_dir: Path | None = None, resume: bool = False,
+             inbox: Scripted | None = None) -> dict[int, dict]:
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     launch = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=ranks, rdzv_backend="c10d",
                           rdzv_endpoint=f"127.0.0.1:{free_port()}", max_restarts=0, monitor_interval=0.1,
                           start_method="spawn", run_id="test")
-    return elastic_launch(launch, train)(config.to_dict(), str(run_dir) if run_dir else None, resume)
+    return elastic_launch(launch, train)(config.to_dict(), str(run_dir) if run_dir else None, resume, inbox)
 
 
 def test_parts_cover_every_item_once() -> None:
@@ -58,6 +60,40 @@ def test_two_ranks_train_as_one_process_at_the_same_global_batch() -> None:
     assert [h[TEST_ACC] for h in main["history"]] == pytest.approx([h[TEST_ACC] for h in single.history], abs=2e-4)
     assert main["confusion"] == [10_000, 10_000]  # each test image once, no sampler padding
     assert len(main["train_loss"]) == 2 * 8  # global batches, not a rank's
+
+
+def test_two_ranks_take_each_request_at_the_same_batch_as_one_process(tmp_path: Path) -> None:
+    """Rank 0 alone reads the inbox; both ranks apply what it decided at the same batch: a set lr,
+    a refused value, a pause held over several waits (the ranks meet while paused, so nothing
+    times out), a resume, and a fork that stops the run, its checkpoint written by rank 0. The
+    numbers are one process's with the same requests: had rank 1 missed one, its weights would
+    part from rank 0's and the global losses from one process's."""
+    config = RunConfig("mlp", epochs=2, limit=1001, batch_size=128, dropout=0.0, seed=5, threads=1, device="cpu",
+                       schedule="constant")
+
+    def script() -> Scripted:
+        return Scripted({3: [Request("s", "set", {"lr": 0.005}, "page"), Request("bad", "set", {"lr": -1.0}, "page")],
+                         5: [Request("p", "pause", source="page")],
+                         11: [Request("f", "fork", {}, "page", {"into": "f", "stop_parent": True})]},
+                        while_paused=[None, None, None, Request("r", "resume", source="page")])
+
+    single = Recorder()
+    alone = fit(config, single, tmp_path / "one" / "run", dataset=data.load("fashion-mnist"), inbox=script())
+    ranks = on_ranks(config, run_dir=tmp_path / "two" / "run", inbox=script())
+    main = ranks[0]
+    assert alone.status == RunState.INTERRUPTED and main["status"] == ranks[1]["status"] == "interrupted"
+    assert main["reason"] == alone.reason == ("stopped from the page, forked into f; "
+                                              "its checkpoint at epoch 1.38 is kept")
+    assert main["lrs"] == [1e-3] * 3 + [0.005] * 8  # 11 batches, the lr set after the 3rd
+    assert main["train_loss"] == pytest.approx(single.series("train/loss"), abs=1e-4)
+    said = [(c["id"], c["applied"], c["step"] if "step" in c else None) for c in main["controls"]]
+    assert [(c["id"], c["applied"]) for c in main["controls"]] == [("s", True), ("bad", False), ("p", True),
+                                                                    ("r", True), ("f", True)], said
+    assert [s for s in main["states"] if s[0] == "paused"] == [("paused", "paused (page)")]
+    assert ranks[1]["rows"] == 0 and ranks[1]["controls"] == []  # rank 1 applied them, reporting nothing
+    fork = read_checkpoint(tmp_path / "two" / "f" / CHECKPOINT, config)
+    assert fork["fork"] and fork["config"]["lr"] == 0.005
+    assert (tmp_path / "two" / "run" / CHECKPOINT).is_file()
 
 
 def test_a_cuda_group_has_a_backend_for_the_cpu_sums() -> None:

@@ -2,9 +2,9 @@
 
 A person on the page (or `livetrain control`) asks a run to stop, pause, resume, change its
 learning rate, momentum or weight decay, or fork: write a checkpoint of the point it has reached
-beside it, for its launcher to start a new run from (trainers.checkpoints: a fork's checkpoint). The launcher checks the request and hands it to the run's
-worker; the loop reads what came between two batches (`Inbox.poll`, cheap when nothing did) and
-applies it before the next batch. What happened to each request is recorded in the run log with
+beside it, for its launcher to start a new run from (trainers.checkpoints: a fork's checkpoint).
+The launcher checks the request and hands it to the run's worker; the loop reads what came
+between two batches (`Inbox.poll`, cheap when nothing did) and applies it before the next batch. What happened to each request is recorded in the run log with
 its id, so that a request delivered twice is applied once, and the page and the command line can
 say "applied at batch N" or why not.
 

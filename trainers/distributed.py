@@ -13,7 +13,9 @@ calls torch.distributed, and every number is what it always was."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -57,6 +59,21 @@ class World:
         whole = torch.zeros((n, *part.shape[1:]), dtype=part.dtype, device=part.device)
         whole[self.part(n)] = part
         return self.sum_(whole)
+
+    def share(self, item: Any) -> Any:
+        """Rank 0's `item` (JSON, or None) on every rank (the others pass anything): two broadcasts
+        of CPU tensors, by the backend of the per-batch sums; one when it is None."""
+        if self.size == 1:
+            return item
+        payload = json.dumps(item).encode() if self.main and item is not None else b""
+        size = torch.tensor([len(payload)], dtype=torch.int64)
+        torch.distributed.broadcast(size, 0)
+        if not size.item():
+            return None
+        data = torch.frombuffer(bytearray(payload), dtype=torch.uint8) if self.main else \
+            torch.empty(int(size.item()), dtype=torch.uint8)
+        torch.distributed.broadcast(data, 0)
+        return json.loads(data.numpy().tobytes())
 
     def loss_scale(self, local: int, total: int) -> float:
         """The factor on a rank's mean loss over its `local` of a batch's `total` images that makes

@@ -140,8 +140,10 @@ def train_one_epoch(model: models.Model, optimizer: Any, loss_fn: Any, images: t
         # .item() waits for the device; it is the number we report anyway
         batch_loss = mean.item() if mean is not None else 0.0
         batch_correct = accuracy_count(logits.detach(), y)
-        if distributed:  # the global batch's: sums over the ranks, then the mean
-            loss_total, correct_total = world.sums([batch_loss * b, float(batch_correct)])
+        asked = 0.0
+        if distributed:  # the global batch's: sums over the ranks, then the mean (and whether rank 0 was asked)
+            loss_total, correct_total, asked = world.sums([batch_loss * b, float(batch_correct),
+                                                           steering.ask() if steering else 0.0])
             b, batch_loss, batch_correct = total, loss_total / total, int(correct_total)
         if not math.isfinite(batch_loss):
             raise Diverged(f"loss became {batch_loss} at epoch {epoch + 1}, batch {i + 1} "
@@ -163,7 +165,8 @@ def train_one_epoch(model: models.Model, optimizer: Any, loss_fn: Any, images: t
         tick = now
         if steering is not None:  # what was asked of the run, between this batch and the next
             try:
-                if steering.between(step + 1, epoch + seen / n, EpochPosition(i + 1, loss_sum, correct, seen)):
+                if steering.between(step + 1, epoch + seen / n, EpochPosition(i + 1, loss_sum, correct, seen),
+                                    asked > 0):
                     tick = time.perf_counter()  # a pause is no batch's time
             except StopRequested as stop:
                 stop.position = EpochPosition(i + 1, loss_sum, correct, seen)
@@ -298,8 +301,7 @@ def fit(config: RunConfig, reporter: Reporter, run_dir: Path | None = None, resu
     if not world.main:
         reporter = Silent()
     result = RunResult(RunState.RUNNING)
-    # requests to a run on several ranks are not taken yet: a pause on rank 0 alone would hang the others
-    steering = Steering(inbox if world.size == 1 else None, reporter, optimizer, config)
+    steering = Steering(inbox, reporter, optimizer, config, world)  # on several ranks: rank 0 reads the inbox
     start_epoch, position = 0, None
     if resume:
         resumed = load_checkpoint(run_dir, config, model, optimizer, generator)

@@ -212,8 +212,6 @@ class Desk:
             return "it has not started yet (queued); ask again once it trains"
         if state not in (RunState.RUNNING, RunState.PAUSED):
             return f"it has ended ({state})"
-        if int(config.get("nproc") or 1) > 1:
-            return "a run on several processes cannot take requests yet"
         if request.action == SET:  # the values; whether a pause or resume fits, the run itself says (it
             # knows: the log the launcher follows may be a moment behind it)
             reason = refusal(SET, request.values, str(config.get("optimizer") or ""), False)

@@ -48,6 +48,7 @@ from dashboard.adapter import Dashboard, DashboardOptions
 from dashboard.board import Board
 from dashboard.connection import VisdomConnection
 from dashboard.launch import worker
+from dashboard.launch.control import FileInbox
 from dashboard.launch.grid import check_label
 from dashboard.launch.plan import PlannedRun, check_env
 from dashboard.launch.resume import resumes_at, supersede
@@ -189,8 +190,10 @@ def rank_main(job: RankJob) -> str:
         if world.main:
             if job.logs_end and spec.dashboard.visdom_url:  # no launcher: rank 0 draws the runs pane too
                 board = BoardThread(spec, config)
-            dash = Dashboard(spec.run_dir, config.label, spec.dashboard, spec.colour_index)
-        result = fit(config, dash, spec.run_dir, resume=spec.resume, world=world)
+            dash = Dashboard(spec.run_dir, config.label, spec.dashboard, spec.colour_index, parent=spec.parent)
+        # what the launcher asks of the run, read by rank 0 (torchrun's ranks have no launcher)
+        inbox = FileInbox(spec.run_dir) if spec.control and world.main and not job.logs_end else None
+        result = fit(config, dash, spec.run_dir, resume=spec.resume, world=world, inbox=inbox)
         dist.destroy_process_group()
         return result.status
     except KeyboardInterrupt:

@@ -141,7 +141,8 @@ def launch(runs: Sequence[PlannedRun], launch_dir: Path, options: LaunchOptions)
         parent = spec_of[fork.parent]
         spec = WorkerSpec(fork.config, fork.run_dir, replace(parent.dashboard, draw=replace(parent.dashboard.draw,
                                                                                            in_group=False)),
-                          colour_index=1 + max(s.colour_index or 0 for s in spec_of.values()), resume=True, control=options.control,
+                          colour_index=1 + max(s.colour_index or 0 for s in spec_of.values()), resume=True,
+                          control=options.control,
                           parent={"run": fork.parent, "x": done["x"], "step": done["step"]})
         spec_of[fork.label] = spec
         follower = followers[fork.label] = LogFollower(fork.run_dir, keep_scalars=False)
