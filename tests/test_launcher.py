@@ -350,21 +350,77 @@ def test_run_help_lists_each_preset_with_its_seed_and_settings() -> None:
         assert name in text and preset.source.split(":")[0] in text and f"model={preset.model}" in text
 
 
-def test_a_ctrl_c_while_the_fork_server_is_spawned_reaches_the_launcher() -> None:
-    """The launcher ignores SIGINT while it spawns the fork server (so that the server and its
-    workers inherit the ignoring); a Ctrl-C in that moment is held, not lost, and reaches the
-    launcher's own handler once it is back. In a process of its own: the launcher has no thread
-    yet at that point, and a thread of pytest's could take the signal instead."""
+def test_a_ctrl_c_while_workers_start_reaches_the_launcher_and_never_the_workers() -> None:
+    """The launcher keeps its stop handler while it starts the fork server and its workers: a
+    Ctrl-C in that moment reaches it, even when another thread of the launcher's takes the
+    signal (torch's import may leave one; when the launcher ignored SIGINT meanwhile, that thread
+    dropped it). The fork server ignores SIGINT once started, and so do the workers, from it or
+    forked. In a process of its own: a thread of pytest's must not be the one that takes it."""
     probe = """
-import multiprocessing.forkserver, os, signal
+import multiprocessing.forkserver, os, signal, threading, time
 from dashboard.launch import supervisor
+from tests.forkcheck import signals
 from trainers.config import RunConfig
-multiprocessing.forkserver.ensure_running = lambda: os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C mid-spawn
+threading.Thread(target=threading.Event().wait, daemon=True).start()  # SIGINT not blocked there
+spawn = multiprocessing.forkserver.ensure_running
+multiprocessing.forkserver.ensure_running = lambda: (os.kill(os.getpid(), signal.SIGINT), spawn())  # Ctrl-C mid-spawn
 stops = supervisor.StopRequests()
 with stops.installed():
-    supervisor.worker_context("forkserver", [RunConfig("mlp")])
-    print(stops.count, bool(signal.pthread_sigmask(signal.SIG_BLOCK, set()) & {signal.SIGINT}))
+    said = []
+    for method in ("forkserver", "fork"):
+        ctx = supervisor.worker_context(method, [RunConfig("mlp")])
+        answers = ctx.Queue()
+        ctx.Process(target=signals, args=(answers,)).start()
+        said.append(answers.get(timeout=120))
+    server = multiprocessing.forkserver._forkserver._forkserver_pid
+    line = next(line for line in open(f"/proc/{server}/status") if line.startswith("SigIgn:"))
+    said.append("ignored" if int(line.split()[1], 16) >> (signal.SIGINT - 1) & 1 else "caught")
+    for _ in range(100):  # the handler runs on the main thread, at its next bytecode
+        if stops.count:
+            break
+        time.sleep(0.01)
+    print(stops.count, *said)
 """
     done = subprocess.run([sys.executable, "-c", probe], cwd=Path(launch.__file__).parent, capture_output=True,
                           text=True, timeout=120)
-    assert done.stdout.split() == ["1", "False"], done.stdout + done.stderr
+    assert done.stdout.split() == ["1", "ignored", "ignored", "ignored"], done.stdout + done.stderr
+
+
+def test_a_fork_server_ended_by_an_early_ctrl_c_leaves_the_runs_unstarted(tmp_path: Path) -> None:
+    """A Ctrl-C in the fork server's first milliseconds (before it ignores SIGINT) ends it, and
+    stops the launch too: the worker it was to fork is left unstarted, without an error; with
+    no stop under way, a fork server that died is started again."""
+    from dashboard.launch import supervisor
+    from dashboard.launch.worker import WorkerSpec
+    from dashboard.adapter import DashboardOptions
+
+    class Context:
+        starts = 0
+
+        def get_start_method(self) -> str:
+            return "forkserver"
+
+        def Process(self, **kwargs: object) -> object:  # noqa: N802 - multiprocessing's name
+            context = self
+
+            class Proc:
+                exitcode = None
+
+                def start(self) -> None:
+                    context.starts += 1
+                    if context.starts == 1:
+                        raise EOFError("the fork server closed the connection")
+
+            return Proc()
+
+    specs = [WorkerSpec(RunConfig("mlp", label=f"m{i}"), tmp_path / f"m{i}", DashboardOptions()) for i in range(2)]
+    stops = supervisor.StopRequests()
+    supervised = supervisor.Supervisor(specs, stops)
+    supervised._ctx = Context()
+    stops.count = 1  # the same Ctrl-C reached the launcher
+    supervised._start_next(2)
+    assert supervised.procs == [] and supervised._ctx.starts == 1
+    stops.count = 0
+    supervised._ctx = Context()
+    supervised._start_next(2)
+    assert len(supervised.procs) == 2 and supervised._ctx.starts == 3  # the first started again

@@ -5,18 +5,28 @@ disk (Fashion-MNIST: 60 MB read and 55 MB held per worker; CIFAR-10: about 180 M
 
 The fork server imports its preload modules by name and nothing else, so this one does its work
 when imported, in that process only: the launcher sets PRELOAD_VAR just while it starts the
-server (`supervisor.worker_context`), and the import takes it out of the environment."""
+server (`supervisor.worker_context`), and the import takes it out of the environment.
+
+It is the server's first preload module, and first of all it makes the server ignore Ctrl-C
+(the launcher decides what one means): before torch is imported, so that only a Ctrl-C in the
+server's first milliseconds can end it (the launcher copes: `supervisor.Supervisor._start_next`)."""
 
 from __future__ import annotations
 
 import json
 import os
-
-import torch
-
-from trainers import data
+import signal
 
 PRELOAD_VAR = "LIVETRAIN_PRELOAD_DATA"
+# taken from the environment, so that only the process that preloads acts on it (not a child
+# of its that imports this module)
+_value = os.environ.pop(PRELOAD_VAR, None)
+if _value is not None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+import torch  # noqa: E402 - once the fork server ignores Ctrl-C
+
+from trainers import data  # noqa: E402
 
 
 def data_sets(pairs: list[tuple[str, str | None]]) -> str:
@@ -35,8 +45,5 @@ def _preload(value: str) -> None:
             pass  # checked by the launcher already; a worker that still cannot load it says why
 
 
-# taken from the environment, so that only the process that preloads acts on it (not a child
-# of its that imports this module)
-_value = os.environ.pop(PRELOAD_VAR, None)
 if _value:
     _preload(_value)

@@ -5,7 +5,6 @@ final status."""
 
 from __future__ import annotations
 
-import contextlib
 import multiprocessing
 import multiprocessing.connection
 import multiprocessing.forkserver
@@ -67,17 +66,6 @@ class StopRequests:
                 signal.signal(sig, handler)
 
 
-@contextmanager
-def _sigint_ignored() -> Iterator[None]:
-    """Children started inside ignore the terminal's Ctrl-C (Python keeps an inherited SIG_IGN);
-    the launcher stops them itself, so that it decides what a Ctrl-C means."""
-    saved = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, saved)
-
-
 def death_reason(exitcode: int | None, stopping: str | bool, run_dir: Path | None = None) -> tuple[str, str]:
     """The final status of a worker that ended without logging one (`stopping`: what stopped the
     launch, e.g. "stopped by SIGTERM", or False)."""
@@ -136,15 +124,23 @@ class Supervisor:
     def _start_next(self, count: int) -> None:
         sys.stdout.flush()  # a forked child must not inherit (and later repeat) buffered output
         sys.stderr.flush()
-        # a fork server (see worker_context) already ignores Ctrl-C; waiting for it to import
-        # torch (seconds), the launcher keeps its own stop handler, so a Ctrl-C is not lost
-        forkserver = self._ctx.get_start_method() == "forkserver"
-        with contextlib.nullcontext() if forkserver else _sigint_ignored():
-            for spec in self.specs[len(self.procs):len(self.procs) + count]:
-                target = ranks_main if spec.config.nproc > 1 else worker_main  # see dashboard.launch.ranks
+        # the launcher's stop handler stays installed throughout: the workers ignore the
+        # terminal's Ctrl-C themselves (dashboard.launch.worker.take_signals), so that the
+        # launcher decides what it means
+        for spec in self.specs[len(self.procs):len(self.procs) + count]:
+            target = ranks_main if spec.config.nproc > 1 else worker_main  # see dashboard.launch.ranks
+            proc = self._ctx.Process(target=target, args=(spec,), name=f"livetrain-{spec.config.label}")
+            try:
+                proc.start()
+            except (OSError, EOFError):
+                # the fork server died before it forked the worker: a Ctrl-C in its first
+                # milliseconds, before it ignores SIGINT (see worker_context), which stopped the
+                # launch too; then the run stays unstarted. Otherwise a new server is started
+                if self.stopping:
+                    return
                 proc = self._ctx.Process(target=target, args=(spec,), name=f"livetrain-{spec.config.label}")
                 proc.start()
-                self.procs.append(proc)
+            self.procs.append(proc)
 
     @property
     def stopping(self) -> bool:
@@ -210,20 +206,16 @@ def worker_context(method: str, configs: Sequence[RunConfig]) -> Any:
     loaded once: the workers it forks share them (see dashboard.launch.preload)."""
     ctx = multiprocessing.get_context(method)
     if method == "forkserver":
-        ctx.set_forkserver_preload(["dashboard.launch.worker", "dashboard.launch.ranks", "dashboard.launch.preload"])
+        ctx.set_forkserver_preload(["dashboard.launch.preload", "dashboard.launch.worker", "dashboard.launch.ranks"])
         os.environ[PRELOAD_VAR] = data_sets([(c.dataset, c.data_dir) for c in configs])
-        # started ignoring Ctrl-C, so that the workers it forks do too (it hands them its own
-        # SIGINT disposition); it imports and loads in the background, and the launcher
-        # waits for it only when it starts the first worker, with its own stop handler. Blocked
-        # as well as ignored meanwhile: a Ctrl-C in that moment stays pending (Linux never
-        # discards a blocked signal) and reaches the launcher's handler once it is back; the
-        # workers unblock it (see dashboard.launch.worker.main)
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        # it ignores SIGINT first thing (its first preload module): the launcher keeps its own
+        # handler meanwhile (ignoring it here would let another thread of the launcher's take a
+        # Ctrl-C of that moment and drop it); a Ctrl-C before then ends the server, and the
+        # launcher copes (see _start_next). It imports and loads in the background, and the
+        # launcher waits for it only when it starts the first worker
         try:
-            with _sigint_ignored():
-                multiprocessing.forkserver.ensure_running()
+            multiprocessing.forkserver.ensure_running()
         finally:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
             os.environ.pop(PRELOAD_VAR, None)
     return ctx
 

@@ -5,7 +5,7 @@ launcher follows the run logs for the terminal and the env-wide panes. Whatever 
 (finished, diverged, an exception, Ctrl-C) is written to the run log as its final status.
 
 `main` is the entry of a launcher's worker process: it is stopped by the launcher, never straight
-by the terminal's Ctrl-C (the launcher starts it with SIGINT ignored). The launcher passes on what
+by the terminal's Ctrl-C (it ignores SIGINT: the launcher decides what a Ctrl-C means). The launcher passes on what
 stopped it as the signal it sends (STOP_SIGNALS), so the run log says "stopped by Ctrl-C", "by
 SIGTERM" or "the terminal was closed". A worker whose launcher died (kill -9, out of memory)
 notices within a second (its parent changes), stops, and logs that. It prints nothing (the
@@ -172,13 +172,19 @@ def watch_launcher(launcher: int, every: float = LAUNCHER_CHECK) -> threading.Th
     return thread
 
 
-def main(spec: WorkerSpec, train: Callable[[WorkerSpec], RunResult] = run) -> None:
-    """A launcher's worker process: `train`, then exit with the run's outcome (see the module doc)."""
+def take_signals() -> None:
+    """A worker's signals: the stop signals its launcher sends stop it (`_stop_on`); the
+    terminal's Ctrl-C, which reaches every process of the launch, is the launcher's to act on,
+    so the worker ignores SIGINT (it may have been born with the launcher's handler, or Python's)."""
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
         signal.signal(sig, _stop_on)
-    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
-        signal.signal(signal.SIGINT, _stop_on)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # a fork server's child inherits it blocked
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # as earlier launchers left it: blocked
+
+
+def main(spec: WorkerSpec, train: Callable[[WorkerSpec], RunResult] = run) -> None:
+    """A launcher's worker process: `train`, then exit with the run's outcome (see the module doc)."""
+    take_signals()
     watch_launcher(os.getppid())
     lock = hold_launch_lock(spec.run_dir)  # noqa: F841 - held (shared) until this process exits
     code = EXIT_FAILED
