@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from tests.ddp_ranks import Scripted
+from tests.test_faults import small_disk  # noqa: F401 - a fixture
 from trainers import data
 from trainers.checkpoints import CHECKPOINT
 from trainers.config import RunConfig
@@ -147,6 +148,28 @@ def test_a_fork_that_cannot_write_its_checkpoint_is_refused_and_the_run_goes_on(
     said = {c["id"]: (c["applied"], c.get("reason", "")) for c in controls(recorder)}
     assert said["f"][0] is False and said["f"][1].startswith("its checkpoint could not be written (")
     assert said["g"] == (False, "a fork goes to a folder beside the run's, not '../up'")
+
+
+def test_a_fork_on_a_full_disk_is_refused_with_why_and_the_run_goes_on(fashion: data.Dataset, tmp_path: Path,
+                                                                      small_disk: Path) -> None:
+    """A real full file system (a tmpfs filled up) where the fork's folder is: the fork is refused
+    with the disk's words, no partial checkpoint stays, and the run trains on to its end."""
+    with open(small_disk / "filler", "wb") as handle:
+        try:
+            while True:
+                handle.write(bytes(64 * 1024))
+                handle.flush()
+        except OSError:
+            pass
+    (small_disk / "fork").mkdir()
+    (tmp_path / "fork").symlink_to(small_disk / "fork")  # beside the run, on the full disk
+    recorder = Recorder()
+    result = fit(RunConfig("mlp", epochs=1, limit=1000, threads=1), recorder, tmp_path / "mlp", dataset=fashion,
+                 inbox=Scripted({2: [fork_request("f", "fork")]}))
+    assert result.status == RunState.FINISHED and (tmp_path / "mlp" / CHECKPOINT).is_file()
+    (said,) = controls(recorder)
+    assert said["applied"] is False and said["reason"].startswith("its checkpoint could not be written (No space left")
+    assert list((small_disk / "fork").iterdir()) == []
 
 
 # ---- the launcher's path: livetrain control -> the launch's inbox -> the run --------------------
