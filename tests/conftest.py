@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import socket
+import subprocess
 from collections.abc import Iterator
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -37,3 +39,17 @@ def visdom_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPr
     server = start_background(config)
     yield server
     server.stop()
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Any:
+    """A 1.5 MB tmpfs: room for the MLP's run log and one checkpoint (0.8 MB), not for the next."""
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1536k", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)

@@ -228,6 +228,18 @@ def parent_pid(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
+def gone(pids: list[int]) -> bool:
+    """Whether every process of `pids` has ended (a zombie counts as ended)."""
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            return False
+    return True
+
+
 def children(pid: int) -> list[int]:
     """The processes whose parent is `pid`."""
     found = []

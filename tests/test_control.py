@@ -13,7 +13,6 @@ import pytest
 import torch
 
 from tests.ddp_ranks import Scripted
-from tests.test_faults import small_disk  # noqa: F401 - a fixture
 from trainers import data
 from trainers.checkpoints import CHECKPOINT
 from trainers.config import RunConfig
@@ -411,36 +410,44 @@ def test_with_login_only_a_logged_in_page_can_control(tmp_path: Path, monkeypatc
 
 @pytest.mark.slow
 @pytest.mark.parametrize("how", ["SIGTERM", "kill -9"])
-def test_a_launcher_stopped_or_killed_stops_its_paused_runs_too(tmp_path: Path, how: str) -> None:
+def test_a_launcher_stopped_or_killed_stops_its_paused_runs_and_forks_too(tmp_path: Path, how: str) -> None:
     """A paused run waits between two batches for a request; SIGTERM to its launcher, or the
-    launcher killed, stops it there as it stops a training one: its log ends with a status."""
+    launcher killed, stops it there as it stops a training one: its log ends with a status. So
+    does a fork's, whose worker comes from a fork server started for it (its parent is that
+    server, not the launcher)."""
     import signal
 
     from dashboard.launch.control import ask
     from dashboard.runlog import read
-    from tests.helpers import finish, launch_dir, launched, livetrain, training, wait_for
+    from tests.helpers import children, finish, gone, launch_dir, launched, livetrain, training, wait_for
 
     proc = livetrain(tmp_path, "run", "--headless", "--models", "mlp,softmax", "--epochs", "1000", "--limit", "3000")
     wait_for(lambda: launched(tmp_path / "runs"))
     runs = launch_dir(tmp_path / "runs")
     wait_for(lambda: training(runs / "mlp") and training(runs / "softmax"))
     ask(runs, "mlp", "pause", {})
-    wait_for(lambda: read(runs / "mlp", keep_scalars=False).status == "paused")
+    ask(runs, "softmax", "fork", {"lr": 0.05}, options={"label": "branch"})
+    wait_for(lambda: read(runs / "mlp", keep_scalars=False).status == "paused" and training(runs / "branch"))
+    everyone = [proc.pid, *children(proc.pid), *(grandchild for child in children(proc.pid)
+                                                 for grandchild in children(child))]
+    labels = ("mlp", "softmax", "branch")
     if how == "SIGTERM":
         proc.send_signal(signal.SIGTERM)
         code, out, err = finish(proc, timeout=60)
         assert code == 143 and "Traceback" not in out + err, out + err
-        for label in ("mlp", "softmax"):
+        for label in labels:
             record = read(runs / label, keep_scalars=False)
             assert record.status == "interrupted" and record.states[-1]["reason"].startswith("stopped by SIGTERM")
     else:
         launcher = proc.pid
         proc.kill()
         proc.wait()
-        wait_for(lambda: all(read(runs / label, keep_scalars=False).status == "interrupted"
-                             for label in ("mlp", "softmax")), timeout=30)
-        reason = read(runs / "mlp", keep_scalars=False).states[-1]["reason"]
-        assert reason.startswith(f"stopped: its launcher (pid {launcher}) died"), reason
+        wait_for(lambda: all(read(runs / label, keep_scalars=False).status == "interrupted" for label in labels),
+                 timeout=30)
+        for label in labels:
+            reason = read(runs / label, keep_scalars=False).states[-1]["reason"]
+            assert reason.startswith(f"stopped: its launcher (pid {launcher}) died"), (label, reason)
+    wait_for(lambda: gone(everyone), timeout=30)  # the fork server and the fork's worker too
 
 
 def test_the_pane_has_its_controls_only_while_the_launcher_hears_the_page(tmp_path: Path) -> None:

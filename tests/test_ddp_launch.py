@@ -19,7 +19,7 @@ from dashboard.runlog import LOG_NAME, read
 from dashboard.server import ServerProcess
 from tests.conftest import free_port
 from tests.helpers import (
-    assert_windows_match_logs, breaks_at_fifth_batch, children, finish, launch_dir, launched, livetrain,
+    assert_windows_match_logs, breaks_at_fifth_batch, children, finish, gone, launch_dir, launched, livetrain,
     parent_pid, server_state, training, wait_for, worker_of,
 )
 from trainers.checkpoints import CHECKPOINT
@@ -41,17 +41,6 @@ def ranks_of(worker: int, run_dir: Path) -> tuple[int, list[int]]:
                                          for fd in Path(f"/proc/{p}/fd").iterdir())]
     assert len(spawned) == 2 and len(writing) == 1, (spawned, writing)
     return writing[0], [p for p in spawned if p != writing[0]]
-
-
-def gone(pids: list[int]) -> bool:
-    for pid in pids:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state != "Z":
-            return False
-    return True
 
 
 def test_a_run_on_two_ranks_beside_two_on_one_is_one_run_on_the_page(visdom_server: ServerProcess,

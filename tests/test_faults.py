@@ -115,20 +115,6 @@ def test_a_killed_launchers_workers_stop_and_their_windows_equal_their_logs(
     assert_windows_match_logs(server_state(url, env), [runs / "mlp", runs / "cnn"], max_points=1000)
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Any:
-    """A 1.5 MB tmpfs: room for the MLP's run log and one checkpoint (0.8 MB), not for the next."""
-    mount = tmp_path / "small-disk"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1536k", "tmpfs", str(mount)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.decode().strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
 def test_a_full_disk_ends_the_run_failed_and_says_where(visdom_server: ServerProcess, tmp_path: Path,
                                                         small_disk: Path) -> None:
     url = visdom_server.config.url

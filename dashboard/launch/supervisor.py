@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +130,7 @@ class Supervisor:
         # launcher decides what it means
         for spec in self.specs[len(self.procs):len(self.procs) + count]:
             target = ranks_main if spec.config.nproc > 1 else worker_main  # see dashboard.launch.ranks
+            spec = replace(spec, launcher=os.getpid())  # watched by the worker, wherever it comes from
             proc = self._ctx.Process(target=target, args=(spec,), name=f"livetrain-{spec.config.label}")
             try:
                 proc.start()

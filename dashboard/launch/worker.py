@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import os
+import select
 import signal
 import sys
 import threading
@@ -24,7 +25,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from dashboard.adapter import Dashboard, DashboardOptions
 from dashboard.launch.control import FileInbox
@@ -46,6 +47,7 @@ class WorkerSpec:
     resume: bool = False
     control: bool = True  # False (--no-control): the run looks for no requests
     parent: dict | None = None  # a fork's: {"run": its parent's label, "x": where it forked, "step": the batch}
+    launcher: int | None = None  # the launcher's pid (set as it starts the worker): watched, see watch_launcher
 
 
 KEPT = "the checkpoint of the last finished epoch is kept"
@@ -157,13 +159,37 @@ def _stop_on(signum: int, frame: object) -> None:
 
 
 def watch_launcher(launcher: int, every: float = LAUNCHER_CHECK) -> threading.Thread:
-    """A daemon thread that stops this process (as a stop signal would) once `launcher`, its
-    parent, is gone: killed with SIGKILL or by the kernel's out-of-memory killer, the launcher
-    cannot stop its workers, which would train on unseen to the end."""
+    """A daemon thread that stops this process (as a stop signal would) once `launcher` is gone:
+    killed with SIGKILL or by the kernel's out-of-memory killer, the launcher cannot stop its
+    workers, which would train on unseen to the end. The launcher is this process's parent, or
+    its grandparent (a worker from a fork server, whose server outlives the launcher while any
+    worker of its lives): on Linux a pidfd of it says when it ends; elsewhere, it is looked for
+    every `every` s."""
+    try:
+        ended: Any = os.pidfd_open(launcher)
+    except ProcessLookupError:
+        ended = True  # gone already
+    except (AttributeError, OSError):
+        ended = None
+
+    def there() -> bool:
+        if os.getppid() == launcher:
+            return True
+        try:
+            os.kill(launcher, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+        return True
+
     def watch() -> None:
         global _stopped_by
-        while os.getppid() == launcher:
-            time.sleep(every)
+        if isinstance(ended, int) and not isinstance(ended, bool):
+            select.select([ended], [], [])  # readable once the launcher has ended
+        elif ended is None:
+            while there():
+                time.sleep(every)
         _stopped_by = _stopped_by or f"stopped: its launcher (pid {launcher}) died"
         os.kill(os.getpid(), signal.SIGUSR2)
 
@@ -185,7 +211,7 @@ def take_signals() -> None:
 def main(spec: WorkerSpec, train: Callable[[WorkerSpec], RunResult] = run) -> None:
     """A launcher's worker process: `train`, then exit with the run's outcome (see the module doc)."""
     take_signals()
-    watch_launcher(os.getppid())
+    watch_launcher(spec.launcher or os.getppid())
     lock = hold_launch_lock(spec.run_dir)  # noqa: F841 - held (shared) until this process exits
     code = EXIT_FAILED
     try:
