@@ -145,6 +145,7 @@ def test_the_torchrun_entry_on_two_nodes_draws_one_run(visdom_server: ServerProc
     assert_windows_match_logs(state, [run_dir], max_points=1000)
     pane = state[windows.RUNS_WIN]["content"]
     assert "&#9632;</span> two-nodes<" in pane and ">finished</b>" in pane and pane.endswith(">2</td></tr></table>")
+    assert "This run was started by torchrun, with no livetrain launcher" in state["control"]["content"]
 
 
 BREAKS = breaks_at_fifth_batch('os.environ.get("RANK") == "1"', "rank 1 broke at its 5th batch")

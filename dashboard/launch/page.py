@@ -4,8 +4,9 @@ its launcher.
 The pane is one of Visdom's properties panes: a run to act on (or all runs), Stop, Pause and
 Resume buttons, and the lr, momentum and weight decay, each applied when its field is submitted
 (Enter); then a fork of the run picked: the settings it changes ("lr=1e-4 batch-size=128"), its
-label (PARENT-fork1 when left empty), whether it stops the parent, and the Fork button. Beside it, a Requests pane says what happened to each request: sent, applied at batch N,
-or refused and why. When a person uses a field, the page sends a PropertyUpdate event to the
+label (PARENT-fork1 when left empty), whether it stops the parent, and the Fork button. Beside
+it, a Requests pane says what happened to each request: sent, applied at batch N, or refused and
+why. When a person uses a field, the page sends a PropertyUpdate event to the
 server, which passes it to every client of its `/vis_socket`; the launcher is one (logged in,
 with the server's login on), keeps its own env's events for this pane, and hands each to the
 launch's `Desk`, the path `livetrain control` takes too. Another site's page cannot open the
@@ -206,6 +207,17 @@ class ControlPane:
                                      "what the fork changes (lr=1e-4 batch-size=256), maybe its label, and "
                                      "press Fork."))
         return windows.text_message(self.env, REQUESTS_WIN, REQUESTS_TITLE, body, windows.UNIT, windows.PANE_HEIGHT)
+
+
+TORCHRUN_NOTE = ("This run was started by torchrun, with no livetrain launcher to take requests: it cannot be "
+                 "stopped, paused, changed or forked from here. A run started with `livetrain run` (--nproc N for "
+                 "several processes on one machine) can.")
+
+
+def torchrun_note(env: str) -> dict[str, Any]:
+    """The Control pane of an env that a torchrun run draws (dashboard.launch.ranks.BoardThread)."""
+    return windows.text_message(env, CONTROL_WIN, CONTROL_TITLE, windows.waiting_html(TORCHRUN_NOTE), windows.UNIT,
+                                windows.PANE_HEIGHT)
 
 
 def outcome_html(outcome: Outcome, records: Mapping[str, RunRecord]) -> str:

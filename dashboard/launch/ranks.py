@@ -47,7 +47,7 @@ from dashboard import windows
 from dashboard.adapter import Dashboard, DashboardOptions
 from dashboard.board import Board
 from dashboard.connection import VisdomConnection
-from dashboard.launch import worker
+from dashboard.launch import page, worker
 from dashboard.launch.control import FileInbox
 from dashboard.launch.grid import check_label
 from dashboard.launch.plan import PlannedRun, check_env
@@ -242,7 +242,10 @@ class BoardThread:
         assert spec.dashboard.visdom_url is not None
         self.spec = spec
         self.sender = Sender(VisdomConnection(spec.dashboard.visdom_url), name="visdom-board")
-        self.board = Board(self.sender, spec.dashboard.draw)
+        # the Control pane says why there are no controls: no launcher of ours takes requests
+        env = spec.dashboard.draw.env
+        note = (page.CONTROL_WIN, lambda connection: connection.post("events", page.torchrun_note(env)))
+        self.board = Board(self.sender, spec.dashboard.draw, after_runs=[note])
         self.board.add(spec.run_dir, config.label, spec.colour_index, None, config.to_dict())
         self._stop = threading.Event()
         self.sender.flush()  # the runs pane and the compare windows first, as a launcher draws them
