@@ -113,6 +113,11 @@ def changed(outcome: Mapping[str, Any]) -> dict[str, Any]:
     return dict(outcome.get("values") or {}) if outcome.get("applied") and outcome.get("action") == SET else {}
 
 
+def outcome_of(controls: list[dict[str, Any]], ident: str) -> dict[str, Any] | None:
+    """The recorded outcome of request `ident` among a run's "control" records (None: not yet)."""
+    return next((c for c in controls if c.get("id") == ident), None)
+
+
 def source_said(request: Request) -> str:
     """How a run's status says who stopped it: "stopped from the page", "... by `livetrain control`"
     (a fork that stopped its parent: "..., forked into mlp-fork1")."""

@@ -30,7 +30,7 @@ from dashboard.launch.plan import LaunchError, PlanError
 from dashboard.launch.resume import LAUNCH_META, LaunchLock
 from dashboard.runlog import LOG_NAME, LogFollower, RunRecord, read
 from trainers.config import ConfigError, RunConfig
-from trainers.control import ACTIONS, FORK, FORKABLE, SET, SETTABLE, Request, refusal
+from trainers.control import ACTIONS, FORK, FORKABLE, SET, SETTABLE, Request, outcome_of, refusal
 from trainers.reporting import RunState
 
 INBOX = f"{LAUNCH_META}/inbox"  # in a launch folder: the requests for its launcher
@@ -342,7 +342,7 @@ def request(path: Path, action: str, words: Iterable[str] = (), timeout: float =
     while len(lines) < len(followers):
         for label, follower in followers.items():
             follower.poll()
-            done = next((c for c in follower.record.controls if c.get("id") == ident), None)
+            done = outcome_of(follower.record.controls, ident)
             if done is None and RunState(follower.record.status).final and label not in lines:
                 lines[label] = f"{label}: refused: it ended ({follower.record.status}) before it took the request"
             elif done is not None and label not in lines:

@@ -24,7 +24,7 @@ from dashboard.launch.grid import check_label
 from dashboard.launch.plan import PlanError
 from dashboard.runlog import RunRecord
 from trainers.config import ConfigError, RunConfig
-from trainers.control import SETTABLE, changed
+from trainers.control import SETTABLE, changed, outcome_of
 from trainers.reporting import RunState
 
 
@@ -93,7 +93,7 @@ class Forks:
         started = []
         for ident, fork in list(self.pending.items()):
             record = records.get(fork.parent)
-            done = next((c for c in record.controls if c.get("id") == ident), None) if record is not None else None
+            done = outcome_of(record.controls, ident) if record is not None else None
             if done is None and (record is None or not RunState(record.status).final):
                 continue
             del self.pending[ident]

@@ -28,7 +28,7 @@ from dashboard.connection import VisdomConnection
 from dashboard.launch.control import ALL, Desk, Outcome, parse_values
 from dashboard.runlog import RunRecord
 from trainers.config import ConfigError
-from trainers.control import FORK, FORKABLE, PAUSE, RESUME, SET, STOP
+from trainers.control import FORK, FORKABLE, PAUSE, RESUME, SET, STOP, outcome_of
 from trainers.reporting import RunState
 
 CONTROL_WIN, REQUESTS_WIN = "control", "control-requests"
@@ -232,7 +232,7 @@ def outcome_html(outcome: Outcome, records: Mapping[str, RunRecord]) -> str:
     said = []
     for label in outcome.sent:
         record = records.get(label)
-        done = next((c for c in record.controls if c.get("id") == request.id), None) if record else None
+        done = outcome_of(record.controls, request.id) if record else None
         if done is None and record is not None and RunState(record.status).final:
             said.append(f'<span style="color:{windows.WRONG}">{html.escape(label)} ended before it took it</span>')
         elif done is None:
