@@ -15,11 +15,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from dashboard import panes, sweep, windows, yrange
+from dashboard import panels, panes, sweep, windows, yrange
 from dashboard.connection import VisdomConnection
 from dashboard.downsample import Aligned, BandSeries, Ema
 from dashboard.protocol import MISSING_WINDOW
-from dashboard.runlog import LogFollower, RunRecord, forked_from
+from dashboard.runlog import LogFollower, RunRecord
 from dashboard.sender import Sender
 from trainers.reporting import TEST_ACC, RunState
 
@@ -49,7 +49,7 @@ def summary(record: RunRecord, label: str) -> panes.RunSummary:
         config=record.in_force(),  # an lr changed from the page shows as the lr
         status=last.get("state", RunState.STARTING), reason=last.get("reason", ""),
         x=record.x, latest=dict(record.latest), started=record.started, updated=record.updated,
-        parent=forked_from(record.meta))
+        parent=panes.forked_from(record.meta))
 
 
 class SeedGroup:
@@ -186,7 +186,7 @@ class Board:
             nonlocal placed
             if placed:  # once: sent again after an outage, it would wipe what the worker drew
                 return
-            for message in windows.run_placeholders(self.env, label):
+            for message in panels.run_placeholders(self.env, label):
                 # only where the run's own window is not there yet (the board may reach a server
                 # that was down at the start only after the worker drew it)
                 if connection.post("win_exists", {"eid": self.env, "win": message["win"]}) != "true":

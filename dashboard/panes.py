@@ -12,7 +12,7 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 from html import escape
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 
@@ -250,3 +250,11 @@ def runs_html(runs: Sequence[RunSummary]) -> str:
     header = "<tr>" + "".join(f"<th {cell}>{h}</th>" for h in head) + "</tr>"
     return (f'<table style="border-collapse:collapse;font:12px sans-serif">{header}{"".join(rows)}</table>'
             if rows else '<div style="font:13px sans-serif;color:#555">No runs yet.</div>')
+
+
+def forked_from(meta: Mapping[str, Any]) -> tuple[str, float] | None:
+    """(the parent's label, the x it forked at) from a run log's meta; None for a run that is no fork."""
+    parent = meta.get("parent")
+    if isinstance(parent, Mapping) and isinstance(parent.get("run"), str) and isinstance(parent.get("x"), (int, float)):
+        return parent["run"], float(parent["x"])
+    return None

@@ -13,18 +13,19 @@ Each line is one record with a "kind":
 - "status":      running / paused / finished / failed / interrupted, with a reason
 - "control":     step, x, and what happened to a request made to the run (trainers.control): its
                  id, action, values, source, whether it was applied, and if not why
+- any other:     step, x and a payload, written by `Reporter.record`: what a window of its own
+                 reads (dashboard.panels: "calibration"...); kept as read, in `RunRecord.other`
 
 Every record but the per-batch scalars is written with one `write` and flushed at once. Per-batch
 scalars are written in batches, at most WRITE_EVERY seconds apart (and before any other record, and
-at close): a write and flush per batch cost the training thread a measurable share of a short
-step, mostly in the cold-cache encoding (see the README's dashboard benchmarks). The per-batch
-call only queues (time, step, x, values); the batch is checked and encoded when written, each line
-filled into a template made once per set of metric names (cheaper than json.dumps per line), and
-then handed to `on_scalars` (a live `Dashboard`'s windows), which so cost nothing per batch.
+at close): a write and flush per batch cost the training thread a measurable share of a short step
+(see the README's dashboard benchmarks). The per-batch call only queues (time, step, x, values);
+the batch is encoded when written, each line filled into a template made once per set of metric
+names, and then handed to `on_scalars` (a live `Dashboard`'s windows): nothing more per batch.
 A value that is not a number is left out of the log and raises ValueError from the call that
-writes its batch, after everything else is written. So a process killed outright (SIGKILL) loses
-at most its last quarter second of batch scalars; whatever ends it otherwise (an exception,
-Ctrl-C, SIGTERM) closes the log first. The reader keeps every complete record of a file cut mid-line.
+writes its batch, after everything else. A process killed outright (SIGKILL) loses at most its
+last quarter second of batch scalars; whatever else ends it closes the log first. The reader
+keeps every complete record of a file cut mid-line.
 """
 
 from __future__ import annotations
@@ -243,6 +244,7 @@ class RunRecord:
     mistakes: list[dict[str, Any]] = field(default_factory=list)  # each with its images decoded
     states: list[dict[str, Any]] = field(default_factory=list)
     controls: list[dict[str, Any]] = field(default_factory=list)  # what happened to each request made to it
+    other: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # by kind (a live follower: the latest)
     skipped: int = 0  # lines that were not a complete record (a cut last line)
     keep_scalars: bool = True  # False: keep only the latest value of each metric and mistakes (a live follower)
     on_scalars: Callable[[dict[str, Any]], None] | None = None  # called with each scalars row as read
@@ -297,8 +299,11 @@ class RunRecord:
             self.states.append(item)
         elif kind == CONTROL:
             self.controls.append(item)
-        else:
-            raise ValueError(f"unknown record kind {kind!r}")
+        else:  # a window's own (dashboard.panels), or a kind this version does not draw
+            kept = self.other.setdefault(str(kind), [])
+            if not self.keep_scalars:
+                kept.clear()
+            kept.append(item)
         self.updated = item.get("time", self.updated)
 
     def in_force(self) -> dict[str, Any]:
@@ -313,14 +318,6 @@ class RunRecord:
         """(x, value) of every logged value of metric `name`."""
         rows = [r for r in self.scalars if r.get(name) is not None]
         return [r["x"] for r in rows], [r[name] for r in rows]
-
-
-def forked_from(meta: Mapping[str, Any]) -> tuple[str, float] | None:
-    """(the parent's label, the x it forked at) from a run log's meta; None for a run that is no fork."""
-    parent = meta.get("parent")
-    if isinstance(parent, Mapping) and isinstance(parent.get("run"), str) and isinstance(parent.get("x"), (int, float)):
-        return parent["run"], float(parent["x"])
-    return None
 
 
 def run_dirs(folder: Path, depth: int = 2) -> list[Path]:
@@ -391,7 +388,7 @@ def feed(record: RunRecord, reporter: Reporter) -> None:
     for m in record.mistakes:
         reporter.mistakes(m["x"], m["images"], torch.tensor(m["predicted"]), torch.tensor(m["probability"]),
                           torch.tensor(m["true"]), torch.tensor(m["true_probability"]), tuple(m["classes"]))
-    for item in record.controls:
-        reporter.record(CONTROL, item["step"], item["x"], {k: v for k, v in item.items() if k not in _ROW_FIELDS})
+    for item in record.controls + [item for items in record.other.values() for item in items]:
+        reporter.record(item["kind"], item["step"], item["x"], {k: v for k, v in item.items() if k not in _ROW_FIELDS})
     for state in record.states:
         reporter.status(state["state"], state.get("reason", ""))

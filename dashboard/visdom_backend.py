@@ -13,7 +13,7 @@ from typing import Any, Mapping, NamedTuple
 
 import torch
 
-from dashboard import markers, panes, windows
+from dashboard import markers, panels, panes, windows
 from dashboard.connection import VisdomConnection
 from dashboard.downsample import Ema, MinMaxSeries
 from dashboard.runlog import compact_probabilities
@@ -73,6 +73,9 @@ class VisdomBackend:
             sender.register(self.confusion_win, self._send_confusion, changed=False)
             sender.register(self.mistakes_win, self._send_mistakes, changed=False)
             sender.register(self.gradients_win, self._send_gradients, changed=False)
+            for panel in panels.PANELS:  # a window of its own module each: its key is its window
+                sender.register(panel.win(label), self._panel_sender(panel), changed=False)
+        self._panel_records: dict[str, list[dict[str, Any]]] = {}  # by kind, as the panel keeps them
         sender.add_check(self.check)
 
     # ---- Reporter, called from the training thread ----
@@ -161,8 +164,17 @@ class VisdomBackend:
         pass  # shown in the runs pane
 
     def record(self, kind: str, step: int, x: float, payload: Mapping[str, Any]) -> None:
-        """A request's outcome (the runs pane and the control pane show them, drawn by the Board):
-        a change applied is marked on the run's curves."""
+        """A panel's record (dashboard.panels), for its window; or a request's outcome (the runs
+        pane and the control pane show them, drawn by the Board): a change applied is marked on
+        the run's curves."""
+        panel = panels.BY_KIND.get(kind)
+        if panel is not None and self.run_windows:
+            with self._lock:
+                kept = self._panel_records.setdefault(kind, [])
+                if not panel.history:
+                    kept.clear()
+                kept.append({"step": step, "x": x, **payload})
+            self.sender.mark(panel.win(self.label))
         if kind != CONTROL:
             return
         with self._lock:
@@ -309,6 +321,15 @@ class VisdomBackend:
             title = windows.confusion_title(self.label, c["x"])
             message = windows.heatmap_message(self.env, self.confusion_win, title, c["matrix"], c["classes"])
             self._panes.post(connection, message)
+
+
+    def _panel_sender(self, panel: panels.Panel) -> Any:
+        def send(connection: VisdomConnection) -> None:
+            with self._lock:
+                records = list(self._panel_records.get(panel.kind, ()))
+            if records:
+                self._panes.post(connection, panel.draw(self.env, panel.win(self.label), self.label, records))
+        return send
 
 
 class Held(NamedTuple):

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from dashboard import markers, runlog, windows
+from dashboard import markers, panels, runlog, windows
 from dashboard.connection import VisdomConnection
 from dashboard.downsample import Ema, MinMaxSeries
 from dashboard.runlog import LOG_NAME
@@ -184,6 +184,16 @@ def assert_windows_match_logs(state: dict[str, Any], run_dirs: list[Path], max_p
         assert sorted(grads) == sorted(layers), label
         for layer, points in grads.items():
             assert points == drawn_from_log(record, GRAD_PREFIX + layer, max_points).points(), (label, layer)
+        for panel in panels.PANELS:  # each window of its own module: what its draw makes of the log's records
+            logged = record.other.get(panel.kind)
+            assert logged, (panel.kind, label)
+            kept = logged if panel.history else logged[-1:]
+            expected = panel.draw("", panel.win(label), label,
+                                  [{k: v for k, v in r.items() if k not in ("kind", "time")} for r in kept])
+            held = state[panel.win(label)]["content"]
+            assert [{k: d.get(k) for k in ("x", "y")} for d in held["data"]] == [
+                {k: d.get(k) for k in ("x", "y")} for d in expected["data"]], (panel.kind, label)
+            assert state[panel.win(label)]["title"] == expected["opts"]["title"], (panel.kind, label)
 
 
 def livetrain(cwd: Path, *args: str, session: bool = False, env: dict[str, str] | None = None) -> subprocess.Popen[str]:

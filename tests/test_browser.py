@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from dashboard import windows
+from dashboard import panels, windows
 from dashboard.connection import Unreachable
 from dashboard.server import ServerProcess
 from dashboard.terminal import columns
@@ -35,6 +35,7 @@ CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shi
 COMPARE_TITLES = {w.title: w for w in windows.COMPARE_PANES}  # each window's first metric stands for it
 SHARED = 1 + len(COMPARE_TITLES) + 2  # the runs table, the compare windows, training samples, disagreement
 CONTROL = 2  # a live launch's Control pane and its requests (a replay has none: nothing to control)
+OWN = len(panels.run_windows("x"))  # each run's own windows: gallery, matrix, mistakes, gradients, the panels
 
 
 def trace_names(title: str, labels: tuple[str, ...] | list[str], groups: tuple[str, ...] = ()) -> list[str]:
@@ -62,7 +63,7 @@ def every_run_has_tested(url: str, env: str) -> bool:
 def page_complete(state: dict[str, Any]) -> bool:
     panes = {p["title"]: p for p in state.get("panes", [])}
     galleries = [p for t, p in panes.items() if t.endswith("test images, predicted (true)")]
-    return (len(panes) == SHARED + CONTROL + 4 * len(LABELS)
+    return (len(panes) == SHARED + CONTROL + OWN * len(LABELS)
             and all(panes.get(t, {}).get("traces") and len(panes[t]["traces"]) == len(trace_names(t, LABELS))
                     for t in COMPARE_TITLES)
             and len(galleries) == len(LABELS) and all(g["images"] == g["figures"] > 0 for g in galleries))
@@ -350,7 +351,7 @@ def test_a_launch_labelled_in_chinese(visdom_server: ServerProcess, tmp_path: Pa
     with Browser(1600, 1200) as browser:
         for shown in (env, "回放"):
             browser.open(f"{url}/env/{urllib.parse.quote(shown)}")
-            expected = SHARED + 4 * len(labels) + (CONTROL if shown == env else 0)
+            expected = SHARED + OWN * len(labels) + (CONTROL if shown == env else 0)
             state = browser.settled(lambda s: len(s.get("panes", [])) == expected and all(
                 len(p["traces"] or ()) == len(trace_names(p["title"], labels))
                 for p in s["panes"] if p["title"] in COMPARE_TITLES))

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from dashboard import runlog, windows
+from dashboard import panels, runlog, windows
 from dashboard.adapter import DashboardOptions
 from dashboard.board import Board
 from dashboard.connection import VisdomConnection
@@ -79,11 +79,11 @@ def test_live_windows_hold_exactly_what_the_logs_hold(live: tuple[str, list[Path
     assert runs_pane.count("finished") == 2 and "softmax" in runs_pane and "mlp" in runs_pane
     assert "disagree on" in state[windows.DISAGREE_WIN]["content"]
     # the windows come in the board's order: runs pane, compare windows, training samples,
-    # disagreement (a softmax and an MLP are no sweep), then each run's own four
+    # disagreement (a softmax and an MLP are no sweep), then each run's own windows
     order = sorted(state, key=lambda w: state[w]["i"])
     board = [windows.RUNS_WIN] + [w.win for w in windows.COMPARE_PANES] + [windows.SAMPLES_WIN, windows.DISAGREE_WIN]
     assert order[:len(board)] == board
-    assert len(order) == len(board) + 4 * len(run_dirs)
+    assert sorted(order[len(board):]) == sorted(w for d in run_dirs for w in panels.run_windows(d.name))
 
 
 def test_replay_draws_the_same_windows_as_the_live_run(live: tuple[str, list[Path]]) -> None:

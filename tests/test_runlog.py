@@ -81,7 +81,7 @@ def test_log_cut_mid_line_keeps_every_complete_record(logged_run: tuple[Recorder
         cut_inside_a_line = all(not (end - 1 <= cut < end) for end in ends) and cut not in ends
         records = (len(back.scalars) + len(back.predictions) + len(back.confusions) + len(back.states)
                    + len(back.mistakes) + (1 if back.config else 0) + (1 if back.gallery is not None else 0)
-                   + (1 if back.samples is not None else 0))
+                   + (1 if back.samples is not None else 0) + sum(map(len, back.other.values())))
         assert records == complete
         assert back.skipped == (1 if cut_inside_a_line else 0)
 

@@ -1,0 +1,34 @@
+"""What a panel module declares: one window of each run, drawn from run-log records of its own kind."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from dashboard import windows
+
+Message = dict[str, Any]  # a whole Visdom window, as posted to /events
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One window per run (see dashboard.panels).
+
+    - `kind`: the run-log records it reads, written by `Reporter.record(kind, step, x, payload)`
+      (the trainer side computes the payload: trainers.measures);
+    - `name`: its window's, per run (`windows.run_window(name, label)`);
+    - `draw(env, win, label, records)`: the whole window from the run's records of its kind so
+      far, each {"step", "x", **payload}, oldest first (all of them when `history`, else the
+      latest alone): the same code live (dashboard.visdom_backend) and in a replay;
+    - `waiting(env, win, label)`: the window before its first record (numbered 0: older than
+      anything drawn, so it never replaces it)."""
+
+    kind: str
+    name: str
+    draw: Callable[[str, str, str, list[dict[str, Any]]], Message]
+    waiting: Callable[[str, str, str], Message]
+    history: bool = False
+
+    def win(self, label: str) -> str:
+        return windows.run_window(self.name, label)
