@@ -3,7 +3,42 @@ against a hand computation, and the window each draws from its records."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
+import pytest
+import torch
+
 from dashboard import panels
+from dashboard.panels import calibration as calibration_panel
+from trainers.measures import calibration
+
+
+def test_calibration_bins_and_ece_by_hand() -> None:
+    # confidence 0.95 and 0.91 (bin 0.9-1.0, one right), 0.85 and 0.81 (bin 0.8-0.9, both right),
+    # 0.55 (wrong), 0.31 (right), and a confidence of exactly 1 (the last bin, right)
+    result = SimpleNamespace(probability=torch.tensor([0.95, 0.91, 0.85, 0.81, 0.55, 0.31, 1.0]),
+                             predicted=torch.tensor([1, 2, 3, 4, 5, 6, 7]))
+    labels = torch.tensor([1, 0, 3, 4, 0, 6, 7])
+    measured = calibration(result, labels, model=None)
+    bins = measured["bins"]
+    assert [n for n, _, _ in bins] == [0, 0, 0, 1, 0, 1, 0, 0, 2, 3]
+    assert bins[9][1] == pytest.approx((0.95 + 0.91 + 1.0) / 3) and bins[9][2] == pytest.approx(2 / 3)
+    assert bins[8][1:] == pytest.approx([0.83, 1.0]) and bins[5][1:] == pytest.approx([0.55, 0.0])
+    assert bins[3][1:] == pytest.approx([0.31, 1.0]) and bins[0] == [0, None, None]
+    by_hand = (3 * abs(2 / 3 - 2.86 / 3) + 2 * abs(1 - 0.83) + abs(0 - 0.55) + abs(1 - 0.31)) / 7
+    assert measured["ece"] == pytest.approx(by_hand)
+
+
+def test_the_calibration_window_draws_the_latest_records_bins() -> None:
+    bins = [[0, None, None]] * 8 + [[2, 0.83, 1.0], [3, 0.9533, 0.6667]]
+    records = [{"step": 0, "x": 0.0, "bins": [[10, 0.1, 0.1]] + [[0, None, None]] * 9, "ece": 0.0},
+               {"step": 8, "x": 1.0, "bins": bins, "ece": 0.1234}]
+    message = calibration_panel.draw("env", "win", "mlp", records)
+    bars, points, diagonal = message["data"]
+    assert bars["y"] == [None] * 8 + [1.0, 0.6667] and bars["x"][9] == pytest.approx(0.95)
+    assert (points["x"], points["y"]) == ([0.83, 0.9533], [1.0, 0.6667])  # the bins that hold images
+    assert (diagonal["x"], diagonal["y"]) == ([0, 1], [0, 1])
+    assert message["opts"]["title"] == "mlp: calibration, epoch 1 (ECE 0.123)" and message["win"] == "win"
 
 
 def test_every_panel_has_a_kind_of_its_own_and_a_waiting_window() -> None:

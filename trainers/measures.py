@@ -12,7 +12,28 @@ import torch
 
 from trainers.reporting import Reporter
 
+CALIBRATION_BINS = 10
+
+
+def calibration(result: Any, labels: torch.Tensor, model: Any) -> dict[str, Any]:
+    """Per confidence bin (the predicted class's probability, in CALIBRATION_BINS equal bins of
+    [0, 1]): [images, mean confidence, accuracy] (None for an empty bin's two means); and the
+    expected calibration error, the images-weighted mean of |accuracy - mean confidence|."""
+    confidence = result.probability.double()
+    correct = (result.predicted == labels.cpu()).double()
+    index = (confidence * CALIBRATION_BINS).long().clamp(0, CALIBRATION_BINS - 1)
+    count = torch.bincount(index, minlength=CALIBRATION_BINS)
+    conf_sum = torch.bincount(index, weights=confidence, minlength=CALIBRATION_BINS)
+    right = torch.bincount(index, weights=correct, minlength=CALIBRATION_BINS)
+    bins, gap = [], 0.0
+    for n, c, r in zip(count.tolist(), conf_sum.tolist(), right.tolist()):
+        bins.append([n, c / n, r / n] if n else [0, None, None])
+        gap += abs(r - c)  # n x |accuracy - mean confidence|
+    return {"bins": bins, "ece": gap / max(int(count.sum()), 1)}
+
+
 AT_TEST: tuple[tuple[str, Callable[[Any, torch.Tensor, Any], dict[str, Any] | None]], ...] = (
+    ("calibration", calibration),
 )
 
 

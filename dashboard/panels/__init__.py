@@ -13,9 +13,11 @@ from __future__ import annotations
 from typing import Any
 
 from dashboard import windows
+from dashboard.panels import calibration
 from dashboard.panels.base import Panel
 
 PANELS: tuple[Panel, ...] = (
+    calibration.PANEL,
 )
 BY_KIND = {panel.kind: panel for panel in PANELS}
 
