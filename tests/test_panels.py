@@ -19,7 +19,7 @@ def test_calibration_bins_and_ece_by_hand() -> None:
     result = SimpleNamespace(probability=torch.tensor([0.95, 0.91, 0.85, 0.81, 0.55, 0.31, 1.0]),
                              predicted=torch.tensor([1, 2, 3, 4, 5, 6, 7]))
     labels = torch.tensor([1, 0, 3, 4, 0, 6, 7])
-    measured = calibration(result, labels, model=None)
+    measured = calibration(result, labels, classes=tuple("abcdefgh"), model=None)
     bins = measured["bins"]
     assert [n for n, _, _ in bins] == [0, 0, 0, 1, 0, 1, 0, 0, 2, 3]
     assert bins[9][1] == pytest.approx((0.95 + 0.91 + 1.0) / 3) and bins[9][2] == pytest.approx(2 / 3)

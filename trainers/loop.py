@@ -325,7 +325,7 @@ def fit(config: RunConfig, reporter: Reporter, run_dir: Path | None = None, resu
             reporter.status(RunState.FAILED, reason)
             return result
         reporter.scalars(0, 0.0, untrained.metrics(objective is not None))
-        measures.report(reporter, 0, 0.0, untrained, ds.test.labels, model)
+        measures.report(reporter, 0, 0.0, untrained, ds.test.labels, ds.classes, model)
 
     for epoch in range(start_epoch, config.epochs):
         # the batch order's generator as the epoch begins: a checkpoint inside the epoch keeps it
@@ -362,7 +362,7 @@ def fit(config: RunConfig, reporter: Reporter, run_dir: Path | None = None, resu
         x = float(epoch + 1)
         steps = (epoch + 1) * math.ceil(train_y.shape[0] / config.batch_size)
         reporter.scalars(steps, x, metrics)
-        measures.report(reporter, steps, x, test, ds.test.labels, model)
+        measures.report(reporter, steps, x, test, ds.test.labels, ds.classes, model)
         reporter.predictions(x, ds.test.images[sample], test.predicted[sample], test.probability[sample],
                              ds.test.labels[sample], ds.classes)
         reporter.confusion(x, test.confusion, ds.classes)

@@ -1,7 +1,8 @@
 """What a run measures for the windows that are one module each (dashboard.panels): after each
 test pass (the untrained model's at epoch 0 first), one record per kind, its payload computed
-here by one function each, registered in AT_TEST. Each takes the pass's result, the test labels
-and the model, and returns JSON values (or None: nothing to report for this model)."""
+here by one function each, registered in AT_TEST. Each takes the pass's result, the test labels,
+the data set's class names and the model, and returns JSON values (or None: nothing to report
+for this model)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from trainers.reporting import Reporter
 CALIBRATION_BINS = 10
 
 
-def calibration(result: Any, labels: torch.Tensor, model: Any) -> dict[str, Any]:
+def calibration(result: Any, labels: torch.Tensor, classes: tuple[str, ...], model: Any) -> dict[str, Any]:
     """Per confidence bin (the predicted class's probability, in CALIBRATION_BINS equal bins of
     [0, 1]): [images, mean confidence, accuracy] (None for an empty bin's two means); and the
     expected calibration error, the images-weighted mean of |accuracy - mean confidence|."""
@@ -32,14 +33,16 @@ def calibration(result: Any, labels: torch.Tensor, model: Any) -> dict[str, Any]
     return {"bins": bins, "ece": gap / max(int(count.sum()), 1)}
 
 
-AT_TEST: tuple[tuple[str, Callable[[Any, torch.Tensor, Any], dict[str, Any] | None]], ...] = (
+Measure = Callable[[Any, torch.Tensor, tuple[str, ...], Any], "dict[str, Any] | None"]
+AT_TEST: tuple[tuple[str, Measure], ...] = (
     ("calibration", calibration),
 )
 
 
-def report(reporter: Reporter, step: int, x: float, result: Any, labels: torch.Tensor, model: Any) -> None:
+def report(reporter: Reporter, step: int, x: float, result: Any, labels: torch.Tensor, classes: tuple[str, ...],
+           model: Any) -> None:
     """Report every kind of AT_TEST for a test pass (`result`, a trainers.loop.EvalResult) at x."""
     for kind, measure in AT_TEST:
-        payload = measure(result, labels, model)
+        payload = measure(result, labels, classes, model)
         if payload is not None:
             reporter.record(kind, step, x, payload)
