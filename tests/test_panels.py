@@ -10,7 +10,8 @@ import torch
 
 from dashboard import panels
 from dashboard.panels import calibration as calibration_panel
-from trainers.measures import calibration
+from dashboard.panels import class_accuracy as class_accuracy_panel
+from trainers.measures import calibration, class_accuracy
 
 
 def test_calibration_bins_and_ece_by_hand() -> None:
@@ -45,3 +46,20 @@ def test_every_panel_has_a_kind_of_its_own_and_a_waiting_window() -> None:
     assert len(panels.BY_KIND) == len(panels.PANELS)
     names = [message["win"] for message in panels.run_placeholders("env", "mlp")]
     assert len(names) == len(set(names)) and all(panel.win("mlp") in names for panel in panels.PANELS)
+
+
+def test_class_accuracy_is_each_rows_diagonal_share() -> None:
+    confusion = torch.tensor([[8, 2, 0], [1, 3, 0], [0, 0, 0]])  # rows the true class; class c has no image
+    measured = class_accuracy(SimpleNamespace(confusion=confusion), torch.tensor([]), ("a", "<b>", "c"), None)
+    assert measured == {"classes": ["a", "<b>", "c"], "acc": [0.8, 0.75, None]}
+
+
+def test_the_class_accuracy_window_has_a_trace_per_class_from_epoch_0_and_names_the_weakest() -> None:
+    records = [{"step": 0, "x": 0.0, "classes": ["T恤", "<b>Shirt</b>"], "acc": [0.1, 0.0]},
+               {"step": 8, "x": 1.0, "classes": ["T恤", "<b>Shirt</b>"], "acc": [0.9, 0.6]}]
+    message = class_accuracy_panel.draw("env", "win", "mlp", records)
+    first, shirt = message["data"]
+    assert (first["name"], first["x"], first["y"]) == ("T恤", [0.0, 1.0], [0.1, 0.9])
+    assert (shirt["name"], shirt["y"]) == ("&lt;b&gt;Shirt&lt;/b&gt;", [0.0, 0.6])  # escaped: a class name is data
+    assert shirt["line"]["width"] > first["line"]["width"]
+    assert message["opts"]["title"] == "mlp: test accuracy per class; weakest after epoch 1: <b>Shirt</b> 0.600"

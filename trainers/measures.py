@@ -33,9 +33,17 @@ def calibration(result: Any, labels: torch.Tensor, classes: tuple[str, ...], mod
     return {"bins": bins, "ece": gap / max(int(count.sum()), 1)}
 
 
+def class_accuracy(result: Any, labels: torch.Tensor, classes: tuple[str, ...], model: Any) -> dict[str, Any]:
+    """Per class, the share of its test images predicted right (None for a class with none)."""
+    confusion = result.confusion  # (K, K): rows the true class
+    right, images = confusion.diagonal().tolist(), confusion.sum(dim=1).tolist()
+    return {"classes": list(classes), "acc": [r / n if n else None for r, n in zip(right, images)]}
+
+
 Measure = Callable[[Any, torch.Tensor, tuple[str, ...], Any], "dict[str, Any] | None"]
 AT_TEST: tuple[tuple[str, Measure], ...] = (
     ("calibration", calibration),
+    ("class_accuracy", class_accuracy),
 )
 
 
