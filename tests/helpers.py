@@ -186,7 +186,9 @@ def assert_windows_match_logs(state: dict[str, Any], run_dirs: list[Path], max_p
             assert points == drawn_from_log(record, GRAD_PREFIX + layer, max_points).points(), (label, layer)
         for panel in panels.PANELS:  # each window of its own module: what its draw makes of the log's records
             logged = record.other.get(panel.kind)
-            assert logged, (panel.kind, label)
+            if not logged:  # a model it does not apply to (templates of a CNN): the window still waits
+                assert state[panel.win(label)]["type"] == "text", (panel.kind, label)
+                continue
             kept = logged if panel.history else logged[-1:]
             expected = panel.draw("", panel.win(label), label,
                                   [{k: v for k, v in r.items() if k not in ("kind", "time")} for r in kept])

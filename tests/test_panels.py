@@ -11,7 +11,9 @@ import torch
 from dashboard import panels
 from dashboard.panels import calibration as calibration_panel
 from dashboard.panels import class_accuracy as class_accuracy_panel
-from trainers.measures import calibration, class_accuracy
+from dashboard.panels import templates as templates_panel
+from dashboard.panels import tiles
+from trainers.measures import calibration, class_accuracy, templates
 
 
 def test_calibration_bins_and_ece_by_hand() -> None:
@@ -63,3 +65,44 @@ def test_the_class_accuracy_window_has_a_trace_per_class_from_epoch_0_and_names_
     assert (shirt["name"], shirt["y"]) == ("&lt;b&gt;Shirt&lt;/b&gt;", [0.0, 0.6])  # escaped: a class name is data
     assert shirt["line"]["width"] > first["line"]["width"]
     assert message["opts"]["title"] == "mlp: test accuracy per class; weakest after epoch 1: <b>Shirt</b> 0.600"
+
+
+def test_the_softmax_templates_are_ws_columns_as_images() -> None:
+    from trainers.models import SoftmaxRegression
+
+    model = SoftmaxRegression(784, 3)
+    model.W = torch.randn(784, 3)
+    measured = templates(None, torch.tensor([]), ("a", "b", "c"), model)
+    assert measured["classes"] is True and measured["names"] == ["a", "b", "c"] and measured["shape"] == [3, 28, 28]
+    for k, tile in enumerate(tiles.decode(measured)):
+        column = model.W[:, k].reshape(28, 28)
+        assert measured["scale"][k] == pytest.approx(float(column.abs().max()))
+        assert torch.tensor(tile) * measured["scale"][k] == pytest.approx(column, abs=measured["scale"][k] / 127)
+
+
+def test_an_mlps_templates_are_its_strongest_first_layer_units_and_a_cnn_has_none() -> None:
+    from trainers import models
+
+    mlp = models.build("mlp", (1, 28, 28), 10, {})
+    weight = models.layers(mlp)[0][1][0]
+    with torch.no_grad():
+        weight[7] *= 50  # the strongest unit by far
+    measured = templates(None, torch.tensor([]), tuple("abcdefghij"), mlp)
+    assert measured["classes"] is False and measured["shape"] == [16, 28, 28] and measured["names"][0] == "unit 7"
+    assert templates(None, torch.tensor([]), tuple("abcdefghij"), models.build("cnn", (1, 28, 28), 10, {})) is None
+    colour = templates(None, torch.tensor([]), tuple("abcdefghij"), models.build("softmax-nn", (3, 32, 32), 10, {}))
+    assert colour["shape"] == [10, 32, 32]  # a colour input: the mean over its channels
+
+
+def test_the_templates_window_tiles_each_image_under_its_name() -> None:
+    from trainers.models import SoftmaxRegression
+
+    model = SoftmaxRegression(784, 3)
+    record = {"step": 5, "x": 1.0, **templates(None, torch.tensor([]), ("<i>a</i>", "b", "c"), model)}
+    message = templates_panel.draw("env", "win", "softmax", [record])
+    (heat,) = message["data"]
+    z = heat["z"]
+    assert [a["text"] for a in message["layout"]["annotations"]] == ["&lt;i&gt;a&lt;/i&gt;", "b", "c"]
+    first = tiles.decode(record)[0]
+    assert [row[0:28] for row in z[tiles.GAP:tiles.GAP + 28]] == first  # the first tile, under its name
+    assert message["opts"]["title"] == "softmax: weight templates (each class's weights), epoch 1"

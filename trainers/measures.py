@@ -6,14 +6,18 @@ for this model)."""
 
 from __future__ import annotations
 
+import base64
+import math
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
+from trainers import models
 from trainers.reporting import Reporter
 
 CALIBRATION_BINS = 10
+STRONGEST_UNITS = 16  # a first layer's units drawn as templates when they are not the classes
 
 
 def calibration(result: Any, labels: torch.Tensor, classes: tuple[str, ...], model: Any) -> dict[str, Any]:
@@ -40,10 +44,52 @@ def class_accuracy(result: Any, labels: torch.Tensor, classes: tuple[str, ...], 
     return {"classes": list(classes), "acc": [r / n if n else None for r, n in zip(right, images)]}
 
 
+def weight_tiles(weights: torch.Tensor, names: list[str]) -> dict[str, Any]:
+    """(n, h, w) weights as a record's tiles (dashboard.panels.tiles): each scaled to its own
+    largest magnitude and stored as int8 (base64), with that scale."""
+    flat = weights.detach().float().cpu().reshape(weights.shape[0], -1)
+    scale = flat.abs().amax(dim=1).clamp_min(1e-12)
+    data = (flat / scale[:, None] * 127).round().clamp(-127, 127).to(torch.int8)
+    return {"names": names, "shape": list(weights.shape), "scale": scale.tolist(),
+            "data": base64.b64encode(data.numpy().tobytes()).decode()}
+
+
+def input_shape(inputs: int) -> tuple[int, int, int] | None:
+    """The (C, H, W) of a square image of `inputs` values, grey or colour (None: not one)."""
+    for channels in (1, 3):
+        side = math.isqrt(inputs // channels)
+        if side * side * channels == inputs:
+            return channels, side, side
+    return None
+
+
+def templates(result: Any, labels: torch.Tensor, classes: tuple[str, ...], model: Any) -> dict[str, Any] | None:
+    """A fully connected first layer's weights as images of the input (a colour input: the mean
+    over its channels): one per class when that layer is the whole model (a softmax
+    regression), else its STRONGEST_UNITS units of the largest weight norm. None for a model
+    whose first layer is not fully connected."""
+    found = models.layers(model)
+    if not found or not found[0][0].startswith("linear"):
+        return None
+    layer, params = found[0]
+    weight = params[0].detach()
+    weight = weight.T if isinstance(model, models.SoftmaxRegression) else weight  # (units, inputs)
+    shape = input_shape(weight.shape[1])
+    if shape is None:
+        return None
+    per_class = len(found) == 1 and weight.shape[0] == len(classes)
+    picked = torch.arange(weight.shape[0]) if per_class else \
+        weight.float().norm(dim=1).cpu().argsort(descending=True, stable=True)[:STRONGEST_UNITS]
+    images = weight[picked.to(weight.device)].reshape(len(picked), *shape).mean(dim=1)
+    names = list(classes) if per_class else [f"unit {int(i)}" for i in picked]
+    return {"layer": layer, "classes": per_class, **weight_tiles(images, names)}
+
+
 Measure = Callable[[Any, torch.Tensor, tuple[str, ...], Any], "dict[str, Any] | None"]
 AT_TEST: tuple[tuple[str, Measure], ...] = (
     ("calibration", calibration),
     ("class_accuracy", class_accuracy),
+    ("templates", templates),
 )
 
 

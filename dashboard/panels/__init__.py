@@ -13,12 +13,13 @@ from __future__ import annotations
 from typing import Any
 
 from dashboard import windows
-from dashboard.panels import calibration, class_accuracy
+from dashboard.panels import calibration, class_accuracy, templates
 from dashboard.panels.base import Panel
 
 PANELS: tuple[Panel, ...] = (
     calibration.PANEL,
     class_accuracy.PANEL,
+    templates.PANEL,
 )
 BY_KIND = {panel.kind: panel for panel in PANELS}
 
