@@ -11,9 +11,10 @@ import torch
 from dashboard import panels
 from dashboard.panels import calibration as calibration_panel
 from dashboard.panels import class_accuracy as class_accuracy_panel
+from dashboard.panels import filters as filters_panel
 from dashboard.panels import templates as templates_panel
 from dashboard.panels import tiles
-from trainers.measures import calibration, class_accuracy, templates
+from trainers.measures import calibration, class_accuracy, filters, templates
 
 
 def test_calibration_bins_and_ece_by_hand() -> None:
@@ -106,3 +107,19 @@ def test_the_templates_window_tiles_each_image_under_its_name() -> None:
     first = tiles.decode(record)[0]
     assert [row[0:28] for row in z[tiles.GAP:tiles.GAP + 28]] == first  # the first tile, under its name
     assert message["opts"]["title"] == "softmax: weight templates (each class's weights), epoch 1"
+
+
+def test_the_filters_are_the_first_convolutions_kernels_and_an_mlp_has_none() -> None:
+    from trainers import models
+
+    lenet = models.build("lenet", (1, 28, 28), 10, {})
+    kernels = models.layers(lenet)[0][1][0]  # (6, 1, 5, 5)
+    measured = filters(None, torch.tensor([]), tuple("abcdefghij"), lenet)
+    assert measured["layer"] == "conv2d1" and measured["shape"] == [6, 5, 5] and measured["names"][0] == "1"
+    for k, tile in enumerate(tiles.decode(measured)):
+        assert torch.tensor(tile) * measured["scale"][k] == pytest.approx(kernels[k, 0].detach(),
+                                                                          abs=measured["scale"][k] / 127)
+    assert filters(None, torch.tensor([]), tuple("abcdefghij"), models.build("mlp", (1, 28, 28), 10, {})) is None
+    message = filters_panel.draw("env", "win", "lenet", [{"step": 0, "x": 0.0, **measured}])
+    assert message["opts"]["title"] == "lenet: first-layer filters (conv2d1: 6 of 5x5), epoch 0"
+    assert len(message["layout"]["annotations"]) == 6

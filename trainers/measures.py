@@ -18,6 +18,7 @@ from trainers.reporting import Reporter
 
 CALIBRATION_BINS = 10
 STRONGEST_UNITS = 16  # a first layer's units drawn as templates when they are not the classes
+FILTERS_SHOWN = 64  # a first convolution's kernels drawn, at most
 
 
 def calibration(result: Any, labels: torch.Tensor, classes: tuple[str, ...], model: Any) -> dict[str, Any]:
@@ -85,11 +86,23 @@ def templates(result: Any, labels: torch.Tensor, classes: tuple[str, ...], model
     return {"layer": layer, "classes": per_class, **weight_tiles(images, names)}
 
 
+def filters(result: Any, labels: torch.Tensor, classes: tuple[str, ...], model: Any) -> dict[str, Any] | None:
+    """A first convolution's kernels (its first FILTERS_SHOWN), each as an image (several input
+    channels: their mean). None for a model whose first layer is not a convolution."""
+    found = models.layers(model)
+    if not found or not found[0][0].startswith("conv2d"):
+        return None
+    layer, params = found[0]
+    kernels = params[0].detach()[:FILTERS_SHOWN].mean(dim=1)  # (out, in, kh, kw) -> (out, kh, kw)
+    return {"layer": layer, **weight_tiles(kernels, [str(i + 1) for i in range(kernels.shape[0])])}
+
+
 Measure = Callable[[Any, torch.Tensor, tuple[str, ...], Any], "dict[str, Any] | None"]
 AT_TEST: tuple[tuple[str, Measure], ...] = (
     ("calibration", calibration),
     ("class_accuracy", class_accuracy),
     ("templates", templates),
+    ("filters", filters),
 )
 
 

@@ -13,13 +13,14 @@ from __future__ import annotations
 from typing import Any
 
 from dashboard import windows
-from dashboard.panels import calibration, class_accuracy, templates
+from dashboard.panels import calibration, class_accuracy, filters, templates
 from dashboard.panels.base import Panel
 
 PANELS: tuple[Panel, ...] = (
     calibration.PANEL,
     class_accuracy.PANEL,
     templates.PANEL,
+    filters.PANEL,
 )
 BY_KIND = {panel.kind: panel for panel in PANELS}
 

@@ -32,11 +32,11 @@ def decode(record: dict[str, Any]) -> list[list[list[float]]]:
 
 
 def message(env: str, win: str, title: str, record: dict[str, Any]) -> Message:
-    """One heatmap of every tile of `record`, in rows of 5 (8 for more than 10 tiles), each tile
-    under its name."""
+    """One heatmap of every tile of `record`, each under its name: up to 8 in one row, 10 in two
+    rows of 5, more in rows of 8."""
     tiles = decode(record)
     n, h, w = record["shape"]
-    columns = min(n, 8 if n > 10 else 5)
+    columns = n if n <= 8 else 5 if n <= 10 else 8
     rows = math.ceil(n / columns)
     z: list[list[float | None]] = [[None] * (columns * (w + 1) - 1) for _ in range(rows * (h + GAP))]
     annotations = []
