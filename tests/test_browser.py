@@ -166,6 +166,18 @@ def test_the_live_page_in_a_real_browser(visdom_server: ServerProcess, launch: A
             assert "after epoch" in gallery["text"]
             heat = next(p for t, p in panes.items() if t.startswith(f"{label}: confusion matrix, epoch"))
             assert heat["heatmap"] == {"x": CLASSES, "rows": 10} and heat["axes"] == ["predicted", "true"]
+        # the windows of their own module (dashboard.panels), drawn by the browser as plots
+        for label in LABELS:
+            reliability = next(p for t, p in panes.items() if t.startswith(f"{label}: calibration, epoch"))
+            assert [t["name"] for t in reliability["traces"]] == ["accuracy", "mean confidence", "calibrated"]
+            assert reliability["axes"] == ["confidence (the predicted class's probability)", "accuracy"]
+            per_class = next(p for t, p in panes.items() if t.startswith(f"{label}: test accuracy per class; weakest"))
+            assert [t["name"] for t in per_class["traces"]] == CLASSES and all(t["points"] for t in per_class["traces"])
+        for prefix in ("softmax: weight templates (each class's weights), epoch",
+                       "mlp: weight templates (linear1's strongest units), epoch", "cnn: first-layer filters (conv2d1: "):
+            tiles = next(p for t, p in panes.items() if t.startswith(prefix))
+            assert tiles["heatmap"] and tiles["heatmap"]["rows"] > 0, prefix
+        assert "cnn: weight templates" in panes and "softmax: first-layer filters" in panes  # they do not apply: waiting
         disagree = panes["Where the runs disagree (sample test images)"]
         assert disagree["images"] == disagree["figures"] > 0 and "sample test images" in disagree["text"]
 
