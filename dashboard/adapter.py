@@ -19,6 +19,7 @@ from dashboard.runlog import INCOMPLETE_MARK, LOG_NAME, RunLog, feed, read
 from dashboard.sender import Sender
 from dashboard.visdom_backend import VisdomBackend
 from dashboard.windows import DrawOptions, default_colour_index
+from trainers.reporting import RunState
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,7 @@ class Dashboard:
         for target in self._targets():
             target.mistakes(x, images, predicted, probability, true, true_probability, classes)
 
-    def status(self, state: str, reason: str = "") -> None:
+    def status(self, state: RunState, reason: str = "") -> None:
         for target in self._targets():
             target.status(state, reason)
 

@@ -185,7 +185,7 @@ class RunLog:
                     true_probability=compact_probabilities(true_probability), classes=list(classes),
                     **_images(images))
 
-    def status(self, state: str, reason: str = "") -> None:
+    def status(self, state: RunState, reason: str = "") -> None:
         self._write("status", state=state, reason=reason)
 
     def record(self, kind: str, step: int, x: float, payload: Mapping[str, Any]) -> None:
@@ -391,4 +391,4 @@ def feed(record: RunRecord, reporter: Reporter) -> None:
     for item in record.controls + [item for items in record.other.values() for item in items]:
         reporter.record(item["kind"], item["step"], item["x"], {k: v for k, v in item.items() if k not in _ROW_FIELDS})
     for state in record.states:
-        reporter.status(state["state"], state.get("reason", ""))
+        reporter.status(RunState.of(state["state"]), state.get("reason", ""))

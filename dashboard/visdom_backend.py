@@ -20,7 +20,7 @@ from dashboard.runlog import compact_probabilities
 from dashboard.sender import Sender
 from dashboard.protocol import MISSING_WINDOW, SEQ_KEY, SPLICED
 from trainers.control import CONTROL
-from trainers.reporting import GRAD_PREFIX
+from trainers.reporting import GRAD_PREFIX, RunState
 
 FOLD_AT = 256  # queued points the training thread folds into the series itself
 GALLERY_SHOWN = 16  # images in a run's gallery (4 rows of 4 in its window); the rest of the sample feeds the disagreement window
@@ -160,7 +160,7 @@ class VisdomBackend:
             self._mistake_uris = []
         self.sender.mark(self.mistakes_win)
 
-    def status(self, state: str, reason: str = "") -> None:
+    def status(self, state: RunState, reason: str = "") -> None:
         pass  # shown in the runs pane
 
     def record(self, kind: str, step: int, x: float, payload: Mapping[str, Any]) -> None:

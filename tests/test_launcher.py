@@ -317,14 +317,14 @@ def test_a_worker_that_died_gets_a_final_status_after_its_cut_last_line(tmp_path
     with open(spec.run_dir / LOG_NAME, "a") as handle:
         handle.write('{"kind":"scalars","st')  # killed mid-line
     never_started = WorkerSpec(RunConfig("cnn", label="cnn").resolved(), tmp_path / "cnn")
-    supervisor.seal_logs([spec, never_started], [-9, 1], stopping=False)
+    supervisor.seal_logs([spec, never_started], [-9, 1], stopping="")
     record = read(spec.run_dir)
     assert record.skipped == 1 and len(record.scalars) == 1
     assert record.states[-1] == {**record.states[-1], "state": "failed",
                                  "reason": "the worker process was killed (SIGKILL)"}
     other = read(never_started.run_dir)
     assert other.config["model"] == "cnn" and other.status == "failed" and "exited with code 1" in other.states[-1]["reason"]
-    supervisor.seal_logs([spec], [-9], stopping=False)  # already final: left alone
+    supervisor.seal_logs([spec], [-9], stopping="")  # already final: left alone
     assert len(read(spec.run_dir).states) == 2
 
 

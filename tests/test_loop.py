@@ -322,3 +322,14 @@ def test_a_sigmoid_mlps_first_layer_gradient_is_far_below_a_relus(fashion: data.
         fit(RunConfig("mlp", epochs=1, limit=6000, seed=0, activation=activation), rec, dataset=fashion)
         first[activation] = rec.series(GRAD_PREFIX + "linear1")[-1]
     assert first["sigmoid"] < first["relu"] / 3, first
+
+
+def test_an_unknown_optimizer_is_refused_not_taken_for_sgd() -> None:
+    from dataclasses import replace
+
+    from trainers.config import ConfigError
+    from trainers.loop import make_optimizer
+
+    config = replace(RunConfig("mlp").resolved(), optimizer="rmsprop")  # past the config's own check
+    with pytest.raises(ConfigError, match="unknown optimizer 'rmsprop'; choose one of sgd, adam, adamw"):
+        make_optimizer(models.build("mlp", (1, 28, 28), 10, {}), config)

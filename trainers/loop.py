@@ -249,7 +249,9 @@ def make_optimizer(model: models.Model, config: RunConfig) -> Any:
         return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=decay)
     if config.optimizer == "adamw":
         return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=decay)
-    return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum or 0.0, weight_decay=decay)
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum or 0.0, weight_decay=decay)
+    raise ConfigError(f"unknown optimizer {config.optimizer!r}; choose one of sgd, adam, adamw")
 
 
 def fit(config: RunConfig, reporter: Reporter, run_dir: Path | None = None, resume: bool = False,

@@ -43,6 +43,11 @@ class RunState(str, Enum):
     def __str__(self) -> str:
         return self.value
 
+    @classmethod
+    def of(cls, value: str) -> "RunState":
+        """The state a log's string names (UNKNOWN for one it does not)."""
+        return cls._value2member_map_.get(value, cls.UNKNOWN)  # type: ignore[return-value]
+
     @property
     def final(self) -> bool:
         return self in FINAL_STATES
@@ -73,7 +78,7 @@ class Reporter(Protocol):
         """The test images the model gets most confidently wrong at x (highest loss first): the
         predicted class and its probability, the true class and the probability given to it."""
 
-    def status(self, state: str, reason: str = "") -> None: ...
+    def status(self, state: RunState, reason: str = "") -> None: ...
 
     def record(self, kind: str, step: int, x: float, payload: Mapping[str, Any]) -> None:
         """A record of its own kind at `step` and `x` (JSON values): what happened to a request
@@ -118,7 +123,7 @@ class Recorder:
         self.mistake_calls.append(dict(x=x, images=images, predicted=predicted, probability=probability,
                                        true=true, true_probability=true_probability))
 
-    def status(self, state: str, reason: str = "") -> None:
+    def status(self, state: RunState, reason: str = "") -> None:
         self.states.append((state, reason))
 
     def record(self, kind: str, step: int, x: float, payload: Mapping[str, Any]) -> None:

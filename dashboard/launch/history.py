@@ -20,10 +20,18 @@ class PastRun:
     dataset: str
     epochs: str
     test_acc: float | None
-    status: str
+    status: RunState  # UNKNOWN: a log that ended with no final status and is no longer written
+    reason: str  # why it failed, or why its status is unknown ("" otherwise)
     duration: float | None
     path: Path
     started: float
+
+    @property
+    def said(self) -> str:
+        """The status as the table says it: "finished", "failed: why", "stopped (no final status)"."""
+        if self.status == RunState.UNKNOWN:
+            return self.reason
+        return f"{self.status}: {self.reason}" if self.reason else str(self.status)
 
 
 def past_runs(log_dir: Path) -> list[PastRun]:
@@ -34,19 +42,19 @@ def past_runs(log_dir: Path) -> list[PastRun]:
         record = read(path, keep_scalars=False)
         if not record.config:
             continue
-        status = record.status
+        status, reason = RunState.of(record.status), ""
         if status not in FINAL_STATES:
             quiet = time.time() - path.stat().st_mtime
-            status = RunState.RUNNING if quiet < 120 else "stopped (no final status)"
+            status, reason = (RunState.RUNNING, "") if quiet < 120 else (RunState.UNKNOWN, "stopped (no final status)")
         elif record.states and record.states[-1].get("reason") and status == RunState.FAILED:
-            status = "failed: " + str(record.states[-1]["reason"])
+            reason = str(record.states[-1]["reason"])
         total = record.config.get("epochs")
         duration = (record.updated - record.started) if record.started and record.updated else None
         rows.append(PastRun(
             label=str(record.meta.get("label") or record.config.get("label") or path.parent.name),
             model=str(record.config.get("model", "?")), dataset=str(record.config.get("dataset", "?")),
             epochs=f"{epochs_done(record.x)}/{total}" if total else "?",
-            test_acc=record.latest.get(TEST_ACC), status=status, duration=duration,
+            test_acc=record.latest.get(TEST_ACC), status=status, reason=reason, duration=duration,
             path=path.parent, started=record.started or 0.0))
     return sorted(rows, key=lambda r: (r.started, str(r.path)))
 
@@ -61,7 +69,7 @@ def runs_table(rows: Sequence[PastRun], status_width: int = 48) -> str:
 
     header = ("label", "model", "dataset", "epochs", "test acc", "status", "duration", "path")
     body = [(r.label, r.model, r.dataset, r.epochs, "-" if r.test_acc is None else f"{r.test_acc:.4f}",
-             r.status if len(r.status) <= status_width else r.status[: status_width - 3] + "...",
+             r.said if len(r.said) <= status_width else r.said[: status_width - 3] + "...",
              hms(r.duration), str(r.path)) for r in rows]
     widths = [max(columns(row[i]) for row in [header, *body]) for i in range(len(header))]
     lines = ["  ".join(pad(cell, w) for cell, w in zip(row, widths)).rstrip() for row in [header, *body]]

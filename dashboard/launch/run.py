@@ -202,7 +202,7 @@ def launch(runs: Sequence[PlannedRun], launch_dir: Path, options: LaunchOptions)
         if events is not None:
             events.close()
         specs = supervisor.specs  # with the forks that joined
-        unwritten = seal_logs(specs, supervisor.exitcodes(), stops.reason if supervisor.stopping else False)
+        unwritten = seal_logs(specs, supervisor.exitcodes(), stops.reason if supervisor.stopping else "")
         board.poll()
         view.draw(board.summaries())
         if sender is not None:

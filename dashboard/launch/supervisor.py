@@ -67,9 +67,9 @@ class StopRequests:
                 signal.signal(sig, handler)
 
 
-def death_reason(exitcode: int | None, stopping: str | bool, run_dir: Path | None = None) -> tuple[str, str]:
+def death_reason(exitcode: int | None, stopping: str, run_dir: Path | None = None) -> tuple[RunState, str]:
     """The final status of a worker that ended without logging one (`stopping`: what stopped the
-    launch, e.g. "stopped by SIGTERM", or False)."""
+    launch, e.g. "stopped by SIGTERM"; "" while nothing did)."""
     if exitcode == EXIT_DISK_FULL:
         said = ""
         if run_dir is not None:
@@ -79,8 +79,7 @@ def death_reason(exitcode: int | None, stopping: str | bool, run_dir: Path | Non
                 pass
         return RunState.FAILED, said or f"no space left on the disk holding {run_dir}; free some space and resume"
     if stopping:
-        how = stopping if isinstance(stopping, str) else "stopped"
-        return RunState.INTERRUPTED, f"{how} before it could log it"
+        return RunState.INTERRUPTED, f"{stopping} before it could log it"
     if exitcode is not None and exitcode < 0:
         try:
             name = signal.Signals(-exitcode).name
@@ -230,7 +229,7 @@ def _signal(proc: Any, sig: int) -> None:
 
 
 def seal_logs(specs: Sequence[WorkerSpec], exitcodes: Sequence[int | None],
-              stopping: str | bool) -> dict[str, tuple[str, str]]:
+              stopping: str) -> dict[str, tuple[str, str]]:
     """Give every run whose worker ended without a final status one (its log is never rewritten,
     only appended to). Such a worker's sender died with it, so its last points may not have
     reached the server: its windows are marked incomplete, to be redrawn from its log.
@@ -242,8 +241,7 @@ def seal_logs(specs: Sequence[WorkerSpec], exitcodes: Sequence[int | None],
             continue
         state, reason = death_reason(code, stopping, spec.run_dir)
         if record is not None and record.status == RunState.QUEUED:  # never started
-            how = stopping if isinstance(stopping, str) else "stopped"
-            state, reason = RunState.INTERRUPTED, f"{how} while it was queued; resume to train it"
+            state, reason = RunState.INTERRUPTED, f"{stopping or 'stopped'} while it was queued; resume to train it"
         try:
             seal(spec, state, reason, record)
             if spec.dashboard.visdom_url is not None:
