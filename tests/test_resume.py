@@ -159,3 +159,21 @@ def test_interrupted_then_resumed_draws_each_x_once(visdom_server: ServerProcess
     breaks = read(runs / "Breaks")  # started over: one untrained point at x = 0, then its batches
     assert breaks.series(TEST_LOSS)[0] == [0.0, 1.0] and (runs / "Breaks" / SUPERSEDED).is_file()
     assert "softmax" in state[windows.RUNS_WIN]["content"]  # the finished run stays in the runs table
+
+
+def test_seed_groups_and_lone_runs_get_distinct_colours_in_launch_order(tmp_path: Path) -> None:
+    """8 lrs x 8 seeds: each lr's group one colour of its own (the first run's colour cycled
+    through ten would give 8 groups 5 colours); a run outside any group has its own too."""
+    from dashboard.launch.plan import PlannedRun
+    from dashboard.sweep import seed_groups
+
+    configs = [RunConfig("softmax-nn", lr=lr, seed=seed, label=f"lr{lr}-seed{seed}")
+               for lr in (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0) for seed in range(8)]
+    configs.append(RunConfig("mlp", label="alone"))
+    runs = [PlannedRun(c, tmp_path / c.label) for c in configs]
+    groups = seed_groups([(c.label, c.to_dict()) for c in configs])
+    assert len(groups) == 8
+    specs = worker_specs(runs, LaunchOptions(None, windows.DrawOptions("e")), groups)
+    per_group = [{specs[i].colour_index for i in members} for _, members in groups]
+    assert all(len(c) == 1 for c in per_group)  # a group: one colour
+    assert [c.pop() for c in per_group] + [specs[-1].colour_index] == list(range(9))

@@ -77,7 +77,9 @@ class LaunchOptions:
 def worker_specs(runs: Sequence[PlannedRun], options: LaunchOptions,
                  groups: Sequence[tuple[str, list[int]]] = ()) -> list[WorkerSpec]:
     """Each run's worker: its threads, and its colour and style (a seed group's runs, `groups`,
-    share their first run's colour and are drawn faint)."""
+    share one colour and are drawn faint). Colours go to what the page tells apart, the groups
+    and the runs outside them, in launch order, so that groups never share one while the
+    palette has colours left (8 lr groups of 8 seeds: 8 colours, not 5)."""
     # the cores shared among the processes alive at once: a run on N ranks counts N (its ranks
     # share its threads, see dashboard.launch.ranks.rank_threads)
     todo = [run for run in runs if not run.done]  # a resumed launch's finished runs train no more
@@ -85,7 +87,9 @@ def worker_specs(runs: Sequence[PlannedRun], options: LaunchOptions,
     dash = DashboardOptions(visdom_url=options.server.url if options.server else None, draw=options.draw)
     member = replace(dash, draw=replace(options.draw, in_group=True))
     first_of = {i: members[0] for _, members in groups for i in members}
-    colours = [i if run.colour is None else run.colour for i, run in enumerate(runs)]  # resumed: as before
+    shown = {unit: n for n, unit in enumerate(sorted({first_of.get(i, i) for i in range(len(runs))}))}
+    colours = [shown[first_of.get(i, i)] if run.colour is None else run.colour  # resumed: as before
+               for i, run in enumerate(runs)]
     specs = []
     for index, run in enumerate(runs):
         config = run.config
