@@ -83,7 +83,10 @@ def test_live_windows_hold_exactly_what_the_logs_hold(live: tuple[str, list[Path
     order = sorted(state, key=lambda w: state[w]["i"])
     board = [windows.RUNS_WIN] + [w.win for w in windows.COMPARE_PANES] + [windows.SAMPLES_WIN, windows.DISAGREE_WIN]
     assert order[:len(board)] == board
-    assert sorted(order[len(board):]) == sorted(w for d in run_dirs for w in panels.run_windows(d.name))
+    own = [w for d in run_dirs for w in panels.run_windows(d.name)]
+    drawn = [panel.win(d.name) for d in run_dirs for panel in panels.PANELS if runlog.read(d).other.get(panel.kind)]
+    assert set(order[len(board):]) <= set(own) and set(drawn) <= set(order[len(board):])
+    assert len(order) - len(board) >= 4 * len(run_dirs) + len(drawn)  # gallery, matrix, mistakes, gradients
 
 
 def test_replay_draws_the_same_windows_as_the_live_run(live: tuple[str, list[Path]]) -> None:
@@ -91,7 +94,9 @@ def test_replay_draws_the_same_windows_as_the_live_run(live: tuple[str, list[Pat
     done = replay(run_dirs, url, DrawOptions("replayed", max_points=MAX_POINTS))
     assert done.labels == ["softmax", "mlp"]
     live_state, replayed = server_state(url, "live"), server_state(url, "replayed")
-    assert sorted(live_state) == sorted(replayed)
+    # the replay also places the panels that do not apply to a run (a softmax's filters), waiting
+    assert set(live_state) <= set(replayed)
+    assert all(replayed[w]["type"] == "text" for w in set(replayed) - set(live_state))
 
     def content(p: dict[str, Any]) -> Any:
         if p["type"] == "plot":
