@@ -195,7 +195,6 @@ def assert_windows_match_logs(state: dict[str, Any], run_dirs: list[Path], max_p
             held = state[panel.win(label)]["content"]
             assert [{k: d.get(k) for k in ("x", "y")} for d in held["data"]] == [
                 {k: d.get(k) for k in ("x", "y")} for d in expected["data"]], (panel.kind, label)
-            assert state[panel.win(label)]["title"] == expected["opts"]["title"], (panel.kind, label)
 
 
 def livetrain(cwd: Path, *args: str, session: bool = False, env: dict[str, str] | None = None) -> subprocess.Popen[str]:

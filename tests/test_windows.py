@@ -186,7 +186,7 @@ def test_train_vs_test_gradients_entropy_and_mistakes_live(activations: tuple[st
     # every window has titled axes
     for win, pane in state.items():
         layout = (pane.get("content") or {}).get("layout") if pane["type"] == "plot" else None
-        if layout and "xaxis" in layout:
+        if layout and "xaxis" in layout and layout["xaxis"].get("visible", True):  # weight tiles: no axes
             assert layout["xaxis"]["title"]["text"] and layout["yaxis"]["title"]["text"], win
     samples = state[windows.SAMPLES_WIN]
     assert samples["title"] == "Training samples (fashion-mnist)" and samples["content"].count("<figure") == 16
@@ -313,7 +313,8 @@ def test_new_windows_in_a_real_browser(env: str, activations: tuple[str, Path], 
             "p.querySelectorAll('.axis').length])")
     found = {p["title"]: p for p in state["panes"]}
     for pane in state["panes"]:
-        if pane["traces"] is not None and pane["axes"] and pane["title"] != windows.PARCOORDS_TITLE:
+        tiles = pane["heatmap"] is not None and not pane["heatmap"].get("x")  # weights as images: no axes
+        if pane["traces"] is not None and pane["axes"] and pane["title"] != windows.PARCOORDS_TITLE and not tiles:
             assert all(pane["axes"]), pane["title"]  # both axes titled
     loss = found[windows.EPOCH_LOSS_TITLE]
     if env == "seeds":
