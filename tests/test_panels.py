@@ -100,7 +100,7 @@ def test_the_templates_window_tiles_each_image_under_its_name() -> None:
 
     model = SoftmaxRegression(784, 3)
     record = {"step": 5, "x": 1.0, **templates(None, torch.tensor([]), ("<i>a</i>", "b", "c"), model)}
-    message = templates_panel.draw("env", "win", "softmax", [record])
+    message = templates_panel.PANEL.draw("env", "win", "softmax", [record])
     (heat,) = message["data"]
     z = heat["z"]
     assert [a["text"] for a in message["layout"]["annotations"]] == ["&lt;i&gt;a&lt;/i&gt;", "b", "c"]
@@ -120,6 +120,6 @@ def test_the_filters_are_the_first_convolutions_kernels_and_an_mlp_has_none() ->
         assert torch.tensor(tile) * measured["scale"][k] == pytest.approx(kernels[k, 0].detach(),
                                                                           abs=measured["scale"][k] / 127)
     assert filters(None, torch.tensor([]), tuple("abcdefghij"), models.build("mlp", (1, 28, 28), 10, {})) is None
-    message = filters_panel.draw("env", "win", "lenet", [{"step": 0, "x": 0.0, **measured}])
+    message = filters_panel.PANEL.draw("env", "win", "lenet", [{"step": 0, "x": 0.0, **measured}])
     assert message["opts"]["title"] == "lenet: first-layer filters (conv2d1: 6 of 5x5), epoch 0"
     assert len(message["layout"]["annotations"]) == 6

@@ -64,21 +64,29 @@ def input_shape(inputs: int) -> tuple[int, int, int] | None:
     return None
 
 
+def first_layer(model: Any, kind: str) -> tuple[str, torch.Tensor, bool] | None:
+    """(its name, its weight, whether it is the model's only layer) of the model's first weight
+    layer when it is of `kind` ("linear", "conv2d"; see models.layers), else None."""
+    found = models.layers(model)
+    if not found or not found[0][0].startswith(kind):
+        return None
+    return found[0][0], found[0][1][0].detach(), len(found) == 1
+
+
 def templates(result: Any, labels: torch.Tensor, classes: tuple[str, ...], model: Any) -> dict[str, Any] | None:
     """A fully connected first layer's weights as images of the input (a colour input: the mean
     over its channels): one per class when that layer is the whole model (a softmax
     regression), else its STRONGEST_UNITS units of the largest weight norm. None for a model
     whose first layer is not fully connected."""
-    found = models.layers(model)
-    if not found or not found[0][0].startswith("linear"):
+    first = first_layer(model, "linear")
+    if first is None:
         return None
-    layer, params = found[0]
-    weight = params[0].detach()
+    layer, weight, alone = first
     weight = weight.T if isinstance(model, models.SoftmaxRegression) else weight  # (units, inputs)
     shape = input_shape(weight.shape[1])
     if shape is None:
         return None
-    per_class = len(found) == 1 and weight.shape[0] == len(classes)
+    per_class = alone and weight.shape[0] == len(classes)
     picked = torch.arange(weight.shape[0]) if per_class else \
         weight.float().norm(dim=1).cpu().argsort(descending=True, stable=True)[:STRONGEST_UNITS]
     images = weight[picked.to(weight.device)].reshape(len(picked), *shape).mean(dim=1)
@@ -89,11 +97,11 @@ def templates(result: Any, labels: torch.Tensor, classes: tuple[str, ...], model
 def filters(result: Any, labels: torch.Tensor, classes: tuple[str, ...], model: Any) -> dict[str, Any] | None:
     """A first convolution's kernels (its first FILTERS_SHOWN), each as an image (several input
     channels: their mean). None for a model whose first layer is not a convolution."""
-    found = models.layers(model)
-    if not found or not found[0][0].startswith("conv2d"):
+    first = first_layer(model, "conv2d")
+    if first is None:
         return None
-    layer, params = found[0]
-    kernels = params[0].detach()[:FILTERS_SHOWN].mean(dim=1)  # (out, in, kh, kw) -> (out, kh, kw)
+    layer, weight, _ = first
+    kernels = weight[:FILTERS_SHOWN].mean(dim=1)  # (out, in, kh, kw) -> (out, kh, kw)
     return {"layer": layer, **weight_tiles(kernels, [str(i + 1) for i in range(kernels.shape[0])])}
 
 

@@ -92,18 +92,18 @@ class Steering:
         """Decide and apply `requests` (rank 0's; on the others, what rank 0 shares that it
         decided); the request that stops the run, if one does."""
         if self.world.main:
-            taken = []
+            shared, stop = [], None
             for request in requests:
                 if request.id in self._done:  # delivered again: applied once already
                     continue
                 self._done.add(request.id)
                 reason = self._decide(request, x, position)
-                taken.append((request, reason))
+                shared.append({**request.to_dict(), "refused": reason})
                 if self._apply(request, step, x, reason):
+                    stop = request
                     break
-            shared = [{**request.to_dict(), "refused": reason} for request, reason in taken]
             self.world.share(shared or None)
-            return next((r for r, reason in taken if not reason and self._stops(r)), None)
+            return stop
         for item in self.world.share(None) or []:
             request = Request.from_dict(item)
             if self._apply(request, step, x, str(item["refused"])):

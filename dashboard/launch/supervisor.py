@@ -130,17 +130,20 @@ class Supervisor:
         for spec in self.specs[len(self.procs):len(self.procs) + count]:
             target = ranks_main if spec.config.nproc > 1 else worker_main  # see dashboard.launch.ranks
             spec = replace(spec, launcher=os.getpid())  # watched by the worker, wherever it comes from
-            proc = self._ctx.Process(target=target, args=(spec,), name=f"livetrain-{spec.config.label}")
-            try:
-                proc.start()
-            except (OSError, EOFError):
-                # the fork server died before it forked the worker: a Ctrl-C in its first
-                # milliseconds, before it ignores SIGINT (see worker_context), which stopped the
-                # launch too; then the run stays unstarted. Otherwise a new server is started
-                if self.stopping:
-                    return
+            for attempt in (1, 2):
                 proc = self._ctx.Process(target=target, args=(spec,), name=f"livetrain-{spec.config.label}")
-                proc.start()
+                try:
+                    proc.start()
+                    break
+                except (OSError, EOFError):
+                    # the fork server died before it forked the worker: a Ctrl-C in its first
+                    # milliseconds, before it ignores SIGINT (see worker_context), which stopped
+                    # the launch too; then the run stays unstarted. Otherwise a new server is
+                    # started (once)
+                    if self.stopping:
+                        return
+                    if attempt == 2:
+                        raise
             self.procs.append(proc)
 
     @property

@@ -5,10 +5,10 @@ launcher follows the run logs for the terminal and the env-wide panes. Whatever 
 (finished, diverged, an exception, Ctrl-C) is written to the run log as its final status.
 
 `main` is the entry of a launcher's worker process: it is stopped by the launcher, never straight
-by the terminal's Ctrl-C (it ignores SIGINT: the launcher decides what a Ctrl-C means). The launcher passes on what
-stopped it as the signal it sends (STOP_SIGNALS), so the run log says "stopped by Ctrl-C", "by
-SIGTERM" or "the terminal was closed". A worker whose launcher died (kill -9, out of memory)
-notices within a second (its parent changes), stops, and logs that. It prints nothing (the
+by the terminal's Ctrl-C (it ignores SIGINT: the launcher decides what a Ctrl-C means). The
+launcher passes on what stopped it as the signal it sends (STOP_SIGNALS), so the run log says
+"stopped by Ctrl-C", "by SIGTERM" or "the terminal was closed". A worker whose launcher died
+(kill -9, out of memory) notices (see watch_launcher), stops, and logs that. It prints nothing (the
 launcher's terminal view shows the run), and its exit code says how the run ended: 0 finished,
 1 failed (the traceback, if any, goes to the run dir's error.txt), 3 failed for want of disk
 space, 130 interrupted."""
@@ -25,7 +25,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from dashboard.adapter import Dashboard, DashboardOptions
 from dashboard.launch.control import FileInbox
@@ -165,12 +165,13 @@ def watch_launcher(launcher: int, every: float = LAUNCHER_CHECK) -> threading.Th
     its grandparent (a worker from a fork server, whose server outlives the launcher while any
     worker of its lives): on Linux a pidfd of it says when it ends; elsewhere, it is looked for
     every `every` s."""
+    pidfd, gone = None, False
     try:
-        ended: Any = os.pidfd_open(launcher)
+        pidfd = os.pidfd_open(launcher)
     except ProcessLookupError:
-        ended = True  # gone already
-    except (AttributeError, OSError):
-        ended = None
+        gone = True
+    except (AttributeError, OSError):  # no pidfds here (not Linux, or an old kernel)
+        pass
 
     def there() -> bool:
         if os.getppid() == launcher:
@@ -185,9 +186,9 @@ def watch_launcher(launcher: int, every: float = LAUNCHER_CHECK) -> threading.Th
 
     def watch() -> None:
         global _stopped_by
-        if isinstance(ended, int) and not isinstance(ended, bool):
-            select.select([ended], [], [])  # readable once the launcher has ended
-        elif ended is None:
+        if pidfd is not None:
+            select.select([pidfd], [], [])  # readable once the launcher has ended
+        elif not gone:
             while there():
                 time.sleep(every)
         _stopped_by = _stopped_by or f"stopped: its launcher (pid {launcher}) died"

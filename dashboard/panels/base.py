@@ -32,3 +32,11 @@ class Panel:
 
     def win(self, label: str) -> str:
         return windows.run_window(self.name, label)
+
+
+def waiting_window(title: Callable[[str], str], text: str) -> Callable[[str, str, str], Message]:
+    """A panel's `waiting`: a text window titled `title(label)` that says `text`."""
+    def waiting(env: str, win: str, label: str) -> Message:
+        return windows.text_message(env, win, title(label), windows.waiting_html(text), windows.UNIT,
+                                    windows.PANE_HEIGHT, seq=0)
+    return waiting

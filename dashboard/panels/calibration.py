@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from dashboard import windows
-from dashboard.panels.base import Message, Panel
+from dashboard.panels.base import Message, Panel, waiting_window
 from dashboard.protocol import SEQ_KEY
 
 KIND = "calibration"
@@ -47,9 +47,5 @@ def draw(env: str, win: str, label: str, records: list[dict[str, Any]]) -> Messa
             "opts": {"title": title(label, record), **windows.PLOT_SIZE}, SEQ_KEY: windows.new_seq()}
 
 
-def waiting(env: str, win: str, label: str) -> Message:
-    text = windows.waiting_html("The reliability diagram appears once the untrained model is tested.")
-    return windows.text_message(env, win, title(label), text, windows.UNIT, windows.PANE_HEIGHT, seq=0)
-
-
-PANEL = Panel(KIND, "calibration", draw, waiting)
+PANEL = Panel(KIND, "calibration", draw,
+              waiting_window(title, "The reliability diagram appears once the untrained model is tested."))

@@ -11,7 +11,7 @@ import html
 from typing import Any
 
 from dashboard import windows
-from dashboard.panels.base import Message, Panel
+from dashboard.panels.base import Message, Panel, waiting_window
 from dashboard.protocol import SEQ_KEY
 
 KIND = "class_accuracy"
@@ -48,9 +48,6 @@ def draw(env: str, win: str, label: str, records: list[dict[str, Any]]) -> Messa
             SEQ_KEY: windows.new_seq()}
 
 
-def waiting(env: str, win: str, label: str) -> Message:
-    text = windows.waiting_html("Each class's test accuracy appears once the untrained model is tested.")
-    return windows.text_message(env, win, title(label), text, windows.UNIT, windows.PANE_HEIGHT, seq=0)
-
-
-PANEL = Panel(KIND, "class-accuracy", draw, waiting, history=True)
+PANEL = Panel(KIND, "class-accuracy", draw,
+              waiting_window(title, "Each class's test accuracy appears once the untrained model is tested."),
+              history=True)

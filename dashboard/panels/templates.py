@@ -12,9 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from dashboard import windows
-from dashboard.panels.tiles import message as tiles_message
-from dashboard.panels.base import Message, Panel
+from dashboard.panels.base import Panel, waiting_window
+from dashboard.panels.tiles import latest_drawn
 
 KIND = "templates"
 
@@ -26,14 +25,6 @@ def title(label: str, record: dict[str, Any] | None = None) -> str:
     return f"{label}: weight templates ({what}), epoch {record['x']:g}"
 
 
-def draw(env: str, win: str, label: str, records: list[dict[str, Any]]) -> Message:
-    return tiles_message(env, win, title(label, records[-1]), records[-1])
-
-
-def waiting(env: str, win: str, label: str) -> Message:
-    text = windows.waiting_html("Each class's (or first-layer unit's) weights appear as images once the untrained "
-                                "model is tested, for a model whose first layer is fully connected (softmax, MLP).")
-    return windows.text_message(env, win, title(label), text, windows.UNIT, windows.PANE_HEIGHT, seq=0)
-
-
-PANEL = Panel(KIND, "templates", draw, waiting)
+PANEL = Panel(KIND, "templates", latest_drawn(title), waiting_window(
+    title, "Each class's (or first-layer unit's) weights appear as images once the untrained model is tested, "
+    "for a model whose first layer is fully connected (softmax, MLP)."))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import math
+from collections.abc import Callable
 from typing import Any
 
 from dashboard import windows
@@ -17,7 +18,8 @@ from dashboard.panels.base import Message
 from dashboard.protocol import SEQ_KEY
 
 
-DIVERGING = [[0.0, "#2166ac"], [0.25, "#92c5de"], [0.5, "#ffffff"], [0.75, "#f4a582"], [1.0, "#b2182b"]]  # blue - white - red
+# blue (negative) - white (0) - red (positive)
+DIVERGING = [[0.0, "#2166ac"], [0.25, "#92c5de"], [0.5, "#ffffff"], [0.75, "#f4a582"], [1.0, "#b2182b"]]
 
 
 GAP = 4  # blank rows above each row of tiles, where their names go (a blank column between two tiles)
@@ -29,6 +31,13 @@ def decode(record: dict[str, Any]) -> list[list[list[float]]]:
     raw = base64.b64decode(record["data"])
     values = [(b - 256 if b > 127 else b) / 127 for b in raw]
     return [[values[(t * h + r) * w:(t * h + r + 1) * w] for r in range(h)] for t in range(n)]
+
+
+def latest_drawn(title: Callable[[str, dict[str, Any]], str]) -> Callable[..., Message]:
+    """A tiles panel's `draw`: the latest record's tiles, titled `title(label, record)`."""
+    def draw(env: str, win: str, label: str, records: list[dict[str, Any]]) -> Message:
+        return message(env, win, title(label, records[-1]), records[-1])
+    return draw
 
 
 def message(env: str, win: str, title: str, record: dict[str, Any]) -> Message:
@@ -45,7 +54,8 @@ def message(env: str, win: str, title: str, record: dict[str, Any]) -> Message:
         for r, row in enumerate(tile):
             z[top + r][left:left + w] = row
         name = html.escape(str(record["names"][t]), quote=False)
-        annotations.append({"x": left + (w - 1) / 2, "y": top - GAP / 2, "text": name, "yanchor": "middle", "showarrow": False,
+        annotations.append({"x": left + (w - 1) / 2, "y": top - GAP / 2, "text": name, "yanchor": "middle",
+                            "showarrow": False,
                             "font": {"size": 10}, "xref": "x", "yref": "y"})
     data = {"z": z, "type": "heatmap", "colorscale": DIVERGING, "zmin": -1, "zmax": 1,
             "zmid": 0, "showscale": False, "hoverongaps": False,
