@@ -123,17 +123,9 @@ class Interleaved:
             self.reporting[0] += time.thread_time() - before
             self.reporting[1] += 1
 
-    def predictions(self, *args: Any) -> None:
+    def record(self, *args: Any) -> None:
         if self.live(time.perf_counter()):
-            self.inner.predictions(*args)
-
-    def confusion(self, *args: Any) -> None:
-        if self.live(time.perf_counter()):
-            self.inner.confusion(*args)
-
-    def mistakes(self, *args: Any) -> None:
-        if self.live(time.perf_counter()):
-            self.inner.mistakes(*args)
+            self.inner.record(*args)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)  # config, status

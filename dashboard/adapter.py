@@ -12,8 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-import torch
-
 from dashboard.connection import VisdomConnection
 from dashboard.runlog import INCOMPLETE_MARK, LOG_NAME, RunLog, feed, read
 from dashboard.sender import Sender
@@ -65,24 +63,6 @@ class Dashboard:
     def config(self, config: Mapping[str, Any]) -> None:
         for target in self._targets():
             target.config(config)
-
-    def predictions(self, x: float, images: torch.Tensor, predicted: torch.Tensor,
-                    probability: torch.Tensor, true: torch.Tensor, classes: tuple[str, ...]) -> None:
-        for target in self._targets():
-            target.predictions(x, images, predicted, probability, true, classes)
-
-    def confusion(self, x: float, matrix: torch.Tensor, classes: tuple[str, ...]) -> None:
-        for target in self._targets():
-            target.confusion(x, matrix, classes)
-
-    def samples(self, images: torch.Tensor, labels: torch.Tensor, classes: tuple[str, ...]) -> None:
-        for target in self._targets():
-            target.samples(images, labels, classes)
-
-    def mistakes(self, x: float, images: torch.Tensor, predicted: torch.Tensor, probability: torch.Tensor,
-                 true: torch.Tensor, true_probability: torch.Tensor, classes: tuple[str, ...]) -> None:
-        for target in self._targets():
-            target.mistakes(x, images, predicted, probability, true, true_probability, classes)
 
     def status(self, state: RunState, reason: str = "") -> None:
         for target in self._targets():

@@ -21,6 +21,7 @@ from dashboard.downsample import Aligned, BandSeries, Ema
 from dashboard.protocol import MISSING_WINDOW
 from dashboard.runlog import LogFollower, RunRecord
 from dashboard.sender import Sender
+from trainers.measures import PREDICTIONS
 from trainers.reporting import TEST_ACC, RunState
 
 RUNS_PANE_WIDTH = windows.FULL_WIDTH  # a row of its own
@@ -199,10 +200,10 @@ class Board:
         changed = predictions = bands = False
         with self._lock:
             for run_dir, follower in self.followers.items():
-                before = len(follower.record.predictions)
+                before = follower.record.counts[PREDICTIONS]
                 if follower.poll():
                     changed = True
-                    predictions |= len(follower.record.predictions) != before
+                    predictions |= follower.record.counts[PREDICTIONS] != before
                     if run_dir in self._member_of and RunState(follower.record.status).final:
                         group, member = self._member_of[run_dir]
                         group.end(member)

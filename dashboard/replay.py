@@ -11,7 +11,7 @@ from pathlib import Path
 
 from dashboard.board import Board, run_colour, run_label
 from dashboard.connection import VisdomConnection
-from dashboard.runlog import INCOMPLETE_MARK, LOG_NAME, RunRecord, feed, read, run_dirs
+from dashboard.runlog import INCOMPLETE_MARK, LOG_FORMAT, LOG_NAME, RunRecord, feed, read, run_dirs
 from dashboard.sender import Sender
 from dashboard.sweep import seed_groups
 from dashboard.visdom_backend import VisdomBackend
@@ -60,7 +60,14 @@ def check_runs(paths: list[Path]) -> list[Path]:
             raise ReplayError(f"cannot read {run_dir / LOG_NAME}: {exc.strerror}") from None
         if not record.config:
             raise ReplayError(_no_config(run_dir))
+        _readable(run_dir, record)
     return run_dirs
+
+
+def _readable(run_dir: Path, record: RunRecord) -> None:
+    if record.format > LOG_FORMAT:
+        raise ReplayError(f"{run_dir / LOG_NAME} is a run log of format {record.format}, written by a newer "
+                          f"livetrain (this one reads formats 1 to {LOG_FORMAT}): upgrade livetrain to replay it")
 
 
 def _no_config(run_dir: Path) -> str:
@@ -97,6 +104,7 @@ def replay(paths: list[Path], url: str, draw: DrawOptions, timeout: float = 10.0
             raise ReplayError(f"cannot read {run_dir / LOG_NAME}: {exc.strerror}") from None
         if not record.config:
             raise ReplayError(_no_config(run_dir))
+        _readable(run_dir, record)
         label = run_label(record, run_dir.name)
         while label in labels:  # two logs of runs with one label: keep their traces apart
             label += "'"

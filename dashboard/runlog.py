@@ -1,20 +1,27 @@
 """Run logs: one append-only JSON-lines file per run, always written, the source of truth.
 
-Each line is one record with a "kind":
-- "config":      the run's configuration
-- "scalars":     step, x (epochs as a fraction), time, and one column per metric, so that
+Each line is one record with a "kind" and its time:
+- "config":      the run's configuration, its label and colour on the page ("run"), and the
+                 log's format (LOG_FORMAT; a log without one is of format 1)
+- "scalars":     step, x (epochs as a fraction), and one column per metric, so that
                  `pandas.read_json(path, lines=True)` gives a table with a column per metric
-- "gallery":     the test images of the prediction grid, once per run (uint8, base64)
-- "predictions": x, time, and per gallery image the predicted class, its probability, the true class
-- "confusion":   x, time, the confusion matrix (rows true class, columns predicted)
-- "samples":     training images (uint8, base64) with their labels, once, before the first step
-- "mistakes":    x, time, the test images most confidently wrong (uint8, base64), each with its
-                 predicted class and probability, its true class and the probability given to it
 - "status":      running / paused / finished / failed / interrupted, with a reason
-- "control":     step, x, and what happened to a request made to the run (trainers.control): its
-                 id, action, values, source, whether it was applied, and if not why
-- any other:     step, x and a payload, written by `Reporter.record`: what a window of its own
-                 reads (dashboard.panels: "calibration"...); kept as read, in `RunRecord.other`
+- any other:     step, x and a payload, written by `Reporter.record`; kept as read, by kind, in
+                 `RunRecord.other` (the requests' outcomes in `RunRecord.controls`):
+  - "samples":     training images (uint8, base64) with their labels, before the first step
+  - "gallery":     the sample of test images whose predictions follow, as a run starts
+  - "predictions": per gallery image the predicted class, its probability, the true class
+  - "confusion":   the confusion matrix (rows true class, columns predicted) and the classes
+  - "mistakes":    the test images most confidently wrong (uint8, base64), each with its
+                   predicted class and probability, its true class and the probability given to it
+  - "control":     what happened to a request made to the run (trainers.control): its id,
+                   action, values, source, whether it was applied, and if not why
+  - what a window of its own reads (dashboard.panels, trainers.measures: "calibration"...)
+
+Format 1 (before 2026-12-05) wrote no step in "samples", "gallery", "predictions", "confusion"
+and "mistakes", no x in the first two, and no classes in "confusion": the reader fills them in
+(the step and x of the scalars row before, the classes of the gallery), so that every format
+reaches the windows the same.
 
 Every record but the per-batch scalars is written with one `write` and flushed at once. Per-batch
 scalars are written in batches, at most WRITE_EVERY seconds apart (and before any other record, and
@@ -34,6 +41,7 @@ import base64
 import json
 import math
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -41,12 +49,14 @@ from typing import Any, Callable, Mapping
 import torch
 
 from trainers.control import CONTROL, changed
+from trainers.measures import CONFUSION, GALLERY, MISTAKES, PREDICTIONS, SAMPLES
 from trainers.reporting import Reporter, RunState
 
 LOG_NAME = "log.jsonl"
 INCOMPLETE_MARK = "windows-incomplete"  # in a run dir: the Visdom server missed the run's last updates
 _ROW_FIELDS = {"kind", "step", "x", "time"}
-_OWN_KINDS = {"config", "scalars", "gallery", "predictions", "confusion", "samples", "mistakes", "status"}
+_OWN_KINDS = {"config", "scalars", "status"}
+LOG_FORMAT = 2  # the format this version writes (see above); it reads every format up to it
 WRITE_EVERY = 0.25  # seconds: the longest per-batch scalars wait to be written
 
 
@@ -66,11 +76,6 @@ def _scalars_template(keys: tuple[str, ...]) -> str:
 def metric_values(row: Mapping[str, Any]) -> dict[str, float]:
     """The metrics of a logged scalars row (its other fields left out, nulls dropped)."""
     return {k: v for k, v in row.items() if k not in _ROW_FIELDS and v is not None}
-
-
-def compact_probabilities(probability: torch.Tensor) -> list[float]:
-    """Probabilities as logged (4 decimals); live windows use the same so that replays match."""
-    return [round(float(p), 4) for p in probability]
 
 
 def _cut(path: Path) -> bool:
@@ -95,7 +100,6 @@ class RunLog:
         if _cut(self.path):  # a process killed mid-write: start on a line of our own
             self._file.write("\n")
         self._failed = False  # a write failed (a full disk): the next record starts a new line
-        self._gallery: bytes | None = None
         self.meta = dict(meta or {})
         self._pending: list[tuple[float, int, float, Mapping[str, float]]] = []  # scalars not yet written, as passed
         self._written = time.monotonic()
@@ -151,7 +155,7 @@ class RunLog:
         return error
 
     def config(self, config: Mapping[str, Any]) -> None:
-        self._write("config", config=dict(config), run=self.meta)
+        self._write("config", config=dict(config), run=self.meta, format=LOG_FORMAT)
 
     def scalars(self, step: int, x: float, values: Mapping[str, float]) -> None:
         # the least work here, on the training thread right after a step (cold caches: every
@@ -161,29 +165,6 @@ class RunLog:
             error = self._write_pending()
             if error is not None:
                 raise error
-
-    def predictions(self, x: float, images: torch.Tensor, predicted: torch.Tensor,
-                    probability: torch.Tensor, true: torch.Tensor, classes: tuple[str, ...]) -> None:
-        raw = images.to(torch.uint8).contiguous().cpu().numpy().tobytes()
-        if raw != self._gallery:  # the gallery's images are fixed for a run: store them once
-            self._write("gallery", shape=list(images.shape), classes=list(classes),
-                        images=base64.b64encode(raw).decode("ascii"))
-            self._gallery = raw
-        self._write("predictions", x=float(x), predicted=predicted.tolist(),
-                    probability=compact_probabilities(probability), true=true.tolist())
-
-    def confusion(self, x: float, matrix: torch.Tensor, classes: tuple[str, ...]) -> None:
-        self._write("confusion", x=float(x), matrix=matrix.tolist())
-
-    def samples(self, images: torch.Tensor, labels: torch.Tensor, classes: tuple[str, ...]) -> None:
-        self._write("samples", classes=list(classes), labels=labels.tolist(), **_images(images))
-
-    def mistakes(self, x: float, images: torch.Tensor, predicted: torch.Tensor, probability: torch.Tensor,
-                 true: torch.Tensor, true_probability: torch.Tensor, classes: tuple[str, ...]) -> None:
-        self._write("mistakes", x=float(x), predicted=predicted.tolist(),
-                    probability=compact_probabilities(probability), true=true.tolist(),
-                    true_probability=compact_probabilities(true_probability), classes=list(classes),
-                    **_images(images))
 
     def status(self, state: RunState, reason: str = "") -> None:
         self._write("status", state=state, reason=reason)
@@ -208,13 +189,8 @@ class RunLog:
                 raise error
 
 
-def _images(images: torch.Tensor) -> dict[str, Any]:
-    """uint8 images as a record's fields: their shape and their bytes in base64."""
-    raw = images.to(torch.uint8).contiguous().cpu().numpy().tobytes()
-    return {"shape": list(images.shape), "images": base64.b64encode(raw).decode("ascii")}
-
-
-def _decode_images(item: Mapping[str, Any]) -> torch.Tensor:
+def decode_images(item: Mapping[str, Any]) -> torch.Tensor:
+    """The uint8 images (N, C, H, W) of a record (trainers.measures.images)."""
     raw = base64.b64decode(item["images"], validate=True)
     return torch.frombuffer(bytearray(raw), dtype=torch.uint8).reshape(item["shape"])
 
@@ -235,27 +211,65 @@ class RunRecord:
     path: Path
     config: dict[str, Any] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
+    format: int = 1  # the log's (LOG_FORMAT when this version wrote it)
     scalars: list[dict[str, Any]] = field(default_factory=list)
-    gallery: torch.Tensor | None = None  # (N, C, H, W) uint8
-    classes: list[str] = field(default_factory=list)
-    predictions: list[dict[str, Any]] = field(default_factory=list)
-    confusions: list[dict[str, Any]] = field(default_factory=list)
-    samples: Samples | None = None
-    mistakes: list[dict[str, Any]] = field(default_factory=list)  # each with its images decoded
     states: list[dict[str, Any]] = field(default_factory=list)
     controls: list[dict[str, Any]] = field(default_factory=list)  # what happened to each request made to it
-    other: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # by kind (a live follower: the latest)
+    # the records of every other kind, by kind, as read (a live follower: the latest of each)
+    other: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    counts: Counter[str] = field(default_factory=Counter)  # records read, per kind
     skipped: int = 0  # lines that were not a complete record (a cut last line)
-    keep_scalars: bool = True  # False: keep only the latest value of each metric and mistakes (a live follower)
+    keep_scalars: bool = True  # False: keep only each metric's latest value and each kind's latest record
     on_scalars: Callable[[dict[str, Any]], None] | None = None  # called with each scalars row as read
     latest: dict[str, float] = field(default_factory=dict)
     x: float = 0.0
+    step: int = 0  # of the latest scalars row
     started: float | None = None
     updated: float | None = None
+    _decoded: dict[str, tuple[int, torch.Tensor]] = field(default_factory=dict, repr=False)
 
     @property
     def status(self) -> str:
         return self.states[-1]["state"] if self.states else RunState.UNKNOWN
+
+    @property
+    def predictions(self) -> list[dict[str, Any]]:
+        return self.other.get(PREDICTIONS, [])
+
+    @property
+    def confusions(self) -> list[dict[str, Any]]:
+        return self.other.get(CONFUSION, [])
+
+    @property
+    def mistakes(self) -> list[dict[str, Any]]:
+        return self.other.get(MISTAKES, [])
+
+    @property
+    def gallery(self) -> torch.Tensor | None:
+        """The latest gallery's images (N, C, H, W) uint8."""
+        return self._images(GALLERY)
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.other[GALLERY][-1]["classes"]) if GALLERY in self.other else []
+
+    @property
+    def samples(self) -> Samples | None:
+        images = self._images(SAMPLES)
+        if images is None:
+            return None
+        item = self.other[SAMPLES][-1]
+        return Samples(images, [int(v) for v in item["labels"]], [str(c) for c in item["classes"]])
+
+    def _images(self, kind: str) -> torch.Tensor | None:
+        """The images of the latest record of `kind`, decoded once."""
+        if kind not in self.other:
+            return None
+        item = self.other[kind][-1]
+        held = self._decoded.get(kind)
+        if held is None or held[0] != id(item):
+            held = self._decoded[kind] = (id(item), decode_images(item))
+        return held[1]
 
     def add_line(self, line: bytes | str) -> None:
         """Take one line of the log; anything that is not a complete record is counted in `skipped`."""
@@ -271,39 +285,34 @@ class RunRecord:
         kind = item["kind"]
         if kind == "config":
             self.config, self.meta = dict(item["config"]), dict(item.get("run") or {})
+            self.format = int(item.get("format", 1))
             self.started = self.started or item.get("time")
         elif kind == "scalars":
-            self.x = float(item["x"])
+            self.x, self.step = float(item["x"]), int(item["step"])
             self.latest.update(metric_values(item))
             if self.keep_scalars:
                 self.scalars.append(item)
             if self.on_scalars is not None:
                 self.on_scalars(item)
-        elif kind == "gallery":
-            self.gallery = _decode_images(item)
-            self.classes = list(item["classes"])
-        elif kind == "samples":
-            self.samples = Samples(_decode_images(item), [int(v) for v in item["labels"]],
-                                   [str(c) for c in item["classes"]])
-        elif kind == "mistakes":
-            if not self.keep_scalars:  # a live follower: the latest only
-                self.mistakes.clear()
-            self.mistakes.append({**item, "images": _decode_images(item)})
-        elif kind == "predictions":
-            self.predictions.append(item)
-        elif kind == "confusion":
-            self.confusions.append(item)
         elif kind == "status":
             if item["state"] == RunState.RUNNING and self.states and self.states[-1]["state"] == RunState.QUEUED:
                 self.started = item.get("time", self.started)  # its time runs from its start, not its queueing
             self.states.append(item)
         elif kind == CONTROL:
             self.controls.append(item)
-        else:  # a window's own (dashboard.panels), or a kind this version does not draw
+        else:  # what a window draws (dashboard.panels), or a kind this version does not draw
+            if kind in (GALLERY, SAMPLES):
+                decode_images(item)  # a record that does not decode is not kept
+            if "step" not in item:  # format 1
+                item["step"] = self.step
+                item.setdefault("x", self.x)
+                if kind == CONFUSION and "classes" not in item:
+                    item["classes"] = self.classes
             kept = self.other.setdefault(str(kind), [])
             if not self.keep_scalars:
                 kept.clear()
             kept.append(item)
+        self.counts[kind] += 1
         self.updated = item.get("time", self.updated)
 
     def in_force(self) -> dict[str, Any]:
@@ -372,22 +381,10 @@ class LogFollower:
 
 
 def feed(record: RunRecord, reporter: Reporter) -> None:
-    """Send a logged run's records to `reporter` in the order they were logged."""
+    """Send a logged run's records to `reporter`, each kind in the order it was logged."""
     reporter.config(record.config)
-    if record.samples is not None:
-        reporter.samples(record.samples.images, torch.tensor(record.samples.labels), tuple(record.samples.classes))
     for row in record.scalars:
         reporter.scalars(row["step"], row["x"], metric_values(row))
-    if record.gallery is not None:
-        classes = tuple(record.classes)
-        for p in record.predictions:
-            reporter.predictions(p["x"], record.gallery, torch.tensor(p["predicted"]), torch.tensor(p["probability"]),
-                                 torch.tensor(p["true"]), classes)
-        for c in record.confusions:
-            reporter.confusion(c["x"], torch.tensor(c["matrix"]), classes)
-    for m in record.mistakes:
-        reporter.mistakes(m["x"], m["images"], torch.tensor(m["predicted"]), torch.tensor(m["probability"]),
-                          torch.tensor(m["true"]), torch.tensor(m["true_probability"]), tuple(m["classes"]))
     for item in record.controls + [item for items in record.other.values() for item in items]:
         reporter.record(item["kind"], item["step"], item["x"], {k: v for k, v in item.items() if k not in _ROW_FIELDS})
     for state in record.states:

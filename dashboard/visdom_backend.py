@@ -1,9 +1,10 @@
-"""One run's windows in Visdom: its traces in the compare windows, its gallery, confusion matrix,
-most confidently wrong images and gradient norms.
+"""One run's windows in Visdom: its traces in the compare windows, its gradient norms, and the
+windows of its own modules (dashboard.panels: its gallery, confusion matrix, ...).
 
 Implements trainers' `Reporter`. Calls from the training thread queue the new values under a lock
 and return; the `Sender` thread folds them into bounded series and draws them. The state
-held here is bounded (at most `max_points` per trace, the latest gallery and matrix) and is
+held here is bounded (at most `max_points` per trace, each panel's latest record or its bounded
+history) and is
 everything needed to redraw the run's windows from nothing after the server comes back."""
 
 from __future__ import annotations
@@ -11,19 +12,15 @@ from __future__ import annotations
 import threading
 from typing import Any, Mapping, NamedTuple
 
-import torch
-
-from dashboard import markers, panels, panes, windows
+from dashboard import markers, panels, windows
 from dashboard.connection import VisdomConnection
 from dashboard.downsample import Ema, MinMaxSeries
-from dashboard.runlog import compact_probabilities
 from dashboard.sender import Sender
 from dashboard.protocol import MISSING_WINDOW, SEQ_KEY, SPLICED
 from trainers.control import CONTROL
 from trainers.reporting import GRAD_PREFIX, RunState
 
 FOLD_AT = 256  # queued points the training thread folds into the series itself
-GALLERY_SHOWN = 16  # images in a run's gallery (4 rows of 4 in its window); the rest of the sample feeds the disagreement window
 
 
 class VisdomBackend:
@@ -40,39 +37,27 @@ class VisdomBackend:
         self._series = {w.metric: MinMaxSeries(max_points) for w in windows.COMPARE_WINDOWS}
         self._smoothed = {w.metric: (Ema(smoothing), MinMaxSeries(max_points))
                           for w in windows.COMPARE_WINDOWS if w.per_batch and smoothing}
-        self._images: torch.Tensor | None = None  # the gallery's images, PNG-encoded once by the sender
-        self._uris: list[str] = []
-        self._gallery: dict[str, Any] | None = None
-        self._confusion: dict[str, Any] | None = None
-        self._mistakes: dict[str, Any] | None = None
-        self._mistake_uris: list[str] = []
         self._grads: dict[str, MinMaxSeries] = {}  # per layer (its name without the prefix)
         self._grads_version = 0
         self._grads_drawn = (-1, 0)  # (outages, version) when last drawn (sender thread only)
+        self._placed = False  # its placeholder posted (sender thread only)
         self._max_points = max_points
         self._incoming: list[tuple[float, Mapping[str, float]]] = []  # points not yet in the series
         self._versions = {w.metric: 0 for w in windows.COMPARE_WINDOWS}  # points added per metric
         self._changes = markers.Changes()  # what the page or `livetrain control` changed: marked on its curves
         # per (metric, trace index): what was last sent (sender thread only)
         self._held: dict[tuple[str, int], Held] = {}
-        self._panes = windows.SentPanes(env)  # the gallery and matrix as last sent
+        self._panes = windows.SentPanes(env)  # the panels' windows and the gradient norms as last sent
         self.tails_sent = 0  # traces sent as their new tail only
-        self.gallery_win = windows.run_window("gallery", label)
-        self.confusion_win = windows.run_window("confusion", label)
-        self.mistakes_win = windows.run_window("mistakes", label)
         self.gradients_win = windows.run_window("gradients", label)
         self.run_windows = draw.run_windows
         self.in_group = draw.in_group
-        # the gallery goes first: a whole-window message, it also creates the env on a fresh server
-        if self.run_windows:
-            sender.register(self.gallery_win, self._send_gallery)
         # one sender may serve several runs (a replay): keys name the run
         self._traces_key = windows.run_window("traces", label)
+        if self.run_windows:  # first: a whole window, which also creates the env on a fresh server
+            sender.register(self.gradients_win, self._send_gradients)
         sender.register(self._traces_key, self._send_traces, changed=False)
         if self.run_windows:
-            sender.register(self.confusion_win, self._send_confusion, changed=False)
-            sender.register(self.mistakes_win, self._send_mistakes, changed=False)
-            sender.register(self.gradients_win, self._send_gradients, changed=False)
             for panel in panels.PANELS:  # a window of its own module each: its key is its window
                 sender.register(panel.win(label), self._panel_sender(panel), changed=False)
         self._panel_records: dict[str, list[dict[str, Any]]] = {}  # by kind, as the panel keeps them
@@ -126,40 +111,6 @@ class VisdomBackend:
                         smooth.add(x, ema.add(y))
                     self._versions[metric] += 1
 
-    def predictions(self, x: float, images: torch.Tensor, predicted: torch.Tensor,
-                    probability: torch.Tensor, true: torch.Tensor, classes: tuple[str, ...]) -> None:
-        if not self.run_windows:
-            return
-        shown = slice(0, GALLERY_SHOWN)
-        with self._lock:
-            if self._images is None:
-                self._images = images[shown].cpu().clone()
-            self._gallery = dict(x=float(x), predicted=predicted[shown].tolist(),
-                                 probability=compact_probabilities(probability[shown]),
-                                 true=true[shown].tolist(), classes=list(classes))
-        self.sender.mark(self.gallery_win)
-
-    def confusion(self, x: float, matrix: torch.Tensor, classes: tuple[str, ...]) -> None:
-        if not self.run_windows:
-            return
-        with self._lock:
-            self._confusion = dict(x=float(x), matrix=matrix.tolist(), classes=list(classes))
-        self.sender.mark(self.confusion_win)
-
-    def samples(self, images: torch.Tensor, labels: torch.Tensor, classes: tuple[str, ...]) -> None:
-        pass  # the env's training-samples pane, which the Board draws (one for all runs)
-
-    def mistakes(self, x: float, images: torch.Tensor, predicted: torch.Tensor, probability: torch.Tensor,
-                 true: torch.Tensor, true_probability: torch.Tensor, classes: tuple[str, ...]) -> None:
-        if not self.run_windows:
-            return
-        with self._lock:
-            self._mistakes = dict(x=float(x), images=images.cpu().clone(), predicted=predicted.tolist(),
-                                  probability=compact_probabilities(probability), true=true.tolist(),
-                                  true_probability=compact_probabilities(true_probability), classes=list(classes))
-            self._mistake_uris = []
-        self.sender.mark(self.mistakes_win)
-
     def status(self, state: RunState, reason: str = "") -> None:
         pass  # shown in the runs pane
 
@@ -167,23 +118,21 @@ class VisdomBackend:
         """A panel's record (dashboard.panels), for its window; or a request's outcome (the runs
         pane and the control pane show them, drawn by the Board): a change applied is marked on
         the run's curves."""
-        panel = panels.BY_KIND.get(kind)
-        if panel is not None and self.run_windows:
+        drawn = panels.readers(kind) if self.run_windows else []
+        if drawn:
             with self._lock:
                 kept = self._panel_records.setdefault(kind, [])
-                if not panel.history:
+                if not any(panel.history and panel.kind == kind for panel in drawn):
                     kept.clear()
-                kept.append({"step": step, "x": x, **payload})
-            self.sender.mark(panel.win(self.label))
+                kept.append({"kind": kind, "step": step, "x": x, **payload})
+            for panel in drawn:
+                self.sender.mark(panel.win(self.label))
         if kind != CONTROL:
             return
         with self._lock:
             changed = self._changes.take(x, payload)
         if changed:
             self.sender.mark(self._traces_key)
-
-    def close(self) -> None:
-        pass  # the sender is shared with its owner, which closes it
 
     # ---- what the server should hold, and drawing it (sender thread) ----
     def trace_data(self, metric: str) -> list[dict[str, Any]]:
@@ -269,33 +218,6 @@ class VisdomBackend:
             self._grads_drawn = (-1, 0)  # drawn again whatever its version
         return marked + differing
 
-    def gallery_html(self) -> str:
-        with self._lock:
-            g = self._gallery
-            if g is None or self._images is None:
-                return windows.GALLERY_WAITING
-            if not self._uris:
-                self._uris = panes.data_uris(self._images)
-            return panes.gallery_html(self._uris, g["predicted"], g["probability"], g["true"], g["classes"], g["x"])
-
-    def _send_gallery(self, connection: VisdomConnection) -> None:
-        message = windows.gallery_message(self.env, self.label, self.gallery_html())
-        self._panes.post(connection, message)
-
-    def mistakes_html(self) -> str:
-        with self._lock:
-            m = self._mistakes
-            if m is None:
-                return windows.MISTAKES_WAITING
-            if not self._mistake_uris:
-                self._mistake_uris = panes.data_uris(m["images"])
-            return panes.mistakes_html(self._mistake_uris, m["predicted"], m["probability"], m["true"],
-                                       m["true_probability"], m["classes"], m["x"])
-
-    def _send_mistakes(self, connection: VisdomConnection) -> None:
-        if self._mistakes is not None:
-            self._panes.post(connection, windows.mistakes_message(self.env, self.label, self.mistakes_html()))
-
     def gradient_traces(self) -> dict[str, tuple[list[float], list[float]]]:
         """Per layer, the (x, norm) points its trace in the gradients window holds."""
         self._fold()
@@ -310,25 +232,20 @@ class VisdomBackend:
         if drawn == self._grads_drawn:
             return
         layers = self.gradient_traces()
+        if not layers and not self._placed:  # its placeholder, once (for a run that is not on a Board's page)
+            connection.post("events", windows.gradients_placeholder(self.env, self.label))
+            self._placed = True
         if layers:
             self._panes.post(connection, windows.gradients_message(self.env, self.label, layers))
             self._grads_drawn = drawn
-
-    def _send_confusion(self, connection: VisdomConnection) -> None:
-        with self._lock:
-            c = self._confusion
-        if c is not None:
-            title = windows.confusion_title(self.label, c["x"])
-            message = windows.heatmap_message(self.env, self.confusion_win, title, c["matrix"], c["classes"])
-            self._panes.post(connection, message)
-
 
     def _panel_sender(self, panel: panels.Panel) -> Any:
         def send(connection: VisdomConnection) -> None:
             with self._lock:
                 records = list(self._panel_records.get(panel.kind, ()))
+                before = [self._panel_records[kind][-1] for kind in panel.also if self._panel_records.get(kind)]
             if records:
-                self._panes.post(connection, panel.draw(self.env, panel.win(self.label), self.label, records))
+                self._panes.post(connection, panel.draw(self.env, panel.win(self.label), self.label, before + records))
         return send
 
 

@@ -243,38 +243,17 @@ def text_message(env: str, win: str, title: str, content: str, width: int, heigh
             SEQ_KEY: new_seq() if seq is None else seq}
 
 
-def gallery_message(env: str, label: str, content: str, seq: int | None = None) -> dict[str, Any]:
-    """A run's prediction gallery, whole."""
-    return text_message(env, run_window("gallery", label), f"{label}: test images, predicted (true)", content,
-                        UNIT, PANE_HEIGHT, seq)
-
-
-def confusion_title(label: str, x: float | None = None) -> str:
-    return f"{label}: confusion matrix" + (f", epoch {x:g}" if x is not None else "")
-
-
 def waiting_html(text: str) -> str:
     return f'<div style="font:13px sans-serif;color:#555">{html.escape(text)}</div>'
 
 
-GALLERY_WAITING = waiting_html("Predictions appear after the first epoch.")
-CONFUSION_WAITING = waiting_html("The confusion matrix appears after the first epoch.")
-MISTAKES_WAITING = waiting_html("The test images it gets most confidently wrong appear after the first epoch.")
 GRADIENTS_WAITING = waiting_html("The layers' gradient norms appear with the first batch.")
 SAMPLES_WAITING = waiting_html("Training images appear when the first run starts.")
 SWEEP_WAITING = waiting_html("Each run joins this plot when it finishes.")
 
 
-def mistakes_title(label: str) -> str:
-    return f"{label}: most confidently wrong (test)"
-
-
 def gradients_title(label: str) -> str:
     return f"{label}: gradient norm per layer"
-
-
-def mistakes_message(env: str, label: str, content: str, seq: int | None = None) -> dict[str, Any]:
-    return text_message(env, run_window("mistakes", label), mistakes_title(label), content, UNIT, PANE_HEIGHT, seq)
 
 
 # the layers of a run, first to last, from dark to light (viridis), apart from the runs' colours
@@ -331,17 +310,11 @@ def scatter_message(env: str, setting: str, points: list[tuple[Any, float, str, 
             "opts": {"title": scatter_title(setting), **PLOT_SIZE}, SEQ_KEY: new_seq()}
 
 
-def run_placeholders(env: str, label: str) -> list[dict[str, Any]]:
-    """A run's own windows (gallery, confusion matrix, mistakes, gradient norms) before it reports
-    anything, so that the page places them in run order, a run's four together (its worker then
-    fills them).
-    Numbered 0: older than anything a run draws, so a placeholder never replaces it."""
-    return [gallery_message(env, label, GALLERY_WAITING, seq=0),
-            text_message(env, run_window("confusion", label), confusion_title(label), CONFUSION_WAITING,
-                         UNIT, PANE_HEIGHT, seq=0),
-            mistakes_message(env, label, MISTAKES_WAITING, seq=0),
-            text_message(env, run_window("gradients", label), gradients_title(label), GRADIENTS_WAITING,
-                         UNIT, PANE_HEIGHT, seq=0)]
+def gradients_placeholder(env: str, label: str) -> dict[str, Any]:
+    """A run's gradient norms window before its first batch (numbered 0: older than anything the
+    run draws, so it never replaces it)."""
+    return text_message(env, run_window("gradients", label), gradients_title(label), GRADIENTS_WAITING,
+                        UNIT, PANE_HEIGHT, seq=0)
 
 
 def heatmap_message(env: str, win: str, title: str, matrix: list[list[int]], classes: list[str]) -> dict[str, Any]:
@@ -366,14 +339,14 @@ class SentPanes:
     def post(self, connection: Any, message: dict[str, Any]) -> None:
         """Send a whole-pane message on `connection` (a `VisdomConnection`) and remember it."""
         connection.post("events", message)
-        self._sent[message["win"]] = _message_content(message)
+        self._sent[message["win"]] = message_content(message)
 
     def differing(self, connection: Any) -> list[str]:
         """The windows whose content on the server is not what was last sent."""
         differ = []
         for win, sent in list(self._sent.items()):
             pane = connection.pane(self.env, win)
-            if pane is None or _pane_content(pane) != sent:
+            if pane is None or pane_content(pane) != sent:
                 differ.append(win)
         return differ
 
@@ -381,7 +354,7 @@ class SentPanes:
 _PLOTTED = ("x", "y", "z", "dimensions")  # what a plot's traces hold, to compare
 
 
-def _message_content(message: dict[str, Any]) -> Any:
+def message_content(message: dict[str, Any]) -> Any:
     """What a whole-pane message puts in its pane: a text pane's HTML, a plot's traces' values."""
     data = message["data"]
     if data[0]["type"] == "text":
@@ -389,7 +362,7 @@ def _message_content(message: dict[str, Any]) -> Any:
     return [{k: d.get(k) for k in _PLOTTED} for d in data]
 
 
-def _pane_content(pane: dict[str, Any]) -> Any:
+def pane_content(pane: dict[str, Any]) -> Any:
     if pane.get("type") == "text":
         return pane.get("content")
     data = (pane.get("content") or {}).get("data") or []

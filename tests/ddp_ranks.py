@@ -47,7 +47,7 @@ def train(config: dict[str, Any], run_dir: str | None = None, resume: bool = Fal
         result = fit(RunConfig.from_dict(config), recorder, Path(run_dir) if run_dir else None, resume, world=world,
                      inbox=inbox)
         return {"history": result.history, "rows": len(recorder.rows),
-                "confusion": [m.sum().item() for _, m in recorder.confusions],
+                "confusion": [sum(map(sum, c["matrix"])) for c in recorder.of("confusion")],
                 "train_loss": recorder.series("train/loss"), "status": str(result.status), "reason": result.reason,
                 "lrs": [values[LR] for _, _, values in recorder.rows if LR in values],
                 "controls": [payload for kind, _, _, payload in recorder.records if kind == CONTROL],

@@ -22,7 +22,8 @@ from dashboard.connection import VisdomConnection
 from dashboard.downsample import Ema, MinMaxSeries
 from dashboard.runlog import LOG_NAME
 from dashboard.sender import Sender
-from dashboard.visdom_backend import GALLERY_SHOWN, VisdomBackend
+from dashboard.panels.gallery import GALLERY_SHOWN
+from dashboard.visdom_backend import VisdomBackend
 from dashboard.windows import DrawOptions
 from tests.conftest import REPO
 from trainers import data
@@ -189,12 +190,12 @@ def assert_windows_match_logs(state: dict[str, Any], run_dirs: list[Path], max_p
             if not logged:  # a model it does not apply to (templates of a CNN): waiting, or never placed
                 assert state.get(panel.win(label), {"type": "text"})["type"] == "text", (panel.kind, label)
                 continue
-            kept = logged if panel.history else logged[-1:]
-            expected = panel.draw("", panel.win(label), label,
-                                  [{k: v for k, v in r.items() if k not in ("kind", "time")} for r in kept])
-            held = state[panel.win(label)]["content"]
-            assert [{k: d.get(k) for k in ("x", "y")} for d in held["data"]] == [
-                {k: d.get(k) for k in ("x", "y")} for d in expected["data"]], (panel.kind, label)
+            kept = [record.other[kind][-1] for kind in panel.also if kind in record.other]
+            kept += logged if panel.history else logged[-1:]
+            expected = panel.draw("", panel.win(label), label, [{k: v for k, v in r.items() if k != "time"} for r in kept])
+            held = state[panel.win(label)]
+            assert windows.pane_content(held) == windows.message_content(expected), (panel.kind, label)
+            assert held["title"] == expected["opts"]["title"], (panel.kind, label)
 
 
 def livetrain(cwd: Path, *args: str, session: bool = False, env: dict[str, str] | None = None) -> subprocess.Popen[str]:

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from dashboard import panels, windows
+from dashboard.panels import mistakes
 from dashboard.connection import Unreachable
 from dashboard.server import ServerProcess
 from dashboard.terminal import columns
@@ -257,7 +258,7 @@ def test_labels_holding_html_show_as_text(visdom_server: ServerProcess, launch: 
         # and in the newer windows: the per-epoch legend, the gradient and mistakes windows' titles
         epoch = next(p for p in state["panes"] if p["title"] == windows.EPOCH_LOSS_TITLE)
         assert epoch["legend"] == [HOSTILE]
-        assert {windows.gradients_title(HOSTILE), windows.mistakes_title(HOSTILE)} <= {p["title"] for p in state["panes"]}
+        assert {windows.gradients_title(HOSTILE), mistakes.title(HOSTILE)} <= {p["title"] for p in state["panes"]}
 
 
 def test_the_page_reconnects_by_itself_after_a_server_restart(launch: Any, tmp_path: Path) -> None:

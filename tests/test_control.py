@@ -120,7 +120,7 @@ def test_a_fork_with_its_parents_settings_trains_batch_for_batch_as_its_parent(f
     assert result.status == RunState.FINISHED
     assert losses(child) == losses(parent)[11:]  # bit for bit, dropout and batch order alike
     assert result.history == fit(CONFIG, Recorder(), dataset=fashion).history
-    assert child.rows[0][1] > x and not child.sample_calls  # its traces begin where it forked
+    assert child.rows[0][1] > x and not child.of("samples")  # its traces begin where it forked
 
 
 def test_a_fork_trains_with_its_own_optimizer_lr_and_batch_size_from_the_same_images(fashion: data.Dataset,

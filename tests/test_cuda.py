@@ -43,8 +43,8 @@ def test_each_model_trains_on_the_gpu(fashion: data.Dataset, model: str, setting
                  run_dir=tmp_path)
     assert result.status == "finished"
     assert rec.series(TEST_ACC)[-1] > 0.6  # learned (chance: 0.1)
-    gallery = rec.prediction_calls[-1]
-    assert gallery["images"].dtype == torch.uint8  # reported tensors reach the dashboard usable
+    gallery = rec.of("gallery")[-1]
+    assert gallery["shape"][0] == len(rec.of("predictions")[-1]["predicted"])  # reported tensors reach the page usable
     resumed = fit(RunConfig(model, epochs=3, device="cuda", limit=8192, **settings), Recorder(), dataset=fashion,
                   run_dir=tmp_path, resume=True)
     assert resumed.status == "finished" and len(resumed.history) == 3

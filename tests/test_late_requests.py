@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from dashboard import windows
+from dashboard import panels, windows
 from dashboard.connection import VisdomConnection
 from dashboard.sender import CHECK_AFTER, Sender
 from dashboard.protocol import SEQ_KEY, STALE
@@ -25,6 +25,7 @@ from benchmarks.stock_visdom import start_stock
 from tests.conftest import free_port
 from tests.helpers import expected, held, stream
 from tests.relay import HoldingRelay
+from trainers import measures
 from trainers.reporting import TRAIN_LOSS
 
 LOSS_WIN = windows.COMPARE_BY_METRIC[TRAIN_LOSS].win
@@ -51,11 +52,13 @@ def relay(server: ServerProcess) -> Iterator[HoldingRelay]:
 
 def predict(backend: VisdomBackend, x: float, seed: int) -> None:
     gen = torch.Generator().manual_seed(seed)
-    images = torch.rand(16, 1, 28, 28, generator=gen)
-    predicted = torch.randint(0, 10, (16,), generator=gen)
-    backend.predictions(x, images, predicted, torch.rand(16, generator=gen), torch.randint(0, 10, (16,), generator=gen),
-                        CLASSES)
-    backend.confusion(x, torch.randint(0, 50, (10, 10), generator=gen), CLASSES)
+    images = torch.randint(0, 256, (16, 1, 28, 28), generator=gen, dtype=torch.uint8)
+    backend.record(measures.GALLERY, 0, x, {"classes": list(CLASSES), **measures.images(images)})
+    backend.record(measures.PREDICTIONS, 0, x, {"predicted": torch.randint(0, 10, (16,), generator=gen).tolist(),
+                                                "probability": measures.probabilities(torch.rand(16, generator=gen)),
+                                                "true": torch.randint(0, 10, (16,), generator=gen).tolist()})
+    backend.record(measures.CONFUSION, 0, x, {"matrix": torch.randint(0, 50, (10, 10), generator=gen).tolist(),
+                                              "classes": list(CLASSES)})
 
 
 def gallery(url: str, env: str, win: str) -> str:
@@ -91,7 +94,7 @@ def test_requests_applied_late_do_not_leave_a_stale_window(server: ServerProcess
     step = stream(backend, sender, flushes=3, per_flush=9)  # drawn, tails spliced (on ours)
     predict(backend, 1.0, seed=1)
     assert sender.flush()
-    old_gallery = gallery(url, env, backend.gallery_win)
+    old_gallery = gallery(url, env, windows.run_window("gallery", backend.label))
 
     relay.hold_all()  # the server freezes: the next request fails, kept in its socket
     step = stream_failing(backend, sender, step, clock)
@@ -104,7 +107,7 @@ def test_requests_applied_late_do_not_leave_a_stale_window(server: ServerProcess
     clock.past_backoff(sender)
     predict(backend, 2.0, seed=3)
     step = stream(backend, sender, flushes=2, per_flush=9, start=step)
-    newest_gallery = gallery(url, env, backend.gallery_win)
+    newest_gallery = gallery(url, env, windows.run_window("gallery", backend.label))
     assert newest_gallery != old_gallery
     assert held(url, env, LOSS_WIN) == expected(backend)
 
@@ -123,7 +126,7 @@ def test_requests_applied_late_do_not_leave_a_stale_window(server: ServerProcess
             assert sender.close(wait=10)
         assert sender.checks_run == 1 and backend._traces_key in sender.check_marked
     assert held(url, env, LOSS_WIN) == expected(backend)
-    assert gallery(url, env, backend.gallery_win) == newest_gallery
+    assert gallery(url, env, windows.run_window("gallery", backend.label)) == newest_gallery
 
 
 def stream_failing(backend: VisdomBackend, sender: Sender, step: int, clock: Clock) -> int:
@@ -143,8 +146,7 @@ def test_our_server_refuses_a_pane_older_than_the_one_it_holds(visdom_server: Se
     assert connection.post("events", older) == STALE
     assert gallery(url, env, "pane") == "newer"
     # a placeholder (numbered 0) never replaces what a run drew
-    for placeholder in windows.run_placeholders(env, "run"):
-        connection.post("events", windows.gallery_message(env, "run", "drawn") if "gallery" in placeholder["win"]
-                        else windows.text_message(env, placeholder["win"], "t", "drawn", 100, 100))
+    for placeholder in panels.run_placeholders(env, "run"):
+        connection.post("events", windows.text_message(env, placeholder["win"], "t", "drawn", 100, 100))
         assert connection.post("events", placeholder) == STALE
         assert gallery(url, env, placeholder["win"]) == "drawn"

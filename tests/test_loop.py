@@ -14,6 +14,7 @@ import torch
 
 from tests.conftest import REPO
 from tests.helpers import make_cifar
+from dashboard.runlog import decode_images
 from trainers import data, losses, models
 from trainers.config import ConfigError, RunConfig
 from trainers.checkpoints import CHECKPOINT, ResumeError
@@ -59,13 +60,14 @@ def test_reports_every_batch_and_every_epoch(fashion: data.Dataset) -> None:
     lrs = rec.series(LR)
     assert lrs[0] == pytest.approx(1e-3) and lrs[-1] < lrs[0] / 10  # cosine, down towards 0
     assert len(rec.series(TEST_ACC)) == 3  # the untrained model's, then each epoch's
-    gallery = rec.prediction_calls[-1]
-    assert gallery["images"].shape == (SAMPLE_SIZE, 1, 28, 28) and gallery["images"].dtype == torch.uint8
-    assert gallery["predicted"].shape == gallery["true"].shape == gallery["probability"].shape == (SAMPLE_SIZE,)
-    assert ((gallery["probability"] > 0.1) & (gallery["probability"] <= 1)).all()
-    assert gallery["classes"][0] == "T-shirt/top"
-    x, matrix = rec.confusions[-1]
-    assert x == 2.0 and matrix.shape == (10, 10) and int(matrix.sum()) == 10_000
+    (gallery,) = rec.of("gallery")  # once, as the run starts
+    assert decode_images(gallery).shape == (SAMPLE_SIZE, 1, 28, 28) and gallery["classes"][0] == "T-shirt/top"
+    shown = rec.of("predictions")[-1]
+    assert len(shown["predicted"]) == len(shown["true"]) == len(shown["probability"]) == SAMPLE_SIZE
+    assert all(0.1 < p <= 1 for p in shown["probability"])
+    confusion = rec.of("confusion")[-1]
+    matrix = torch.tensor(confusion["matrix"])
+    assert confusion["x"] == 2.0 and matrix.shape == (10, 10) and int(matrix.sum()) == 10_000
     assert matrix.sum(dim=1).tolist() == [1000] * 10  # rows are the true classes
     assert rec.states == [("running", ""), ("finished", "")]
     assert rec.config_values["label"] == "mlp" and rec.config_values["lr"] == 1e-3
@@ -189,7 +191,7 @@ def test_cnn_trains_on_cifar10_shaped_data(tmp_path) -> None:
     make_cifar(tmp_path / "cifar-10-batches-py", per_batch=20)
     rec = Recorder()
     result = fit(RunConfig("cnn", dataset="cifar10", epochs=1, data_dir=str(tmp_path)), rec)
-    assert result.status == "finished" and rec.prediction_calls[0]["images"].shape[1:] == (3, 32, 32)
+    assert result.status == "finished" and rec.of("gallery")[0]["shape"][1:] == [3, 32, 32]
 
 
 def test_threads_are_set_per_run(fashion: data.Dataset) -> None:
@@ -262,16 +264,18 @@ def test_untrained_point_at_x0_entropy_mistakes_and_samples(fashion: data.Datase
     entropy = rec.series(TEST_ENTROPY)
     assert entropy[-1] < entropy[0]  # surer as it learns
 
-    images, labels = rec.sample_calls[0]
-    assert len(rec.sample_calls) == 1 and images.shape == (TRAIN_SAMPLES, 1, 28, 28)
-    assert torch.equal(images, fashion.train.images[:TRAIN_SAMPLES]) and torch.equal(labels, fashion.train.labels[:TRAIN_SAMPLES])
+    (samples,) = rec.of("samples")
+    images, labels = decode_images(samples), samples["labels"]
+    assert images.shape == (TRAIN_SAMPLES, 1, 28, 28) and samples["step"] == samples["x"] == 0
+    assert torch.equal(images, fashion.train.images[:TRAIN_SAMPLES]) and labels == fashion.train.labels[:TRAIN_SAMPLES].tolist()
 
     # the last epoch's numbers, recomputed by hand from a model trained the same way
-    worst = rec.mistake_calls[-1]
-    assert [m["x"] for m in rec.mistake_calls] == [1.0, 2.0] and worst["images"].shape == (MISTAKES, 1, 28, 28)
-    assert (worst["predicted"] != worst["true"]).all()
-    assert list(worst["true_probability"]) == sorted(worst["true_probability"])  # highest loss first
-    assert (worst["probability"] > worst["true_probability"]).all()
+    logged = rec.of("mistakes")
+    worst = logged[-1]
+    assert [m["x"] for m in logged] == [1.0, 2.0] and decode_images(worst).shape == (MISTAKES, 1, 28, 28)
+    assert all(p != t for p, t in zip(worst["predicted"], worst["true"]))
+    assert worst["true_probability"] == sorted(worst["true_probability"])  # highest loss first
+    assert all(p > t for p, t in zip(worst["probability"], worst["true_probability"]))
 
 
 def test_evaluate_entropy_and_mistakes_against_torch(fashion: data.Dataset) -> None:

@@ -14,8 +14,14 @@ from dashboard.panels import class_accuracy as class_accuracy_panel
 from dashboard.panels import filters as filters_panel
 from dashboard.panels import templates as templates_panel
 from dashboard.panels import tiles
-from trainers.measures import calibration, class_accuracy, filters, templates
+from trainers.measures import Evaluation, calibration, class_accuracy, filters, templates
 
+
+
+def passed(result=None, labels=None, classes=(), model=None) -> Evaluation:
+    """A test pass as the measures read it, with what a test gives."""
+    return Evaluation(result, torch.zeros(0, 1, 28, 28, dtype=torch.uint8), labels if labels is not None else torch.tensor([]),
+                    classes, model, torch.tensor([], dtype=torch.long))
 
 def test_calibration_bins_and_ece_by_hand() -> None:
     # confidence 0.95 and 0.91 (bin 0.9-1.0, one right), 0.85 and 0.81 (bin 0.8-0.9, both right),
@@ -23,7 +29,7 @@ def test_calibration_bins_and_ece_by_hand() -> None:
     result = SimpleNamespace(probability=torch.tensor([0.95, 0.91, 0.85, 0.81, 0.55, 0.31, 1.0]),
                              predicted=torch.tensor([1, 2, 3, 4, 5, 6, 7]))
     labels = torch.tensor([1, 0, 3, 4, 0, 6, 7])
-    measured = calibration(result, labels, classes=tuple("abcdefgh"), model=None)
+    measured = calibration(passed(result, labels, tuple("abcdefgh")))
     bins = measured["bins"]
     assert [n for n, _, _ in bins] == [0, 0, 0, 1, 0, 1, 0, 0, 2, 3]
     assert bins[9][1] == pytest.approx((0.95 + 0.91 + 1.0) / 3) and bins[9][2] == pytest.approx(2 / 3)
@@ -53,7 +59,7 @@ def test_every_panel_has_a_kind_of_its_own_and_a_waiting_window() -> None:
 
 def test_class_accuracy_is_each_rows_diagonal_share() -> None:
     confusion = torch.tensor([[8, 2, 0], [1, 3, 0], [0, 0, 0]])  # rows the true class; class c has no image
-    measured = class_accuracy(SimpleNamespace(confusion=confusion), torch.tensor([]), ("a", "<b>", "c"), None)
+    measured = class_accuracy(passed(SimpleNamespace(confusion=confusion), classes=("a", "<b>", "c")))
     assert measured == {"classes": ["a", "<b>", "c"], "acc": [0.8, 0.75, None]}
 
 
@@ -73,7 +79,7 @@ def test_the_softmax_templates_are_ws_columns_as_images() -> None:
 
     model = SoftmaxRegression(784, 3)
     model.W = torch.randn(784, 3)
-    measured = templates(None, torch.tensor([]), ("a", "b", "c"), model)
+    measured = templates(passed(classes=("a", "b", "c"), model=model))
     assert measured["classes"] is True and measured["names"] == ["a", "b", "c"] and measured["shape"] == [3, 28, 28]
     for k, tile in enumerate(tiles.decode(measured)):
         column = model.W[:, k].reshape(28, 28)
@@ -88,10 +94,10 @@ def test_an_mlps_templates_are_its_strongest_first_layer_units_and_a_cnn_has_non
     weight = models.layers(mlp)[0][1][0]
     with torch.no_grad():
         weight[7] *= 50  # the strongest unit by far
-    measured = templates(None, torch.tensor([]), tuple("abcdefghij"), mlp)
+    measured = templates(passed(classes=tuple("abcdefghij"), model=mlp))
     assert measured["classes"] is False and measured["shape"] == [16, 28, 28] and measured["names"][0] == "unit 7"
-    assert templates(None, torch.tensor([]), tuple("abcdefghij"), models.build("cnn", (1, 28, 28), 10, {})) is None
-    colour = templates(None, torch.tensor([]), tuple("abcdefghij"), models.build("softmax-nn", (3, 32, 32), 10, {}))
+    assert templates(passed(classes=tuple("abcdefghij"), model=models.build("cnn", (1, 28, 28), 10, {}))) is None
+    colour = templates(passed(classes=tuple("abcdefghij"), model=models.build("softmax-nn", (3, 32, 32), 10, {})))
     assert colour["shape"] == [10, 32, 32]  # a colour input: the mean over its channels
 
 
@@ -99,7 +105,7 @@ def test_the_templates_window_tiles_each_image_under_its_name() -> None:
     from trainers.models import SoftmaxRegression
 
     model = SoftmaxRegression(784, 3)
-    record = {"step": 5, "x": 1.0, **templates(None, torch.tensor([]), ("<i>a</i>", "b", "c"), model)}
+    record = {"step": 5, "x": 1.0, **templates(passed(classes=("<i>a</i>", "b", "c"), model=model))}
     message = templates_panel.PANEL.draw("env", "win", "softmax", [record])
     (heat,) = message["data"]
     z = heat["z"]
@@ -114,12 +120,12 @@ def test_the_filters_are_the_first_convolutions_kernels_and_an_mlp_has_none() ->
 
     lenet = models.build("lenet", (1, 28, 28), 10, {})
     kernels = models.layers(lenet)[0][1][0]  # (6, 1, 5, 5)
-    measured = filters(None, torch.tensor([]), tuple("abcdefghij"), lenet)
+    measured = filters(passed(classes=tuple("abcdefghij"), model=lenet))
     assert measured["layer"] == "conv2d1" and measured["shape"] == [6, 5, 5] and measured["names"][0] == "1"
     for k, tile in enumerate(tiles.decode(measured)):
         assert torch.tensor(tile) * measured["scale"][k] == pytest.approx(kernels[k, 0].detach(),
                                                                           abs=measured["scale"][k] / 127)
-    assert filters(None, torch.tensor([]), tuple("abcdefghij"), models.build("mlp", (1, 28, 28), 10, {})) is None
+    assert filters(passed(classes=tuple("abcdefghij"), model=models.build("mlp", (1, 28, 28), 10, {}))) is None
     message = filters_panel.PANEL.draw("env", "win", "lenet", [{"step": 0, "x": 0.0, **measured}])
     assert message["opts"]["title"] == "lenet: first-layer filters (conv2d1: 6 of 5x5), epoch 0"
     assert len(message["layout"]["annotations"]) == 6

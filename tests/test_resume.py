@@ -19,6 +19,7 @@ from dashboard.server import ServerProcess
 from tests.helpers import (
     breaks_at_fifth_batch, finish, launch_dir, launched, livetrain, server_state, training, wait_for,
 )
+from trainers import measures
 from trainers.config import RunConfig, threads_per_run
 from trainers.reporting import TEST_LOSS, TRAIN_LOSS
 
@@ -27,12 +28,13 @@ def logged_run(run_dir: Path, xs: list[float], label: str = "mlp", colour: int =
     log = RunLog(run_dir, meta={"label": label, "colour": colour, "env": "e"})
     log.config(RunConfig("mlp", label=label, epochs=3, threads=threads).resolved().to_dict())
     log.status("running")
-    log.samples(torch.zeros(2, 1, 28, 28, dtype=torch.uint8),
-                torch.tensor([0, 1]), tuple("abcdefghij"))
+    log.record("samples", 0, 0.0, measures.samples(torch.zeros(2, 1, 28, 28, dtype=torch.uint8),
+                                                   torch.tensor([0, 1]), tuple("abcdefghij")))
     for step, x in enumerate(xs):
         log.scalars(step, x, {TRAIN_LOSS: 1.0 / (step + 1)})
         if x == int(x) and x > 0:
-            log.confusion(x, torch.eye(10, dtype=torch.int64), tuple("abcdefghij"))
+            log.record("confusion", step, x, {"matrix": torch.eye(10, dtype=torch.int64).tolist(),
+                                              "classes": list("abcdefghij")})
     log.status("interrupted", "stopped by Ctrl-C")
     log.close()
 

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from dashboard import panes, sweep, windows
+from dashboard.panels import mistakes
 from dashboard.downsample import Aligned, BandSeries, Ema
 from dashboard.runlog import RunRecord, read
 from dashboard.server import ServerProcess
@@ -337,7 +338,7 @@ def test_new_windows_in_a_real_browser(env: str, activations: tuple[str, Path], 
     assert set(samples["captions"]) <= set(CLASSES)
     for record in records(folder):
         label = record.meta["label"]
-        assert found[windows.mistakes_title(label)]["images"] == 8
+        assert found[mistakes.title(label)]["images"] == 8
         layers = [k[len(GRAD_PREFIX):] for k in record.scalars[1] if k.startswith(GRAD_PREFIX)]
         assert found[windows.gradients_title(label)]["legend"] == layers == (
             ["linear1"] if env == "sweep" else ["linear1", "linear2", "linear3"])

@@ -314,11 +314,17 @@ def fit(config: RunConfig, reporter: Reporter, run_dir: Path | None = None, resu
         logged["input"] = f"flat (B, {math.prod(ds.image_shape)})"
     reporter.config(logged)
     reporter.status(RunState.RUNNING)
+
+    def tested(result: EvalResult) -> measures.Evaluation:
+        return measures.Evaluation(result, ds.test.images, ds.test.labels, ds.classes, model, sample)
+
+    reporter.record(measures.GALLERY, 0, float(start_epoch), measures.gallery(tested(None)))  # each start (a fork too)
     objective = None if config.loss == "ce" else loss_fn
     if start_epoch == 0 and position is None:
         # what the page shows before the first epoch ends: training images, and the untrained
         # model's test results at x = 0 (near chance), where the per-epoch curves start
-        reporter.samples(ds.train.images[:TRAIN_SAMPLES], ds.train.labels[:TRAIN_SAMPLES], ds.classes)
+        reporter.record(measures.SAMPLES, 0, 0.0,
+                        measures.samples(ds.train.images[:TRAIN_SAMPLES], ds.train.labels[:TRAIN_SAMPLES], ds.classes))
         untrained = evaluate(model, objective, test_x, test_y, len(ds.classes), stats, world)
         if not math.isfinite(untrained.cross_entropy):
             reason = (f"the untrained model's test loss is {untrained.cross_entropy}: its outputs are not numbers "
@@ -327,7 +333,7 @@ def fit(config: RunConfig, reporter: Reporter, run_dir: Path | None = None, resu
             reporter.status(RunState.FAILED, reason)
             return result
         reporter.scalars(0, 0.0, untrained.metrics(objective is not None))
-        measures.report(reporter, 0, 0.0, untrained, ds.test.labels, ds.classes, model)
+        measures.report(reporter, 0, 0.0, tested(untrained), trained=False)
 
     for epoch in range(start_epoch, config.epochs):
         # the batch order's generator as the epoch begins: a checkpoint inside the epoch keeps it
@@ -364,13 +370,7 @@ def fit(config: RunConfig, reporter: Reporter, run_dir: Path | None = None, resu
         x = float(epoch + 1)
         steps = (epoch + 1) * math.ceil(train_y.shape[0] / config.batch_size)
         reporter.scalars(steps, x, metrics)
-        measures.report(reporter, steps, x, test, ds.test.labels, ds.classes, model)
-        reporter.predictions(x, ds.test.images[sample], test.predicted[sample], test.probability[sample],
-                             ds.test.labels[sample], ds.classes)
-        reporter.confusion(x, test.confusion, ds.classes)
-        worst = test.mistakes(ds.test.labels)
-        reporter.mistakes(x, ds.test.images[worst], test.predicted[worst], test.probability[worst],
-                          ds.test.labels[worst], torch.exp(-test.image_loss[worst]), ds.classes)
+        measures.report(reporter, steps, x, tested(test))
         if run_dir is not None and world.main:
             save_checkpoint(run_dir, epoch + 1, steering.config, model, optimizer, generator.get_state(),
                             result.history)

@@ -1,14 +1,21 @@
-"""What a run measures for the windows that are one module each (dashboard.panels): after each
-test pass (the untrained model's at epoch 0 first), one record per kind, its payload computed
-here by one function each, registered in AT_TEST. Each takes the pass's result, the test labels,
-the data set's class names and the model, and returns JSON values (or None: nothing to report
-for this model)."""
+"""What a run reports beyond its scalars, as records for the windows (dashboard.panels): one
+function each, computing a record's payload (JSON values) from a test pass, registered here.
+
+- Before the first step: the training samples (`samples`) and the test images the gallery
+  shows (`gallery`), once.
+- After each test pass, the untrained model's at epoch 0 first: each kind of AT_TEST.
+- After each trained epoch's test pass: each kind of AFTER_EPOCH as well.
+
+A measure takes the pass (`Evaluation`) and returns the payload, or None: nothing to report for
+this model. `report` hands every payload of a pass to the reporter's one generic call,
+`Reporter.record(kind, step, x, payload)`."""
 
 from __future__ import annotations
 
 import base64
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -16,17 +23,76 @@ import torch
 from trainers import models
 from trainers.reporting import Reporter
 
+SAMPLES, GALLERY, PREDICTIONS, CONFUSION, MISTAKES = "samples", "gallery", "predictions", "confusion", "mistakes"
 CALIBRATION_BINS = 10
 STRONGEST_UNITS = 16  # a first layer's units drawn as templates when they are not the classes
 FILTERS_SHOWN = 64  # a first convolution's kernels drawn, at most
 
 
-def calibration(result: Any, labels: torch.Tensor, classes: tuple[str, ...], model: Any) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Evaluation:
+    """A pass over the test set, as the measures read it: its result (trainers.loop.EvalResult),
+    the test set's uint8 images and labels, the data set's class names, the model, and the fixed
+    sample of test images (their indices) whose predictions are reported."""
+
+    result: Any
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: tuple[str, ...]
+    model: Any
+    sample: torch.Tensor
+
+
+def probabilities(probability: torch.Tensor) -> list[float]:
+    """Probabilities as reported (4 decimals): what a window shows, live and in a replay."""
+    return [round(float(p), 4) for p in probability]
+
+
+def images(batch: torch.Tensor) -> dict[str, Any]:
+    """uint8 images (N, C, H, W) as a payload's fields: their shape, and their bytes in base64."""
+    raw = batch.to(torch.uint8).contiguous().cpu().numpy().tobytes()
+    return {"shape": list(batch.shape), "images": base64.b64encode(raw).decode("ascii")}
+
+
+def samples(batch: torch.Tensor, labels: torch.Tensor, classes: tuple[str, ...]) -> dict[str, Any]:
+    """Training images with their labels (the page's training samples)."""
+    return {"classes": list(classes), "labels": labels.tolist(), **images(batch)}
+
+
+def gallery(test: Evaluation) -> dict[str, Any]:
+    """The sample of test images whose predictions are reported, with the class names."""
+    return {"classes": list(test.classes), **images(test.images[test.sample])}
+
+
+def predictions(test: Evaluation) -> dict[str, Any]:
+    """Per image of the sample: the predicted class, its probability and the true class."""
+    result, sample = test.result, test.sample
+    return {"predicted": result.predicted[sample].tolist(), "probability": probabilities(result.probability[sample]),
+            "true": test.labels[sample].tolist()}
+
+
+def confusion(test: Evaluation) -> dict[str, Any]:
+    """The confusion matrix (rows the true class, columns the predicted one) and the class names."""
+    return {"matrix": test.result.confusion.tolist(), "classes": list(test.classes)}
+
+
+def mistakes(test: Evaluation) -> dict[str, Any]:
+    """The test images the model gets most confidently wrong (highest loss first): the predicted
+    class and its probability, the true class and the probability given to it."""
+    result = test.result
+    worst = result.mistakes(test.labels)
+    return {"predicted": result.predicted[worst].tolist(), "probability": probabilities(result.probability[worst]),
+            "true": test.labels[worst].tolist(), "true_probability": probabilities(torch.exp(-result.image_loss[worst])),
+            "classes": list(test.classes), **images(test.images[worst])}
+
+
+def calibration(test: Evaluation) -> dict[str, Any]:
     """Per confidence bin (the predicted class's probability, in CALIBRATION_BINS equal bins of
     [0, 1]): [images, mean confidence, accuracy] (None for an empty bin's two means); and the
     expected calibration error, the images-weighted mean of |accuracy - mean confidence|."""
+    result = test.result
     confidence = result.probability.double()
-    correct = (result.predicted == labels.cpu()).double()
+    correct = (result.predicted == test.labels.cpu()).double()
     index = (confidence * CALIBRATION_BINS).long().clamp(0, CALIBRATION_BINS - 1)
     count = torch.bincount(index, minlength=CALIBRATION_BINS)
     conf_sum = torch.bincount(index, weights=confidence, minlength=CALIBRATION_BINS)
@@ -38,11 +104,11 @@ def calibration(result: Any, labels: torch.Tensor, classes: tuple[str, ...], mod
     return {"bins": bins, "ece": gap / max(int(count.sum()), 1)}
 
 
-def class_accuracy(result: Any, labels: torch.Tensor, classes: tuple[str, ...], model: Any) -> dict[str, Any]:
+def class_accuracy(test: Evaluation) -> dict[str, Any]:
     """Per class, the share of its test images predicted right (None for a class with none)."""
-    confusion = result.confusion  # (K, K): rows the true class
-    right, images = confusion.diagonal().tolist(), confusion.sum(dim=1).tolist()
-    return {"classes": list(classes), "acc": [r / n if n else None for r, n in zip(right, images)]}
+    matrix = test.result.confusion  # (K, K): rows the true class
+    right, shown = matrix.diagonal().tolist(), matrix.sum(dim=1).tolist()
+    return {"classes": list(test.classes), "acc": [r / n if n else None for r, n in zip(right, shown)]}
 
 
 def weight_tiles(weights: torch.Tensor, names: list[str]) -> dict[str, Any]:
@@ -73,11 +139,12 @@ def first_layer(model: Any, kind: str) -> tuple[str, torch.Tensor, bool] | None:
     return found[0][0], found[0][1][0].detach(), len(found) == 1
 
 
-def templates(result: Any, labels: torch.Tensor, classes: tuple[str, ...], model: Any) -> dict[str, Any] | None:
+def templates(test: Evaluation) -> dict[str, Any] | None:
     """A fully connected first layer's weights as images of the input (a colour input: the mean
     over its channels): one per class when that layer is the whole model (a softmax
     regression), else its STRONGEST_UNITS units of the largest weight norm. None for a model
     whose first layer is not fully connected."""
+    model, classes = test.model, test.classes
     first = first_layer(model, "linear")
     if first is None:
         return None
@@ -89,15 +156,15 @@ def templates(result: Any, labels: torch.Tensor, classes: tuple[str, ...], model
     per_class = alone and weight.shape[0] == len(classes)
     picked = torch.arange(weight.shape[0]) if per_class else \
         weight.float().norm(dim=1).cpu().argsort(descending=True, stable=True)[:STRONGEST_UNITS]
-    images = weight[picked.to(weight.device)].reshape(len(picked), *shape).mean(dim=1)
+    drawn = weight[picked.to(weight.device)].reshape(len(picked), *shape).mean(dim=1)
     names = list(classes) if per_class else [f"unit {int(i)}" for i in picked]
-    return {"layer": layer, "classes": per_class, **weight_tiles(images, names)}
+    return {"layer": layer, "classes": per_class, **weight_tiles(drawn, names)}
 
 
-def filters(result: Any, labels: torch.Tensor, classes: tuple[str, ...], model: Any) -> dict[str, Any] | None:
+def filters(test: Evaluation) -> dict[str, Any] | None:
     """A first convolution's kernels (its first FILTERS_SHOWN), each as an image (several input
     channels: their mean). None for a model whose first layer is not a convolution."""
-    first = first_layer(model, "conv2d")
+    first = first_layer(test.model, "conv2d")
     if first is None:
         return None
     layer, weight, _ = first
@@ -105,19 +172,23 @@ def filters(result: Any, labels: torch.Tensor, classes: tuple[str, ...], model: 
     return {"layer": layer, **weight_tiles(kernels, [str(i + 1) for i in range(kernels.shape[0])])}
 
 
-Measure = Callable[[Any, torch.Tensor, tuple[str, ...], Any], "dict[str, Any] | None"]
+Measure = Callable[[Evaluation], "dict[str, Any] | None"]
 AT_TEST: tuple[tuple[str, Measure], ...] = (
     ("calibration", calibration),
     ("class_accuracy", class_accuracy),
     ("templates", templates),
     ("filters", filters),
 )
+AFTER_EPOCH: tuple[tuple[str, Measure], ...] = (
+    (PREDICTIONS, predictions),
+    (CONFUSION, confusion),
+    (MISTAKES, mistakes),
+)
 
 
-def report(reporter: Reporter, step: int, x: float, result: Any, labels: torch.Tensor, classes: tuple[str, ...],
-           model: Any) -> None:
-    """Report every kind of AT_TEST for a test pass (`result`, a trainers.loop.EvalResult) at x."""
-    for kind, measure in AT_TEST:
-        payload = measure(result, labels, classes, model)
+def report(reporter: Reporter, step: int, x: float, test: Evaluation, trained: bool = True) -> None:
+    """Report every kind of AT_TEST for a test pass at x, and of AFTER_EPOCH when `trained`."""
+    for kind, measure in AT_TEST + (AFTER_EPOCH if trained else ()):
+        payload = measure(test)
         if payload is not None:
             reporter.record(kind, step, x, payload)

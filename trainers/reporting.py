@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Mapping, Protocol
 
-import torch
 
 # Metric names: the one place that defines them. Per batch:
 TRAIN_LOSS, TRAIN_ACC, SAMPLES_PER_S, LR = "train/loss", "train/acc", "train/samples_per_s", "train/lr"
@@ -57,7 +56,11 @@ FINAL_STATES = frozenset({RunState.FINISHED, RunState.FAILED, RunState.INTERRUPT
 
 
 class Reporter(Protocol):
-    """Receives a run's config, metrics, images and status. x is epochs as a fraction."""
+    """Receives a run's config, metrics, records and status. x is epochs as a fraction.
+
+    Four calls, after Lightning's Logger: `config` (its log_hyperparams), `scalars` (its
+    log_metrics), `record` for everything a window of its own draws (trainers.measures), and
+    `status`. Whoever made the reporter closes it."""
 
     def config(self, config: Mapping[str, Any]) -> None: ...
 
@@ -65,26 +68,12 @@ class Reporter(Protocol):
         """Called once per batch: keep it cheap. `values` is the reporter's to keep (it may be read
         a moment later): pass a new mapping each call."""
 
-    def predictions(self, x: float, images: torch.Tensor, predicted: torch.Tensor,
-                    probability: torch.Tensor, true: torch.Tensor, classes: tuple[str, ...]) -> None: ...
-
-    def confusion(self, x: float, matrix: torch.Tensor, classes: tuple[str, ...]) -> None: ...
-
-    def samples(self, images: torch.Tensor, labels: torch.Tensor, classes: tuple[str, ...]) -> None:
-        """Training images (N, C, H, W uint8) with their labels, once, before the first step."""
-
-    def mistakes(self, x: float, images: torch.Tensor, predicted: torch.Tensor, probability: torch.Tensor,
-                 true: torch.Tensor, true_probability: torch.Tensor, classes: tuple[str, ...]) -> None:
-        """The test images the model gets most confidently wrong at x (highest loss first): the
-        predicted class and its probability, the true class and the probability given to it."""
+    def record(self, kind: str, step: int, x: float, payload: Mapping[str, Any]) -> None:
+        """A record of its own kind at `step` and `x`, its payload JSON values: what a window
+        draws (trainers.measures: "predictions", "calibration", ...), or what happened to a
+        request made to the run ("control")."""
 
     def status(self, state: RunState, reason: str = "") -> None: ...
-
-    def record(self, kind: str, step: int, x: float, payload: Mapping[str, Any]) -> None:
-        """A record of its own kind at `step` and `x` (JSON values): what happened to a request
-        made to the run ("control")."""
-
-    def close(self) -> None: ...
 
 
 @dataclass
@@ -93,13 +82,8 @@ class Recorder:
 
     config_values: dict[str, Any] = field(default_factory=dict)
     rows: list[tuple[int, float, dict[str, float]]] = field(default_factory=list)
-    prediction_calls: list[dict[str, Any]] = field(default_factory=list)
-    confusions: list[tuple[float, torch.Tensor]] = field(default_factory=list)
-    sample_calls: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
-    mistake_calls: list[dict[str, Any]] = field(default_factory=list)
     states: list[tuple[str, str]] = field(default_factory=list)
     records: list[tuple[str, int, float, dict[str, Any]]] = field(default_factory=list)
-    closed: bool = False
 
     def config(self, config: Mapping[str, Any]) -> None:
         self.config_values = dict(config)
@@ -107,30 +91,15 @@ class Recorder:
     def scalars(self, step: int, x: float, values: Mapping[str, float]) -> None:
         self.rows.append((step, x, dict(values)))
 
-    def predictions(self, x: float, images: torch.Tensor, predicted: torch.Tensor,
-                    probability: torch.Tensor, true: torch.Tensor, classes: tuple[str, ...]) -> None:
-        self.prediction_calls.append(dict(x=x, images=images, predicted=predicted,
-                                          probability=probability, true=true, classes=classes))
-
-    def confusion(self, x: float, matrix: torch.Tensor, classes: tuple[str, ...]) -> None:
-        self.confusions.append((x, matrix))
-
-    def samples(self, images: torch.Tensor, labels: torch.Tensor, classes: tuple[str, ...]) -> None:
-        self.sample_calls.append((images, labels))
-
-    def mistakes(self, x: float, images: torch.Tensor, predicted: torch.Tensor, probability: torch.Tensor,
-                 true: torch.Tensor, true_probability: torch.Tensor, classes: tuple[str, ...]) -> None:
-        self.mistake_calls.append(dict(x=x, images=images, predicted=predicted, probability=probability,
-                                       true=true, true_probability=true_probability))
+    def record(self, kind: str, step: int, x: float, payload: Mapping[str, Any]) -> None:
+        self.records.append((kind, step, x, dict(payload)))
 
     def status(self, state: RunState, reason: str = "") -> None:
         self.states.append((state, reason))
 
-    def record(self, kind: str, step: int, x: float, payload: Mapping[str, Any]) -> None:
-        self.records.append((kind, step, x, dict(payload)))
-
-    def close(self) -> None:
-        self.closed = True
+    def of(self, kind: str) -> list[dict[str, Any]]:
+        """The payloads of every record of `kind`, in order, each with its step and x."""
+        return [{"step": step, "x": x, **payload} for k, step, x, payload in self.records if k == kind]
 
     def series(self, name: str) -> list[float]:
         """Every value reported under `name`, in order."""

@@ -2,8 +2,9 @@
 
 A panel module declares `PANEL = Panel(...)` (dashboard.panels.base): the run-log record kind it
 reads, how it draws its window from those records (live and in a replay, the same function), and
-what the window says before the first one. It is registered by one line in PANELS below; its
-window takes its place on the page after the run's other windows, in PANELS' order. The trainer
+what the window says before the first one. It is registered by one line in PANELS below; a
+run's windows take their places on the page in PANELS' order, its gradient norms (drawn from
+its per-batch scalars, dashboard.visdom_backend) last. The trainer
 side computes the records' payloads (trainers.measures, one function each), and every reporter
 passes them on through its one generic call, `record(kind, step, x, payload)`: the run log
 writes them, the Visdom backend hands them to the panel, a replay reads them back to it."""
@@ -13,16 +14,24 @@ from __future__ import annotations
 from typing import Any
 
 from dashboard import windows
-from dashboard.panels import calibration, class_accuracy, filters, templates
+from dashboard.panels import calibration, class_accuracy, confusion, filters, gallery, mistakes, templates
 from dashboard.panels.base import Panel
 
 PANELS: tuple[Panel, ...] = (
+    gallery.PANEL,
+    confusion.PANEL,
+    mistakes.PANEL,
     calibration.PANEL,
     class_accuracy.PANEL,
     templates.PANEL,
     filters.PANEL,
 )
 BY_KIND = {panel.kind: panel for panel in PANELS}
+
+
+def readers(kind: str) -> list[Panel]:
+    """The panels that draw from records of `kind` (as their own kind, or one in their `also`)."""
+    return [panel for panel in PANELS if kind == panel.kind or kind in panel.also]
 
 
 def run_windows(label: str) -> list[str]:
@@ -32,4 +41,4 @@ def run_windows(label: str) -> list[str]:
 
 def run_placeholders(env: str, label: str) -> list[dict[str, Any]]:
     """Every window of a run before it reports anything, in their order on the page."""
-    return windows.run_placeholders(env, label) + [panel.waiting(env, panel.win(label), label) for panel in PANELS]
+    return [panel.waiting(env, panel.win(label), label) for panel in PANELS] + [windows.gradients_placeholder(env, label)]

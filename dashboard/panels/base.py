@@ -19,8 +19,9 @@ class Panel:
       (the trainer side computes the payload: trainers.measures);
     - `name`: its window's, per run (`windows.run_window(name, label)`);
     - `draw(env, win, label, records)`: the whole window from the run's records of its kind so
-      far, each {"step", "x", **payload}, oldest first (all of them when `history`, else the
-      latest alone): the same code live (dashboard.visdom_backend) and in a replay;
+      far, each {"kind", "step", "x", **payload}, oldest first (all of them when `history`, else
+      the latest alone), after the latest record of each kind in `also` that came: the same
+      code live (dashboard.visdom_backend) and in a replay; called once one of its kind came;
     - `waiting(env, win, label)`: the window before its first record (numbered 0: older than
       anything drawn, so it never replaces it)."""
 
@@ -29,6 +30,7 @@ class Panel:
     draw: Callable[[str, str, str, list[dict[str, Any]]], Message]
     waiting: Callable[[str, str, str], Message]
     history: bool = False
+    also: tuple[str, ...] = ()
 
     def win(self, label: str) -> str:
         return windows.run_window(self.name, label)
