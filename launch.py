@@ -14,8 +14,8 @@ from click.exceptions import NoArgsIsHelpError
 
 from dashboard.launch.history import past_runs, runs_table
 from dashboard.launch.experiment import read_experiment
-from dashboard.launch.grid import SETTINGS, plan_runs
-from dashboard.launch.options import draw_options, parse_seeds, server_options, view_options
+from dashboard.launch.grid import plan_runs
+from dashboard.launch.options import draw_options, parse_seeds, server_options, setting_options, view_options
 from dashboard.launch.plan import check_env, check_url
 from dashboard.launch.replaying import replay_runs
 from dashboard.launch.run import PER_LAUNCH, RunRequest
@@ -23,7 +23,7 @@ from dashboard.launch.run import run as run_launch
 from dashboard.launch.worker import EXIT_INTERRUPTED
 from dashboard.server import Found, ServerConfig, port_state, serve
 from dashboard.windows import DrawOptions
-from trainers.config import DEVICES, MAX_EPOCHS, MAX_NPROC, MAX_SEED, OPTIMIZERS
+from trainers.settings import MAX_EPOCHS, NOT_ON_RESUME, SETTINGS
 from trainers.losses import LOSSES
 from trainers.models import MODELS
 from trainers.presets import PRESETS
@@ -122,8 +122,7 @@ def _run_request(ctx: click.Context, models: tuple[str, ...], settings: tuple[st
         request["parallel"] = request["parallel"] or launch_options["parallel"]
         return RunRequest(configs=configs, **request)
     if resume is not None:
-        given = [flags[name] for name in ("models", "settings", "dataset", "batch_size", "lr", "optimizer", "seed",
-                                          "seeds", "limit", "data_dir")
+        given = [flags[name] for name in ("models", "settings", "seeds", *NOT_ON_RESUME)
                  if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE]
         if given:
             raise click.UsageError(f"--resume continues the runs as they were logged; drop {', '.join(given)} "
@@ -149,25 +148,9 @@ RUN_EPILOG = "\b\nPresets (the course notes' recipes; --set and the options abov
                    f"{', '.join(k.replace('_', '-') for k in SETTINGS)}; losses: {', '.join(LOSSES)}.")
 @click.option("--seeds", callback=parse_seeds, default=None, metavar="S1,S2,...",
               help="Train every run once per seed (labelled RUN-seedS), e.g. --seeds 0,1,2.")
-@click.option("--dataset", type=click.Choice(DATASETS), default=None,
-              help="[default: fashion-mnist, or the preset's]")
-@click.option("--epochs", type=click.IntRange(min=1, max=MAX_EPOCHS), default=None,
-              help="[default: 10, or the preset's]")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="[default: each model's own]")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Learning rate for every run [default: each model's own].")
-@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=None, help="[default: each model's own]")
-@click.option("--seed", type=click.IntRange(min=0, max=MAX_SEED), default=0, show_default=True)
-@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
-@click.option("--limit", type=click.IntRange(min=1), default=None,
-              help="Train on the first N training images only (quick runs); at most the data set's "
-                   "(60,000 for Fashion-MNIST and MNIST, 50,000 for CIFAR-10).")
+@setting_options
 @click.option("--parallel", type=click.IntRange(min=1), default=None,
               help="Train at most N runs at once and queue the rest [default: the machine's cores, at least 4].")
-@click.option("--nproc", type=click.IntRange(min=1, max=MAX_NPROC), default=None,
-              help="Train each run on N processes with torch.distributed (one run on the page, rank 0 "
-                   "reporting); with --resume, resume on N [default: 1, or as logged; per run: "
-                   "--set RUN.nproc=N].")
 @click.option("--resume", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Continue the runs of an earlier launch (its folder) from their last checkpoints.")
 @click.argument("experiment", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
@@ -175,19 +158,15 @@ RUN_EPILOG = "\b\nPresets (the course notes' recipes; --set and the options abov
 @server_options
 @click.pass_context
 def run(ctx: click.Context, experiment: Path | None, models: tuple[str, ...], settings: tuple[str, ...], seeds: tuple[int, ...],
-        dataset: str | None, epochs: int | None,
-        batch_size: int | None, lr: float | None, optimizer: str | None, seed: int, device: str,
-        limit: int | None, parallel: int | None, nproc: int | None, resume: Path | None, env: str | None, visdom_url: str | None,
-        headless: bool,
+        parallel: int | None, resume: Path | None, env: str | None, visdom_url: str | None, headless: bool,
         no_server: bool, keep_serving: bool, no_control: bool, smooth: float | None, scatter: str | None,
-        log_dir: Path, data_dir: Path | None,
-        host: str, port: int, env_dir: Path, login: bool) -> int:
+        log_dir: Path, data_dir: Path | None, host: str, port: int, env_dir: Path, login: bool,
+        **every_run: Any) -> int:
     """Train runs side by side, live in Visdom (or --headless); exit 0 only if every run finished.
 
     EXPERIMENT: a TOML file of runs and sweeps instead of --models/--set (see the README)."""
-    common = dict(seeds=seeds, dataset=dataset, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
-                  seed=seed, device=device, limit=limit, nproc=nproc,
-                  data_dir=str(data_dir) if data_dir else None)
+    # every_run: the settings given for every run (--lr, ...: trainers.settings' EVERY_RUN)
+    common = dict(seeds=seeds, **every_run, data_dir=str(data_dir) if data_dir else None)
     draw = DrawOptions(PER_LAUNCH if env is None else check_env(env), smooth, scatter=scatter)
     request = _run_request(ctx, models, settings, resume, experiment, common, log_dir=log_dir, headless=headless,
                            visdom_url=visdom_url, server=ServerConfig(host, port, env_dir, login),

@@ -18,6 +18,7 @@ import torch
 
 from dashboard.windows import RIGHT, WRONG, colour
 from trainers.reporting import RunState, SAMPLES_PER_S, TEST_ACC, TEST_LOSS, TRAIN_ACC, TRAIN_LOSS
+from trainers.settings import COLUMNS, MODEL_SETTINGS, SHOWN
 
 IMAGE_PX = 56  # 28x28 images shown at twice their size
 
@@ -200,9 +201,9 @@ def _number(value: Any, digits: int = 4) -> str:
     return escape(str(value))
 
 
-# what the runs pane says under a model's name ("input": a user's model trained on flat images)
-SHOWN_SETTINGS = ("hidden", "activation", "dropout", "init", "channels", "momentum", "weight_decay", "schedule",
-                  "input")
+# what the runs pane says under a model's name (trainers.settings' SHOWN; "input": a user's model
+# trained on flat images)
+SHOWN_SETTINGS = (*MODEL_SETTINGS, *(name for name in SHOWN if name not in MODEL_SETTINGS), "input")
 
 
 def model_html(config: dict[str, Any]) -> str:
@@ -225,8 +226,8 @@ def model_html(config: dict[str, Any]) -> str:
 
 def runs_html(runs: Sequence[RunSummary]) -> str:
     """A table: one row per run with its configuration, status and latest metrics."""
-    head = ["run", "model", "data", "status", "epoch", "loss", "train loss", "train acc", "test loss (CE)",
-            "test acc", "samples/s", "optimizer", "lr", "batch", "seed", "device", "ranks"]
+    head = ["run", "model", "status", "epoch", "train loss", "train acc", "test loss (CE)", "test acc", "samples/s",
+            *(column for column, _ in COLUMNS)]  # then a column per setting declared with one
     cell = 'style="padding:2px 6px;border-bottom:1px solid #ddd;text-align:left;white-space:nowrap"'
     rows = []
     for r in runs:
@@ -238,13 +239,10 @@ def runs_html(runs: Sequence[RunSummary]) -> str:
                   f'{r.parent[1]:.2f}</span>' if r.parent else "")
         values = [
             f'<span style="color:{colour(r.colour_index)}">&#9632;</span> {escape(r.label)}{forked}',
-            model_html(c), escape(str(c.get("dataset", ""))), status,
-            f"{r.x:.2f} / {escape(str(epochs))}" if epochs else f"{r.x:.2f}", escape(str(c.get("loss") or "ce")),
+            model_html(c), status, f"{r.x:.2f} / {escape(str(epochs))}" if epochs else f"{r.x:.2f}",
             _number(r.latest.get(TRAIN_LOSS)), _number(r.latest.get(TRAIN_ACC), 3),
             _number(r.latest.get(TEST_LOSS)), _number(r.latest.get(TEST_ACC)),
-            _number(r.latest.get(SAMPLES_PER_S)), escape(str(c.get("optimizer", ""))),
-            _setting(c.get("lr")), escape(str(c.get("batch_size", ""))), escape(str(c.get("seed", ""))),
-            escape(str(c.get("device", ""))), escape(str(c.get("nproc") or 1)),  # world size: processes
+            _number(r.latest.get(SAMPLES_PER_S)), *(_setting(c.get(name)) for _, name in COLUMNS),
         ]
         rows.append("<tr>" + "".join(f"<td {cell}>{v}</td>" for v in values) + "</tr>")
     header = "<tr>" + "".join(f"<th {cell}>{h}</th>" for h in head) + "</tr>"

@@ -14,9 +14,10 @@ from dataclasses import dataclass, fields
 from typing import Any, Mapping, Sequence
 
 from trainers.config import RunConfig
+from trainers.settings import DECLARED
 
 # config fields that say where or how fast a run ran, or what it is called: never a setting
-NOT_SETTINGS = frozenset({"label", "data_dir", "device", "threads", "preset"})
+NOT_SETTINGS = frozenset({"label", "preset"} | {s.name for s in DECLARED if not s.varies})
 SETTINGS = tuple(f.name for f in fields(RunConfig) if f.name not in NOT_SETTINGS)  # what a sweep may vary
 SCATTER_FIRST = ("lr", "weight_decay", "batch_size", "momentum", "dropout")  # preferred for the scatter
 

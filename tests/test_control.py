@@ -244,7 +244,7 @@ def test_the_desk_plans_a_fork_its_label_folder_and_config_checked(tmp_path: Pat
     assert fork("f3", label="slow").refused == "a run is labelled 'slow' in this launch already; name the fork otherwise"
     assert fork("f4", {"lr": -1.0}).refused == "learning rate must be a positive number, not -1.0"
     assert fork("f5", {"epochs": 1}).refused == "epochs must be more than the 1.50 the run has trained, not 1"
-    assert fork("f6", {"seed": 3}).refused.startswith("a fork cannot change seed; it can change lr, optimizer")
+    assert fork("f6", {"seed": 3}).refused.startswith("a fork cannot change seed; it can change epochs, batch-size, optimizer, lr")
     assert fork("f7", label="../x").refused.startswith("run label '../x': ")
     assert desk.take({"id": "f8", "run": "*", "action": "fork"}).refused == "pick one run to fork"
     with open(tmp_path / "mlp" / "requests.jsonl") as handle:

@@ -134,7 +134,9 @@ def test_runs_pane_escapes_labels_config_and_reasons() -> None:
 def test_runs_pane_tells_small_learning_rates_apart() -> None:
     """An lr sweep of 1e-5 and 3e-5 printed as 0.0000 twice hid the one setting that differs."""
     runs = [panes.RunSummary(f"r{i}", config={"lr": lr}) for i, lr in enumerate((1e-5, 3e-5, 0.001, 0.1, 0.0003))]
-    cells = [row.split("</td>")[12] for row in panes.runs_html(runs).split("<tr>")[2:]]
+    text = panes.runs_html(runs)
+    column = [h.rsplit(">", 1)[1] for h in text.split("</th>")[:-1]].index("lr")
+    cells = [row.split("</td>")[column] for row in text.split("<tr>")[2:]]
     assert [cell.rsplit(">", 1)[1] for cell in cells] == ["1e-05", "3e-05", "0.001", "0.1", "0.0003"]
 
 

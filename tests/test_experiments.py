@@ -471,16 +471,16 @@ def test_an_experiment_file_makes_its_runs(tmp_path: Path) -> None:
 
 def wrong_values(key: str) -> list[str]:
     """TOML values of the wrong type for setting `key`, as a person might write them."""
-    from dashboard.launch.grid import LISTS, SETTINGS
+    from trainers.settings import BY_NAME, FLOAT, INT, LISTS
 
-    read = SETTINGS[key][0] if key in SETTINGS else None
+    kind = BY_NAME[key].kind if key in BY_NAME else None
     if key == "seeds":
         return ['"0,1"', "[0.5]", "[-1]", "[]"]
     if key == "parallel":
         return ['"two"', "1.5", "0"]
-    if read is int:
+    if kind == INT:
         return ['"three"', "2.5", "true"]
-    if read is float:
+    if kind == FLOAT:
         return ['"fast"', "true", "[]"] if key != "lr" else ['"fast"', "true"]
     if key in LISTS:
         return ['"200,200"', "[1.5]", "[[]]"]

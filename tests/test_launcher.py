@@ -87,7 +87,7 @@ def test_settings_apply_by_model_then_by_label() -> None:
 
 @pytest.mark.parametrize("settings, message", [
     (["cnn.lr=0.1"], "--set 'cnn.lr=0.1': no run 'cnn' in this launch; its runs are softmax, mlp"),
-    (["mlp.colour=red"], "no setting 'colour'; use one of lr, epochs, batch-size"),
+    (["mlp.colour=red"], "no setting 'colour'; use one of dataset, epochs, batch-size"),
     (["mlp.activation=swish"], "run 'mlp': unknown activation 'swish'; choose one of relu, sigmoid, tanh"),
     (["mlp.loss=hinge"], "run 'mlp': unknown loss 'hinge'; choose one of ce, nll, mse, bce"),
     (["mlp.hidden=abc"], "hidden must be whole numbers separated by commas, e.g. 200,200, not 'abc'"),

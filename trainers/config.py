@@ -2,30 +2,19 @@
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from trainers.data import DATASETS
 from trainers.errors import UsageError
-from trainers.losses import LOSSES
-from trainers.models import ACTIVATIONS, INITS, MODELS
+from trainers.models import MODELS
 from trainers.models import spec as model_spec
+from trainers.settings import (  # noqa: F401 - the bounds, named here as before
+    DECLARED, DEVICES, MAX_EPOCHS, MAX_NPROC, MAX_SEED, MAX_WIDTH, MODEL_SETTINGS, OPTIMIZERS, SCHEDULES,
+)
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("constant", "cosine", "step")
-# Bounds on what a run can finish with: 10,000 epochs of the CNN on Fashion-MNIST take about 8 h
-# on 2 cores (the softmax 25 min); torch's seeds are 64-bit
-MAX_EPOCHS = 10_000
-MAX_SEED = 2**63 - 1
-MAX_WIDTH = 65_536  # units in one hidden layer, or channels in one conv block
-MAX_NPROC = 64  # ranks of one run started on one machine (the torchrun entry takes any world)
 MAX_BLOCKS = 3  # conv blocks: each halves the image, and 28 / 2**3 leaves 3x3
-DEVICES = ("auto", "cpu", "cuda")
 ADAMW_DECAY = 0.01  # torch.optim.AdamW's own default weight decay
-# the settings a model may have of its own (see ModelSpec.settings); the rest every run has
-MODEL_SETTINGS = ("hidden", "activation", "dropout", "init", "channels")
 
 
 class ConfigError(UsageError, ValueError):
@@ -97,55 +86,18 @@ class RunConfig:
         return {name: getattr(self, name) for name in MODEL_SETTINGS if getattr(self, name) is not None}
 
     def check(self) -> None:
-        if self.dataset not in DATASETS:
-            raise ConfigError(f"unknown data set {self.dataset!r}; choose one of {', '.join(DATASETS)}")
-        if not 1 <= self.epochs <= MAX_EPOCHS:
-            raise ConfigError(f"epochs must be from 1 to {MAX_EPOCHS:,}, not {self.epochs}")
-        if not 0 <= self.seed <= MAX_SEED:
-            raise ConfigError(f"seed must be from 0 to 2**63-1, not {self.seed}")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise ConfigError(f"batch size must be at least 1, not {self.batch_size}")
-        if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ConfigError(f"learning rate must be a positive number, not {self.lr}")
-        if self.optimizer is not None and self.optimizer not in OPTIMIZERS:
-            raise ConfigError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
-        if model_spec(self.model).scratch and self.optimizer not in (None, "sgd"):
+        """Each setting given against its declaration (trainers.settings), then what they say together."""
+        for setting in DECLARED:
+            value = getattr(self, setting.name)
+            problem = None if value is None else setting.problem(value)
+            if problem:
+                raise ConfigError(problem)
+        scratch = model_spec(self.model).scratch
+        if scratch and self.optimizer not in (None, "sgd"):
             raise ConfigError("softmax regression trains with its hand-written SGD; use optimizer sgd")
-        if self.device not in DEVICES:
-            raise ConfigError(f"unknown device {self.device!r}; choose one of {', '.join(DEVICES)}")
-        if self.threads is not None and self.threads < 1:
-            raise ConfigError(f"threads must be at least 1, not {self.threads}")
-        if self.limit is not None and self.limit < 1:
-            raise ConfigError(f"limit must be at least 1, not {self.limit}")
-        if not 1 <= self.nproc <= MAX_NPROC:
-            raise ConfigError(f"nproc must be from 1 to {MAX_NPROC}, not {self.nproc}")
-        if self.nproc > 1 and model_spec(self.model).scratch:
+        if self.nproc > 1 and scratch:
             raise ConfigError(f"{self.model} is written without torch.nn and trains on one process only; "
                               "use softmax-nn for a softmax on several (nproc)")
-        self._check_training()
-        self._check_model()
-
-    def _check_training(self) -> None:
-        if self.loss not in LOSSES:
-            raise ConfigError(f"unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
-        if self.momentum is not None and not 0 <= self.momentum < 1:
-            raise ConfigError(f"momentum must be from 0 up to (not including) 1, not {self.momentum}")
-        if self.weight_decay is not None and not (0 <= self.weight_decay < 1 and math.isfinite(self.weight_decay)):
-            raise ConfigError(f"weight decay must be from 0 up to (not including) 1, not {self.weight_decay}")
-        if self.schedule is not None and self.schedule not in SCHEDULES:
-            raise ConfigError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
-
-    def _check_model(self) -> None:
-        if self.activation is not None and self.activation not in ACTIVATIONS:
-            raise ConfigError(f"unknown activation {self.activation!r}; choose one of {', '.join(ACTIVATIONS)}")
-        if self.init is not None and self.init not in INITS:
-            raise ConfigError(f"unknown init {self.init!r}; choose one of {', '.join(INITS)}")
-        if self.dropout is not None and not 0 <= self.dropout < 1:
-            raise ConfigError(f"dropout must be from 0 up to (not including) 1, not {self.dropout}")
-        for name, widths in (("hidden", self.hidden), ("channels", self.channels)):
-            if widths is not None and not all(isinstance(w, int) and 1 <= w <= MAX_WIDTH for w in widths):
-                raise ConfigError(f"{name} must be whole numbers from 1 to {MAX_WIDTH:,} separated by commas "
-                                  f"(e.g. {name}=200,200), not {_widths(widths)}")
         if self.channels is not None and not 1 <= len(self.channels) <= MAX_BLOCKS:
             raise ConfigError(f"channels must name 1 to {MAX_BLOCKS} conv blocks (e.g. channels=16,32), "
                               f"not {len(self.channels)}")
@@ -172,10 +124,6 @@ class RunConfig:
             if isinstance(given.get(name), list):
                 given[name] = tuple(given[name])
         return cls(**given)
-
-
-def _widths(widths: Any) -> str:
-    return ",".join(str(w) for w in widths) if isinstance(widths, (tuple, list)) else repr(widths)
 
 
 def machine_cores() -> int:

@@ -18,11 +18,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from trainers.settings import FORKABLE, SETTABLE  # noqa: F401 - named here as before
+
 STOP, PAUSE, RESUME, SET, FORK = "stop", "pause", "resume", "set", "fork"
 ACTIONS = (STOP, PAUSE, RESUME, SET, FORK)
-SETTABLE = ("lr", "momentum", "weight_decay")  # what `set` may change while a run trains
-# what a fork may train with other than its parent (the model and its data stay the parent's)
-FORKABLE = ("lr", "optimizer", "momentum", "weight_decay", "schedule", "epochs", "batch_size", "loss")
 CONTROL = "control"  # the kind of the run log's record of each request's outcome
 
 

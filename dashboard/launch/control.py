@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from dashboard.launch.forks import Forks
-from dashboard.launch.grid import SETTINGS
+from trainers.settings import read as read_setting
 from dashboard.launch.plan import LaunchError, PlanError
 from dashboard.launch.resume import LAUNCH_META, LaunchLock
 from dashboard.runlog import LOG_NAME, LogFollower, RunRecord, read
@@ -54,11 +54,10 @@ def parse_values(words: Iterable[str], allowed: tuple[str, ...] = SETTABLE) -> d
         if not sep or key not in allowed:
             raise ConfigError(f"{word!r}: write SETTING=VALUE with one of {', '.join(k.replace('_', '-') for k in allowed)} "
                               "(e.g. lr=0.01)")
-        read_value, what = SETTINGS[key]
         try:
-            values[key] = read_value(raw.strip())
-        except ValueError:
-            raise ConfigError(f"{key.replace('_', '-')} must be {what}, not {raw.strip()!r}") from None
+            values[key] = read_setting(key, raw)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     return values
 
 

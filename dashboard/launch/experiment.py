@@ -24,9 +24,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dashboard.launch.grid import LISTS, SETTINGS, Choices, check_label, expand, model_of, parse_models
+from dashboard.launch.grid import Choices, check_label, expand, model_of, parse_models
 from dashboard.launch.plan import PlanError, check_env
-from trainers.config import MAX_SEED, ConfigError, RunConfig
+from trainers.config import ConfigError, RunConfig
+from trainers.settings import BY_NAME, EVERY_RUN, FLOAT, INT, LISTS, MAX_SEED, SETTINGS
 from trainers.usermodels import is_user_model
 
 if sys.version_info >= (3, 11):
@@ -35,7 +36,7 @@ else:  # pragma: no cover - the 3.10 path; setup.cfg installs tomli there
     import tomli as tomllib
 
 # the top-level keys: options for every run (`run`'s own), and the launch's
-COMMON = ("dataset", "epochs", "batch_size", "lr", "optimizer", "seed", "device", "limit", "data_dir", "nproc")
+COMMON = EVERY_RUN
 LAUNCH = ("seeds", "parallel", "env")
 TOP = "the top level"
 
@@ -110,11 +111,11 @@ def _toml(value: Any) -> str:
 
 
 def _fits(key: str, value: Any) -> bool:
-    """Whether `value`, as TOML read it, is of the type setting `key` takes (see grid.SETTINGS)."""
-    read = SETTINGS[key][0] if key in SETTINGS else str
-    if read is int:
+    """Whether `value`, as TOML read it, is of the type setting `key` takes (trainers.settings)."""
+    kind = BY_NAME[key].kind
+    if kind == INT:
         return _whole(value)
-    if read is float:
+    if kind == FLOAT:
         return _whole(value) or isinstance(value, float)
     if key in LISTS:
         return isinstance(value, list) and bool(value) and all(_whole(v) for v in value)
@@ -122,27 +123,24 @@ def _fits(key: str, value: Any) -> bool:
 
 
 def _example(key: str) -> str:
-    read = SETTINGS[key][0] if key in SETTINGS else str
-    example = {int: "3", float: "0.01"}.get(read) or ("[200, 200]" if key in LISTS else '"..."')
+    example = {INT: "3", FLOAT: "0.01"}.get(BY_NAME[key].kind) or ("[200, 200]" if key in LISTS else '"..."')
     return f"{key.replace('_', '-')} = {example}"
 
 
 def _read(path: Path, where: str, key: str, value: Any, model: str) -> Any:
     """`value` of setting `key` read as the command line reads it, and checked as a run's config
     checks it (on a run of `model`): else a PlanError naming the file, the table and the key."""
-    what = ("a list of whole numbers" if key in LISTS else SETTINGS[key][1] if key in SETTINGS
-            else "a folder in quotes")
+    setting = BY_NAME[key]
+    what = "a list of whole numbers" if key in LISTS else "a folder in quotes" if key == "data_dir" else setting.what
     if not _fits(key, value):
-        raise PlanError(f"{path}: {where}: {key.replace('_', '-')} must be {what} (e.g. {_example(key)}), "
-                        f"not {_toml(value)}")
+        raise PlanError(f"{path}: {where}: {setting.flag} must be {what} (e.g. {_example(key)}), not {_toml(value)}")
     if key == "data_dir":
         return value
-    read = SETTINGS[key][0]
-    out = read(",".join(str(v) for v in value) if key in LISTS else str(value))
+    out = setting.read(",".join(str(v) for v in value) if key in LISTS else str(value))
     try:
         RunConfig(model, **{key: out}).check()
     except ConfigError as exc:
-        raise PlanError(f"{path}: {where}: {key.replace('_', '-')} = {_toml(value)}: {exc}") from None
+        raise PlanError(f"{path}: {where}: {setting.flag} = {_toml(value)}: {exc}") from None
     return out
 
 

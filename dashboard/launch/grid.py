@@ -22,39 +22,16 @@ import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from dashboard.launch.plan import LABEL_BYTES, LABEL_CHARS, PlanError, check_name
 from trainers.config import ConfigError, RunConfig
+from trainers.settings import BY_NAME, LISTS, SETTINGS
 from trainers.models import MODELS
 from trainers.usermodels import is_user_model
 from trainers.presets import PRESETS
 
 MAX_RUNS = 64  # runs in one launch, sweeps and seeds included
-
-
-def _name(raw: str) -> str:
-    if not raw:
-        raise ValueError
-    return raw.lower()
-
-
-def _widths(raw: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in raw.split(","))
-
-
-# what --set may change per run: how its value is read, and what that is in words
-SETTINGS: dict[str, tuple[Callable[[str], Any], str]] = {
-    "lr": (float, "a number"), "epochs": (int, "a whole number"), "batch_size": (int, "a whole number"),
-    "optimizer": (_name, "a name"), "seed": (int, "a whole number"), "device": (_name, "a name"),
-    "limit": (int, "a whole number"), "dataset": (_name, "a name"), "loss": (_name, "a name"),
-    "momentum": (float, "a number"), "weight_decay": (float, "a number"), "schedule": (_name, "a name"),
-    "hidden": (_widths, "whole numbers separated by commas, e.g. 200,200"), "activation": (_name, "a name"),
-    "dropout": (float, "a number"), "init": (_name, "a name"),
-    "channels": (_widths, "whole numbers separated by commas, e.g. 16,32"),
-    "nproc": (int, "a whole number"),
-}
-LISTS = {"hidden", "channels"}  # values that hold commas: a sweep of them is split on "/"
 
 
 def parse_models(words: Sequence[str]) -> list[tuple[str, str]]:
@@ -112,14 +89,14 @@ def parse_setting(text: str) -> tuple[str, str, list[tuple[str, Any]]]:
     if key not in SETTINGS:
         names = ", ".join(k.replace("_", "-") for k in SETTINGS)
         raise PlanError(f"--set {text!r}: no setting {match.group(2)!r}; use one of {names}")
-    read, what = SETTINGS[key]
+    setting = BY_NAME[key]
     values = []
     for part in raw.split("/" if key in LISTS else ","):
         part = part.strip()
         try:
-            values.append((part, read(part)))
+            values.append((part, setting.read(part)))
         except ValueError:
-            raise PlanError(f"--set {text!r}: {key.replace('_', '-')} must be {what}, not {part!r}") from None
+            raise PlanError(f"--set {text!r}: {setting.flag} must be {setting.what}, not {part!r}") from None
     if len({written for written, _ in values}) < len(values):
         raise PlanError(f"--set {text!r}: a value is given twice")
     return target, key, values

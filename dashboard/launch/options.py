@@ -10,7 +10,7 @@ import click
 from dashboard.server import DEFAULT_ENV_DIR, DEFAULT_HOST, DEFAULT_PORT
 from dashboard.sweep import SETTINGS as SCATTER_SETTINGS
 from dashboard.windows import DEFAULT_SMOOTHING
-from trainers.config import MAX_SEED
+from trainers.settings import BY_NAME, EVERY_RUN, FLOAT, INT, MAX_SEED, NAME, Setting
 
 PORT = click.IntRange(1, 65535)
 
@@ -64,6 +64,24 @@ def parse_seeds(ctx: click.Context, param: click.Parameter, value: str | None) -
         raise click.BadParameter(f"{value!r}: each seed once, each from 0 to 2**63-1")
     return seeds
 
+
+def setting_option(setting: Setting) -> Any:
+    """The option of `livetrain run` that gives every run `setting` (trainers.settings)."""
+    if setting.kind == INT:
+        kind: Any = click.IntRange(min=setting.low, max=setting.high)
+    elif setting.kind == FLOAT:
+        kind = click.FloatRange(min=setting.low, max=setting.high, min_open=setting.high is None,
+                                max_open=setting.high_open)
+    elif setting.kind == NAME:
+        kind = click.Choice(setting.choices)
+    else:
+        raise ValueError(f"no option for a setting of kind {setting.kind}")
+    return click.option(f"--{setting.flag}", setting.name, type=kind, default=setting.default,
+                        show_default=setting.default is not None, help=setting.help or None)
+
+
+# `run`'s options for every run, one per setting declared so (--data-dir is among view_options)
+setting_options = options(*(setting_option(BY_NAME[name]) for name in EVERY_RUN if name != "data_dir"))
 
 # how runs are drawn, for `run` and `replay` alike
 draw_options = options(

@@ -305,19 +305,17 @@ def collective_failed(exc: BaseException) -> bool:
 # ---- the torchrun entry ----
 
 def _setting(text: str) -> tuple[str, Any]:
-    from dashboard.launch.grid import SETTINGS
+    from trainers.settings import BY_NAME
 
-    settings = {**SETTINGS, "threads": (int, "a whole number"), "data_dir": (str, "a folder")}
     key, sep, raw = text.partition("=")
     key = key.strip().replace("-", "_")
-    if not sep or key not in settings:
-        names = ", ".join(k.replace("_", "-") for k in settings)
+    if not sep or key not in BY_NAME:
+        names = ", ".join(setting.flag for setting in BY_NAME.values())
         raise click.BadParameter(f"{text!r}: write SETTING=VALUE with one of {names}, e.g. lr=0.05")
-    read, what = settings[key]
     try:
-        return key, read(raw.strip())
+        return key, BY_NAME[key].read(raw.strip())
     except ValueError:
-        raise click.BadParameter(f"{text!r}: {key.replace('_', '-')} must be {what}") from None
+        raise click.BadParameter(f"{text!r}: {BY_NAME[key].flag} must be {BY_NAME[key].what}") from None
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
