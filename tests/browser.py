@@ -202,10 +202,11 @@ class Browser:
         self.call("Input.dispatchKeyEvent", type="keyDown", key=key, code=code, windowsVirtualKeyCode=keycode)
         self.call("Input.dispatchKeyEvent", type="keyUp", key=key, code=code, windowsVirtualKeyCode=keycode)
 
-    def choose(self, select: str, index: int, timeout: float = 30.0) -> None:
+    def choose(self, select: str, index: int, timeout: float = 120.0) -> None:
         """Choose option `index` of a <select> from the keyboard, an arrow key at a time. A select
         whose value its page controls (Visdom's properties pane: the server sends it back) shows
-        each step only once the page drew it again: the next key waits for that."""
+        each step only once the page drew it again: the next key waits for that. On a busy machine
+        the page may draw the server's pane tens of seconds after the server holds it."""
         deadline = time.monotonic() + timeout
         while (now := int(self.evaluate(f"{select}.value"))) != index:
             self.evaluate(f"{select}.focus()")
@@ -215,7 +216,9 @@ class Browser:
                 self.press("ArrowUp", "ArrowUp", 38)
             while int(self.evaluate(f"{select}.value")) == now:
                 if time.monotonic() > deadline:
-                    raise BrowserError(f"the select did not move from option {now} towards {index}")
+                    focused = self.evaluate(f"document.activeElement === {select}")
+                    raise BrowserError(f"the select did not move from option {now} towards {index} "
+                                       f"(the select {'had' if focused else 'had not'} the focus)")
                 time.sleep(0.05)
 
     def screenshot(self, path: Path) -> None:

@@ -18,7 +18,7 @@ from trainers.checkpoints import CHECKPOINT
 from trainers.config import RunConfig
 from trainers.control import CONTROL, Request
 from trainers.loop import fit
-from trainers.reporting import LR, TRAIN_LOSS, Recorder, RunState
+from trainers.reporting import TEST_ACC, LR, TRAIN_LOSS, Recorder, RunState
 
 
 @pytest.fixture(scope="module")
@@ -108,19 +108,24 @@ def fork_request(ident: str, into: str, values: dict | None = None, stop_parent:
     return Request(ident, "fork", values or {}, "page", {"into": into, "stop_parent": stop_parent})
 
 
+@pytest.mark.parametrize("at", [11, 8])  # inside epoch 2; after epoch 1's last batch, before its test
 def test_a_fork_with_its_parents_settings_trains_batch_for_batch_as_its_parent(fashion: data.Dataset,
-                                                                              tmp_path: Path) -> None:
+                                                                              tmp_path: Path, at: int) -> None:
     parent = Recorder()
-    fit(CONFIG, parent, tmp_path / "mlp", dataset=fashion, inbox=Scripted({11: [fork_request("f", "mlp-fork1")]}))
+    fit(CONFIG, parent, tmp_path / "mlp", dataset=fashion, inbox=Scripted({at: [fork_request("f", "mlp-fork1")]}))
     kind, step, x, fork = next(r for r in parent.records if r[0] == CONTROL)
-    assert (kind, fork["applied"], step, x) == (CONTROL, True, 11, 1.384)  # 1 + 384/1000
+    assert (kind, fork["applied"], step, x) == (CONTROL, True, at, {11: 1.384, 8: 1.0}[at])  # 1 + 384/1000
     assert parent.states[-1] == ("finished", "")  # the parent went on
     child = Recorder()
     result = fit(CONFIG, child, tmp_path / "mlp-fork1", resume=True, dataset=fashion)
     assert result.status == RunState.FINISHED
-    assert losses(child) == losses(parent)[11:]  # bit for bit, dropout and batch order alike
+    assert losses(child) == losses(parent)[at:]  # bit for bit, dropout and batch order alike
     assert result.history == fit(CONFIG, Recorder(), dataset=fashion).history
-    assert child.rows[0][1] > x and not child.of("samples")  # its traces begin where it forked
+    assert not child.of("samples")  # its traces begin where it forked:
+    if at == 8:  # with the epoch's results, the parent's own, at the fork's x
+        assert child.rows[0] == next(row for row in parent.rows if row[1] == x and TEST_ACC in row[2])
+    else:  # with the next batch
+        assert child.rows[0][0] == at + 1 and child.rows[0][1] > x
 
 
 def test_a_fork_trains_with_its_own_optimizer_lr_and_batch_size_from_the_same_images(fashion: data.Dataset,
@@ -290,8 +295,8 @@ def test_livetrain_control_pauses_sets_resumes_forks_and_stops_a_headless_run(tm
     code, out, err = control("fork", str(runs / "mlp"), "--set", "lr=1e-4", "--set", "batch-size=64", "--label", "slow")
     assert code == 0 and out.startswith("mlp: fork applied at batch ") and "the fork slow starts from there" in out, err
     code, out, err = control("fork", str(runs / "mlp"), "--set", "seed=3")
-    assert code == 2 and err.strip().startswith("Error: 'seed=3': write SETTING=VALUE with one of lr, optimizer, "
-                                                "momentum, weight-decay, schedule, epochs, batch-size, loss"), err
+    assert code == 2 and err.strip().startswith("Error: 'seed=3': write SETTING=VALUE with one of epochs, batch-size, "
+                                                "optimizer, lr, loss, momentum, weight-decay, schedule"), err
     wait_for(lambda: training(runs / "slow"))
     code, out, err = control("stop", str(runs))  # every run of the launch, the fork too
     assert code == 0 and sorted(line.split(":")[0] for line in out.splitlines()) == ["mlp", "slow", "softmax"], out + err

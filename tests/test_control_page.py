@@ -52,7 +52,7 @@ def status(run_dir: Path) -> str:
     return read(run_dir, keep_scalars=False).status
 
 
-def until(condition: Any, browser: Browser, runs: Path, timeout: float = 60) -> None:
+def until(condition: Any, browser: Browser, runs: Path, timeout: float = 120) -> None:
     """wait_for, saying on a timeout what the page's Requests pane and the launch's control log held."""
     try:
         wait_for(condition, timeout=timeout)
@@ -88,25 +88,25 @@ def test_a_person_stops_pauses_resumes_sets_the_lr_and_forks_from_the_page(visdo
     wait_for(lambda: all(training(runs / label) for label in LABELS))
     with Browser(1600, 1200) as browser:
         browser.open(f"{visdom_server.config.url}/env/control")
-        until(lambda: browser.evaluate(f"!!({CONTROL}) && !!({SELECT})"), browser, runs, 60)
+        until(lambda: browser.evaluate(f"!!({CONTROL}) && !!({SELECT})"), browser, runs, 120)
         options = browser.evaluate(f"[...{SELECT}.options].map(o => o.textContent)")
         assert options == ["all runs", *LABELS]
 
         # stop a: it ends "stopped from the page", with a checkpoint of where it was
         browser.choose(SELECT, 1)
         browser.click(button("Stop"))
-        until(lambda: status(runs / "a") == "interrupted", browser, runs, 60)
+        until(lambda: status(runs / "a") == "interrupted", browser, runs, 120)
         assert read(runs / "a").states[-1]["reason"].startswith("stopped from the page; its checkpoint at epoch ")
         assert (runs / "a" / CHECKPOINT).is_file()
         browser.click(button("Stop"))  # again: a has ended
-        until(lambda: "a: stop — refused: it has ended (interrupted)" in requests_text(browser), browser, runs, 30)
+        until(lambda: "a: stop — refused: it has ended (interrupted)" in requests_text(browser), browser, runs, 120)
 
         # pause b, then resume it: no batch logged in between
         browser.choose(SELECT, 2)
         browser.click(button("Pause"))
-        until(lambda: status(runs / "b") == "paused", browser, runs, 60)
+        until(lambda: status(runs / "b") == "paused", browser, runs, 120)
         browser.click(button("Resume"))
-        until(lambda: status(runs / "b") == "running" and len(read(runs / "b").controls) == 2, browser, runs, 60)
+        until(lambda: status(runs / "b") == "running" and len(read(runs / "b").controls) == 2, browser, runs, 120)
         pause, resume = read(runs / "b").controls
         assert pause["action"] == "pause" and resume["action"] == "resume" and pause["step"] == resume["step"]
         steps = [step for step, _ in lrs(runs / "b")]
@@ -116,21 +116,21 @@ def test_a_person_stops_pauses_resumes_sets_the_lr_and_forks_from_the_page(visdo
         browser.choose(SELECT, 3)
         browser.click(field("lr"))
         browser.type("0.5")
-        until(lambda: any(c["action"] == "set" for c in read(runs / "c").controls), browser, runs, 60)
+        until(lambda: any(c["action"] == "set" for c in read(runs / "c").controls), browser, runs, 120)
         (done,) = read(runs / "c").controls
         assert done["applied"] and done["values"] == {"lr": 0.5} and done["source"] == "page"
-        until(lambda: lrs(runs / "c")[-1][0] > done["step"] + 1, browser, runs, 60)
+        until(lambda: lrs(runs / "c")[-1][0] > done["step"] + 1, browser, runs, 120)
         seen = dict(lrs(runs / "c"))
         assert seen[done["step"]] == 1e-3 and seen[done["step"] + 1] == 0.5
         mark = f"c: lr 0.001 → 0.5 at epoch {done['x']:.3g}"  # on c's curves, where it took effect
         until(lambda: mark in traces(server_state(visdom_server.config.url, "control"), "compare-train-loss"),
-              browser, runs, 30)
+              browser, runs, 120)
         browser.click(field("lr"))
         browser.type("0.5")  # the same value again: nothing more is asked
         browser.click(field("lr"))
         browser.type("-1")
         wait_for(lambda: "refused: learning rate must be a positive number, not -1.0" in requests_text(browser),
-                 timeout=30)
+                 timeout=120)
         assert [c["values"] for c in read(runs / "c").controls] == [{"lr": 0.5}]  # applied once, -1 never sent
         text = requests_text(browser)
         assert "c: set lr 0.5 — c applied at batch" in text and "b: resume — b applied at batch" in text
@@ -146,13 +146,15 @@ def test_a_person_stops_pauses_resumes_sets_the_lr_and_forks_from_the_page(visdo
         fork = read(runs / "b-fork1")
         assert fork.meta["parent"] == {"run": "b", "x": forked["x"], "step": forked["step"]}
         assert (fork.config["lr"], fork.config["hidden"]) == (1e-4, [256])  # b's model, the lr asked for
-        assert fork.scalars[0]["x"] > forked["x"] and fork.scalars[0]["step"] == forked["step"] + 1
+        first = fork.scalars[0]  # the next batch; or, forked after an epoch's last batch, that epoch's results
+        assert (first["step"] == forked["step"] + 1 and first["x"] > forked["x"]
+                or (first["step"], first["x"]) == (forked["step"], forked["x"]) and "test/acc" in first), first
         assert {row["train/lr"] for row in fork.scalars if "train/lr" in row} == {1e-4}
         until(lambda: browser.evaluate(f"[...{SELECT}.options].map(o => o.textContent)") == ["all runs", *LABELS,
-                                                                                               "b-fork1"], browser, runs, 30)
+                                                                                               "b-fork1"], browser, runs, 120)
         runs_pane = f"(({pane('Runs')}) || {{textContent: ''}}).textContent"
-        until(lambda: f"fork of b at epoch {forked['x']:.2f}" in browser.evaluate(runs_pane), browser, runs, 30)
-        until(lambda: "b: fork lr 0.0001 into b-fork1 — b applied at batch" in requests_text(browser), browser, runs, 30)
+        until(lambda: f"fork of b at epoch {forked['x']:.2f}" in browser.evaluate(runs_pane), browser, runs, 120)
+        until(lambda: "b: fork lr 0.0001 into b-fork1 — b applied at batch" in requests_text(browser), browser, runs, 120)
         assert status(runs / "b") == "running"  # the parent goes on
 
         # all runs: stop; the launch ends
