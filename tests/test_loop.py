@@ -22,8 +22,8 @@ from trainers.loop import (
     GRADIENT_EVERY, MISTAKES, SAMPLE_SIZE, TRAIN_SAMPLES, DeviceError, evaluate, fit, gradient_norms,
 )
 from trainers.reporting import (
-    EPOCH_TRAIN_LOSS, GRAD_PREFIX, LR, SAMPLES_PER_S, TEST_ACC, TEST_ENTROPY, TEST_LOSS, TRAIN_ACC, TRAIN_LOSS,
-    Recorder,
+    EPOCH_TRAIN_LOSS, GRAD_PREFIX, LR, SAMPLES_PER_S, TEST_ACC, TEST_ECE, TEST_ENTROPY, TEST_LOSS, TEST_WEAKEST,
+    TRAIN_ACC, TRAIN_LOSS, Recorder,
 )
 
 D2L_TRAIN_LOSS = [0.787, 0.570, 0.525, 0.501, 0.485]
@@ -257,7 +257,12 @@ def test_untrained_point_at_x0_entropy_mistakes_and_samples(fashion: data.Datase
     rec = Recorder()
     result = fit(RunConfig("mlp", epochs=2, limit=2000, seed=3), rec, dataset=fashion)
     (first_step, first_x, first), *_ = rec.rows
-    assert (first_step, first_x) == (0, 0.0) and set(first) == {TEST_LOSS, TEST_ACC, TEST_ENTROPY}
+    assert (first_step, first_x) == (0, 0.0) and set(first) == {TEST_LOSS, TEST_ACC, TEST_ENTROPY, TEST_WEAKEST, TEST_ECE}
+    # the weakest class and the ECE, as the records their windows draw from say them
+    for (_, x, row), accs, bins in zip([r for r in rec.rows if TEST_ACC in r[2]], rec.of("class_accuracy"),
+                                       rec.of("calibration")):
+        assert accs["x"] == bins["x"] == x
+        assert row[TEST_WEAKEST] == min(a for a in accs["acc"] if a is not None) and row[TEST_ECE] == bins["ece"]
     assert first[TEST_ACC] < 0.3 and first[TEST_ENTROPY] > 1.5  # an untrained guess (chance: 0.1, 3.32 bits)
     assert [x for _, x, v in rec.rows if TEST_ACC in v] == [0.0, 1.0, 2.0]
     assert len(result.history) == 2  # the untrained point is not an epoch

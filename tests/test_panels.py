@@ -14,7 +14,8 @@ from dashboard.panels import class_accuracy as class_accuracy_panel
 from dashboard.panels import filters as filters_panel
 from dashboard.panels import templates as templates_panel
 from dashboard.panels import tiles
-from trainers.measures import Evaluation, calibration, class_accuracy, filters, templates
+from trainers.measures import Evaluation, calibration, class_accuracy, filters, scalars, templates
+from trainers.reporting import TEST_ECE, TEST_WEAKEST
 
 
 
@@ -61,6 +62,14 @@ def test_class_accuracy_is_each_rows_diagonal_share() -> None:
     confusion = torch.tensor([[8, 2, 0], [1, 3, 0], [0, 0, 0]])  # rows the true class; class c has no image
     measured = class_accuracy(passed(SimpleNamespace(confusion=confusion), classes=("a", "<b>", "c")))
     assert measured == {"classes": ["a", "<b>", "c"], "acc": [0.8, 0.75, None]}
+
+
+def test_a_passes_scalars_are_its_weakest_class_and_its_ece() -> None:
+    # the weakest class is b (3 of 4 right; c has no image), the ECE that of calibration's bins
+    confusion = torch.tensor([[8, 2, 0], [1, 3, 0], [0, 0, 0]])
+    result = SimpleNamespace(confusion=confusion, probability=torch.tensor([0.9, 0.6]), predicted=torch.tensor([0, 1]))
+    measured = scalars(passed(result, torch.tensor([0, 0]), ("a", "b", "c")))
+    assert measured == {TEST_WEAKEST: 0.75, TEST_ECE: pytest.approx((abs(1 - 0.9) + abs(0 - 0.6)) / 2)}
 
 
 def test_the_class_accuracy_window_has_a_trace_per_class_from_epoch_0_and_names_the_weakest() -> None:

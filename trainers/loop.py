@@ -332,7 +332,7 @@ def fit(config: RunConfig, reporter: Reporter, run_dir: Path | None = None, resu
             result.status, result.reason = RunState.FAILED, reason
             reporter.status(RunState.FAILED, reason)
             return result
-        reporter.scalars(0, 0.0, untrained.metrics(objective is not None))
+        reporter.scalars(0, 0.0, {**untrained.metrics(objective is not None), **measures.scalars(tested(untrained))})
         measures.report(reporter, 0, 0.0, tested(untrained), trained=False)
 
     for epoch in range(start_epoch, config.epochs):
@@ -365,7 +365,8 @@ def fit(config: RunConfig, reporter: Reporter, run_dir: Path | None = None, resu
             result.status, result.reason = RunState.FAILED, reason
             reporter.status(RunState.FAILED, reason)
             return result
-        metrics = {EPOCH_TRAIN_LOSS: train_loss, EPOCH_TRAIN_ACC: train_acc, **test.metrics(objective is not None)}
+        metrics = {EPOCH_TRAIN_LOSS: train_loss, EPOCH_TRAIN_ACC: train_acc, **test.metrics(objective is not None),
+                   **measures.scalars(tested(test))}
         result.history.append(metrics)
         x = float(epoch + 1)
         steps = (epoch + 1) * math.ceil(train_y.shape[0] / config.batch_size)

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from trainers import models
-from trainers.reporting import Reporter
+from trainers.reporting import TEST_ECE, TEST_WEAKEST, Reporter
 
 SAMPLES, GALLERY, PREDICTIONS, CONFUSION, MISTAKES = "samples", "gallery", "predictions", "confusion", "mistakes"
 CALIBRATION_BINS = 10
@@ -184,6 +184,16 @@ AFTER_EPOCH: tuple[tuple[str, Measure], ...] = (
     (CONFUSION, confusion),
     (MISTAKES, mistakes),
 )
+
+
+def scalars(test: Evaluation) -> dict[str, float]:
+    """The numbers of a test pass that the compare windows and the runs table take from the
+    records above: the weakest class's accuracy and the expected calibration error."""
+    out = {TEST_ECE: calibration(test)["ece"]}
+    scored = [acc for acc in class_accuracy(test)["acc"] if acc is not None]
+    if scored:
+        out[TEST_WEAKEST] = min(scored)
+    return out
 
 
 def report(reporter: Reporter, step: int, x: float, test: Evaluation, trained: bool = True) -> None:

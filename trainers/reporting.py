@@ -21,10 +21,14 @@ TEST_LOSS, TEST_ACC, TEST_OBJECTIVE = "test/loss", "test/acc", "test/objective"
 # uniform guess over K classes, 0 for certainty); test metrics are also reported at x = 0, before
 # the first step
 TEST_ENTROPY = "test/entropy"
+# the test accuracy of the class the run gets right least often, and the expected calibration
+# error of its confidence (trainers.measures.scalars), from the untrained model's pass on
+TEST_WEAKEST, TEST_ECE = "test/weakest", "test/ece"
 # every few batches, the L2 norm of each layer's gradient (weight and bias together), as
 # GRAD_PREFIX + the layer's name (see trainers.models.layers: "linear1", "conv2d2", ...)
 GRAD_PREFIX = "grad/"
-EPOCH_METRICS = (EPOCH_TRAIN_LOSS, EPOCH_TRAIN_ACC, TEST_LOSS, TEST_ACC, TEST_OBJECTIVE, TEST_ENTROPY)
+EPOCH_METRICS = (EPOCH_TRAIN_LOSS, EPOCH_TRAIN_ACC, TEST_LOSS, TEST_ACC, TEST_OBJECTIVE, TEST_ENTROPY, TEST_WEAKEST,
+                 TEST_ECE)
 
 
 class RunState(str, Enum):
