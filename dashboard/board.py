@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from dashboard import panels, panes, sweep, windows, yrange
+from dashboard import legend, panels, panes, sweep, windows, yrange
 from dashboard.connection import VisdomConnection
 from dashboard.downsample import Aligned, BandSeries, Ema
 from dashboard.protocol import MISSING_WINDOW
@@ -250,8 +250,9 @@ class Board:
         first = ready[0][1]
         if dataset not in self._uris:
             self._uris[dataset] = panes.data_uris(first.gallery)
+        groups = {d: (seeds.label, seeds.colour_index) for d, (seeds, _) in self._member_of.items()}
         runs = [panes.RunPredictions(self.label(d), run_colour(r, self.label(d)), r.predictions[-1]["x"],
-                                     r.predictions[-1]["predicted"]) for d, r in ready]
+                                     r.predictions[-1]["predicted"], groups.get(d)) for d, r in ready]
         return self._uris[dataset], first.predictions[-1]["true"], first.classes, runs
 
     # ---- drawing (sender thread) ----
@@ -267,6 +268,8 @@ class Board:
 
         def send(connection: VisdomConnection) -> None:
             connection.post("update", windows.placeholder_message(self.env, parts[0]))
+            entries = [label for label, _, member in self._placed if not member] + list(self.groups)
+            connection.post("update", legend.message(self.env, win, entries))
             for label, colour, member in list(self._placed):
                 # empty traces in the run's style (the worker's: see `windows.run_traces`), which
                 # its worker fills; numbered 0, so they never replace what it drew
@@ -286,13 +289,13 @@ class Board:
         for win in self.ranges:
             with self._lock:
                 view = self._views[win]
-                shown = {d: (self.label(d), run_colour(self.followers[d].record, self.label(d)))
-                         for d in view.off_scale}
+                shown = {d: (self.label(d), run_colour(self.followers[d].record, self.label(d)),
+                             d not in self._member_of) for d in view.off_scale}  # a group's runs: no entry
             connection.post("update", yrange.layout_message(self.env, win, view))
             names = set()
             for run_dir, (x, top, high) in view.off_scale.items():
-                label, colour = shown[run_dir]
-                trace = yrange.marker_trace(label, colour, x, top, high)
+                label, colour, entry = shown[run_dir]
+                trace = yrange.marker_trace(label, colour, x, top, high, entry)
                 names.add(trace["name"])
                 connection.post("update", windows.trace_message(self.env, windows.COMPARE_BY_METRIC[
                     self.ranges[win].metrics[0]], trace, create=False, seq=windows.new_seq()))

@@ -10,6 +10,7 @@ import base64
 import math
 import struct
 import zlib
+from collections import Counter
 from dataclasses import dataclass, field
 from html import escape
 from typing import Any, Mapping, Sequence
@@ -17,7 +18,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from dashboard.windows import RIGHT, WRONG, colour
-from trainers.reporting import RunState, SAMPLES_PER_S, TEST_ACC, TEST_LOSS, TRAIN_ACC, TRAIN_LOSS
+from trainers.reporting import RunState, SAMPLES_PER_S, TEST_ACC, TEST_ECE, TEST_LOSS, TRAIN_ACC, TRAIN_LOSS
 from trainers.settings import COLUMNS, MODEL_SETTINGS, SHOWN
 
 IMAGE_PX = 56  # 28x28 images shown at twice their size
@@ -103,16 +104,44 @@ class RunPredictions:
     colour_index: int
     x: float
     predicted: list[int]
+    group: tuple[str, int] | None = None  # its seed group's label and colour
+
+
+def compared(runs: Sequence[RunPredictions], true: Sequence[int],
+             most: int = 8) -> tuple[list[RunPredictions], str]:
+    """The answers the pane lists per image, at most `most`, and a line that says which: past
+    `most` runs, a seed group answers as one (the answer most of its runs give); past `most`
+    answers still, the best and the worst on the sample, by their accuracy on it."""
+    if len(runs) <= most:
+        return list(runs), ""
+    units: dict[Any, list[RunPredictions]] = {}
+    for r in runs:
+        units.setdefault(r.group or r.label, []).append(r)
+    merged = [members[0] if len(members) == 1 or key != members[0].group else RunPredictions(
+        key[0], key[1], min(r.x for r in members),
+        [Counter(answers).most_common(1)[0][0] for answers in zip(*(r.predicted for r in members))])
+        for key, members in units.items()]
+    groups = sum(isinstance(key, tuple) for key in units)
+    said = f"{len(runs)} runs" + (f", each of their {groups} seed groups as one (its runs' most common answer)"
+                                  if groups else "")
+    if len(merged) <= most:
+        return merged, said
+    right = {id(u): sum(p == t for p, t in zip(u.predicted, true)) for u in merged}
+    ranked = sorted(merged, key=lambda u: -right[id(u)])
+    best, worst = ranked[:most // 2], ranked[len(ranked) - (most - most // 2):]
+    return best + worst, f"{said}: the {len(best)} best and the {len(worst)} worst on these images"
 
 
 def disagreement_html(uris: Sequence[str], true: Sequence[int], classes: Sequence[str],
                       runs: Sequence[RunPredictions], limit: int = 18) -> str:
-    """The test images on which the runs' latest predictions differ, with each run's answer.
+    """The test images on which the runs' latest predictions differ, with each run's answer
+    (or, for many runs, each group's, or the best and worst: see `compared`).
 
     Images where some run is right and another wrong come first, then those with the most
     distinct answers; ties keep the sample's order."""
     if len(runs) < 2:
         return '<div style="font:13px sans-serif;color:#555">Waiting for a second run to finish an epoch.</div>'
+    runs, said = compared(runs, true)
     n = min(len(r.predicted) for r in runs)
     disputed = []
     for i in range(n):
@@ -123,7 +152,8 @@ def disagreement_html(uris: Sequence[str], true: Sequence[int], classes: Sequenc
     disputed.sort()
     legend = " ".join(f'<span style="color:{colour(r.colour_index)}">&#9632;</span> {escape(r.label)} '
                       f'(epoch {r.x:g})' for r in runs)
-    heading = (f"<div>{legend}</div><div>The runs disagree on <b>{len(disputed)} of {n}</b> sample test images"
+    heading = ((f"<div>{escape(said)}</div>" if said else "") + f"<div>{legend}</div>"
+               + f"<div>The runs disagree on <b>{len(disputed)} of {n}</b> sample test images"
                + (f"; the first {min(limit, len(disputed))}:" if disputed else ".") + "</div>")
     figures = []
     for _, _, i in disputed[:limit]:
@@ -226,7 +256,8 @@ def model_html(config: dict[str, Any]) -> str:
 
 def runs_html(runs: Sequence[RunSummary]) -> str:
     """A table: one row per run with its configuration, status and latest metrics."""
-    head = ["run", "model", "status", "epoch", "train loss", "train acc", "test loss (CE)", "test acc", "samples/s",
+    head = ["run", "model", "status", "epoch", "train loss", "train acc", "test loss (CE)", "test acc", "ECE",
+            "samples/s",
             *(column for column, _ in COLUMNS)]  # then a column per setting declared with one
     cell = 'style="padding:2px 6px;border-bottom:1px solid #ddd;text-align:left;white-space:nowrap"'
     rows = []
@@ -241,7 +272,7 @@ def runs_html(runs: Sequence[RunSummary]) -> str:
             f'<span style="color:{colour(r.colour_index)}">&#9632;</span> {escape(r.label)}{forked}',
             model_html(c), status, f"{r.x:.2f} / {escape(str(epochs))}" if epochs else f"{r.x:.2f}",
             _number(r.latest.get(TRAIN_LOSS)), _number(r.latest.get(TRAIN_ACC), 3),
-            _number(r.latest.get(TEST_LOSS)), _number(r.latest.get(TEST_ACC)),
+            _number(r.latest.get(TEST_LOSS)), _number(r.latest.get(TEST_ACC)), _number(r.latest.get(TEST_ECE), 3),
             _number(r.latest.get(SAMPLES_PER_S)), *(_setting(c.get(name)) for _, name in COLUMNS),
         ]
         rows.append("<tr>" + "".join(f"<td {cell}>{v}</td>" for v in values) + "</tr>")

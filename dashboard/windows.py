@@ -13,6 +13,7 @@ server is still applied when the server thaws, maybe after newer ones."""
 
 from __future__ import annotations
 
+import colorsys
 import html
 import threading
 import time
@@ -22,12 +23,19 @@ from typing import Any
 
 from dashboard.protocol import SEQ_KEY
 from trainers.reporting import (
-    EPOCH_TRAIN_ACC, EPOCH_TRAIN_LOSS, SAMPLES_PER_S, TEST_ACC, TEST_ENTROPY, TEST_LOSS, TRAIN_ACC, TRAIN_LOSS,
+    EPOCH_TRAIN_ACC, EPOCH_TRAIN_LOSS, SAMPLES_PER_S, TEST_ACC, TEST_ECE, TEST_ENTROPY, TEST_LOSS, TEST_WEAKEST,
+    TRAIN_ACC, TRAIN_LOSS,
 )
 
 # matplotlib's "tab10": distinct, and the same colour for a run in every window
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
            "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
+# past ten (a launch holds up to 64 runs and groups): the light twins of tab10 ("tab20"), then
+# the dark and the mid shades of "tab20b", so that 40 runs or groups have 40 colours
+MORE = ("#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5",
+        "#c49c94", "#f7b6d2", "#c7c7c7", "#dbdb8d", "#9edae5",
+        "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173",
+        "#5254a3", "#8ca252", "#bd9e39", "#ad494a", "#a55194")
 RIGHT, WRONG = "#2ca02c", "#d62728"
 DEFAULT_ENV = "livetrain"
 DEFAULT_SMOOTHING = 0.6
@@ -93,6 +101,10 @@ COMPARE_WINDOWS = (
     CompareWindow(EPOCH_TRAIN_ACC, "compare-epoch-acc", EPOCH_ACC_TITLE, "accuracy", False, part="train", dash="dot"),
     CompareWindow(TEST_ENTROPY, "compare-entropy", "How sure: mean entropy of the test predictions",
                   "bits (log2 10 = 3.32: a uniform guess)", False),
+    CompareWindow(TEST_WEAKEST, "compare-weakest", "The weakest class: its test accuracy (each run's worst class)",
+                  "accuracy of the worst class", False),
+    CompareWindow(TEST_ECE, "compare-ece", "Calibration: expected calibration error (0: as sure as right)",
+                  "ECE", False),
     CompareWindow(SAMPLES_PER_S, "compare-throughput", "Throughput (training samples/s)", "samples/s", True, log_y=True),
 )
 COMPARE_BY_METRIC = {w.metric: w for w in COMPARE_WINDOWS}
@@ -130,7 +142,12 @@ def new_seq() -> int:
 
 
 def colour(index: int) -> str:
-    return PALETTE[index % len(PALETTE)]
+    """The colour of a launch's `index`th run or group: 40 distinct ones, then a hue of its own
+    for each further one (the golden angle apart, so that neighbours never look alike)."""
+    if index < len(PALETTE) + len(MORE):
+        return (PALETTE + MORE)[index]
+    r, g, b = colorsys.hls_to_rgb((index * 0.381966) % 1, 0.42 if index % 2 else 0.58, 0.55)
+    return "#" + "".join(f"{round(255 * c):02x}" for c in (r, g, b))
 
 
 def default_colour_index(label: str) -> int:
@@ -154,7 +171,9 @@ def _layout(x_title: str, y_title: str, log_y: bool = False) -> dict[str, Any]:
         "xaxis": {"title": {"text": x_title}},
         "yaxis": {"title": {"text": y_title}, **({"type": "log"} if log_y else {})},
         "showlegend": True,
-        "legend": {"orientation": "h", "y": -0.22},
+        # above the plot, a row of entries from the left: clear of the x axis' title
+        "legend": {"orientation": "h", "x": 0, "xanchor": "left", "y": 1.02, "yanchor": "bottom",
+                   "font": {"size": 11}, "traceorder": "normal"},  # normal: entries flow in rows
         "margin": {"l": 60, "r": 20, "t": 20, "b": 40},
     }
 

@@ -131,10 +131,12 @@ def marker_name(label: str) -> str:
     return windows.trace_name(label) + " ↑ diverged, off the scale"
 
 
-def marker_trace(label: str, colour_index: int, x: float, top: float, high: float) -> dict[str, Any]:
+def marker_trace(label: str, colour_index: int, x: float, top: float, high: float,
+                 entry: bool = True) -> dict[str, Any]:
     """A diverged run's marker: a triangle at the top of the range where its line leaves it, in
-    its colour and legend group, with a legend entry that says so."""
+    its colour and legend group, with a legend entry that says so (`entry`; a seed group's runs,
+    which have none of their own, show the marker only)."""
     return {"x": [x], "y": [top], "name": marker_name(label), "type": "scatter", "mode": "markers",
             "marker": {"symbol": "triangle-up", "size": 11, "color": windows.colour(colour_index)}, "cliponaxis": False,
             "text": [f"highest: {high:.3g}"], "hovertemplate": "%{text}<extra></extra>",
-            "legendgroup": windows.trace_name(label), "showlegend": True}
+            "legendgroup": windows.trace_name(label), "showlegend": entry}

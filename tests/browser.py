@@ -39,6 +39,11 @@ PROBE = r"""
         name: t.name, points: (t.x || []).length, type: t.type,
         colour: (t.line && t.line.color) || null})) : null,
       legend: plot ? [...plot.querySelectorAll('.legendtext')].map(t => t.textContent) : [],
+      notes: plot && plot.layout ? (plot.layout.annotations || []).map(a => a.text) : [],
+      area: plot && plot._fullLayout ? plot._fullLayout._size.h : null,  // the plot area's height, px
+      boxes: plot ? Object.fromEntries(['legend', 'g-xtitle'].map(c => [c, plot.querySelector('.' + c)])
+        .filter(([, e]) => e).map(([c, e]) => { const b = e.getBoundingClientRect();
+                                                  return [c, {x: b.left, y: b.top, w: b.width, h: b.height}]; })) : {},
       axes: plot && plot.layout ? [((plot.layout.xaxis || {}).title || {}).text || '',
                                    ((plot.layout.yaxis || {}).title || {}).text || ''] : [],
       heatmap: plot && plot.data && plot.data[0] && plot.data[0].type === 'heatmap'

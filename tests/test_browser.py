@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from dashboard import panels, windows
+from dashboard import panels, windows, yrange
 from dashboard.panels import mistakes
 from dashboard.connection import Unreachable
 from dashboard.server import ServerProcess
@@ -155,6 +155,8 @@ def test_the_live_page_in_a_real_browser(visdom_server: ServerProcess, launch: A
             assert sorted(t["name"] for t in pane["traces"]) == sorted(trace_names(title, LABELS)), title
             assert all(t["points"] > 0 for t in pane["traces"]), title
             assert pane["legend"] == list(LABELS), title  # every legend in the launch's run order
+            legend, axis = pane["boxes"]["legend"], pane["boxes"]["g-xtitle"]
+            assert legend["y"] + legend["h"] <= axis["y"] and pane["area"] >= 0.6 * pane["h"], title  # above
             assert pane["axes"] == ["epoch", window.y_title], title
             for t in pane["traces"]:
                 colours[t["name"].split(" ")[0]].add(t["colour"])
@@ -303,36 +305,54 @@ def test_the_page_reconnects_by_itself_after_a_server_restart(launch: Any, tmp_p
             second.stop()
 
 
-def test_a_24_run_sweep_page_stays_usable(visdom_server: ServerProcess, tmp_path: Path) -> None:
-    """A sweep of 24 runs (two models x four learning rates x three seeds, 4 at a time on 2 cores):
-    the page holds the shared windows only (see `windows.run_windows_for`), each compare window
-    with 24 traces, in a tidy grid, and the runs table lists all 24."""
-    env, url = "sweep24", visdom_server.config.url
+def lines(pane: dict[str, Any]) -> list[dict[str, Any]]:
+    """A compare window's traces but for the markers of diverged runs (see `dashboard.yrange`)."""
+    return [t for t in pane["traces"] if not t["name"].endswith(yrange.marker_name(""))]
+
+
+def test_a_64_run_sweep_page_stays_readable(visdom_server: ServerProcess, tmp_path: Path) -> None:
+    """The launch limit: 8 learning rates x 8 seeds of softmax-nn, 4 at a time on 2 cores. The page
+    holds the shared windows only (see `windows.run_windows_for`), each compare window with its 64
+    runs' traces, in a tidy grid; the 8 seed groups in 8 colours, with a legend that leaves the
+    plot at least 60% of its window's height and clear of the x axis' title; the disagreement
+    pane answers per group; the runs table lists all 64."""
+    env, url = "sweep64", visdom_server.config.url
+    rates = ("0.001", "0.003", "0.01", "0.03", "0.1", "0.3", "1", "3")
     result = subprocess.run(
-        [sys.executable, "launch.py", "run", "--models", "softmax,softmax-nn", "--set", "softmax.lr=0.02,0.05,0.1,0.2",
-         "--set", "softmax-nn.lr=0.02,0.05,0.1,0.2", "--seeds", "0,1,2", "--epochs", "1", "--limit", "600",
-         "--parallel", "4", "--visdom-url", url, "--env", env, "--log-dir", str(tmp_path)],
+        [sys.executable, "launch.py", "run", "--models", "softmax-nn", "--set", "softmax-nn.lr=" + ",".join(rates),
+         "--seeds", ",".join(map(str, range(8))), "--epochs", "1", "--limit", "300", "--parallel", "4",
+         "--visdom-url", url, "--env", env, "--log-dir", str(tmp_path)],
         cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr
-    assert "All 24 run(s) finished" in result.stdout
+    assert "All 64 run(s) finished" in result.stdout
     shared = SHARED + CONTROL + 2  # and the sweep's two plots
-    labels = [f"{m}-lr{lr}-seed{s}" for m in ("softmax", "softmax-nn") for lr in (0.02, 0.05, 0.1, 0.2) for s in (0, 1, 2)]
-    groups = tuple(f"{m}-lr{lr} (3 seeds)" for m in ("softmax", "softmax-nn") for lr in (0.02, 0.05, 0.1, 0.2))
+    labels = [f"softmax-nn-lr{lr}-seed{s}" for lr in rates for s in range(8)]
+    groups = tuple(f"softmax-nn-lr{lr} (8 seeds)" for lr in rates)
     with Browser(1600, 1200) as browser:
         browser.open(f"{url}/env/{env}")
         state = browser.settled(lambda s: len(s.get("panes", [])) == shared and all(
-            len(p["traces"]) == len(trace_names(p["title"], labels, groups))
-            for p in s["panes"] if p["title"] in COMPARE_TITLES))
-        browser.screenshot(ARTIFACTS / "sweep-24.png")
+            len(lines(p)) == len(trace_names(p["title"], labels, groups))
+            for p in s["panes"] if p["title"] in COMPARE_TITLES), timeout=120)
+        browser.screenshot(ARTIFACTS / "sweep-64.png")
     assert overlaps(state["panes"]) == [] and state["scrollWidth"] <= state["innerWidth"]
     panes = {p["title"]: p for p in state["panes"]}
     assert not [t for t in panes if "confusion matrix" in t or "test images, predicted" in t]
     runs = panes["Runs"]["text"]
-    assert runs.count("finished") == 24 and "softmax-nn-lr0.2-seed2" in runs
-    for title in COMPARE_TITLES:  # each seed group in one colour, its first run's: 8 of the palette's ten
-        assert sorted(t["name"] for t in panes[title]["traces"]) == sorted(trace_names(title, labels, groups))
-        assert len({t["colour"] for t in panes[title]["traces"]}) == 8
-        assert panes[title]["legend"] == list(groups)  # an entry per group; its runs faint, without one
+    assert runs.count("finished") == 64 and "softmax-nn-lr3-seed7" in runs
+    for title in COMPARE_TITLES:  # each seed group in a colour of its own, its runs faint
+        pane = panes[title]
+        assert sorted(t["name"] for t in lines(pane)) == sorted(trace_names(title, labels, groups))
+        assert len({t["colour"] for t in lines(pane)}) == 8
+        # 8 long group names would take 8 legend rows: a line says where the colours are told instead
+        assert pane["legend"] == [] and pane["notes"] == ["hover a line for its run; colours: the Runs table"]
+        assert pane["area"] >= 0.6 * pane["h"], (title, pane["area"], pane["h"])
+    groups_told = runs[runs.index(groups[0] + ":"):]  # below the runs table, each group's accuracy
+    assert all(g + ": test acc" in groups_told for g in groups)
+    disagree = next(p for t, p in panes.items() if t.startswith("Where the runs disagree"))
+    assert "64 runs, each of their 8 seed groups as one" in disagree["text"]
+    assert all(c.count("true:") == 1 for c in disagree["captions"])
+    assert all(g in disagree["text"] for g in groups) and "seed0" not in disagree["text"]
+    assert disagree["captions"] and all(c.count("\u25a0") == 8 for c in disagree["captions"])  # a square a group
 
 
 def test_a_launch_labelled_in_chinese(visdom_server: ServerProcess, tmp_path: Path) -> None:

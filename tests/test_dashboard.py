@@ -21,7 +21,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dashboard import panes, runlog
+from dashboard import legend, panes, runlog, windows
 from dashboard.adapter import Dashboard
 from dashboard.connection import Unreachable
 from dashboard.downsample import Ema, MinMaxSeries
@@ -121,6 +121,43 @@ def test_disagreement_lists_the_images_the_runs_answer_differently() -> None:
     # image 1 (run a right) comes before image 4 (both wrong)
     assert text.index("true: one") < text.rindex("true: one")
     assert "Waiting" in panes.disagreement_html(uris, true, ["zero", "one", "two"], runs[:1])
+
+
+def test_disagreement_among_many_runs_lists_groups_then_the_best_and_worst() -> None:
+    """Past 8 runs an image's caption lists a seed group's most common answer, once; past 8 such
+    answers, the 4 best and the 4 worst on the sample. Up to 8 runs, each run's, as before."""
+    true = [0, 1, 2, 0]
+    few = [panes.RunPredictions(f"r{i}", i, 1.0, [0, 1, 2, i % 3]) for i in range(8)]
+    assert panes.compared(few, true) == (few, "")
+    grouped = [panes.RunPredictions(f"lr{g}-seed{s}", g, 1.0 + s, [g % 3, 1, 2, [0, 1, 0][s]], (f"lr{g} (3 seeds)", g))
+               for g in range(3) for s in range(3)]
+    shown, said = panes.compared(grouped, true)
+    assert [(u.label, u.colour_index, u.x, u.predicted) for u in shown] == [
+        (f"lr{g} (3 seeds)", g, 1.0, [g % 3, 1, 2, 0]) for g in range(3)]  # 2 of 3 seeds say 0 for image 3
+    assert said == "9 runs, each of their 3 seed groups as one (its runs' most common answer)"
+    alone = [panes.RunPredictions(f"r{i}", i, 1.0, [0, 1, 2, 0][:i % 5] + [3] * (4 - i % 5)) for i in range(12)]
+    shown, said = panes.compared(alone, true)  # r_i is right on i % 5 of the 4 images
+    assert [u.label for u in shown] == ["r4", "r9", "r3", "r8", "r11", "r0", "r5", "r10"]
+    assert said == "12 runs: the 4 best and the 4 worst on these images"
+    uris = panes.data_uris(torch.zeros(4, 1, 2, 2, dtype=torch.uint8))
+    text = panes.disagreement_html(uris, true, ["zero", "one", "two", "three"], alone)
+    assert said in text and "r2" not in text and text.count("&#9632;") == 8 + 8 * text.count("<figure")
+
+
+def test_a_legend_above_the_plot_while_it_takes_three_rows_then_a_line_instead() -> None:
+    assert legend.rows(["softmax", "mlp", "cnn"]) == 1
+    assert legend.rows([f"mlp-lr0.0{i} (3 seeds)" for i in range(4)]) == 2  # two to a row
+    eight = [f"softmax-nn-lr0.00{i} (8 seeds)" for i in range(8)]
+    assert legend.rows(eight) == 8  # one to a row: the plot would keep a third of its window
+    shown = legend.message("env", "win", ["softmax", "mlp", "cnn"])
+    assert shown == {"eid": "env", "win": "win", "layout": {"showlegend": True, "annotations": []}}
+    hidden = legend.message("env", "win", eight)["layout"]
+    assert hidden["showlegend"] is False and hidden["annotations"][0]["text"].endswith("the Runs table")
+
+
+def test_a_launch_of_64_runs_or_groups_has_64_colours() -> None:
+    assert len({windows.colour(i) for i in range(64)}) == 64
+    assert [windows.colour(i) for i in range(10)] == list(windows.PALETTE)  # tab10 first
 
 
 def test_runs_pane_escapes_labels_config_and_reasons() -> None:

@@ -24,7 +24,7 @@ from tests.browser import ARTIFACTS, Browser, needs_chromium
 from tests.helpers import (
     assert_windows_match_logs, finish, launch_dir, livetrain, server_state, smoothed_from_log,
 )
-from trainers.reporting import GRAD_PREFIX, TEST_ACC, TEST_ENTROPY, TEST_LOSS
+from trainers.reporting import GRAD_PREFIX, TEST_ACC, TEST_ECE, TEST_ENTROPY, TEST_LOSS, TEST_WEAKEST
 
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 
@@ -168,7 +168,8 @@ def test_train_vs_test_gradients_entropy_and_mistakes_live(activations: tuple[st
         name = windows.trace_name(label)
         # the per-epoch windows: test from the untrained point at x = 0, train from epoch 1
         for metric, win in ((TEST_LOSS, "compare-epoch-loss"), (TEST_ACC, "compare-epoch-acc"),
-                            (TEST_ENTROPY, "compare-entropy")):
+                            (TEST_ENTROPY, "compare-entropy"), (TEST_WEAKEST, "compare-weakest"),
+                            (TEST_ECE, "compare-ece")):
             assert by_name(state, win)[name]["x"] == [0.0, 1.0], (win, label)
         assert by_name(state, "compare-epoch-acc")[windows.trace_name(label, part="train")]["x"] == [1.0]
         assert by_name(state, "compare-epoch-acc")[windows.trace_name(label, part="train")]["line"]["dash"] == "dot"
