@@ -1,5 +1,5 @@
-"""One run's windows in Visdom: its traces in the compare windows, its gradient norms, and the
-windows of its own modules (dashboard.panels: its gallery, confusion matrix, ...).
+"""One run's windows in Visdom: its traces in the compare windows, and the windows of its own
+modules (dashboard.panels: its gallery, confusion matrix, ..., gradient norms).
 
 Implements trainers' `Reporter`. Calls from the training thread queue the new values under a lock
 and return; the `Sender` thread folds them into bounded series and draws them. The state
@@ -18,7 +18,7 @@ from dashboard.downsample import Ema, MinMaxSeries
 from dashboard.sender import Sender
 from dashboard.protocol import MISSING_WINDOW, SEQ_KEY, SPLICED
 from trainers.control import CONTROL
-from trainers.reporting import GRAD_PREFIX, RunState
+from trainers.reporting import RunState
 
 FOLD_AT = 256  # queued points the training thread folds into the series itself
 
@@ -37,25 +37,27 @@ class VisdomBackend:
         self._series = {w.metric: MinMaxSeries(max_points) for w in windows.COMPARE_WINDOWS}
         self._smoothed = {w.metric: (Ema(smoothing), MinMaxSeries(max_points))
                           for w in windows.COMPARE_WINDOWS if w.per_batch and smoothing}
-        self._grads: dict[str, MinMaxSeries] = {}  # per layer (its name without the prefix)
-        self._grads_version = 0
-        self._grads_drawn = (-1, 0)  # (outages, version) when last drawn (sender thread only)
-        self._placed = False  # its placeholder posted (sender thread only)
+        # the series panels' series (by panel, then key: the scalar's name past the prefix), how
+        # many values each panel took, and (outages, that count) when last drawn (sender thread)
+        self._keyed: dict[str, dict[str, MinMaxSeries]] = {panel.name: {} for panel in panels.SERIES}
+        self._keyed_version = {panel.name: 0 for panel in panels.SERIES}
+        self._keyed_drawn = {panel.name: (-1, 0) for panel in panels.SERIES}
+        self._placed: set[str] = set()  # the series panels whose placeholder went (sender thread only)
         self._max_points = max_points
         self._incoming: list[tuple[float, Mapping[str, float]]] = []  # points not yet in the series
         self._versions = {w.metric: 0 for w in windows.COMPARE_WINDOWS}  # points added per metric
         self._changes = markers.Changes()  # what the page or `livetrain control` changed: marked on its curves
         # per (metric, trace index): what was last sent (sender thread only)
         self._held: dict[tuple[str, int], Held] = {}
-        self._panes = windows.SentPanes(env)  # the panels' windows and the gradient norms as last sent
+        self._panes = windows.SentPanes(env)  # the panels' windows as last sent
         self.tails_sent = 0  # traces sent as their new tail only
-        self.gradients_win = windows.run_window("gradients", label)
         self.run_windows = draw.run_windows
         self.in_group = draw.in_group
         # one sender may serve several runs (a replay): keys name the run
         self._traces_key = windows.run_window("traces", label)
-        if self.run_windows:  # first: a whole window, which also creates the env on a fresh server
-            sender.register(self.gradients_win, self._send_gradients)
+        if self.run_windows:  # first: whole windows, which also create the env on a fresh server
+            for series_panel in panels.SERIES:
+                sender.register(series_panel.win(label), self._series_sender(series_panel))
         sender.register(self._traces_key, self._send_traces, changed=False)
         if self.run_windows:
             for panel in panels.PANELS:  # a window of its own module each: its key is its window
@@ -85,7 +87,8 @@ class VisdomBackend:
             self._fold()
         self.sender.mark(self._traces_key)
         if self.run_windows:
-            self.sender.mark(self.gradients_win)  # drawn only when a norm came (see _send_gradients)
+            for series_panel in panels.SERIES:  # drawn only when a value came (see _series_sender)
+                self.sender.mark(series_panel.win(self.label))
 
     def _fold(self) -> None:
         """Add the queued points to the series."""
@@ -97,12 +100,8 @@ class VisdomBackend:
                         continue
                     series = self._series.get(metric)
                     if series is None:
-                        if self.run_windows and metric.startswith(GRAD_PREFIX):
-                            layer = metric[len(GRAD_PREFIX):]
-                            if layer not in self._grads:
-                                self._grads[layer] = MinMaxSeries(self._max_points)
-                            self._grads[layer].add(x, float(y))
-                            self._grads_version += 1
+                        if self.run_windows:
+                            self._take_keyed(metric, x, float(y))
                         continue
                     y = float(y)
                     series.add(x, y)
@@ -110,6 +109,17 @@ class VisdomBackend:
                         ema, smooth = self._smoothed[metric]
                         smooth.add(x, ema.add(y))
                     self._versions[metric] += 1
+
+    def _take_keyed(self, metric: str, x: float, y: float) -> None:
+        """A scalar of a series panel's prefix, into its series (under the lock)."""
+        for panel in panels.SERIES:
+            if metric.startswith(panel.prefix):
+                keyed = self._keyed[panel.name]
+                key = metric[len(panel.prefix):]
+                if key not in keyed:
+                    keyed[key] = MinMaxSeries(self._max_points)
+                keyed[key].add(x, y)
+                self._keyed_version[panel.name] += 1
 
     def status(self, state: RunState, reason: str = "") -> None:
         pass  # shown in the runs pane
@@ -214,30 +224,35 @@ class VisdomBackend:
                     if self._traces_key not in marked:
                         marked.append(self._traces_key)
         differing = self._panes.differing(connection)
-        if self.gradients_win in differing:
-            self._grads_drawn = (-1, 0)  # drawn again whatever its version
+        for panel in panels.SERIES:
+            if panel.win(self.label) in differing:
+                self._keyed_drawn[panel.name] = (-1, 0)  # drawn again whatever its version
         return marked + differing
 
-    def gradient_traces(self) -> dict[str, tuple[list[float], list[float]]]:
-        """Per layer, the (x, norm) points its trace in the gradients window holds."""
+    def keyed_series(self, panel: panels.SeriesPanel) -> dict[str, tuple[list[float], list[float]]]:
+        """Per key, the points its trace in the series panel's window holds."""
         self._fold()
         with self._lock:
-            return {layer: series.points() for layer, series in self._grads.items()}
+            return {key: series.points() for key, series in self._keyed[panel.name].items()}
 
-    def _send_gradients(self, connection: VisdomConnection) -> None:
-        """Draw the gradient norms whole when a norm came since they were last drawn, or an outage
-        came (the server may have lost them; the pane's check compares what it holds)."""
-        self._fold()  # marked with every batch of scalars: most passes find no new norm
-        drawn = (connection.outages, self._grads_version)
-        if drawn == self._grads_drawn:
-            return
-        layers = self.gradient_traces()
-        if not layers and not self._placed:  # its placeholder, once (for a run that is not on a Board's page)
-            connection.post("events", windows.gradients_placeholder(self.env, self.label))
-            self._placed = True
-        if layers:
-            self._panes.post(connection, windows.gradients_message(self.env, self.label, layers))
-            self._grads_drawn = drawn
+    def _series_sender(self, panel: panels.SeriesPanel) -> Any:
+        def send(connection: VisdomConnection) -> None:
+            """The window whole when a value came since it was last drawn, or an outage came (the
+            server may have lost it; the pane's check compares what it holds)."""
+            self._fold()  # marked with every batch of scalars: most passes find no new value
+            with self._lock:
+                drawn = (connection.outages, self._keyed_version[panel.name])
+            if drawn == self._keyed_drawn[panel.name]:
+                return
+            keyed = self.keyed_series(panel)
+            win = panel.win(self.label)
+            if not keyed and win not in self._placed:  # its placeholder, once (a run not on a Board's page)
+                connection.post("events", panel.waiting(self.env, win, self.label))
+                self._placed.add(win)
+            if keyed:
+                self._panes.post(connection, panel.draw(self.env, win, self.label, keyed))
+                self._keyed_drawn[panel.name] = drawn
+        return send
 
     def _panel_sender(self, panel: panels.Panel) -> Any:
         def send(connection: VisdomConnection) -> None:

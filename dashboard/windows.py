@@ -166,7 +166,7 @@ def run_window(kind: str, label: str) -> str:
     return f"{kind}-{zlib.crc32(label.encode('utf-8')):08x}"
 
 
-def _layout(x_title: str, y_title: str, log_y: bool = False) -> dict[str, Any]:
+def plot_layout(x_title: str, y_title: str, log_y: bool = False) -> dict[str, Any]:
     return {
         "xaxis": {"title": {"text": x_title}},
         "yaxis": {"title": {"text": y_title}, **({"type": "log"} if log_y else {})},
@@ -240,7 +240,7 @@ def trace_message(env: str, window: CompareWindow, data: dict[str, Any], create:
     if seq is not None:
         message[SEQ_KEY] = seq
     if create:
-        message["layout"] = _layout("epoch", window.y_title, window.log_y)
+        message["layout"] = plot_layout("epoch", window.y_title, window.log_y)
         message["opts"] = {"title": window.title, **PLOT_SIZE}
     return message
 
@@ -249,7 +249,7 @@ def placeholder_message(env: str, window: CompareWindow) -> dict[str, Any]:
     """Create a compare window before any run reports, so windows appear in this order."""
     empty = {"x": [], "y": [], "name": "", "type": "scatter", "mode": "lines", "showlegend": False}
     return {"eid": env, "win": window.win, "name": "", "append": True, "data": [empty],
-            "layout": _layout("epoch", window.y_title, window.log_y), "opts": {"title": window.title, **PLOT_SIZE},
+            "layout": plot_layout("epoch", window.y_title, window.log_y), "opts": {"title": window.title, **PLOT_SIZE},
             SEQ_KEY: 0}  # older than anything: it never replaces what a run drew
 
 
@@ -266,28 +266,8 @@ def waiting_html(text: str) -> str:
     return f'<div style="font:13px sans-serif;color:#555">{html.escape(text)}</div>'
 
 
-GRADIENTS_WAITING = waiting_html("The layers' gradient norms appear with the first batch.")
 SAMPLES_WAITING = waiting_html("Training images appear when the first run starts.")
 SWEEP_WAITING = waiting_html("Each run joins this plot when it finishes.")
-
-
-def gradients_title(label: str) -> str:
-    return f"{label}: gradient norm per layer"
-
-
-# the layers of a run, first to last, from dark to light (viridis), apart from the runs' colours
-LAYER_COLOURS = ("#440154", "#3b528b", "#21918c", "#5ec962", "#b5de2b", "#fde725")
-
-
-def gradients_message(env: str, label: str, layers: dict[str, tuple[list[float], list[float]]]) -> dict[str, Any]:
-    """A run's gradient norms: one trace per layer (first to last), on a log axis, where a
-    vanishing gradient shows as a first layer decades below the last."""
-    data = [{"x": xs, "y": ys, "name": html.escape(name, quote=False), "type": "scatter", "mode": "lines",
-             "line": {"color": LAYER_COLOURS[min(i, len(LAYER_COLOURS) - 1)], "width": 1.5}}
-            for i, (name, (xs, ys)) in enumerate(layers.items())]
-    layout = _layout("epoch", "gradient L2 norm", log_y=True)
-    return {"eid": env, "win": run_window("gradients", label), "data": data, "layout": layout,
-            "opts": {"title": gradients_title(label), **PLOT_SIZE}, SEQ_KEY: new_seq()}
 
 
 def samples_message(env: str, dataset: str, content: str) -> dict[str, Any]:
@@ -327,13 +307,6 @@ def scatter_message(env: str, setting: str, points: list[tuple[Any, float, str, 
               "margin": {"l": 60, "r": 20, "t": 20, "b": 50}, "showlegend": False}
     return {"eid": env, "win": SCATTER_WIN, "data": [data], "layout": layout,
             "opts": {"title": scatter_title(setting), **PLOT_SIZE}, SEQ_KEY: new_seq()}
-
-
-def gradients_placeholder(env: str, label: str) -> dict[str, Any]:
-    """A run's gradient norms window before its first batch (numbered 0: older than anything the
-    run draws, so it never replaces it)."""
-    return text_message(env, run_window("gradients", label), gradients_title(label), GRADIENTS_WAITING,
-                        UNIT, PANE_HEIGHT, seq=0)
 
 
 def heatmap_message(env: str, win: str, title: str, matrix: list[list[int]], classes: list[str]) -> dict[str, Any]:

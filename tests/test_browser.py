@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from dashboard import panels, windows, yrange
-from dashboard.panels import mistakes
+from dashboard.panels import gradients, mistakes
 from dashboard.connection import Unreachable
 from dashboard.server import ServerProcess
 from dashboard.terminal import columns
@@ -260,7 +260,7 @@ def test_labels_holding_html_show_as_text(visdom_server: ServerProcess, launch: 
         # and in the newer windows: the per-epoch legend, the gradient and mistakes windows' titles
         epoch = next(p for p in state["panes"] if p["title"] == windows.EPOCH_LOSS_TITLE)
         assert epoch["legend"] == [HOSTILE]
-        assert {windows.gradients_title(HOSTILE), mistakes.title(HOSTILE)} <= {p["title"] for p in state["panes"]}
+        assert {gradients.title(HOSTILE), mistakes.title(HOSTILE)} <= {p["title"] for p in state["panes"]}
 
 
 def test_the_page_reconnects_by_itself_after_a_server_restart(launch: Any, tmp_path: Path) -> None:
@@ -395,4 +395,4 @@ def test_a_launch_labelled_in_chinese(visdom_server: ServerProcess, tmp_path: Pa
                 assert panes[title]["legend"] == labels, title
             for label in labels:
                 assert f"{label}: test images, predicted (true)" in panes
-                assert windows.gradients_title(label) in panes
+                assert gradients.title(label) in panes

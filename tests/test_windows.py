@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from dashboard import panes, sweep, windows
-from dashboard.panels import mistakes
+from dashboard.panels import gradients, mistakes
 from dashboard.downsample import Aligned, BandSeries, Ema
 from dashboard.runlog import RunRecord, read
 from dashboard.server import ServerProcess
@@ -87,7 +87,7 @@ HOSTILE = '<b data-injected="1">x</b>'
 def test_labels_layers_and_class_names_stay_escaped_in_the_new_windows() -> None:
     for trace in windows.group_traces(windows.COMPARE_BY_METRIC[TEST_ACC], HOSTILE, 0, [(0.0, 1.0, 2.0, 3.0)]):
         assert "<b" not in trace["name"] and trace["name"].startswith("&lt;b")
-    grads = windows.gradients_message("e", HOSTILE, {HOSTILE: ([0.0], [1.0])})
+    grads = gradients.draw("e", gradients.PANEL.win(HOSTILE), HOSTILE, {HOSTILE: ([0.0], [1.0])})
     assert grads["data"][0]["name"].startswith("&lt;b")
     scatter = windows.scatter_message("e", "lr", [(0.1, 0.5, HOSTILE, 0)], log_x=True)
     assert scatter["data"][0]["text"] == ["&lt;b data-injected=\"1\"&gt;x&lt;/b&gt;"]
@@ -341,7 +341,7 @@ def test_new_windows_in_a_real_browser(env: str, activations: tuple[str, Path], 
         label = record.meta["label"]
         assert found[mistakes.title(label)]["images"] == 8
         layers = [k[len(GRAD_PREFIX):] for k in record.scalars[1] if k.startswith(GRAD_PREFIX)]
-        assert found[windows.gradients_title(label)]["legend"] == layers == (
+        assert found[gradients.title(label)]["legend"] == layers == (
             ["linear1"] if env == "sweep" else ["linear1", "linear2", "linear3"])
 
 

@@ -3,19 +3,22 @@
 A panel module declares `PANEL = Panel(...)` (dashboard.panels.base): the run-log record kind it
 reads, how it draws its window from those records (live and in a replay, the same function), and
 what the window says before the first one. It is registered by one line in PANELS below; a
-run's windows take their places on the page in PANELS' order, its gradient norms (drawn from
-its per-batch scalars, dashboard.visdom_backend) last. The trainer
+run's windows take their places on the page in PANELS' order, then SERIES'. The trainer
 side computes the records' payloads (trainers.measures, one function each), and every reporter
 passes them on through its one generic call, `record(kind, step, x, payload)`: the run log
-writes them, the Visdom backend hands them to the panel, a replay reads them back to it."""
+writes them, the Visdom backend hands them to the panel, a replay reads them back to it.
+
+A panel drawn from a run's per-batch scalars instead (its gradient norms: `SeriesPanel`, the
+scalars of one prefix, each a bounded series the backend keeps) is registered in SERIES."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from dashboard import windows
-from dashboard.panels import calibration, class_accuracy, confusion, filters, gallery, mistakes, templates
-from dashboard.panels.base import Panel
+from dashboard.panels import (
+    calibration, class_accuracy, confusion, filters, gallery, gradients, mistakes, templates,
+)
+from dashboard.panels.base import Panel, SeriesPanel
 
 PANELS: tuple[Panel, ...] = (
     gallery.PANEL,
@@ -25,6 +28,9 @@ PANELS: tuple[Panel, ...] = (
     class_accuracy.PANEL,
     templates.PANEL,
     filters.PANEL,
+)
+SERIES: tuple[SeriesPanel, ...] = (
+    gradients.PANEL,
 )
 BY_KIND = {panel.kind: panel for panel in PANELS}
 
@@ -41,4 +47,4 @@ def run_windows(label: str) -> list[str]:
 
 def run_placeholders(env: str, label: str) -> list[dict[str, Any]]:
     """Every window of a run before it reports anything, in their order on the page."""
-    return [panel.waiting(env, panel.win(label), label) for panel in PANELS] + [windows.gradients_placeholder(env, label)]
+    return [panel.waiting(env, panel.win(label), label) for panel in (*PANELS, *SERIES)]

@@ -1,4 +1,5 @@
-"""What a panel module declares: one window of each run, drawn from run-log records of its own kind."""
+"""What a panel module declares: one window of each run, drawn from run-log records of its own kind
+(`Panel`) or from scalars of its own prefix (`SeriesPanel`)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,26 @@ class Panel:
     waiting: Callable[[str, str, str], Message]
     history: bool = False
     also: tuple[str, ...] = ()
+
+    def win(self, label: str) -> str:
+        return windows.run_window(self.name, label)
+
+
+@dataclass(frozen=True)
+class SeriesPanel:
+    """One window per run drawn from its scalars rather than records (see dashboard.panels).
+
+    - `prefix`: the scalars it reads, every `prefix + key` a run logs (per batch, now and then),
+      each key one trace, kept as a bounded min/max series (`DrawOptions.max_points`);
+    - `name`: its window's, per run (`windows.run_window(name, label)`);
+    - `draw(env, win, label, series)`: the whole window from {key: (xs, ys)}, the keys in the
+      order they first came: the same code live and in a replay; called once a value came;
+    - `waiting(env, win, label)`: the window before its first value."""
+
+    prefix: str
+    name: str
+    draw: Callable[[str, str, str, dict[str, tuple[list[float], list[float]]]], Message]
+    waiting: Callable[[str, str, str], Message]
 
     def win(self, label: str) -> str:
         return windows.run_window(self.name, label)
