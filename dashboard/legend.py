@@ -27,7 +27,7 @@ def message(env: str, win: str, names: Sequence[str]) -> dict[str, Any]:
     takes at most ROWS rows; past that none, for it would squeeze the plot, and a line
     that says where the colours are told (the Runs table) and that a line names its run on hover."""
     shown = rows(names) <= ROWS
-    note = {"text": "hover a line for its run; colours: the Runs table",
+    note = {"text": "hover for names; colours: Runs table",
             "xref": "paper", "yref": "paper", "x": 0, "y": 1.01, "xanchor": "left", "yanchor": "bottom",
             "showarrow": False, "font": {"size": 10, "color": "#555"}}
     return {"eid": env, "win": win, "layout": {"showlegend": shown, "annotations": [] if shown else [note]}}

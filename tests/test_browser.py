@@ -344,7 +344,7 @@ def test_a_64_run_sweep_page_stays_readable(visdom_server: ServerProcess, tmp_pa
         assert sorted(t["name"] for t in lines(pane)) == sorted(trace_names(title, labels, groups))
         assert len({t["colour"] for t in lines(pane)}) == 8
         # 8 long group names would take 8 legend rows: a line says where the colours are told instead
-        assert pane["legend"] == [] and pane["notes"] == ["hover a line for its run; colours: the Runs table"]
+        assert pane["legend"] == [] and pane["notes"] == ["hover for names; colours: Runs table"]
         assert pane["area"] >= 0.6 * pane["h"], (title, pane["area"], pane["h"])
     groups_told = runs[runs.index(groups[0] + ":"):]  # below the runs table, each group's accuracy
     assert all(g + ": test acc" in groups_told for g in groups)

@@ -152,7 +152,7 @@ def test_a_legend_above_the_plot_while_it_takes_three_rows_then_a_line_instead()
     shown = legend.message("env", "win", ["softmax", "mlp", "cnn"])
     assert shown == {"eid": "env", "win": "win", "layout": {"showlegend": True, "annotations": []}}
     hidden = legend.message("env", "win", eight)["layout"]
-    assert hidden["showlegend"] is False and hidden["annotations"][0]["text"].endswith("the Runs table")
+    assert hidden["showlegend"] is False and hidden["annotations"][0]["text"] == "hover for names; colours: Runs table"
 
 
 def test_a_launch_of_64_runs_or_groups_has_64_colours() -> None:
