@@ -303,6 +303,11 @@ def fit(config: RunConfig, reporter: Reporter, run_dir: Path | None = None, resu
     if not world.main:
         reporter = Silent()
     result = RunResult(RunState.RUNNING)
+
+    def ended(state: RunState, reason: str = "") -> RunResult:
+        result.status, result.reason = state, reason
+        reporter.status(state, reason)
+        return result
     steering = Steering(inbox, reporter, optimizer, config, world)  # on several ranks: rank 0 reads the inbox
     start_epoch, position = 0, None
     if resume:
@@ -329,9 +334,7 @@ def fit(config: RunConfig, reporter: Reporter, run_dir: Path | None = None, resu
         if not math.isfinite(untrained.cross_entropy):
             reason = (f"the untrained model's test loss is {untrained.cross_entropy}: its outputs are not numbers "
                       "(check its initialisation)")
-            result.status, result.reason = RunState.FAILED, reason
-            reporter.status(RunState.FAILED, reason)
-            return result
+            return ended(RunState.FAILED, reason)
         reporter.scalars(0, 0.0, {**untrained.metrics(objective is not None), **measures.scalars(tested(untrained))})
         measures.report(reporter, 0, 0.0, tested(untrained), trained=False)
 
@@ -344,9 +347,7 @@ def fit(config: RunConfig, reporter: Reporter, run_dir: Path | None = None, resu
             train_loss, train_acc = train_one_epoch(trained, optimizer, loss_fn, train_x, train_y, config,
                                                     epoch, reporter, generator, stats, world, position, steering)
         except Diverged as exc:
-            result.status, result.reason = RunState.FAILED, str(exc)
-            reporter.status(RunState.FAILED, str(exc))
-            return result
+            return ended(RunState.FAILED, str(exc))
         except StopRequested as stop:
             x = epoch + stop.position.seen / train_y.shape[0]
             kept = ""
@@ -354,17 +355,13 @@ def fit(config: RunConfig, reporter: Reporter, run_dir: Path | None = None, resu
                 save_checkpoint(run_dir, epoch, steering.config, model, optimizer, epoch_generator,
                                 result.history, stop.position, x)
                 kept = f"; its checkpoint at epoch {x:.2f} is kept"
-            result.status, result.reason = RunState.INTERRUPTED, source_said(stop.request) + kept
-            reporter.status(result.status, result.reason)
-            return result
+            return ended(RunState.INTERRUPTED, source_said(stop.request) + kept)
         position = None
         test = evaluate(model, objective, test_x, test_y, len(ds.classes), stats, world)
         if not math.isfinite(test.cross_entropy):  # the last step of the epoch broke the weights
             reason = (f"test loss became {test.cross_entropy} after epoch {epoch + 1}: the weights are no longer "
                       f"numbers (lr {optimizer.param_groups[0]['lr']:g} too high?)")
-            result.status, result.reason = RunState.FAILED, reason
-            reporter.status(RunState.FAILED, reason)
-            return result
+            return ended(RunState.FAILED, reason)
         metrics = {EPOCH_TRAIN_LOSS: train_loss, EPOCH_TRAIN_ACC: train_acc, **test.metrics(objective is not None),
                    **measures.scalars(tested(test))}
         result.history.append(metrics)
@@ -376,9 +373,7 @@ def fit(config: RunConfig, reporter: Reporter, run_dir: Path | None = None, resu
             save_checkpoint(run_dir, epoch + 1, steering.config, model, optimizer, generator.get_state(),
                             result.history)
 
-    result.status = RunState.FINISHED
-    reporter.status(RunState.FINISHED)
-    return result
+    return ended(RunState.FINISHED)
 
 
 def fork_saver(run_dir: Path, epoch: int, steering: Steering, model: models.Model, optimizer: Any,
