@@ -68,7 +68,8 @@ def test_a_passes_scalars_are_its_weakest_class_and_its_ece() -> None:
     # the weakest class is b (3 of 4 right; c has no image), the ECE that of calibration's bins
     confusion = torch.tensor([[8, 2, 0], [1, 3, 0], [0, 0, 0]])
     result = SimpleNamespace(confusion=confusion, probability=torch.tensor([0.9, 0.6]), predicted=torch.tensor([0, 1]))
-    measured = scalars(passed(result, torch.tensor([0, 0]), ("a", "b", "c")))
+    test = passed(result, torch.tensor([0, 0]), ("a", "b", "c"))
+    measured = scalars({"calibration": calibration(test), "class_accuracy": class_accuracy(test)})
     assert measured == {TEST_WEAKEST: 0.75, TEST_ECE: pytest.approx((abs(1 - 0.9) + abs(0 - 0.6)) / 2)}
 
 

@@ -335,8 +335,9 @@ def fit(config: RunConfig, reporter: Reporter, run_dir: Path | None = None, resu
             reason = (f"the untrained model's test loss is {untrained.cross_entropy}: its outputs are not numbers "
                       "(check its initialisation)")
             return ended(RunState.FAILED, reason)
-        reporter.scalars(0, 0.0, {**untrained.metrics(objective is not None), **measures.scalars(tested(untrained))})
-        measures.report(reporter, 0, 0.0, tested(untrained), trained=False)
+        found = measures.measure(tested(untrained), trained=False)
+        reporter.scalars(0, 0.0, {**untrained.metrics(objective is not None), **measures.scalars(found)})
+        measures.report(reporter, 0, 0.0, found)
 
     for epoch in range(start_epoch, config.epochs):
         # the batch order's generator as the epoch begins: a checkpoint inside the epoch keeps it
@@ -362,13 +363,14 @@ def fit(config: RunConfig, reporter: Reporter, run_dir: Path | None = None, resu
             reason = (f"test loss became {test.cross_entropy} after epoch {epoch + 1}: the weights are no longer "
                       f"numbers (lr {optimizer.param_groups[0]['lr']:g} too high?)")
             return ended(RunState.FAILED, reason)
+        found = measures.measure(tested(test))
         metrics = {EPOCH_TRAIN_LOSS: train_loss, EPOCH_TRAIN_ACC: train_acc, **test.metrics(objective is not None),
-                   **measures.scalars(tested(test))}
+                   **measures.scalars(found)}
         result.history.append(metrics)
         x = float(epoch + 1)
         steps = (epoch + 1) * math.ceil(train_y.shape[0] / config.batch_size)
         reporter.scalars(steps, x, metrics)
-        measures.report(reporter, steps, x, tested(test))
+        measures.report(reporter, steps, x, found)
         if run_dir is not None and world.main:
             save_checkpoint(run_dir, epoch + 1, steering.config, model, optimizer, generator.get_state(),
                             result.history)

@@ -7,7 +7,8 @@ function each, computing a record's payload (JSON values) from a test pass, regi
 - After each trained epoch's test pass: each kind of AFTER_EPOCH as well.
 
 A measure takes the pass (`Evaluation`) and returns the payload, or None: nothing to report for
-this model. `report` hands every payload of a pass to the reporter's one generic call,
+this model. `measure` computes every payload of a pass once, `scalars` takes the compare
+windows' numbers from them, and `report` hands them to the reporter's one generic call,
 `Reporter.record(kind, step, x, payload)`."""
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import base64
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 
@@ -186,19 +187,24 @@ AFTER_EPOCH: tuple[tuple[str, Measure], ...] = (
 )
 
 
-def scalars(test: Evaluation) -> dict[str, float]:
-    """The numbers of a test pass that the compare windows and the runs table take from the
-    records above: the weakest class's accuracy and the expected calibration error."""
-    out = {TEST_ECE: calibration(test)["ece"]}
-    scored = [acc for acc in class_accuracy(test)["acc"] if acc is not None]
+def measure(test: Evaluation, trained: bool = True) -> dict[str, dict[str, Any]]:
+    """Every kind of AT_TEST for a test pass, and of AFTER_EPOCH when `trained`: {kind: payload},
+    in their order, the kinds that do not apply to the model left out."""
+    found = {kind: take(test) for kind, take in AT_TEST + (AFTER_EPOCH if trained else ())}
+    return {kind: payload for kind, payload in found.items() if payload is not None}
+
+
+def scalars(found: Mapping[str, dict[str, Any]]) -> dict[str, float]:
+    """The numbers the compare windows and the runs table take from a pass's records (`measure`):
+    the weakest class's accuracy and the expected calibration error."""
+    out = {TEST_ECE: found["calibration"]["ece"]}
+    scored = [acc for acc in found["class_accuracy"]["acc"] if acc is not None]
     if scored:
         out[TEST_WEAKEST] = min(scored)
     return out
 
 
-def report(reporter: Reporter, step: int, x: float, test: Evaluation, trained: bool = True) -> None:
-    """Report every kind of AT_TEST for a test pass at x, and of AFTER_EPOCH when `trained`."""
-    for kind, measure in AT_TEST + (AFTER_EPOCH if trained else ()):
-        payload = measure(test)
-        if payload is not None:
-            reporter.record(kind, step, x, payload)
+def report(reporter: Reporter, step: int, x: float, found: Mapping[str, dict[str, Any]]) -> None:
+    """Report a test pass's records (`measure`) at x."""
+    for kind, payload in found.items():
+        reporter.record(kind, step, x, payload)
