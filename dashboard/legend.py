@@ -1,5 +1,5 @@
 """The legend of a compare window, where a launch's runs and seed groups are named: above the
-plot while it takes a few rows (see `windows._layout`), and past that none, for a legend of 64
+plot while it takes a few rows (see `windows.plot_layout`), and past that none, for a legend of 64
 runs or 8 long group names would squeeze the plot to a strip. Then the window says so, and where
 the colours are told: the Runs table, whose rows and groups each start with their colour."""
 

@@ -126,8 +126,7 @@ def compared(runs: Sequence[RunPredictions], true: Sequence[int],
                                   if groups else "")
     if len(merged) <= most:
         return merged, said
-    right = {id(u): sum(p == t for p, t in zip(u.predicted, true)) for u in merged}
-    ranked = sorted(merged, key=lambda u: -right[id(u)])
+    ranked = sorted(merged, key=lambda u: -sum(p == t for p, t in zip(u.predicted, true)))  # most right first
     best, worst = ranked[:most // 2], ranked[len(ranked) - (most - most // 2):]
     return best + worst, f"{said}: the {len(best)} best and the {len(worst)} worst on these images"
 
