@@ -22,12 +22,19 @@ VOLATILE = ("contentID", "livetrain_seq", "i")  # a window's random id, message 
 LEGEND = ("legend", "showlegend", "annotations")  # where a legend goes changed since (dashboard.legend)
 
 
+def rounded(z: list) -> list:
+    """A heatmap's values to 3 decimals: weight tiles are sent so since (dashboard.panels.tiles)."""
+    return [[v if v is None else round(v, 3) for v in row] for row in z]
+
+
 def comparable(state: dict) -> dict:
     out = {win: {k: v for k, v in pane.items() if k not in VOLATILE} for win, pane in state.items()}
     for pane in out.values():
         if isinstance(pane.get("content"), dict) and "layout" in pane["content"]:
             pane["content"] = {**pane["content"], "layout": {k: v for k, v in pane["content"]["layout"].items()
-                                                             if k not in LEGEND}}
+                                                             if k not in LEGEND},
+                               "data": [{**d, "z": rounded(d["z"])} if "z" in d else d
+                                        for d in pane["content"]["data"]]}
     return out
 
 
