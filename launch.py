@@ -6,30 +6,30 @@ import os
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from click.core import ParameterSource
 from click.exceptions import NoArgsIsHelpError
 
+# Only what every command needs: torch is imported by the commands that train or read tensors
+# (run, demo, replay, data get), once their arguments are checked; --help, server, runs, data list
+# and control never import it (tests/test_cli.py)
 from dashboard.launch.history import past_runs, runs_table
 from dashboard.launch.experiment import read_experiment
 from dashboard.launch.grid import plan_runs
 from dashboard.launch.options import draw_options, parse_seeds, server_options, setting_options, view_options
-from dashboard.launch.plan import check_env, check_url
-from dashboard.launch.replaying import replay_runs
-from dashboard.launch.run import PER_LAUNCH, RunRequest
-from dashboard.launch.run import run as run_launch
-from dashboard.launch.worker import EXIT_INTERRUPTED
-from dashboard.server import Found, ServerConfig, port_state, serve
+from dashboard.launch.plan import PER_LAUNCH, check_env, check_url
+from dashboard.server import Found, ServerConfig, port_state, serve, without_torch
 from dashboard.windows import DrawOptions
-from trainers.settings import MAX_EPOCHS, NOT_ON_RESUME, SETTINGS
-from trainers.losses import LOSSES
-from trainers.models import MODELS
+from trainers.catalog import LOSSES, MODELS
+from trainers.datasets import DATASETS, DataError, locate
+from trainers.errors import EXIT_INTERRUPTED, LivetrainError
 from trainers.presets import PRESETS
-from trainers import download
-from trainers.data import DATASETS, DataError, locate
-from trainers.errors import LivetrainError
+from trainers.settings import MAX_EPOCHS, NOT_ON_RESUME, SETTINGS
+
+if TYPE_CHECKING:
+    from dashboard.launch.run import RunRequest
 
 DEMO_MODELS = "softmax,mlp,cnn"
 DEMO_EPOCHS = 10  # the three models' 10 epochs on all of Fashion-MNIST: about 3 minutes on 2 cores
@@ -100,6 +100,7 @@ def run_server(config: ServerConfig) -> None:
 @server_options
 def server(host: str, port: int, env_dir: Path, login: bool) -> None:
     """Run the Visdom server alone, offline (127.0.0.1:8097 by default)."""
+    without_torch()  # this process only serves
     run_server(ServerConfig(host, port, env_dir, login))
 
 
@@ -110,6 +111,8 @@ def _given(ctx: click.Context, *names: str) -> list[str]:
 
 def _run_request(ctx: click.Context, models: tuple[str, ...], settings: tuple[str, ...], resume: Path | None,
                  experiment: Path | None, common: dict[str, Any], **request: Any) -> RunRequest:
+    from dashboard.launch.run import RunRequest
+
     flags = {param.name: param.opts[0] for param in ctx.command.params}
     if experiment is not None:
         clash = _given(ctx, "models", "settings") + (["resume"] if resume is not None else [])
@@ -172,6 +175,8 @@ def run(ctx: click.Context, experiment: Path | None, models: tuple[str, ...], se
                            visdom_url=visdom_url, server=ServerConfig(host, port, env_dir, login),
                            start_server=not no_server, draw=draw, keep_serving=keep_serving, parallel=parallel,
                            control=not no_control)
+    from dashboard.launch.run import run as run_launch
+
     return run_launch(request)
 
 
@@ -187,6 +192,8 @@ def run(ctx: click.Context, experiment: Path | None, models: tuple[str, ...], se
 def demo(epochs: int, limit: int | None, env: str, data_dir: Path | None, log_dir: Path,
          host: str, port: int, env_dir: Path, login: bool) -> int:
     """The main job: softmax, MLP and CNN side by side on Fashion-MNIST, live; the page stays up after."""
+    from dashboard.launch.run import RunRequest, run as run_launch
+
     configs = plan_runs([DEMO_MODELS], [], epochs=epochs, limit=limit,
                         data_dir=str(data_dir) if data_dir else None)
     return run_launch(RunRequest(configs=configs, log_dir=log_dir, draw=DrawOptions(env),
@@ -222,6 +229,8 @@ def replay(run_dirs: tuple[Path, ...], env: str, visdom_url: str | None, smooth:
     """Draw logged runs (run dirs, or a folder of them) in a Visdom env, as they looked live."""
     env = check_env(env)
     visdom_url = check_url(visdom_url) if visdom_url is not None else None
+    from dashboard.launch.replaying import replay_runs
+
     replay_runs(list(run_dirs), DrawOptions(env, smooth, scatter=scatter), visdom_url, ServerConfig(host, port, env_dir, login),
                 sys.stdout)
 
@@ -296,6 +305,8 @@ def data_list(data_dir: Path | None) -> None:
               help="Fetch from this base URL instead of torchvision's mirrors (same files, same checksums).")
 def data_get(name: str, data_dir: Path | None, mirror: str | None) -> None:
     """Download a data set with torchvision (checksums checked), where training finds it."""
+    from trainers import download
+
     if mirror is not None:
         mirror = check_url(mirror)
     folder, fetched = download.get(name, data_dir, mirror)

@@ -21,8 +21,7 @@ from dashboard.downsample import Aligned, BandSeries, Ema
 from dashboard.protocol import MISSING_WINDOW
 from dashboard.runlog import LogFollower, RunRecord
 from dashboard.sender import Sender
-from trainers.measures import PREDICTIONS
-from trainers.reporting import TEST_ACC, RunState
+from trainers.reporting import PREDICTIONS, TEST_ACC, RunState
 
 RUNS_PANE_WIDTH = windows.FULL_WIDTH  # a row of its own
 DISAGREE_SIZE = (windows.UNIT, windows.PANE_HEIGHT)

@@ -13,13 +13,14 @@ import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from html import escape
-from typing import Any, Mapping, Sequence
-
-import torch
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from dashboard.windows import RIGHT, WRONG, colour
 from trainers.reporting import RunState, SAMPLES_PER_S, TEST_ACC, TEST_ECE, TEST_LOSS, TRAIN_ACC, TRAIN_LOSS
 from trainers.settings import COLUMNS, MODEL_SETTINGS, SHOWN
+
+if TYPE_CHECKING:  # images come as tensors; the runs table, which needs no torch, imports this too
+    import torch
 
 IMAGE_PX = 56  # 28x28 images shown at twice their size
 

@@ -44,13 +44,13 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
-
-import torch
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from trainers.control import CONTROL, changed
-from trainers.measures import CONFUSION, GALLERY, MISTAKES, PREDICTIONS, SAMPLES
-from trainers.reporting import Reporter, RunState
+from trainers.reporting import CONFUSION, GALLERY, MISTAKES, PREDICTIONS, SAMPLES, Reporter, RunState
+
+if TYPE_CHECKING:  # torch is imported where images are decoded: reading a log needs none
+    import torch
 
 LOG_NAME = "log.jsonl"
 INCOMPLETE_MARK = "windows-incomplete"  # in a run dir: the Visdom server missed the run's last updates
@@ -191,6 +191,8 @@ class RunLog:
 
 def decode_images(item: Mapping[str, Any]) -> torch.Tensor:
     """The uint8 images (N, C, H, W) of a record (trainers.measures.images)."""
+    import torch
+
     raw = base64.b64decode(item["images"], validate=True)
     return torch.frombuffer(bytearray(raw), dtype=torch.uint8).reshape(item["shape"])
 

@@ -276,6 +276,13 @@ class ServerProcess:
                           f"see {self.log_path}")
 
 
+def without_torch() -> None:
+    """Keep torch out of this process, which only serves: visdom imports it only to accept tensors
+    in its client, and it costs seconds of start-up and 500 MB (a None entry makes `import torch`
+    fail fast). Only for a process that will never train."""
+    sys.modules.setdefault("torch", None)  # type: ignore[arg-type]
+
+
 def spawn(config: ServerConfig) -> ServerProcess:
     """Start the server in a child process and return at once (see `ServerProcess.wait_ready`).
 
@@ -321,9 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port-file", type=Path, help="write the port listened on here (for --port 0)")
     parser.add_argument("--owner", type=int, help="stop when this process (the parent) has ended")
     args = parser.parse_args(argv)
-    # visdom imports torch only to accept tensors in its client; the server never needs it, and
-    # importing it costs seconds of start-up and memory (a None entry makes `import torch` fail fast)
-    sys.modules.setdefault("torch", None)  # type: ignore[arg-type]
+    without_torch()
     try:
         serve(ServerConfig(args.host, args.port, args.env_dir, args.login), port_file=args.port_file, owner=args.owner)
     except (ServerError, assets.AssetError) as exc:

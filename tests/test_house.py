@@ -1,7 +1,8 @@
 """The house rules, checked: dependencies run one way. `trainers/` (the core) imports nothing
 from `dashboard/`; no two modules import each other, however far round; the client and the
 server share only `dashboard.protocol`; a training worker imports neither the server nor the
-board; no product file is over 400 lines; every error a user meets carries its exit code."""
+board; no product file is over 400 lines; every error a user meets carries its exit code; a
+command that trains nothing imports no torch."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import REPO
+from tests.conftest import REPO, free_port
+from tests.helpers import wait_for
 
 
 def imported(path: Path) -> set[str]:
@@ -95,6 +97,53 @@ def test_every_error_a_user_meets_carries_its_exit_code() -> None:
     assert len(found) >= 9, sorted(found)
     assert not [n for n, kind in found.items() if not issubclass(kind, LivetrainError)], sorted(found)
     usage = sorted(n for n, kind in found.items() if kind.exit_code == 2)
-    assert usage == ["dashboard.launch.plan.PlanError", "trainers.config.ConfigError", "trainers.errors.UsageError",
-                     "trainers.usermodels.ModelFileError"]
+    assert usage == ["dashboard.launch.plan.PlanError", "trainers.catalog.ModelFileError",
+                     "trainers.config.ConfigError", "trainers.errors.UsageError"]
     assert issubclass(found["trainers.config.ConfigError"], UsageError)
+
+
+# Runs a command of the command line in this process, as `livetrain` does, and says which of the
+# heavy modules it imported
+COMMAND = """import sys
+import launch
+try:
+    launch.cli.main(sys.argv[1:], prog_name="livetrain", standalone_mode=False)
+except BaseException as exc:
+    print("ended:", type(exc).__name__, exc, file=sys.stderr)
+print(sorted(m for m in ("torch", "numpy", "visdom", "tornado") if m in sys.modules))
+"""
+
+
+def test_commands_that_train_nothing_import_no_torch(tmp_path: Path) -> None:
+    """--help of every command, `runs`, `data list` and `control` (its checks, and a launch that
+    is not there to answer) start without torch (2-3 s and 500 MB of it)."""
+    run_dir = tmp_path / "runs" / "mlp"
+    run_dir.mkdir(parents=True)
+    (run_dir / "log.jsonl").write_text('{"kind": "config", "time": 1, "config": {"model": "mlp", "epochs": 1}}\n')
+    for args in (["--help"], ["run", "--help"], ["demo", "--help"], ["replay", "--help"], ["data", "get", "--help"],
+                 ["runs", "--log-dir", str(tmp_path / "runs")], ["data", "list"],
+                 ["control", "stop", str(run_dir), "--timeout", "1"],
+                 ["control", "fork", str(run_dir), "--set", "lr=x"]):
+        done = subprocess.run([sys.executable, "-c", COMMAND, *args], cwd=tmp_path, capture_output=True, text=True,
+                              timeout=120, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.splitlines()[-1] == "[]", (args, done.stdout[-300:], done.stderr[-300:])
+        assert "Traceback" not in done.stderr, done.stderr
+
+
+def test_the_server_command_serves_without_torch(tmp_path: Path) -> None:
+    """`livetrain server`: the Visdom server alone, with no torch in the process (its maps)."""
+    from dashboard.server import Found, probe
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, str(REPO / "launch.py"), "server", "--port", str(port),
+                               "--env-dir", str(tmp_path / "envs")], cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: server.poll() is not None or probe(f"http://127.0.0.1:{port}") == Found.VISDOM)
+        assert server.poll() is None, server.stderr.read() if server.stderr else ""
+        maps = Path(f"/proc/{server.pid}/maps").read_text()
+        assert "libtorch" not in maps and "/torch/" not in maps
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

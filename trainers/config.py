@@ -7,11 +7,22 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from trainers.errors import UsageError
-from trainers.models import MODELS
-from trainers.models import spec as model_spec
+from trainers.catalog import MODELS, RECIPES, Recipe, is_user_model
 from trainers.settings import (  # noqa: F401 - the bounds, named here as before
     DECLARED, DEVICES, MAX_EPOCHS, MAX_NPROC, MAX_SEED, MAX_WIDTH, MODEL_SETTINGS, OPTIMIZERS, SCHEDULES,
 )
+
+def recipe(model: str) -> Recipe:
+    """The recipe of a built-in model, or of a model from a file, which this loads (with torch)
+    to check that it gives one. KeyError for neither; ModelFileError for a file that cannot."""
+    if model in RECIPES:
+        return RECIPES[model]
+    if is_user_model(model):
+        from trainers.models import spec
+
+        return spec(model)
+    raise KeyError(model)
+
 
 MAX_BLOCKS = 3  # conv blocks: each halves the image, and 28 / 2**3 leaves 3x3
 ADAMW_DECAY = 0.01  # torch.optim.AdamW's own default weight decay
@@ -23,7 +34,7 @@ class ConfigError(UsageError, ValueError):
 
 @dataclass(frozen=True)
 class RunConfig:
-    """One run. `None` means the model's default (see models.MODELS): for optimizer, lr, batch
+    """One run. `None` means the model's default (see trainers.catalog's RECIPES): for optimizer, lr, batch
     size, momentum, weight decay, schedule and the model's own settings."""
 
     model: str
@@ -53,7 +64,7 @@ class RunConfig:
     def resolved(self) -> "RunConfig":
         """A copy with the model's defaults filled in and every field checked."""
         try:
-            spec = model_spec(self.model)
+            spec = recipe(self.model)
         except KeyError:
             raise ConfigError(f"unknown model {self.model!r}; choose one of {', '.join(MODELS)}, "
                               "or PATH.py:ClassName") from None
@@ -92,7 +103,7 @@ class RunConfig:
             problem = None if value is None else setting.problem(value)
             if problem:
                 raise ConfigError(problem)
-        scratch = model_spec(self.model).scratch
+        scratch = recipe(self.model).scratch
         if scratch and self.optimizer not in (None, "sgd"):
             raise ConfigError("softmax regression trains with its hand-written SGD; use optimizer sgd")
         if self.nproc > 1 and scratch:

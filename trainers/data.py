@@ -1,10 +1,7 @@
-"""Data sets as in-memory uint8 tensors: found offline, validated on every load, loaded once.
-
-Fashion-MNIST is looked for, in order, in `--data-dir` / `$LIVETRAIN_DATA`, in `./data`, in the
-system data-set folder where Debian's `dataset-fashion-mnist` puts it. MNIST and CIFAR-10 load the
-same way from a folder of their standard files (`livetrain data get` fetches them when online). Every file is checked (IDX magic number, counts, shape, label
-range; gzip or raw) and any problem is a one-line `DataError` naming the file and the fix.
-"""
+"""Data sets as in-memory uint8 tensors: found offline (where: trainers.datasets, which needs no
+torch), validated on every load, loaded once. Every file is checked (IDX magic number, counts,
+shape, label range; gzip or raw) and any problem is a one-line `DataError` naming the file and
+the fix."""
 
 from __future__ import annotations
 
@@ -19,27 +16,11 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from trainers.installation import setup_command
-from trainers.datafiles import DataError, check_labels, read_cifar_bin, read_cifar_pickle, read_idx
-
-DATA_ENV = "LIVETRAIN_DATA"
-SYSTEM_DATA_DIR = Path("/usr/share/datasets")
-DEBIAN_PACKAGE = "dataset-fashion-mnist"
-
-FASHION_CLASSES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+from trainers.datafiles import check_labels, read_cifar_bin, read_cifar_pickle, read_idx
+from trainers.datasets import (  # noqa: F401 - named here as before
+    CIFAR10_CLASSES, CIFAR_PY, DATA_ENV, DATASETS, DEBIAN_PACKAGE, FASHION_CLASSES, IDX_FILES, MNIST_CLASSES, SPECS,
+    SYSTEM_DATA_DIR, DataError, Spec, _find_in, _idx_path, candidate_roots, locate, spec as _spec,
 )
-MNIST_CLASSES = tuple(str(d) for d in range(10))
-CIFAR10_CLASSES = (
-    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
-)
-IDX_FILES = {
-    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
-}
-CIFAR_PY = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch")
-
 
 @dataclass(frozen=True)
 class Split:
@@ -68,60 +49,7 @@ class Dataset:
         return int(c), int(h), int(w)
 
 
-@dataclass(frozen=True)
-class _Spec:
-    """How one data set is named on disk and read."""
-
-    title: str
-    classes: tuple[str, ...]
-    subdirs: tuple[str, ...]  # where it lies inside a data folder (torchvision's layout first)
-    system_dir: Path | None  # where a Debian package puts it
-    how_to_get: str
-    torchvision_class: str
-
-
-SPECS: dict[str, _Spec] = {
-    "fashion-mnist": _Spec(
-        "Fashion-MNIST", FASHION_CLASSES,
-        ("FashionMNIST/raw", "fashion-mnist", "fashion_mnist"),
-        SYSTEM_DATA_DIR / "fashion-mnist",
-        f"install Debian's {DEBIAN_PACKAGE} (`{setup_command()}` does, as root) or put the four "
-        "*-idx?-ubyte[.gz] files in ./data/fashion-mnist or --data-dir",
-        "FashionMNIST",
-    ),
-    "mnist": _Spec(
-        "MNIST", MNIST_CLASSES, ("MNIST/raw", "mnist"), None,
-        "put the four *-idx?-ubyte[.gz] files in ./data/mnist or --data-dir",
-        "MNIST",
-    ),
-    "cifar10": _Spec(
-        "CIFAR-10", CIFAR10_CLASSES, ("cifar-10-batches-py", "cifar-10-batches-bin", "cifar10"), None,
-        "put cifar-10-batches-py (or cifar-10-batches-bin) in ./data or --data-dir",
-        "CIFAR10",
-    ),
-}
-DATASETS = tuple(SPECS)
-
 _cache: dict[tuple[str, str], Dataset] = {}
-
-
-def locate(name: str, data_dir: str | os.PathLike[str] | None = None) -> Path:
-    """The folder holding `name`'s standard files (present, not yet read); DataError saying how to
-    get them when they are not on this machine. Never downloads."""
-    spec = _spec(name)
-    searched: list[Path] = []
-    for root in candidate_roots(data_dir):
-        searched.append(root)
-        found = _find_in(name, root)
-        if found is not None:
-            return found
-    if spec.system_dir is not None:
-        searched.append(spec.system_dir)
-        found = _find_in(name, spec.system_dir, exact=True)
-        if found is not None:
-            return found
-    where = ", ".join(str(p) for p in searched)
-    raise DataError(f"{spec.title} not found (looked in {where}); {spec.how_to_get}")
 
 
 def load(name: str, data_dir: str | os.PathLike[str] | None = None) -> Dataset:
@@ -145,68 +73,6 @@ def _cached(name: str, folder: Path) -> Dataset:
     if key not in _cache:
         _cache[key] = _read(name, folder)
     return _cache[key]
-
-
-def candidate_roots(data_dir: str | os.PathLike[str] | None = None) -> list[Path]:
-    """The folders searched, in order: --data-dir or $LIVETRAIN_DATA, then ./data."""
-    roots = []
-    explicit = data_dir or os.environ.get(DATA_ENV)
-    if explicit:
-        roots.append(Path(explicit))
-    roots.append(Path("data"))
-    return roots
-
-
-def _spec(name: str) -> _Spec:
-    if name not in SPECS:
-        raise DataError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}")
-    return SPECS[name]
-
-
-def _find_in(name: str, root: Path, exact: bool = False) -> Path | None:
-    """The folder under `root` holding `name`'s files, or None when none of them is there.
-
-    A folder that holds some but not all of the files raises DataError naming the missing one.
-    `exact` looks in `root` itself as well as its named subfolders."""
-    spec = SPECS[name]
-    places = [root / sub for sub in spec.subdirs]
-    if exact or root != Path("data"):
-        places.insert(0, root)
-    for place in places:
-        if not place.is_dir():
-            continue
-        present, absent = _files_in(name, place)
-        if present and not absent:
-            return place
-        if present:
-            raise DataError(f"{spec.title} in {place} is incomplete: {absent[0]} is missing; {spec.how_to_get}")
-    return None
-
-
-def _files_in(name: str, folder: Path) -> tuple[list[Path], list[str]]:
-    """(files found, names missing) for the data set's standard files in `folder`."""
-    present, absent = [], []
-    if name == "cifar10":
-        for names in (CIFAR_PY, tuple(f"{n}.bin" for n in CIFAR_PY)):
-            found = [folder / n for n in names if (folder / n).is_file()]
-            if found:
-                return found, [n for n in names if not (folder / n).is_file()]
-        return [], list(CIFAR_PY)
-    for images, labels in IDX_FILES.values():
-        for base in (images, labels):
-            path = _idx_path(folder, base)
-            if path is None:
-                absent.append(f"{base}[.gz]")
-            else:
-                present.append(path)
-    return present, absent
-
-
-def _idx_path(folder: Path, base: str) -> Path | None:
-    for candidate in (folder / base, folder / f"{base}.gz"):
-        if candidate.is_file():
-            return candidate
-    return None
 
 
 def _read(name: str, folder: Path) -> Dataset:

@@ -12,13 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from trainers.errors import LivetrainError
+from trainers.datasets import DataError
 
 CIFAR_RECORD = 1 + 3 * 32 * 32  # one label byte, then the R, G and B planes
-
-
-class DataError(LivetrainError):
-    """A one-line, user-facing reason why a data set cannot be loaded, with what to do."""
 
 
 def read_idx(path: Path, ndim: int) -> np.ndarray:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import TypeVar
 
 Self = TypeVar("Self", bound="LivetrainError")
+# a worker's (and the launcher's) exit code when a run failed, its disk filled, or it was interrupted
+EXIT_FAILED, EXIT_DISK_FULL, EXIT_INTERRUPTED = 1, 3, 130
 
 
 class LivetrainError(Exception):

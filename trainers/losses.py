@@ -20,7 +20,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from trainers import scratch
+from trainers import catalog, scratch
 
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits (B, K), labels (B,)) -> scalar
 
@@ -40,6 +40,8 @@ def _bce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 LOSSES: dict[str, Loss] = {"ce": F.cross_entropy, "nll": _nll, "mse": _mse, "bce": _bce}
+if tuple(LOSSES) != catalog.LOSSES:
+    raise ImportError("trainers.losses and trainers.catalog name different losses")
 SCRATCH_LOSSES: dict[str, Loss] = {
     "ce": scratch.cross_entropy, "nll": lambda z, y: scratch.nll(scratch.log_softmax(z), y),
     "mse": scratch.squared_error, "bce": scratch.binary_cross_entropy,

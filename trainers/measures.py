@@ -22,9 +22,10 @@ from typing import Any, Mapping
 import torch
 
 from trainers import models
-from trainers.reporting import TEST_ECE, TEST_WEAKEST, Reporter
+from trainers.reporting import (  # noqa: F401 - the kinds, named here as before
+    CONFUSION, GALLERY, MISTAKES, PREDICTIONS, SAMPLES, TEST_ECE, TEST_WEAKEST, Reporter,
+)
 
-SAMPLES, GALLERY, PREDICTIONS, CONFUSION, MISTAKES = "samples", "gallery", "predictions", "confusion", "mistakes"
 CALIBRATION_BINS = 10
 STRONGEST_UNITS = 16  # a first layer's units drawn as templates when they are not the classes
 FILTERS_SHOWN = 64  # a first convolution's kernels drawn, at most

@@ -1,7 +1,8 @@
-"""The classifiers the product compares, and a registry of them by name with their default recipes.
+"""The classifiers the product compares, and a registry of them by name: how each is built, with
+its default recipe (trainers.catalog, which holds the recipes without torch).
 
 Every model maps a float batch (B, C, H, W) to logits (B, num_classes). A model's own settings
-(`hidden`, `activation`, `dropout`, `init`, `channels`) are named in its `ModelSpec`, with their
+(`hidden`, `activation`, `dropout`, `init`, `channels`) are named in its recipe, with their
 defaults; a run can change them (`--set mlp.activation=sigmoid`), and no other model's.
 
 A person's own model is named `path/to/file.py:Name`: an `nn.Module` class, or a function that
@@ -13,13 +14,15 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 from torch import nn
 
-from trainers.usermodels import build_user_model, is_user_model, load_user_factory
+from trainers import catalog
+from trainers.catalog import USER_RECIPE, Recipe, is_user_model
+from trainers.usermodels import build_user_model, load_user_factory
 
 
 class SoftmaxRegression:
@@ -82,7 +85,7 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
 # the name torch.nn.init's gain and Kaiming functions know each activation by (softplus: as ReLU)
 _GAIN_NAME = {"relu": "relu", "sigmoid": "sigmoid", "tanh": "tanh", "leaky-relu": "leaky_relu", "selu": "selu",
               "softplus": "relu"}
-INITS = ("kaiming", "xavier", "normal")
+INITS = catalog.INITS
 
 
 def init_linear(layer: nn.Linear, init: str, activation: str) -> None:
@@ -198,56 +201,29 @@ def layers(model: Model) -> list[tuple[str, list[torch.Tensor]]]:
 
 
 @dataclass(frozen=True)
-class ModelSpec:
-    """How to build a model, and its default recipe (what a run gets where it says nothing)."""
+class ModelSpec(Recipe):
+    """A model's recipe (trainers.catalog) and how to build it."""
 
-    build: Callable[[Shape, int, Mapping[str, Any]], Model]  # (image shape, classes, its settings)
-    optimizer: str
-    lr: float
-    batch_size: int
-    normalize: bool  # standardise pixels (mean/std) rather than only scale them to [0, 1]
-    schedule: str  # "constant", "cosine" (to 0 over the run, per batch) or "step"
-    description: str
-    momentum: float = 0.9  # when it trains with SGD
-    settings: Mapping[str, Any] = field(default_factory=dict)  # its own settings, with their defaults
-    scratch: bool = False  # trains with hand-written ops only (trainers.scratch): loss and SGD
+    # (image shape, classes, its settings) -> the model
+    build: Callable[[Shape, int, Mapping[str, Any]], Model] = field(kw_only=True)
 
 
 def _flat(shape: Shape) -> int:
     return shape[0] * shape[1] * shape[2]
 
 
-MODELS: dict[str, ModelSpec] = {
-    "softmax": ModelSpec(
-        lambda shape, k, s: SoftmaxRegression(_flat(shape), k), "sgd", 0.1, 256, False, "constant",
-        "softmax regression from scratch (d2l): W, b, softmax, cross-entropy and SGD by hand",
-        momentum=0.0, scratch=True,
-    ),
-    "softmax-nn": ModelSpec(
-        lambda shape, k, s: ConciseSoftmax(_flat(shape), k), "sgd", 0.1, 256, False, "constant",
-        "softmax regression, concise (d2l): nn.Flatten + nn.Linear, nn.CrossEntropyLoss, torch.optim.SGD",
-        momentum=0.0,
-    ),
-    "mlp": ModelSpec(
-        lambda shape, k, s: MLP(_flat(shape), k, s["hidden"], s["activation"], s["dropout"], s["init"]),
-        "adam", 1e-3, 128, True, "cosine",
-        "MLP: hidden layers 512-256, ReLU, dropout 0.2, Kaiming init",
-        settings={"hidden": (512, 256), "activation": "relu", "dropout": 0.2, "init": "kaiming"},
-    ),
-    "cnn": ModelSpec(
-        lambda shape, k, s: CNN(shape[0], k, shape[1], shape[2], s["channels"], s["hidden"],
-                                s["dropout"]).to(memory_format=torch.channels_last),
-        "adam", 1e-3, 128, True, "cosine",
-        "CNN: a conv3x3-BN-ReLU-maxpool block per channel count (16, 32), FC 128, dropout 0.3",
-        settings={"channels": (16, 32), "hidden": (128,), "dropout": 0.3},
-    ),
-    "lenet": ModelSpec(
-        lambda shape, k, s: LeNet(shape[0], k, shape[1], shape[2], s["activation"]),
-        "adam", 1e-3, 128, True, "constant",
-        "LeNet-5 (seed 004): conv5 6, maxpool, conv5 16, maxpool, FC 120-84, ReLU",
-        settings={"activation": "relu"},
-    ),
+BUILDERS: dict[str, Callable[[Shape, int, Mapping[str, Any]], Model]] = {
+    "softmax": lambda shape, k, s: SoftmaxRegression(_flat(shape), k),
+    "softmax-nn": lambda shape, k, s: ConciseSoftmax(_flat(shape), k),
+    "mlp": lambda shape, k, s: MLP(_flat(shape), k, s["hidden"], s["activation"], s["dropout"], s["init"]),
+    "cnn": lambda shape, k, s: CNN(shape[0], k, shape[1], shape[2], s["channels"], s["hidden"],
+                                   s["dropout"]).to(memory_format=torch.channels_last),
+    "lenet": lambda shape, k, s: LeNet(shape[0], k, shape[1], shape[2], s["activation"]),
 }
+MODELS: dict[str, ModelSpec] = {name: ModelSpec(**vars(catalog.RECIPES[name]), build=build)
+                                for name, build in BUILDERS.items()}
+if tuple(MODELS) != catalog.MODELS or tuple(ACTIVATIONS) != catalog.ACTIVATIONS:
+    raise ImportError("trainers.models and trainers.catalog name different models or activations")
 
 
 def spec(name: str) -> ModelSpec:
@@ -263,8 +239,8 @@ def spec(name: str) -> ModelSpec:
 @functools.cache
 def _user_spec(ref: str) -> ModelSpec:
     factory = load_user_factory(ref)
-    return ModelSpec(lambda shape, k, s: build_user_model(ref, shape, k), "adam", 1e-3, 128, True, "cosine",
-                     f"{factory.__name__} from {ref.rsplit(':', 1)[0]}")
+    return ModelSpec(**vars(replace(USER_RECIPE, description=f"{factory.__name__} from {ref.rsplit(':', 1)[0]}")),
+                     build=lambda shape, k, s: build_user_model(ref, shape, k))
 
 
 def build(name: str, image_shape: Shape, num_classes: int, settings: Mapping[str, Any] | None = None) -> Model:

@@ -5,6 +5,7 @@ everything in memory, for tests and for code that wants the numbers back."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Mapping, Protocol
@@ -27,6 +28,9 @@ TEST_WEAKEST, TEST_ECE = "test/weakest", "test/ece"
 # every few batches, the L2 norm of each layer's gradient (weight and bias together), as
 # GRAD_PREFIX + the layer's name (see trainers.models.layers: "linear1", "conv2d2", ...)
 GRAD_PREFIX = "grad/"
+# The kinds of the records every run writes besides its scalars (trainers.measures computes them;
+# the run log, dashboard.runlog, reads them back by these names)
+SAMPLES, GALLERY, PREDICTIONS, CONFUSION, MISTAKES = "samples", "gallery", "predictions", "confusion", "mistakes"
 EPOCH_METRICS = (EPOCH_TRAIN_LOSS, EPOCH_TRAIN_ACC, TEST_LOSS, TEST_ACC, TEST_OBJECTIVE, TEST_ENTROPY, TEST_WEAKEST,
                  TEST_ECE)
 
@@ -54,6 +58,11 @@ class RunState(str, Enum):
     @property
     def final(self) -> bool:
         return self in FINAL_STATES
+
+
+def epochs_done(x: float) -> int:
+    """The whole epochs a run at `x` (epochs as a fraction) has finished."""
+    return int(math.floor(x + 1e-9))
 
 
 FINAL_STATES = frozenset({RunState.FINISHED, RunState.FAILED, RunState.INTERRUPTED})

@@ -18,9 +18,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from trainers.data import DATASETS
-from trainers.losses import LOSSES
-from trainers.models import ACTIVATIONS, INITS
+from trainers.catalog import ACTIVATIONS, INITS, LOSSES
+from trainers.datasets import DATASETS
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "step")

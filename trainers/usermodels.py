@@ -16,22 +16,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from trainers.errors import UsageError
+from trainers.catalog import ModelFileError, is_user_model  # noqa: F401 - named here as before
 
 Shape = tuple[int, int, int]
 
 
 def _flat(shape: Shape) -> int:
     return shape[0] * shape[1] * shape[2]
-
-
-class ModelFileError(UsageError):
-    """A model named by its file cannot be used: the file does not import, lacks the name, the
-    model cannot be built, or it does not make logits of the right shape."""
-
-
-def is_user_model(name: str) -> bool:
-    return ".py:" in name
 
 
 # What livetrain can give a model's constructor, by the name of its parameter

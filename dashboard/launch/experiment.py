@@ -28,7 +28,7 @@ from dashboard.launch.grid import Choices, check_label, expand, model_of, parse_
 from dashboard.launch.plan import PlanError, check_env
 from trainers.config import ConfigError, RunConfig
 from trainers.settings import BY_NAME, EVERY_RUN, FLOAT, INT, LISTS, MAX_SEED, SETTINGS
-from trainers.usermodels import is_user_model
+from trainers.catalog import is_user_model
 
 if sys.version_info >= (3, 11):
     import tomllib

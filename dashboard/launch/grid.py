@@ -27,8 +27,7 @@ from typing import Any
 from dashboard.launch.plan import LABEL_BYTES, LABEL_CHARS, PlanError, check_name
 from trainers.config import ConfigError, RunConfig
 from trainers.settings import BY_NAME, LISTS, SETTINGS
-from trainers.models import MODELS
-from trainers.usermodels import is_user_model
+from trainers.catalog import MODELS, is_user_model
 from trainers.presets import PRESETS
 
 MAX_RUNS = 64  # runs in one launch, sweeps and seeds included

@@ -7,10 +7,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from dashboard.launch.resume import epochs_done
 from dashboard.runlog import LOG_NAME, read, run_dirs
 from dashboard.terminal import columns, pad
-from trainers.reporting import FINAL_STATES, RunState, TEST_ACC
+from trainers.reporting import FINAL_STATES, RunState, TEST_ACC, epochs_done
 
 
 @dataclass

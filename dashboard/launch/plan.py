@@ -2,7 +2,10 @@
 launch's to resume), and every check that can refuse a command before anything starts or is
 written. Its own errors are `PlanError` (a usage error) and `LaunchError` (the
 machine says no); the trainers' errors (a bad setting, data, device or checkpoint) pass through
-unchanged, with their own exit codes."""
+unchanged, with their own exit codes.
+
+It needs no torch until a check needs the machine (devices, data): a plan that is only printed
+(`--dry-run`), and the commands that train nothing, never import it."""
 
 from __future__ import annotations
 
@@ -15,13 +18,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
-from trainers import data
+from trainers.catalog import ModelFileError, is_user_model
 from trainers.config import ConfigError, RunConfig
 from trainers.errors import LivetrainError, UsageError
-from trainers.loop import DeviceError, resolve_device
-from trainers.usermodels import ModelFileError, check_user_model, is_user_model
 
 
 # Names a person gives (run labels, envs) become folder names, Visdom envs (and their files),
@@ -30,6 +29,7 @@ from trainers.usermodels import ModelFileError, check_user_model, is_user_model
 # 3 bytes of a file name's 255)
 LABEL_CHARS, LABEL_BYTES = 40, 120  # 40 CJK letters of the BMP; 30 beyond it
 ENV_CHARS, ENV_BYTES = 64, 200
+PER_LAUNCH = ""  # a launch's env (DrawOptions.env) when none is given: named after its folder
 NAME_PUNCTUATION = "._-"
 URL_HOST_RE = re.compile(r"[A-Za-z0-9._:-]+")  # a name, an IPv4 or an IPv6 address (no spaces)
 
@@ -58,6 +58,10 @@ class LaunchError(LivetrainError):
 def check_devices(configs: Sequence[RunConfig]) -> None:
     """Every run's device exists on this machine (`--device cuda` needs a GPU; a run on N ranks
     on CUDA, one GPU per rank, needs N)."""
+    import torch
+
+    from trainers.loop import DeviceError, resolve_device
+
     for config in configs:
         device = resolve_device(config.device)
         gpus = torch.cuda.device_count() if device.type == "cuda" else 0
@@ -69,6 +73,8 @@ def check_devices(configs: Sequence[RunConfig]) -> None:
 def prepare_to_fork() -> None:
     """Set this process up to fork workers: one torch thread until then, so that no OpenMP pool
     exists at the fork (a forked child cannot use its parent's)."""
+    import torch
+
     torch.set_num_threads(1)
 
 
@@ -76,6 +82,9 @@ def load_data(configs: Sequence[RunConfig]) -> None:
     """Read every data set the runs train on, checking each file (a damaged one is one error
     here, not one per run), and each run's --limit and batch size against it. The data stays
     loaded, in `trainers.data`'s cache: forked workers find it there."""
+    from trainers import data
+    from trainers.usermodels import check_user_model
+
     for dataset, data_dir in sorted({(c.dataset, c.data_dir or "") for c in configs}):
         if data_dir and not Path(data_dir).is_dir():
             raise LaunchError(f"--data-dir {data_dir} is not a folder; give the folder that holds the data "

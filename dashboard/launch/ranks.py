@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-import torch
 import torch.distributed as dist
 
 from dashboard import windows

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import math
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -21,9 +20,8 @@ from typing import IO
 from dashboard.launch.plan import LaunchError, PlannedRun
 from dashboard.runlog import LOG_NAME, read, run_dirs
 from trainers.config import ConfigError, RunConfig
-from trainers.checkpoints import CHECKPOINT, checkpoint_x, read_checkpoint
-from trainers.reporting import RunState
-from trainers.usermodels import ModelFileError, is_user_model
+from trainers.reporting import RunState, epochs_done  # noqa: F401 - named here as before
+from trainers.catalog import ModelFileError, is_user_model
 
 # A launch folder's own files lie in its hidden folder LAUNCH_META: a run's label starts with a
 # letter or digit, so no run's folder can take its name
@@ -32,10 +30,6 @@ LOCK_NAME = f"{LAUNCH_META}/lock"  # held (shared) by the launch's launcher and 
 SUPERSEDED = "superseded.jsonl"
 LAUNCH_FILE = f"{LAUNCH_META}/launch.json"  # the launch's runs in their order
 _DRAWN_AT_X = ("scalars", "predictions", "confusion", "mistakes")  # records a run logs again at each x
-
-
-def epochs_done(x: float) -> int:
-    return int(math.floor(x + 1e-9))
 
 
 def resume_runs(launch_dir: Path, epochs: int | None = None, nproc: int | None = None) -> list[PlannedRun]:
@@ -78,6 +72,8 @@ def resume_runs(launch_dir: Path, epochs: int | None = None, nproc: int | None =
                               "named by") from None
         except ConfigError as exc:  # the log's settings, not the command line's: a damaged log
             raise LaunchError(f"cannot resume {run_dir}: its logged config is refused ({exc})") from None
+        from trainers.checkpoints import CHECKPOINT, read_checkpoint  # torch: resuming trains
+
         checkpoint = run_dir / CHECKPOINT
         if checkpoint.is_file():
             read_checkpoint(checkpoint, config)  # damaged: said now, not by the run's worker
@@ -185,6 +181,8 @@ def hold_launch_lock(run_dir: Path) -> LaunchLock | None:
 
 def resumes_at(run: PlannedRun) -> float | None:
     """The epochs a resumed run's checkpoint holds; None when it starts over."""
+    from trainers.checkpoints import CHECKPOINT, checkpoint_x, read_checkpoint
+
     return checkpoint_x(read_checkpoint(run.run_dir / CHECKPOINT, run.config)) if run.resume else None
 
 

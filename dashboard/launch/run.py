@@ -18,7 +18,7 @@ from dashboard.launch.control import Desk
 from dashboard.launch.forks import Fork
 from dashboard.launch.page import CONTROL_WIN, REQUESTS_WIN, ControlPane, PageEvents
 from dashboard.launch.plan import (
-    PlannedRun, check_devices, check_env, check_url, is_fit_name, load_data, new_launch_dir, prepare_log_dir,
+    PER_LAUNCH, PlannedRun, check_devices, check_env, check_url, is_fit_name, load_data, new_launch_dir, prepare_log_dir,
     prepare_to_fork,
 )
 from dashboard.launch.resume import (
@@ -39,7 +39,6 @@ from trainers.errors import LivetrainError
 from trainers.reporting import RunState
 
 DESK_POLL = 0.05  # s between the launcher's looks at its inbox of requests
-PER_LAUNCH = ""  # RunRequest.draw.env: the launch names its env after its folder
 
 
 @dataclass

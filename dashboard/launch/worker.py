@@ -32,6 +32,7 @@ from dashboard.launch.control import FileInbox
 from dashboard.launch.resume import hold_launch_lock
 from dashboard.runlog import LOG_NAME, RunLog, RunRecord, read
 from trainers.config import RunConfig
+from trainers.errors import EXIT_DISK_FULL, EXIT_FAILED, EXIT_INTERRUPTED  # noqa: F401 - named here as before
 from trainers.loop import RunResult, fit
 from trainers.reporting import RunState
 
@@ -129,7 +130,6 @@ def run(spec: WorkerSpec) -> RunResult:
                 raise
 
 
-EXIT_FAILED, EXIT_DISK_FULL, EXIT_INTERRUPTED = 1, 3, 130
 ERROR_FILE = "error.txt"
 # what a launcher sends its workers for what stopped it (SIGINT itself is ignored by workers, so
 # that the terminal's Ctrl-C reaches the launcher alone), and what their logs then say

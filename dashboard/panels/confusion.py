@@ -7,7 +7,7 @@ from typing import Any
 
 from dashboard import windows
 from dashboard.panels.base import Message, Panel, waiting_window
-from trainers.measures import CONFUSION
+from trainers.reporting import CONFUSION
 
 
 def title(label: str, x: float | None = None) -> str:

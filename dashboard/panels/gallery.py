@@ -11,12 +11,10 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-import torch
-
 from dashboard import panes, windows
 from dashboard.panels.base import Message, Panel, waiting_window
 from dashboard.runlog import decode_images
-from trainers.measures import GALLERY, PREDICTIONS
+from trainers.reporting import GALLERY, PREDICTIONS
 
 GALLERY_SHOWN = 16  # images in the window (4 rows of 4)
 
@@ -33,6 +31,8 @@ def uris(record: dict[str, Any], count: int) -> list[str]:
 
 @lru_cache(maxsize=256)
 def _encoded(raw: bytes, shape: tuple[int, ...]) -> list[str]:
+    import torch
+
     return panes.data_uris(torch.frombuffer(bytearray(raw), dtype=torch.uint8).reshape(shape))
 
 

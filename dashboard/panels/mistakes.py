@@ -9,7 +9,7 @@ from typing import Any
 from dashboard import panes, windows
 from dashboard.panels.base import Message, Panel, waiting_window
 from dashboard.panels.gallery import uris
-from trainers.measures import MISTAKES
+from trainers.reporting import MISTAKES
 
 
 def title(label: str) -> str:
