@@ -135,6 +135,9 @@ def _run_request(ctx: click.Context, models: tuple[str, ...], settings: tuple[st
     return RunRequest(configs=plan_runs(models, settings, **common), **request)
 
 
+DRY_RUN = click.option("--dry-run", is_flag=True,
+                       help="Make every check a launch makes, print the plan (each run, the settings it changes, "
+                            "what queues) and start nothing.")
 RUN_EPILOG = "\b\nPresets (the course notes' recipes; --set and the options above still win):\n" + "\n".join(
     f"  {name:<15}{preset.source}\n  {'':<15}sets: {preset.describe()}" for name, preset in PRESETS.items())
 
@@ -159,10 +162,11 @@ RUN_EPILOG = "\b\nPresets (the course notes' recipes; --set and the options abov
 @click.argument("experiment", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @view_options
 @server_options
+@DRY_RUN
 @click.pass_context
 def run(ctx: click.Context, experiment: Path | None, models: tuple[str, ...], settings: tuple[str, ...], seeds: tuple[int, ...],
-        parallel: int | None, resume: Path | None, env: str | None, visdom_url: str | None, headless: bool,
-        no_server: bool, keep_serving: bool, no_control: bool, smooth: float | None, scatter: str | None,
+        parallel: int | None, resume: Path | None, dry_run: bool, env: str | None, visdom_url: str | None,
+        headless: bool, no_server: bool, keep_serving: bool, no_control: bool, smooth: float | None, scatter: str | None,
         log_dir: Path, data_dir: Path | None, host: str, port: int, env_dir: Path, login: bool,
         **every_run: Any) -> int:
     """Train runs side by side, live in Visdom (or --headless); exit 0 only if every run finished.
@@ -175,6 +179,15 @@ def run(ctx: click.Context, experiment: Path | None, models: tuple[str, ...], se
                            visdom_url=visdom_url, server=ServerConfig(host, port, env_dir, login),
                            start_server=not no_server, draw=draw, keep_serving=keep_serving, parallel=parallel,
                            control=not no_control)
+    return launched(request, dry_run)
+
+
+def launched(request: RunRequest, dry_run: bool) -> int:
+    """Train what `request` asks for; or, with --dry-run, check it and print its plan."""
+    if dry_run:
+        from dashboard.launch.dryrun import dry_run as plan
+
+        return plan(request, sys.stdout)
     from dashboard.launch.run import run as run_launch
 
     return run_launch(request)
@@ -189,15 +202,16 @@ def run(ctx: click.Context, experiment: Path | None, models: tuple[str, ...], se
               help="Folder holding Fashion-MNIST [default: $LIVETRAIN_DATA, ./data, Debian's package].")
 @click.option("--log-dir", type=click.Path(path_type=Path), default=Path("runs"), show_default=True)
 @server_options
+@DRY_RUN
 def demo(epochs: int, limit: int | None, env: str, data_dir: Path | None, log_dir: Path,
-         host: str, port: int, env_dir: Path, login: bool) -> int:
+         host: str, port: int, env_dir: Path, login: bool, dry_run: bool) -> int:
     """The main job: softmax, MLP and CNN side by side on Fashion-MNIST, live; the page stays up after."""
-    from dashboard.launch.run import RunRequest, run as run_launch
+    from dashboard.launch.run import RunRequest
 
     configs = plan_runs([DEMO_MODELS], [], epochs=epochs, limit=limit,
                         data_dir=str(data_dir) if data_dir else None)
-    return run_launch(RunRequest(configs=configs, log_dir=log_dir, draw=DrawOptions(env),
-                                 server=ServerConfig(host, port, env_dir, login)))
+    return launched(RunRequest(configs=configs, log_dir=log_dir, draw=DrawOptions(env),
+                               server=ServerConfig(host, port, env_dir, login)), dry_run)
 
 
 @cli.command()

@@ -57,6 +57,12 @@ def cut(text: str, width: int) -> str:
     return text
 
 
+def table(header: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
+    """Rows of cells as lines, each column as wide as its widest cell (in terminal columns)."""
+    widths = [max(columns(row[i]) for row in [header, *body]) for i in range(len(header))]
+    return ["  ".join(pad(cell, w) for cell, w in zip(row, widths)).rstrip() for row in [header, *body]]
+
+
 def line(run: RunSummary, width: int = 12, now: float | None = None) -> str:
     """One run's progress line; its label padded to `width` columns (never cut: a sweep's runs
     differ in their label's end)."""

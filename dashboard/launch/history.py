@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dashboard.runlog import LOG_NAME, read, run_dirs
-from dashboard.terminal import columns, pad
+from dashboard.terminal import table
 from trainers.reporting import FINAL_STATES, RunState, TEST_ACC, epochs_done
 
 
@@ -70,6 +70,4 @@ def runs_table(rows: Sequence[PastRun], status_width: int = 48) -> str:
     body = [(r.label, r.model, r.dataset, r.epochs, "-" if r.test_acc is None else f"{r.test_acc:.4f}",
              r.said if len(r.said) <= status_width else r.said[: status_width - 3] + "...",
              hms(r.duration), str(r.path)) for r in rows]
-    widths = [max(columns(row[i]) for row in [header, *body]) for i in range(len(header))]
-    lines = ["  ".join(pad(cell, w) for cell, w in zip(row, widths)).rstrip() for row in [header, *body]]
-    return "\n".join(lines)
+    return "\n".join(table(header, body))

@@ -154,9 +154,18 @@ def check_url(url: str) -> str:
     return url.rstrip("/")
 
 
-def prepare_log_dir(log_dir: Path) -> None:
-    """Make sure run logs can be written under `log_dir` (created if missing)."""
+def prepare_log_dir(log_dir: Path, dry_run: bool = False) -> None:
+    """Make sure run logs can be written under `log_dir` (created if missing). `dry_run`: check
+    that they could be, creating nothing (the folder, or the nearest one above it that exists,
+    is a folder this user may write in)."""
     hint = "choose another folder with --log-dir"
+    if dry_run:
+        there = next(p for p in (log_dir.absolute(), *log_dir.absolute().parents) if p.exists())
+        if not there.is_dir():
+            raise LaunchError(f"cannot use {log_dir} as the log dir: {there} is a file; {hint}")
+        if not os.access(there, os.W_OK | os.X_OK):
+            raise LaunchError(f"cannot write run logs in {log_dir}: {there} is not writable; {hint}")
+        return
     try:
         log_dir.mkdir(parents=True, exist_ok=True)
     except FileExistsError:

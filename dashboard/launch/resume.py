@@ -138,14 +138,21 @@ class LaunchLock:
         try:
             fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            self._file.seek(0)
-            pid = self._file.read().strip()
             self.release()
-            raise LaunchError(f"{self.folder} is still training (its launcher{f', pid {pid},' if pid else ''} "
-                              "or one of its workers is running); stop it, or let it end, then resume") from None
+            raise self._training() from None
         self.mark()
         fcntl.flock(self._file, fcntl.LOCK_SH)
         return self
+
+    def refuse_if_held(self) -> None:
+        """Refuse as `take` would, taking nothing (`--dry-run`)."""
+        if self.held():
+            raise self._training()
+
+    def _training(self) -> LaunchError:
+        pid = self.path.read_text(encoding="utf-8").strip() if self.path.is_file() else ""
+        return LaunchError(f"{self.folder} is still training (its launcher{f', pid {pid},' if pid else ''} "
+                           "or one of its workers is running); stop it, or let it end, then resume")
 
     def mark(self) -> None:
         """Write this process's pid in it (the launcher's), for the message a resume refused reads."""

@@ -18,8 +18,8 @@ from dashboard.launch.control import Desk
 from dashboard.launch.forks import Fork
 from dashboard.launch.page import CONTROL_WIN, REQUESTS_WIN, ControlPane, PageEvents
 from dashboard.launch.plan import (
-    PER_LAUNCH, PlannedRun, check_devices, check_env, check_url, is_fit_name, load_data, new_launch_dir, prepare_log_dir,
-    prepare_to_fork,
+    PER_LAUNCH, PlannedRun, check_devices, check_env, check_url, is_fit_name, load_data, new_launch_dir,
+    prepare_log_dir, prepare_to_fork,
 )
 from dashboard.launch.resume import (
     LaunchLock, add_to_launch_order, resume_runs, resumes_at, supersede, write_launch_order,
@@ -242,29 +242,52 @@ class RunRequest:
     parallel: int | None = None  # workers alive at once, the rest queued; None: default_parallel()
 
 
-def run(request: RunRequest, out: TextIO | None = None) -> int:
-    """Check everything, start the server if needed, train, report; the exit code.
+@dataclass
+class Checked:
+    """A request that passed every check: its env checked, the runs of the launch it resumes (None
+    for new runs), the configs that train, and the server it draws into (None: headless)."""
 
-    Raises a LivetrainError (its kind carries the exit code) before anything is started or written."""
-    out = GoneQuiet(out or sys.stdout)  # type: ignore[assignment]  # a closed terminal stops no run
+    request: RunRequest
+    resumed: list[PlannedRun] | None
+    configs: list[RunConfig]
+    server: Server | None
+
+
+def check(request: RunRequest, dry_run: bool = False) -> Checked:
+    """Every check a launch makes before it starts or writes anything; a LivetrainError (its kind
+    carries the exit code) for the first that fails. `dry_run` (`--dry-run`) makes the same checks
+    and changes nothing: it takes no lock, creates no log dir and starts no server."""
+    resumed = None
     if request.resume_dir is not None:
-        runs = resume_runs(request.resume_dir, request.resume_epochs, request.resume_nproc)
-        for folder in dict.fromkeys(run.run_dir.parent for run in runs):  # refused while it trains
-            LaunchLock(folder).take()
-        configs = [run.config for run in runs if not run.done]
+        resumed = resume_runs(request.resume_dir, request.resume_epochs, request.resume_nproc)
+        for folder in dict.fromkeys(run.run_dir.parent for run in resumed):  # refused while it trains
+            LaunchLock(folder).refuse_if_held() if dry_run else LaunchLock(folder).take()
+        configs = [run.config for run in resumed if not run.done]
     else:
         configs = list(request.configs)
     if request.draw.env != PER_LAUNCH:
         request = replace(request, draw=replace(request.draw, env=check_env(request.draw.env)))
     check_devices(configs)
-    prepare_to_fork()
+    if not dry_run:
+        prepare_to_fork()
     load_data(configs)
     if request.resume_dir is None:
-        prepare_log_dir(request.log_dir)
+        prepare_log_dir(request.log_dir, dry_run)
     server = None
     if not request.headless:
         url = check_url(request.visdom_url) if request.visdom_url else None
-        server = find_server(url, request.server, request.start_server)
+        server = find_server(url, request.server, request.start_server, dry_run)
+    return Checked(request, resumed, configs, server)
+
+
+def run(request: RunRequest, out: TextIO | None = None) -> int:
+    """Check everything, start the server if needed, train, report; the exit code.
+
+    Raises a LivetrainError (its kind carries the exit code) before anything is started or written."""
+    out = GoneQuiet(out or sys.stdout)  # type: ignore[assignment]  # a closed terminal stops no run
+    checked = check(request)
+    request, configs, server = checked.request, checked.configs, checked.server
+    runs = checked.resumed or []
     try:
         if request.resume_dir is None:
             launch_dir = new_launch_dir(request.log_dir)

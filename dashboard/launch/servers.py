@@ -20,12 +20,13 @@ class Server:
 
     url: str
     started: ServerProcess | None = None
+    to_start: bool = False  # a plan's (`--dry-run`): a launch would start it
 
 
-def find_server(visdom_url: str | None, config: ServerConfig, start: bool) -> Server:
+def find_server(visdom_url: str | None, config: ServerConfig, start: bool, dry_run: bool = False) -> Server:
     """The Visdom server to draw into: `visdom_url` (which must answer), or the local one, reused
-    when it answers, else started (unless `start` is False). A started one may still be booting:
-    call `started.wait_ready()`."""
+    when it answers, else started (unless `start` is False; with `dry_run`, only said). A started
+    one may still be booting: call `started.wait_ready()`."""
     if visdom_url is not None:
         state = probe(visdom_url, timeout=3.0)
         if state != Found.VISDOM:
@@ -43,6 +44,8 @@ def find_server(visdom_url: str | None, config: ServerConfig, start: bool) -> Se
     if not start:
         raise LaunchError(f"no Visdom server answers at {config.url} and --no-server was given; "
                           "start one with `livetrain server`, or drop --no-server or add --headless")
+    if dry_run:  # port_state found the port free
+        return Server(config.url, to_start=True)
     try:
         return Server(config.url, spawn(config))
     except (ServerError, OSError) as exc:
