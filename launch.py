@@ -171,7 +171,7 @@ def run(ctx: click.Context, experiment: Path | None, models: tuple[str, ...], se
         **every_run: Any) -> int:
     """Train runs side by side, live in Visdom (or --headless); exit 0 only if every run finished.
 
-    EXPERIMENT: a TOML file of runs and sweeps instead of --models/--set (see the README)."""
+    EXPERIMENT: a TOML file of runs and sweeps instead of --models/--set (see docs/experiments.md)."""
     # every_run: the settings given for every run (--lr, ...: trainers.settings' EVERY_RUN)
     common = dict(seeds=seeds, **every_run, data_dir=str(data_dir) if data_dir else None)
     draw = DrawOptions(PER_LAUNCH if env is None else check_env(env), smooth, scatter=scatter)

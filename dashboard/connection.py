@@ -3,7 +3,7 @@
 Visdom's own client blocks without a timeout on a frozen server and prints a traceback on a dead
 one; this posts the same JSON messages with a timeout and turns every failure into `Unreachable`.
 It keeps its HTTP connection open between requests (keep-alive: a new connection per request
-costs both sides CPU several times a second per run; the README's benchmarks say how much).
+costs both sides CPU several times a second per run; docs/benchmarks.md says how much).
 Requests go straight to the server, never through an HTTP proxy."""
 
 from __future__ import annotations

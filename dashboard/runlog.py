@@ -26,7 +26,7 @@ reaches the windows the same.
 Every record but the per-batch scalars is written with one `write` and flushed at once. Per-batch
 scalars are written in batches, at most WRITE_EVERY seconds apart (and before any other record, and
 at close): a write and flush per batch cost the training thread a measurable share of a short step
-(see the README's dashboard benchmarks). The per-batch call only queues (time, step, x, values);
+(see docs/benchmarks.md). The per-batch call only queues (time, step, x, values);
 the batch is encoded when written, each line filled into a template made once per set of metric
 names, and then handed to `on_scalars` (a live `Dashboard`'s windows): nothing more per batch.
 A value that is not a number is left out of the log and raises ValueError from the call that

@@ -32,7 +32,7 @@ def fast_update_handler() -> type:
 
     For every update visdom deep-copies the pane, diffs old and new with `jsonpatch` (its own
     comment: "make_patch isn't high performance"), and hashes the result: a cost that grows with
-    the window (the README's benchmarks give the numbers). This handler applies
+    the window (docs/benchmarks.md gives the numbers). This handler applies
     the very same update (`UpdateHandler.update`) to plot windows in place and broadcasts the
     whole pane, as the /events handler does; anything else goes to visdom's own code.
 

@@ -416,8 +416,8 @@ def test_a_model_from_a_file_trains_like_a_built_in(visdom_server: ServerProcess
 
 
 @pytest.mark.slow
-def test_the_readmes_own_loop_example_streams_to_the_page(visdom_server: ServerProcess, tmp_path: Path) -> None:
-    readme = (REPO / "README.md").read_text()
+def test_the_docs_own_loop_example_streams_to_the_page(visdom_server: ServerProcess, tmp_path: Path) -> None:
+    readme = (REPO / "docs" / "own-loop.md").read_text()
     block = readme.split("<!-- own-loop example -->\n```python\n", 1)[1].split("```", 1)[0]
     assert len(block.strip().splitlines()) <= 22
     (tmp_path / "example.py").write_text(block)

@@ -147,7 +147,7 @@ class CNN(nn.Module):
         self.head = nn.Sequential(*head)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # channels_last makes oneDNN's CPU convolutions faster (see the README's trainer speed)
+        # channels_last makes oneDNN's CPU convolutions faster (see docs/benchmarks.md, Speed)
         x = x.contiguous(memory_format=torch.channels_last)
         return self.head(self.features(x))  # (B, C, H, W) -> (B, K)
 

@@ -20,7 +20,7 @@ How the run ends is the worker's to log, as one process would: it knows what the
   reason. Every rank also watches the agent, so none outlives it.
 
 `main` is the other entry: the rank itself, as `torchrun ... -m dashboard.launch.ranks` starts it
-on each node (env:// rendezvous; see the README). There rank 0 logs how the run ended as far as it
+on each node (env:// rendezvous; see docs/distributed.md). There rank 0 logs how the run ended as far as it
 can tell: its own error, a stop signal, or a failed collective (another rank gone)."""
 
 from __future__ import annotations
