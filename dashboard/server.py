@@ -30,7 +30,7 @@ from dashboard import assets
 from dashboard.protocol import COOKIE_VAR, PASSWORD_VAR, SPLICE_PATH, USER_VAR
 from dashboard.visdom_app import (
     events_handler, fast_update_handler, guarded_application, quiet_application, reconnect_transform,
-    splice_handler,
+    env_deletion_handlers, splice_handler,
 )
 from trainers.errors import LivetrainError
 
@@ -172,7 +172,8 @@ def application(config: ServerConfig, env_dir: Path, credential: dict | None = N
     # starts visdom's own server, to compare with)
     app.add_handlers(r".*", [(r"/update", fast_update_handler(), {"app": app}),
                              (r"/events", events_handler(), {"app": app}),
-                             (SPLICE_PATH, splice_handler(), {"app": app})])
+                             (SPLICE_PATH, splice_handler(), {"app": app}),
+                             *((path, handler, {"app": app}) for path, handler in env_deletion_handlers())])
     return app
 
 

@@ -148,6 +148,48 @@ def splice_handler() -> type:
     return SpliceHandler
 
 
+def _env_file_for_deletion(handler: Any, eid: Any) -> None:
+    """Visdom deletes an env by removing its file, which a live env (never saved from the page)
+    does not have: FileNotFoundError, a 500 or a dropped socket message, and the page keeps
+    listing the env. Give a live env an empty file first, so that visdom's own deletion goes on."""
+    import os
+
+    env_path = getattr(handler, "env_path", None)
+    if env_path is not None and isinstance(eid, str) and eid in handler.state:
+        os.makedirs(env_path, exist_ok=True)
+        path = os.path.join(env_path, f"{eid}.json")
+        if not os.path.exists(path):
+            open(path, "w").close()
+
+
+def env_deletion_handlers() -> list[tuple[str, type]]:
+    """Visdom's /delete_env (its client's `delete_env`) and the page's /socket, each deleting a
+    live env as it does a saved one (see `_env_file_for_deletion`)."""
+    import json
+
+    from visdom.server.handlers.socket_handlers import SocketHandler
+    from visdom.server.handlers.web_handlers import DeleteEnvHandler
+    from visdom.utils.server_utils import extract_eid
+
+    class LiveDeleteEnvHandler(DeleteEnvHandler):  # type: ignore[misc]
+        @staticmethod
+        def wrap_func(handler: DeleteEnvHandler, args: dict) -> None:
+            _env_file_for_deletion(handler, extract_eid(args))
+            DeleteEnvHandler.wrap_func(handler, args)
+
+    class LiveDeleteSocketHandler(SocketHandler):  # type: ignore[misc]
+        def on_message(self, message: str | bytes) -> None:
+            try:
+                msg = json.loads(message)
+            except ValueError:
+                msg = None
+            if isinstance(msg, dict) and msg.get("cmd") == "delete_env" and not self.readonly:
+                _env_file_for_deletion(self, msg.get("eid"))
+            super().on_message(message)
+
+    return [(r"/delete_env", LiveDeleteEnvHandler), (r"/socket", LiveDeleteSocketHandler)]
+
+
 def quiet_application(visdom_application: type) -> type:
     """Visdom's Application without tornado's debug mode, which visdom turns on: it re-reads every
     loaded module's mtime twice a second (CPU taken from the training beside it even when the

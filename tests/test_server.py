@@ -343,3 +343,35 @@ def test_another_site_cannot_change_the_dashboards(tmp_path: Path) -> None:
         assert probe(url) == probe(url.replace("127.0.0.1", "localhost"))  # its own names: served
     finally:
         server.stop()
+
+
+def test_a_live_env_is_deleted_from_the_page_or_the_client(visdom_server: ServerProcess) -> None:
+    """A live env has no file (visdom writes one only when the page saves it); visdom deletes an
+    env by removing its file, which answered 500 and left the env on the page's list."""
+    import websocket
+
+    from dashboard.connection import VisdomConnection
+    from tests.helpers import wait_for
+
+    url = visdom_server.config.url
+    connection = VisdomConnection(url)
+
+    def envs() -> list[str]:
+        return json.loads(connection._request("/env_state", b"{}"))
+
+    for env in ("by-client", "by-page"):
+        connection.post("events", {"eid": env, "win": "w", "data": [{"content": "hi", "type": "text"}], "opts": {}})
+    assert {"by-client", "by-page"} <= set(envs())
+    connection.post("delete_env", {"eid": "by-client"})  # visdom's client (HTTP 500 before)
+    assert "by-client" not in envs()
+    page = websocket.create_connection(url.replace("http", "ws") + "/socket", origin=url, timeout=10)
+    try:
+        page.send(json.dumps({"cmd": "delete_env", "eid": "by-page"}))  # the page's delete button
+        wait_for(lambda: "by-page" not in envs(), timeout=30)
+        while True:  # and the page is told: the env list it gets last holds neither
+            message = json.loads(page.recv())
+            if message.get("command") == "env_update" and "by-page" not in message["data"]:
+                break
+    finally:
+        page.close()
+    assert not {"by-client", "by-page"} & set(envs())
