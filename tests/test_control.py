@@ -297,7 +297,9 @@ def test_livetrain_control_pauses_sets_resumes_forks_and_stops_a_headless_run(tm
     code, out, err = control("fork", str(runs / "mlp"), "--set", "seed=3")
     assert code == 2 and err.strip().startswith("Error: 'seed=3': write SETTING=VALUE with one of epochs, batch-size, "
                                                 "optimizer, lr, loss, momentum, weight-decay, schedule"), err
-    wait_for(lambda: training(runs / "slow"))
+    # an epoch done by the fork too (its test results, its confusion matrix), as by its parent
+    # above: `livetrain control`, which starts in 0.1 s, would otherwise stop it before that
+    wait_for(lambda: training(runs / "slow") and bool(read(runs / "slow", keep_scalars=False).confusions))
     code, out, err = control("stop", str(runs))  # every run of the launch, the fork too
     assert code == 0 and sorted(line.split(":")[0] for line in out.splitlines()) == ["mlp", "slow", "softmax"], out + err
     code, out, err = finish(proc, timeout=120)
