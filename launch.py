@@ -14,7 +14,7 @@ from click.exceptions import NoArgsIsHelpError
 
 # Only what every command needs: torch is imported by the commands that train or read tensors
 # (run, demo, replay, data get), once their arguments are checked; --help, server, runs, data list
-# and control never import it (tests/test_cli.py)
+# and control never import it (tests/test_house.py)
 from dashboard.launch.history import past_runs, runs_table
 from dashboard.launch.experiment import read_experiment
 from dashboard.launch.grid import plan_runs

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from dashboard.windows import RIGHT, WRONG, colour
 from trainers.reporting import RunState, SAMPLES_PER_S, TEST_ACC, TEST_ECE, TEST_LOSS, TRAIN_ACC, TRAIN_LOSS
-from trainers.settings import COLUMNS, MODEL_SETTINGS, SHOWN
+from trainers.settings import COLUMNS, MODEL_SETTINGS, SHOWN, written
 
 if TYPE_CHECKING:  # images come as tensors; the runs table, which needs no torch, imports this too
     import torch
@@ -246,11 +246,7 @@ def model_html(config: dict[str, Any]) -> str:
         value = config.get(key)
         if value is None:
             continue
-        if isinstance(value, (list, tuple)):
-            text = ",".join(str(v) for v in value)
-        else:
-            text = f"{value:g}" if isinstance(value, float) else str(value)
-        said.append(f"{key.replace('_', '-')} {escape(text)}")
+        said.append(f"{key.replace('_', '-')} {escape(written(value))}")
     return name + (f'<br><span style="color:#555;font-size:11px">{"; ".join(said)}</span>' if said else "")
 
 

@@ -3,8 +3,8 @@ activations and initialisations, and (trainers.datasets) the data sets.
 
 The command line's help and checks, a plan (`--dry-run`), the runs table and the settings'
 declarations (trainers.settings) read these, so that a command that trains nothing never imports
-torch. trainers.models, .losses and .data build the real things under the same names, and check at
-import that their names are these."""
+torch. trainers.models and .losses build the real things under the same names, and refuse to
+import if their names are not these."""
 
 from __future__ import annotations
 

@@ -166,3 +166,10 @@ def read(name: str, text: str) -> Any:
         return setting.read(text)
     except ValueError:
         raise ValueError(f"{setting.flag} must be {setting.what}, not {text.strip()!r}") from None
+
+
+def written(value: Any) -> str:
+    """A setting's value as `--set` takes it back: 0.001, 512,256, sgd (the runs table, a plan)."""
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)

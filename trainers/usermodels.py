@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from trainers.catalog import ModelFileError, is_user_model  # noqa: F401 - named here as before
+from trainers.catalog import ModelFileError
 
 Shape = tuple[int, int, int]
 

@@ -8,7 +8,7 @@ queues under --parallel. A 64-run sweep is 64 short lines."""
 from __future__ import annotations
 
 from dataclasses import fields
-from typing import Any, TextIO
+from typing import TextIO
 
 from dashboard.launch.plan import PER_LAUNCH
 from dashboard.launch.run import RunRequest, check, default_parallel
@@ -16,27 +16,21 @@ from dashboard.launch.servers import page_url
 from dashboard.terminal import table
 from trainers.config import RunConfig
 from trainers.errors import LivetrainError
+from trainers.settings import written
 
 APART = ("model", "label", "seed", "dataset", "preset")  # columns of their own, not settings
 
 
-def text(value: Any) -> str:
-    """A setting's value as `--set` takes it: 0.001, 512,256, sgd."""
-    if isinstance(value, (tuple, list)):
-        return ",".join(str(v) for v in value)
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def changes(config: RunConfig) -> dict[str, str]:
-    """What `config` sets otherwise than its model's recipe (and RunConfig's defaults), by setting."""
-    resolved = config.resolved()
-    recipe = RunConfig(config.model, dataset=config.dataset).resolved()
-    return {f.name.replace("_", "-"): text(getattr(resolved, f.name)) for f in fields(RunConfig)
+def changes(resolved: RunConfig) -> dict[str, str]:
+    """What a resolved config sets otherwise than its model's recipe (and RunConfig's defaults),
+    by setting."""
+    recipe = RunConfig(resolved.model, dataset=resolved.dataset).resolved()
+    return {f.name.replace("_", "-"): written(getattr(resolved, f.name)) for f in fields(RunConfig)
             if f.name not in APART and getattr(resolved, f.name) != getattr(recipe, f.name)}
 
 
 def plan_lines(configs: list[RunConfig], parallel: int, done: set[str] = frozenset()) -> list[str]:
-    """The runs' table, with what every run changes said once above it."""
+    """The table of the runs (resolved configs), with what every run changes said once above it."""
     changed = [changes(config) for config in configs]
     shared = {k: v for k, v in changed[0].items() if all(c.get(k) == v for c in changed)} if changed else {}
     lines = [f"Every run: {' '.join(f'{k}={v}' for k, v in shared.items())}"] if shared else []

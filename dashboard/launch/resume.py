@@ -20,7 +20,7 @@ from typing import IO
 from dashboard.launch.plan import LaunchError, PlannedRun
 from dashboard.runlog import LOG_NAME, read, run_dirs
 from trainers.config import ConfigError, RunConfig
-from trainers.reporting import RunState, epochs_done  # noqa: F401 - named here as before
+from trainers.reporting import RunState, epochs_done
 from trainers.catalog import ModelFileError, is_user_model
 
 # A launch folder's own files lie in its hidden folder LAUNCH_META: a run's label starts with a

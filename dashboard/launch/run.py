@@ -261,7 +261,10 @@ def check(request: RunRequest, dry_run: bool = False) -> Checked:
     if request.resume_dir is not None:
         resumed = resume_runs(request.resume_dir, request.resume_epochs, request.resume_nproc)
         for folder in dict.fromkeys(run.run_dir.parent for run in resumed):  # refused while it trains
-            LaunchLock(folder).refuse_if_held() if dry_run else LaunchLock(folder).take()
+            if dry_run:
+                LaunchLock(folder).refuse_if_held()
+            else:
+                LaunchLock(folder).take()
         configs = [run.config for run in resumed if not run.done]
     else:
         configs = list(request.configs)

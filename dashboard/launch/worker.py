@@ -32,7 +32,7 @@ from dashboard.launch.control import FileInbox
 from dashboard.launch.resume import hold_launch_lock
 from dashboard.runlog import LOG_NAME, RunLog, RunRecord, read
 from trainers.config import RunConfig
-from trainers.errors import EXIT_DISK_FULL, EXIT_FAILED, EXIT_INTERRUPTED  # noqa: F401 - named here as before
+from trainers.errors import EXIT_DISK_FULL, EXIT_FAILED, EXIT_INTERRUPTED
 from trainers.loop import RunResult, fit
 from trainers.reporting import RunState
 

@@ -23,16 +23,17 @@ DIVERGING = [[0.0, "#2166ac"], [0.25, "#92c5de"], [0.5, "#ffffff"], [0.75, "#f4a
 
 
 GAP = 4  # blank rows above each row of tiles, where their names go (a blank column between two tiles)
+# a tile's value for each int8 byte (0-255), to 3 decimals: each of the 255 levels stays distinct,
+# and a window's JSON takes a third of the bytes a float's full repr does (the server parses every
+# one, each epoch)
+LEVELS = [round((b - 256 if b > 127 else b) / 127, 3) for b in range(256)]
 
 
 def decode(record: dict[str, Any]) -> list[list[list[float]]]:
-    """The tiles of `record`, each an h x w list of values in [-1, 1] (its weights / its scale),
-    to 3 decimals: each of the 255 levels stays distinct, and a window's JSON takes a third of
-    the bytes a float's full repr does (the server parses every one, each epoch)."""
+    """The tiles of `record`, each an h x w list of values in [-1, 1] (its weights / its scale), to
+    3 decimals (LEVELS)."""
     n, h, w = record["shape"]
-    raw = base64.b64decode(record["data"])
-    levels = [round(b / 127, 3) for b in range(-128, 128)]
-    values = [levels[(b - 256 if b > 127 else b) + 128] for b in raw]
+    values = [LEVELS[b] for b in base64.b64decode(record["data"])]
     return [[values[(t * h + r) * w:(t * h + r + 1) * w] for r in range(h)] for t in range(n)]
 
 
