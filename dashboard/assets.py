@@ -3,7 +3,8 @@
 `python -m visdom.server` fetches about 20 files from CDNs at every start and crashes offline.
 Every one of them is in the npm registry at the versions `visdom/server/build.py` names; this
 module packs those tarballs with `npm pack` (setup time, registry only) and copies each file to
-the name `build.py` would have saved it under, in the installed visdom's `static/` folder.
+the name `build.py` would have saved it under, in the installed visdom's `static/` folder. It knows
+each visdom release's list (`PAGES`: 0.2.4 and 0.3.0).
 
     python -m dashboard.assets            # install what is missing (idempotent)
     python -m dashboard.assets --check    # exit 1 and name the setup command if anything is missing
@@ -12,23 +13,22 @@ the name `build.py` would have saved it under, in the installed visdom's `static
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import importlib.util
+import re
 import shutil
 import subprocess
 import sys
 import tarfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
 from trainers.errors import LivetrainError
 from trainers.installation import cache_dir as setup_cache, setup_command
 
-VISDOM_VERSION = "0.2.4"
-MATHJAX = "mathjax@2.7.5"
-MATHJAX_DIR = "js/mathjax/2.7.5"
-# The MathJax subtrees the page can load: the entry point and the config it names, plus what those
-# load on demand (input/output jax, extensions, English strings, web fonts).
-MATHJAX_TREES = (
+# MathJax 2 (visdom 0.2.4's page): the subtrees the page can load: the entry point and the config it
+# names, plus what those load on demand (input/output jax, extensions, English strings, web fonts).
+MATHJAX2_TREES = (
     "MathJax.js",
     "config",
     "extensions",
@@ -37,8 +37,8 @@ MATHJAX_TREES = (
     "fonts/HTML-CSS/TeX/woff",
     "fonts/HTML-CSS/TeX/otf",
 )
-# The eight MathJax files build.py fetches; present and non-empty means MathJax is installed.
-MATHJAX_REQUIRED = (
+# The eight MathJax files 0.2.4's build.py fetches; present and non-empty means MathJax is installed.
+MATHJAX2_REQUIRED = (
     "MathJax.js",
     "config/Safe.js",
     "config/TeX-AMS-MML_HTMLorMML.js",
@@ -48,6 +48,10 @@ MATHJAX_REQUIRED = (
     "jax/output/SVG/fonts/TeX/Size1/Regular/Main.js",
     "jax/output/SVG/config.js",
 )
+# MathJax 3 (visdom 0.3's page): the one combined file its build.py fetches, and the TeX
+# extensions that file's autoload fetches on demand.
+MATHJAX3_TREES = ("es5/tex-mml-svg.js", "es5/input/tex/extensions")
+MATHJAX3_REQUIRED = ("es5/tex-mml-svg.js",)
 
 
 class AssetError(LivetrainError):
@@ -63,9 +67,27 @@ class Asset:
     target: str  # path under visdom's static/ folder
 
 
+@dataclass(frozen=True)
+class PageFiles:
+    """The third-party files one visdom version's page loads, as its `server/build.py` names them."""
+
+    version: str  # what build.py writes to static/version.built
+    assets: tuple[Asset, ...]
+    mathjax: str  # npm spec
+    mathjax_trees: tuple[str, ...]  # what of its tarball's package/ to install
+    mathjax_required: tuple[str, ...]  # present and non-empty means MathJax is installed
+
+    @property
+    def mathjax_dir(self) -> str:
+        return f"js/mathjax/{self.mathjax.rpartition('@')[2]}"
+
+    def wanted(self) -> list[str]:
+        return [a.target for a in self.assets] + [f"{self.mathjax_dir}/{p}" for p in self.mathjax_required]
+
+
 _BS = "bootstrap@3.3.7"
 _GLYPHS = "glyphicons-halflings-regular"
-ASSETS: tuple[Asset, ...] = (
+_SHARED: tuple[Asset, ...] = (
     Asset("jquery@3.1.1", "package/dist/jquery.min.js", "js/jquery.min.js"),
     Asset(_BS, "package/dist/js/bootstrap.min.js", "js/bootstrap.min.js"),
     Asset(_BS, "package/dist/css/bootstrap.min.css", "css/bootstrap.min.css"),
@@ -87,8 +109,6 @@ ASSETS: tuple[Asset, ...] = (
         "js/d3-selection-multi.v1.js",
     ),
     Asset("save-svg-as-png@1.4.17", "package/lib/saveSvgAsPng.js", "js/saveSvgAsPng.js"),
-    Asset("react-resizable@1.4.6", "package/css/styles.css", "css/react-resizable-styles.css"),
-    Asset("react-grid-layout@0.16.3", "package/css/styles.css", "css/react-grid-layout-styles.css"),
     Asset("classnames@2.2.5", "package/index.js", "fonts/classnames"),
     *(
         Asset(_BS, f"package/dist/fonts/{_GLYPHS}.{ext}", f"fonts/{_GLYPHS}.{ext}")
@@ -99,6 +119,21 @@ ASSETS: tuple[Asset, ...] = (
 )
 
 
+def _grid_css(resizable: str, grid: str) -> tuple[Asset, ...]:
+    return (Asset(f"react-resizable@{resizable}", "package/css/styles.css", "css/react-resizable-styles.css"),
+            Asset(f"react-grid-layout@{grid}", "package/css/styles.css", "css/react-grid-layout-styles.css"))
+
+
+# Each visdom release livetrain serves (setup.cfg: visdom>=0.2.4,<0.4). 0.3.0 changed two style
+# sheets' versions and moved to MathJax 3; its other files are 0.2.4's.
+PAGES: dict[str, PageFiles] = {
+    "0.2.4": PageFiles("0.2.4", _SHARED + _grid_css("1.4.6", "0.16.3"), "mathjax@2.7.5",
+                       MATHJAX2_TREES, MATHJAX2_REQUIRED),
+    "0.3.0": PageFiles("0.3.0", _SHARED + _grid_css("3.1.3", "2.2.3"), "mathjax@3.2.2",
+                       MATHJAX3_TREES, MATHJAX3_REQUIRED),
+}
+
+
 def static_dir() -> Path:
     """The installed visdom package's `static/` folder (found without importing visdom)."""
     spec = importlib.util.find_spec("visdom")
@@ -107,12 +142,41 @@ def static_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "static"
 
 
+def installed_version(static: Path) -> str:
+    """The visdom version whose `static/` folder this is: its package's VERSION file, else the
+    installed distribution's version."""
+    try:
+        return (static.parent / "VERSION").read_text().strip()
+    except OSError:
+        pass
+    try:
+        return importlib.metadata.version("visdom")
+    except importlib.metadata.PackageNotFoundError:
+        raise AssetError(f"visdom is not installed; install it: `{setup_command()}`") from None
+
+
+def version_key(version: str) -> tuple[int, ...]:
+    """"0.3.0" -> (0, 3, 0), to compare versions."""
+    return tuple(int(part) for part in re.findall(r"\d+", version)[:3])
+
+
+def page_files(version: str) -> PageFiles:
+    """The page files of visdom `version`: those of the newest release livetrain knows that is not
+    newer (a patch release keeps its page's files). `version.built` gets `version` itself."""
+    key = version_key
+    known = [v for v in PAGES if key(v) <= key(version)]
+    if not known or key(version)[:2] > key(max(PAGES, key=key))[:2]:
+        raise AssetError(f"livetrain serves visdom {', '.join(PAGES)} (and their patch releases), not "
+                         f"{version}; install one of them: `pip install 'visdom>=0.2.4,<0.4'`")
+    return replace(PAGES[max(known, key=key)], version=version)
+
+
 def missing(static: Path) -> list[str]:
     """Paths under `static` that the page needs and that are absent or empty."""
-    wanted = [a.target for a in ASSETS] + [f"{MATHJAX_DIR}/{p}" for p in MATHJAX_REQUIRED]
-    absent = [t for t in wanted if not _non_empty(static / t)]
+    page = page_files(installed_version(static))
+    absent = [t for t in page.wanted() if not _non_empty(static / t)]
     built = static / "version.built"
-    if not built.is_file() or built.read_text().strip() != VISDOM_VERSION:
+    if not built.is_file() or built.read_text().strip() != page.version:
         absent.append("version.built")
     return absent
 
@@ -137,36 +201,37 @@ def install(static: Path | None = None, cache_dir: Path | None = None) -> list[s
     absent = set(missing(static))
     if not absent:
         return []
-    needed = {a.package for a in ASSETS if a.target in absent}
-    need_mathjax = any(t.startswith(MATHJAX_DIR) for t in absent)
+    page = page_files(installed_version(static))
+    needed = {a.package for a in page.assets if a.target in absent}
+    need_mathjax = any(t.startswith(page.mathjax_dir + "/") for t in absent)
     if need_mathjax:
-        needed.add(MATHJAX)
+        needed.add(page.mathjax)
     tarballs = _npm_pack(sorted(needed), cache_dir)
 
     written: list[str] = []
-    for asset in ASSETS:
+    for asset in page.assets:
         if asset.target in absent:
             with tarfile.open(tarballs[asset.package]) as tar:
                 _write(static / asset.target, _read_member(tar, asset.source, asset.package))
             written.append(asset.target)
     if need_mathjax:
-        written += _install_mathjax(tarballs[MATHJAX], static / MATHJAX_DIR)
-    (static / "version.built").write_text(VISDOM_VERSION)
+        written += _install_mathjax(page, tarballs[page.mathjax], static)
+    (static / "version.built").write_text(page.version)
     written.append("version.built")
     check(static)
     return written
 
 
-def _install_mathjax(tarball: Path, dest: Path) -> list[str]:
+def _install_mathjax(page: PageFiles, tarball: Path, static: Path) -> list[str]:
     written = []
     with tarfile.open(tarball) as tar:
         for member in tar.getmembers():
             rel = PurePosixPath(member.name).relative_to("package")
             if not member.isfile() or ".." in rel.parts:
                 continue
-            if any(str(rel) == t or str(rel).startswith(t + "/") for t in MATHJAX_TREES):
-                _write(dest / rel, _read_member(tar, member.name, MATHJAX))
-                written.append(f"{MATHJAX_DIR}/{rel}")
+            if any(str(rel) == t or str(rel).startswith(t + "/") for t in page.mathjax_trees):
+                _write(static / page.mathjax_dir / rel, _read_member(tar, member.name, page.mathjax))
+                written.append(f"{page.mathjax_dir}/{rel}")
     return written
 
 

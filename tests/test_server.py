@@ -12,6 +12,7 @@ import sys
 import textwrap
 import urllib.error
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -211,6 +212,29 @@ def test_asset_install_is_complete_and_idempotent() -> None:
     assert assets.install(static) == []  # nothing to do the second time
     assert re.fullmatch(r"0\.2\.4", (static / "version.built").read_text().strip())
     assert os.path.getsize(static / "js" / "plotly-plotly.min.js") > 1_000_000
+
+
+def test_each_visdom_release_has_its_page_files(tmp_path: Path) -> None:
+    """0.3.0's page loads MathJax 3 and newer grid style sheets; a patch release keeps its minor's
+    files; a release livetrain does not know is a one-line error that says what to install."""
+    v024, v030 = assets.page_files("0.2.4"), assets.page_files("0.3.0")
+    assert v024.mathjax == "mathjax@2.7.5" and v030.mathjax == "mathjax@3.2.2"
+    assert "js/mathjax/3.2.2/es5/tex-mml-svg.js" in v030.wanted()  # what 0.3.0's server downloads
+    assert {a.target for a in v024.assets} == {a.target for a in v030.assets}
+    assert assets.page_files("0.3.2") == replace(v030, version="0.3.2")
+    for unknown in ("0.2.3", "0.4.0", "1.0"):
+        with pytest.raises(assets.AssetError,
+                           match=r"^livetrain serves visdom 0\.2\.4, 0\.3\.0 .*'visdom>=0\.2\.4,<0\.4'"):
+            assets.page_files(unknown)
+    # a static/ folder of visdom 0.3.0 with 0.2.4's files in it: what 0.3.0 adds is missing
+    static = tmp_path / "visdom" / "static"
+    static.mkdir(parents=True)
+    (static.parent / "VERSION").write_text("0.3.0\n")
+    for target in v024.wanted():
+        (static / target).parent.mkdir(parents=True, exist_ok=True)
+        (static / target).write_text("x")
+    (static / "version.built").write_text("0.2.4")
+    assert assets.missing(static) == ["js/mathjax/3.2.2/es5/tex-mml-svg.js", "version.built"]
 
 
 def test_the_server_runs_without_tornados_debug_mode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
