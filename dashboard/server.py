@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import hashlib
 import ipaddress
 import os
 import re
@@ -154,8 +155,9 @@ def login_credentials(env_dir: Path) -> dict[str, str]:
     elif not secret_file.is_file():
         secret_file.write_text(secrets.token_hex(32))
     secret_file.chmod(0o600)
-    # the browser sends sha256(password) and the server hashes once more before comparing
-    return {"username": user, "password": hash_password(hash_password(password))}
+    # the browser sends sha256(password) and the server hashes that once more before comparing
+    # (visdom 0.2.4: sha256 again; 0.3: salted PBKDF2, the salt kept in what it stores)
+    return {"username": user, "password": hash_password(hashlib.sha256(password.encode("utf-8")).hexdigest())}
 
 
 def application(config: ServerConfig, env_dir: Path, credential: dict | None = None) -> Any:
@@ -277,20 +279,36 @@ class ServerProcess:
                           f"see {self.log_path}")
 
 
+class _NoTorch:
+    """A finder on `sys.meta_path` that refuses to import torch (see `without_torch`)."""
+
+    @staticmethod
+    def find_spec(name: str, path: object = None, target: object = None) -> None:
+        if name == "torch" or name.startswith("torch."):
+            raise ModuleNotFoundError(f"no torch in a process that only serves ({name})", name=name)
+        return None
+
+
 def without_torch() -> None:
     """Keep torch out of this process, which only serves: visdom imports it only to accept tensors
-    in its client, and it costs seconds of start-up and 500 MB (a None entry makes `import torch`
-    fail fast). Only for a process that will never train."""
-    sys.modules.setdefault("torch", None)  # type: ignore[arg-type]
+    in its client, and it costs seconds of start-up and 500 MB. `import torch` fails fast here,
+    with nothing left in `sys.modules` (a None entry there breaks libraries that look for torch
+    by its entry, such as scipy's array API checks, which visdom 0.3 imports). Only for a process
+    that will never train."""
+    if "torch" not in sys.modules and not any(isinstance(f, _NoTorch) for f in sys.meta_path):
+        sys.meta_path.insert(0, _NoTorch())
 
 
-def spawn(config: ServerConfig) -> ServerProcess:
+def spawn(config: ServerConfig, python: str | None = None) -> ServerProcess:
     """Start the server in a child process and return at once (see `ServerProcess.wait_ready`).
 
     The child has its own session: a Ctrl-C in the terminal reaches only its owner, which stops it
     when it is done with it (the page stays up while runs are wound down). Port 0: a free port,
-    known once `wait_ready` returned (in `config`)."""
-    assets.check()
+    known once `wait_ready` returned (in `config`). `python`: another interpreter to serve from,
+    with its own visdom (the tests serve visdom 0.3 from a Python 3.12 venv); it checks its own
+    page files."""
+    if python is None:
+        assets.check()
     config.env_dir.mkdir(parents=True, exist_ok=True)
     log_path = config.env_dir / "server.log"
     port_file = None
@@ -299,7 +317,7 @@ def spawn(config: ServerConfig) -> ServerProcess:
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
             [
-                sys.executable, "-m", "dashboard.server",
+                python or sys.executable, "-m", "dashboard.server",
                 "--host", config.host, "--port", str(config.port),
                 "--env-dir", str(config.env_dir.resolve()),
                 *(["--login"] if config.login else []),

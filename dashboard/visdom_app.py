@@ -5,6 +5,7 @@ reconnect script."""
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from dashboard.protocol import MISSING_WINDOW, SEQ_KEY, SPLICED, STALE
@@ -25,6 +26,26 @@ def held_seq(pane: dict | None, name: str) -> int:
 def _set_seq(pane: dict, name: str, seq: Any) -> None:
     if seq is not None:
         pane.setdefault(SEQ_KEY, {})[name] = int(seq)
+
+
+# What differs between the visdom releases served (0.2.4 and 0.3): see `visdom_version`.
+def visdom_version() -> tuple[int, ...]:
+    """The installed visdom's version, (0, 2, 4) or (0, 3, 0), read without importing it."""
+    from dashboard import assets
+
+    return assets.version_key(assets.installed_version(assets.static_dir()))
+
+
+def _updated(handler: Any, p: dict, args: dict) -> dict:
+    """`UpdateHandler.update` as this visdom's takes it: 0.3 added the server's history limits.
+    0.3 also counts a pane's versions (its `update_window` adds one); the page takes a diff only
+    on the version after its own, and a whole pane (what these handlers send) as it comes."""
+    from visdom.server.handlers.web_handlers import UpdateHandler
+
+    if len(inspect.signature(UpdateHandler.update).parameters) > 2:
+        return UpdateHandler.update(p, args, handler.max_text_lines, handler.max_old_content,
+                                    handler.max_image_history)
+    return UpdateHandler.update(p, args)
 
 
 def fast_update_handler() -> type:
@@ -67,7 +88,7 @@ def fast_update_handler() -> type:
                 args = {k: v for k, v in args.items() if k not in ("layout", "opts")}
                 if any(t.get("name") == name for t in data):
                     args["append"] = False  # a whole trace: replace, never append twice
-            p = UpdateHandler.update(p, args)
+            p = _updated(handler, p, args)
             _set_seq(p, name, seq)
             p["contentID"] = get_rand_id()
             broadcast(handler, p, eid)
@@ -132,6 +153,8 @@ def splice_handler() -> type:
         trace["x"] = trace["x"][:start] + list(item["x"])
         trace["y"] = trace["y"][:start] + list(item["y"])
         _set_seq(p, item["name"], item[SEQ_KEY])
+        if "version" in p:  # visdom 0.3 counts a pane's changes
+            p["version"] += 1
         return SPLICED
 
     class SpliceHandler(UpdateHandler):  # type: ignore[misc]  # its initialize, login check and post
@@ -164,8 +187,12 @@ def _env_file_for_deletion(handler: Any, eid: Any) -> None:
 
 def env_deletion_handlers() -> list[tuple[str, type]]:
     """Visdom's /delete_env (its client's `delete_env`) and the page's /socket, each deleting a
-    live env as it does a saved one (see `_env_file_for_deletion`)."""
+    live env as it does a saved one (see `_env_file_for_deletion`). None on visdom 0.3, whose
+    storage deletes a live env itself."""
     import json
+
+    if visdom_version() >= (0, 3):
+        return []
 
     from visdom.server.handlers.socket_handlers import SocketHandler
     from visdom.server.handlers.web_handlers import DeleteEnvHandler
@@ -294,16 +321,35 @@ RECONNECT_SCRIPT = b"""<script>/* livetrain: reconnect after a server restart */
 </script>"""
 
 
+# Visdom 0.3's style sheet sets `.react-grid-item {min-width: fit-content}`: a window whose title
+# is longer than its bar has room for (0.3's bar holds seven buttons) grows wider than its size,
+# over the window beside it. On 0.3 this keeps every window at its size and ends a long title with
+# an ellipsis; the whole title stays in the page and shows on hover.
+LONG_TITLES = b"""<style>/* livetrain: a window keeps its size whatever its title */
+.react-grid-item { min-width: 0 !important; }
+.bar div.pull-right { max-width: calc(100% - 140px); overflow: hidden; white-space: nowrap;
+                      text-overflow: ellipsis; }
+</style><script>
+document.addEventListener('mouseover', function (e) {
+  var t = e.target && e.target.closest ? e.target.closest('.bar div.pull-right') : null;
+  if (t && t.scrollWidth > t.clientWidth) { t.title = t.textContent; }
+});
+</script>"""
+
+
 def reconnect_transform() -> type:
-    """A tornado output transform that adds RECONNECT_SCRIPT to the HTML pages the server sends."""
+    """A tornado output transform that adds RECONNECT_SCRIPT to the HTML pages the server sends
+    (and LONG_TITLES on visdom 0.3)."""
     import tornado.web
+
+    addition = RECONNECT_SCRIPT + (LONG_TITLES if visdom_version() >= (0, 3) else b"")
 
     class AddReconnect(tornado.web.OutputTransform):  # type: ignore[misc]
         def transform_first_chunk(self, status_code: int, headers: Any, chunk: bytes,
                                   finishing: bool) -> tuple[int, Any, bytes]:
             if (finishing and headers.get("Content-Type", "").startswith("text/html")
                     and b"</body>" in chunk and b"main.js" in chunk):
-                chunk = chunk.replace(b"</body>", RECONNECT_SCRIPT + b"</body>", 1)
+                chunk = chunk.replace(b"</body>", addition + b"</body>", 1)
                 if "Content-Length" in headers:
                     headers["Content-Length"] = str(len(chunk))
             return status_code, headers, chunk

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 from pathlib import Path
 
 import pytest
 
-from dashboard.server import ServerConfig, ServerProcess, start_background
+from dashboard.server import ServerConfig, ServerProcess, _NoTorch, spawn
 
 REPO = Path(__file__).resolve().parent.parent
+# the interpreter the `visdom_server` fixture serves from, when not this one (with its own visdom)
+SERVER_PYTHON = "LIVETRAIN_TEST_SERVER_PYTHON"
 
 
 _reserved: list[socket.socket] = []  # held until the tests end
@@ -32,11 +36,23 @@ def free_port() -> int:
     return int(sock.getsockname()[1])
 
 
+@pytest.fixture(autouse=True)
+def torch_importable() -> Iterator[None]:
+    """`livetrain server` run in this process (click's CliRunner) keeps torch out of it for good
+    (`without_torch`, for a process that only serves): undone after each test, so that a later
+    test may import torch whichever order the tests run in."""
+    yield
+    sys.meta_path[:] = [finder for finder in sys.meta_path if not isinstance(finder, _NoTorch)]
+
+
 @pytest.fixture(scope="module")
 def visdom_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """The real Visdom server on a free loopback port, with its env files in a temp folder."""
+    """The real Visdom server on a free loopback port, with its env files in a temp folder; served
+    from the Python that SERVER_PYTHON names, where it names one (to run a server-facing test module
+    against livetrain on visdom 0.3: `LIVETRAIN_TEST_SERVER_PYTHON=.venv-visdom03/bin/python`)."""
     config = ServerConfig(port=0, env_dir=tmp_path_factory.mktemp("visdom-env"))  # a free port, taken by the server
-    server = start_background(config)
+    server = spawn(config, python=os.environ.get(SERVER_PYTHON) or None)
+    server.wait_ready()
     yield server
     server.stop()
 

@@ -17,6 +17,8 @@ from tests.helpers import server_state
 
 FIXTURE = Path(__file__).parent / "fixtures" / "log-format-1"
 VOLATILE = ("contentID", "livetrain_seq", "i")  # a window's random id, message number and creation index
+# what visdom 0.3 adds to every pane it holds: its change count, a person's comment on it, a caption
+VISDOM_03 = ("version", "comment")
 
 
 LEGEND = ("legend", "showlegend", "annotations")  # where a legend goes changed since (dashboard.legend)
@@ -28,8 +30,10 @@ def rounded(z: list) -> list:
 
 
 def comparable(state: dict) -> dict:
-    out = {win: {k: v for k, v in pane.items() if k not in VOLATILE} for win, pane in state.items()}
+    out = {win: {k: v for k, v in pane.items() if k not in VOLATILE + VISDOM_03} for win, pane in state.items()}
     for pane in out.values():
+        if isinstance(pane.get("content"), dict) and pane["content"].get("caption", "") is None:
+            pane["content"] = {k: v for k, v in pane["content"].items() if k != "caption"}
         if isinstance(pane.get("content"), dict) and "layout" in pane["content"]:
             pane["content"] = {**pane["content"], "layout": {k: v for k, v in pane["content"]["layout"].items()
                                                              if k not in LEGEND},
