@@ -8,14 +8,21 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup browser demo test test-gpu check stress server clean
+.PHONY: setup browser visdom03 demo test test-gpu check stress server clean
+
+# The Visdom 0.3 tests (tests/test_visdom_versions.py) serve the page with visdom 0.3, which needs
+# Python >= 3.12, from a venv of its own (the server needs no torch). The Python is found through
+# pyenv or on PATH; where there is none, those tests skip and say why.
+PY312  ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3.12) \
+	$(shell command -v python3.12 python3.13 2> /dev/null))
+VENV03 := .venv-visdom03
 
 demo: setup
 	$(PY) launch.py demo
 
 # The browser tests need Chromium: installed here, and a missing one fails them rather than skips.
-test: setup browser
-	LIVETRAIN_REQUIRE_BROWSER=1 $(PY) -m pytest
+test: setup browser visdom03
+	LIVETRAIN_REQUIRE_BROWSER=1 LIVETRAIN_REQUIRE_VISDOM03=$(if $(PY312),1,) $(PY) -m pytest
 
 # The GPU tests (tests/test_cuda.py), on a machine with CUDA: they fail rather than skip without
 # one. The results, with the GPU, torch and the commit, go to artifacts/gpu/results.txt (for the
@@ -37,11 +44,12 @@ check: setup
 # The whole suite STRESS times in a row, with one busy process beside it (as a second program on
 # a laptop would be); stops at the first failure. Each pass prints pytest's closing line.
 STRESS ?= 3
-stress: setup browser
+stress: setup browser visdom03
 	@python3 -c 'while True: pass' & busy=$$!; trap "kill $$busy" EXIT; \
 	for i in $$(seq $(STRESS)); do \
 		echo "== stress: pass $$i of $(STRESS), one busy process beside it"; \
-		LIVETRAIN_REQUIRE_BROWSER=1 $(PY) -m pytest -q -p no:cacheprovider || exit 1; \
+		LIVETRAIN_REQUIRE_BROWSER=1 LIVETRAIN_REQUIRE_VISDOM03=$(if $(PY312),1,) \
+			$(PY) -m pytest -q -p no:cacheprovider || exit 1; \
 	done; echo "== stress: $(STRESS) of $(STRESS) passes passed"
 
 server: setup
@@ -62,6 +70,20 @@ browser:
 			--no-install-recommends chromium fonts-wqy-zenhei; } > .cache/apt.log 2>&1 \
 		|| { tail -5 .cache/apt.log; echo "Error: could not install chromium (log in .cache/apt.log)" >&2; exit 1; }; }
 
+# visdom 0.3 and its page files, in $(VENV03), for the Visdom 0.3 tests (nothing without a PY312).
+visdom03: $(if $(PY312),$(VENV03)/.installed)
+	@$(if $(PY312),$(VENV03)/bin/python -m dashboard.assets --cache-dir .cache/npm,\
+		echo "No Python >= 3.12 found (set PY312=...): the Visdom 0.3 tests will skip")
+
+$(VENV03)/.installed: setup.cfg constraints.txt
+	@test -x $(VENV03)/bin/python || $(PY312) -m venv $(VENV03)
+	@echo "Installing visdom 0.3 into $(VENV03), for the Visdom 0.3 tests' server"
+	@$(VENV03)/bin/python -m pip install -q 'visdom>=0.3,<0.4' 'tornado>=6.3,<6.6' requests \
+		> $(VENV03)/install.log 2>&1 \
+		|| { grep -v "^WARNING: Location" $(VENV03)/install.log | tail -20; \
+		     echo "Error: pip install failed (full log in $(VENV03)/install.log)" >&2; exit 1; }
+	@touch $@
+
 # Reinstall only when the declared requirements or pins change.
 $(VENV)/.installed: setup.cfg constraints.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -72,4 +94,4 @@ $(VENV)/.installed: setup.cfg constraints.txt pyproject.toml
 	@touch $@
 
 clean:
-	rm -rf $(VENV) .cache *.egg-info
+	rm -rf $(VENV) $(VENV03) .cache *.egg-info
