@@ -23,6 +23,7 @@ from pathlib import Path
 from tests.conftest import REPO, free_port
 
 LAUNCH = [sys.executable, str(REPO / "launch.py")]
+VENV03_PYTHON = REPO / ".venv-visdom03" / "bin" / "python"
 
 
 def timed(command: list[str], cwd: Path) -> float:
@@ -39,11 +40,13 @@ def peak_rss_kb(command: list[str], cwd: Path) -> int:
     return int(done.stderr.strip().splitlines()[-1])
 
 
-def server_rss_mb(cwd: Path) -> tuple[float, float]:
-    """`livetrain server`: seconds until it answers, and its resident MB after the page is read."""
+def server_rss_mb(cwd: Path, python: str | None = None) -> tuple[float, float]:
+    """`livetrain server`: seconds until it answers, and its resident MB after the page is read.
+    `python`: serve with `python -m dashboard.server` from that interpreter (visdom 0.3's venv)."""
     port = free_port()
+    serve = [*LAUNCH, "server"] if python is None else [python, "-m", "dashboard.server"]
     started = time.perf_counter()
-    server = subprocess.Popen([*LAUNCH, "server", "--port", str(port), "--env-dir", str(cwd / "envs")], cwd=cwd,
+    server = subprocess.Popen([*serve, "--port", str(port), "--env-dir", str(cwd / "envs")], cwd=REPO,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         while True:
@@ -91,6 +94,12 @@ def main() -> None:
         "server_answers_s": round(statistics.median(server_ready), 3),
         "server_rss_mb": round(max(server_mb), 1),
     }
+    # the server module alone, on each visdom: this venv's and, where `make visdom03` made it, 0.3's
+    for name, python in (("visdom 0.2.4", sys.executable), ("visdom 0.3", str(VENV03_PYTHON))):
+        if Path(python).is_file():
+            ready, mb = zip(*(server_rss_mb(work, python) for _ in range(3)))
+            results[f"dashboard.server on {name}"] = {"answers_s": round(statistics.median(ready), 3),
+                                                      "rss_mb": round(max(mb), 1)}
     print(json.dumps(results, indent=1))
 
 

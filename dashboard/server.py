@@ -279,24 +279,29 @@ class ServerProcess:
                           f"see {self.log_path}")
 
 
-class _NoTorch:
-    """A finder on `sys.meta_path` that refuses to import torch (see `without_torch`)."""
+# What a serving process never imports: torch (visdom imports it only to accept tensors in its
+# client: seconds of start-up and 500 MB) and openTSNE (visdom 0.3's client imports it for its
+# embeddings' t-SNE, and with it scikit-learn and scipy: 85 MB more).
+NOT_SERVED = ("torch", "openTSNE")
+
+
+class _ServerOnly:
+    """A finder on `sys.meta_path` that refuses NOT_SERVED (see `without_torch`)."""
 
     @staticmethod
     def find_spec(name: str, path: object = None, target: object = None) -> None:
-        if name == "torch" or name.startswith("torch."):
-            raise ModuleNotFoundError(f"no torch in a process that only serves ({name})", name=name)
+        if name.split(".")[0] in NOT_SERVED:
+            raise ModuleNotFoundError(f"no {name} in a process that only serves", name=name)
         return None
 
 
 def without_torch() -> None:
-    """Keep torch out of this process, which only serves: visdom imports it only to accept tensors
-    in its client, and it costs seconds of start-up and 500 MB. `import torch` fails fast here,
-    with nothing left in `sys.modules` (a None entry there breaks libraries that look for torch
-    by its entry, such as scipy's array API checks, which visdom 0.3 imports). Only for a process
-    that will never train."""
-    if "torch" not in sys.modules and not any(isinstance(f, _NoTorch) for f in sys.meta_path):
-        sys.meta_path.insert(0, _NoTorch())
+    """Keep torch (and NOT_SERVED's others) out of this process, which only serves: importing one
+    fails fast, with nothing left in `sys.modules` (a None entry there breaks libraries that look
+    a module up by its entry, such as scipy's array API checks). Only for a process that will
+    never train."""
+    if not any(m in sys.modules for m in NOT_SERVED) and not any(isinstance(f, _ServerOnly) for f in sys.meta_path):
+        sys.meta_path.insert(0, _ServerOnly())
 
 
 def spawn(config: ServerConfig, python: str | None = None) -> ServerProcess:

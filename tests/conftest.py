@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dashboard.server import ServerConfig, ServerProcess, _NoTorch, spawn
+from dashboard.server import ServerConfig, ServerProcess, _ServerOnly, spawn
 
 REPO = Path(__file__).resolve().parent.parent
 # the interpreter the `visdom_server` fixture serves from, when not this one (with its own visdom)
@@ -42,7 +42,7 @@ def torch_importable() -> Iterator[None]:
     (`without_torch`, for a process that only serves): undone after each test, so that a later
     test may import torch whichever order the tests run in."""
     yield
-    sys.meta_path[:] = [finder for finder in sys.meta_path if not isinstance(finder, _NoTorch)]
+    sys.meta_path[:] = [finder for finder in sys.meta_path if not isinstance(finder, _ServerOnly)]
 
 
 @pytest.fixture(scope="module")
