@@ -1,0 +1,133 @@
+"""The page equals the run logs on each Visdom livetrain serves, in Debian's headless Chromium:
+livetrain's server on visdom 0.2.4 (this venv, Python 3.11), livetrain's server on visdom 0.3 and
+a stock visdom 0.3 server (`python -m visdom.server`), both from a Python 3.12 venv of their own
+(`make visdom03`: .venv-visdom03; visdom 0.3 needs Python >= 3.12, the server needs no torch).
+
+On each: a live launch whose page is open from the launch's first window on, so that what the
+server sends while the runs train (0.3's window_update diffs on the stock server; whole panes and
+spliced tails on ours) is what the page draws; a Stop clicked in the page's Control pane; then
+every compare window, on the page and on the server, value for value what the logs give."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dashboard.connection import Unreachable, VisdomConnection
+from dashboard.protocol import SPLICE_PATH
+from dashboard.runlog import read
+from dashboard.server import ServerConfig, ServerProcess, spawn
+from tests.browser import ARTIFACTS, PROBE, Browser, needs_chromium, overlaps
+from tests.conftest import REPO, free_port
+from tests.helpers import assert_windows_match_logs, launch_dir, launched, server_state, training, wait_for
+from tests.test_browser import first_difference, logged_traces, page_traces
+from tests.test_control_page import CONTROL, SELECT, button
+
+pytestmark = [pytest.mark.slow, needs_chromium]
+
+PYTHON03 = REPO / ".venv-visdom03" / "bin" / "python"
+SERVERS = ("livetrain on visdom 0.2.4", "livetrain on visdom 0.3", "stock visdom 0.3")
+LABELS = ("a", "b")
+
+
+def visdom_of(python: Path | str) -> str:
+    return subprocess.run([str(python), "-c", "import importlib.metadata as m; print(m.version('visdom'))"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
+def python_for(kind: str) -> str:
+    if kind.endswith("0.2.4"):
+        return sys.executable
+    if not PYTHON03.is_file():
+        reason = "no visdom 0.3 venv (.venv-visdom03): `make visdom03` makes it, with a Python >= 3.12"
+        if os.environ.get("LIVETRAIN_REQUIRE_VISDOM03"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return str(PYTHON03)
+
+
+@pytest.fixture(params=SERVERS)
+def served(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    """The server under test, started as a user would start it, and stopped after."""
+    kind, python = request.param, python_for(request.param)
+    env_dir = tmp_path / "visdom-env"
+    env_dir.mkdir()
+    if kind.startswith("livetrain"):
+        server = spawn(ServerConfig(port=0, env_dir=env_dir), python=python)
+    else:  # visdom's own entry point: it checks its page files, which `make visdom03` installed
+        config = ServerConfig(port=free_port(), env_dir=env_dir)
+        log_path = env_dir / "server.log"
+        with open(log_path, "ab") as log:
+            process = subprocess.Popen([python, "-u", "-m", "visdom.server", "-port", str(config.port), "-env_path",
+                                        f"{env_dir}/", "-bind_local"], cwd=env_dir, stdout=log,
+                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        server = ServerProcess(config, process, log_path)
+    try:
+        server.wait_ready(60)
+        if kind.startswith("stock"):  # its page files all in place: it starts without the internet
+            log = server.log_path.read_text()
+            assert "Checking for scripts" in log and "Downloading" not in log, log
+        yield kind, python, server
+    finally:
+        server.stop()
+
+
+def envs(url: str) -> list[str]:
+    return json.loads(VisdomConnection(url).post("env_state", {}))
+
+
+@pytest.mark.parametrize("served", SERVERS, indirect=True)
+def test_the_page_equals_the_logs_on_each_visdom(served: Any, tmp_path: Path) -> None:
+    kind, python, server = served
+    url = server.config.url
+    assert visdom_of(python) == ("0.2.4" if kind.endswith("0.2.4") else "0.3.0")
+    # livetrain's own endpoint answers on its server; a stock one answers anything but a list of
+    # answers (0.3: its catch-all page handler, 500), and the workers then send whole traces
+    try:
+        spliced = VisdomConnection(url).post(SPLICE_PATH.lstrip("/"), {"eid": "probe", "splices": []})
+    except Unreachable as exc:
+        spliced = str(exc)
+    assert (spliced == "[]") == kind.startswith("livetrain"), spliced
+    if kind.startswith("livetrain"):  # a serving process: none of torch, nor 0.3's t-SNE with scipy
+        maps = Path(f"/proc/{server.process.pid}/maps").read_text()
+        assert not any(f"/{lib}/" in maps for lib in ("torch", "sklearn", "scipy", "openTSNE")), maps[-500:]
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "launch.py"), "run", "--models", "softmax:a,mlp:b", "--epochs", "5000",
+         "--limit", "2000", "--visdom-url", url, "--env", "versions", "--no-keep-serving"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    name = kind.replace(" ", "-")
+    try:
+        wait_for(lambda: "versions" in envs(url) or proc.poll() is not None)
+        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+        with Browser(1600, 1200) as browser:
+            browser.open(f"{url}/env/versions")  # from the launch's first window on: the rest comes live
+            wait_for(lambda: launched(tmp_path / "runs"))
+            runs = launch_dir(tmp_path / "runs")
+            wait_for(lambda: all(training(runs / label) for label in LABELS))
+            wait_for(lambda: browser.evaluate(f"!!({CONTROL}) && !!({SELECT})"))
+            browser.choose(SELECT, 0)  # all runs
+            browser.click(button("Stop"))
+            wait_for(lambda: all(read(runs / label, keep_scalars=False).status == "interrupted" for label in LABELS))
+            out, _ = proc.communicate(timeout=120)
+            assert "stopped from the page" in read(runs / "a").states[-1]["reason"], out
+            run_dirs = [runs / label for label in LABELS]
+            expected = logged_traces(run_dirs)
+            assert all(expected.values())
+            try:
+                wait_for(lambda: page_traces(browser) == expected, timeout=60)
+            except AssertionError:
+                raise AssertionError(f"{kind}: {first_difference(page_traces(browser), expected)}") from None
+            browser.screenshot(ARTIFACTS / f"versions-{name}.png")
+            if kind.startswith("livetrain"):  # every window at its size (0.3 widens one to fit its title)
+                assert overlaps(browser.evaluate(PROBE)["panes"]) == []
+        assert_windows_match_logs(server_state(url, "versions"), run_dirs, max_points=1000)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
