@@ -250,6 +250,11 @@ def model_html(config: dict[str, Any]) -> str:
     return name + (f'<br><span style="color:#555;font-size:11px">{"; ".join(said)}</span>' if said else "")
 
 
+# a run's reason under its status, on two lines of small print for the usual one (in a table of
+# unwrapped cells, a wrapped one would otherwise be a word wide: a row five lines tall)
+REASON_STYLE = "color:#555;font-size:11px;white-space:normal;display:inline-block;min-width:240px;max-width:320px"
+
+
 def runs_html(runs: Sequence[RunSummary]) -> str:
     """A table: one row per run with its configuration, status and latest metrics."""
     head = ["run", "model", "status", "epoch", "train loss", "train acc", "test loss (CE)", "test acc", "ECE",
@@ -261,7 +266,7 @@ def runs_html(runs: Sequence[RunSummary]) -> str:
         c = r.config
         epochs = c.get("epochs")
         status = (f'<b style="color:{STATUS_COLOURS.get(r.status, "#555")}">{escape(r.status)}</b>'
-                  + (f'<br><span style="color:#555;white-space:normal">{escape(r.reason)}</span>' if r.reason else ""))
+                  + (f'<br><span style="{REASON_STYLE}">{escape(r.reason)}</span>' if r.reason else ""))
         forked = (f'<br><span style="color:#555;font-size:11px">fork of {escape(r.parent[0])} at epoch '
                   f'{r.parent[1]:.2f}</span>' if r.parent else "")
         values = [

@@ -27,7 +27,7 @@ from tests.browser import ARTIFACTS, PROBE, Browser, needs_chromium, overlaps
 from tests.conftest import REPO, free_port
 from tests.helpers import assert_windows_match_logs, launch_dir, launched, server_state, training, wait_for
 from tests.test_browser import first_difference, logged_traces, page_traces
-from tests.test_control_page import CONTROL, SELECT, button
+from tests.test_control_page import CONTROL, SELECT, button, pane
 
 pytestmark = [pytest.mark.slow, needs_chromium]
 
@@ -123,6 +123,11 @@ def test_the_page_equals_the_logs_on_each_visdom(served: Any, tmp_path: Path) ->
                 wait_for(lambda: page_traces(browser) == expected, timeout=60)
             except AssertionError:
                 raise AssertionError(f"{kind}: {first_difference(page_traces(browser), expected)}") from None
+            # the runs table, a reason under each status, whole inside its window
+            runs_table = f"({pane('Runs')}).querySelector('table')"
+            wait_for(lambda: browser.evaluate(f"{runs_table}.textContent").count("stopped from the page") == 2)
+            assert browser.evaluate(f"{runs_table}.getBoundingClientRect().bottom <= "
+                                    f"({pane('Runs')}).getBoundingClientRect().bottom")
             browser.screenshot(ARTIFACTS / f"versions-{name}.png")
             if kind.startswith("livetrain"):  # every window at its size (0.3 widens one to fit its title)
                 assert overlaps(browser.evaluate(PROBE)["panes"]) == []
