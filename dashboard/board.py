@@ -28,13 +28,6 @@ DISAGREE_SIZE = (windows.UNIT, windows.PANE_HEIGHT)
 DISAGREE_SHOWN = 12  # three rows of four images at that size, with three runs' answers each
 
 
-def runs_pane_height(runs: int, reasons: int = 0) -> int:
-    """Tall enough for a header and `runs` rows without a scroll bar (up to 12 rows): a row is two
-    lines (the model's settings under its name), 12 px more with a reason under its status."""
-    rows = min(max(runs, 1), 12)
-    return max(100, 30 + 34 * rows + 12 * min(reasons, rows))
-
-
 def run_label(record: RunRecord, fallback: str) -> str:
     return str(record.meta.get("label") or record.config.get("label") or fallback)
 
@@ -261,8 +254,7 @@ class Board:
         with self._lock:
             summaries = self.summaries()
             content = panes.runs_html(summaries) + panes.groups_html(self.group_summaries())
-            height = (runs_pane_height(len(self.followers), sum(1 for r in summaries if r.reason))
-                      + 18 * len(self.groups))
+            height = panes.runs_height(len(self.followers), summaries) + 18 * len(self.groups)
         self._panes.post(connection, windows.text_message(self.env, windows.RUNS_WIN, "Runs", content,
                                                          RUNS_PANE_WIDTH, height))
 

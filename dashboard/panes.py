@@ -255,6 +255,13 @@ def model_html(config: dict[str, Any]) -> str:
 REASON_STYLE = "color:#555;font-size:11px;white-space:normal;display:inline-block;min-width:240px;max-width:320px"
 
 
+def runs_height(count: int, runs: Sequence[RunSummary]) -> int:
+    """The runs pane's height: a header and `count` rows without a scroll bar (up to 12 rows). A row
+    is two lines (the model's settings under its name), 12 px more with a reason under its status."""
+    rows = min(max(count, 1), 12)
+    return max(100, 30 + 34 * rows + 12 * min(sum(1 for r in runs if r.reason), rows))
+
+
 def runs_html(runs: Sequence[RunSummary]) -> str:
     """A table: one row per run with its configuration, status and latest metrics."""
     head = ["run", "model", "status", "epoch", "train loss", "train acc", "test loss (CE)", "test acc", "ECE",
