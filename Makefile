@@ -88,7 +88,7 @@ $(VENV03)/.installed: setup.cfg constraints.txt
 $(VENV)/.installed: setup.cfg constraints.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo "Installing livetrain and its pinned requirements into $(VENV) (first time: a few minutes)"
-	@$(PY) -m pip install -q -e '.[test]' > $(VENV)/install.log 2>&1 \
+	@$(PY) -m pip install -q -e '.[test,ray]' > $(VENV)/install.log 2>&1 \
 		|| { grep -v "^WARNING: Location" $(VENV)/install.log | tail -20; \
 		     echo "Error: pip install failed (full log in $(VENV)/install.log)" >&2; exit 1; }
 	@touch $@
