@@ -1,0 +1,100 @@
+"""Runs on a Ray cluster: a run folder carried from the node that trains it to the launcher's
+machine as it grows, whether or not the two share a disk.
+
+A run on a node writes its folder there as it would on one machine (the run log, appended record
+by record; the checkpoint, replaced whole after each epoch; error.txt). `follow` watches that
+folder and yields what changed, a few times a second, as `Chunk`s: the bytes appended to a file,
+or a file replaced (its whole new content). On the launcher's machine `apply` writes each chunk
+into the launch folder, so that the board, `livetrain runs` and `replay` read it as they read a
+local run's, and a node lost mid-run loses at most what it wrote since its last yield.
+
+Nothing here imports Ray: the generator is run as a Ray task by whoever schedules the runs, and
+its chunks are plain picklable data (see tests/test_cluster.py, on a real two-node cluster)."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+CHUNK_BYTES = 4 << 20  # at most this much of one file in one chunk (a checkpoint is sent whole)
+FOLLOW_EVERY = 0.25  # s between two looks at the folder
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """What changed in one file of a run folder."""
+
+    path: str  # relative to the folder, '/'-separated
+    offset: int  # where `data` goes in the file
+    data: bytes
+    whole: bool  # the file was created or replaced: `data` is all of it (offset 0)
+
+
+def _written(name: str) -> bool:
+    """A finished file, not one being written (the product writes to `.NAME.PID.tmp`, then renames)."""
+    return not (name.startswith(".") and name.endswith(".tmp"))
+
+
+class FolderTail:
+    """What changed in a folder since the last look: each file's appended bytes, or the whole of
+    a file that is new or was replaced (another inode, or shorter than before)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._sent: dict[str, tuple[int, int]] = {}  # path -> (inode, bytes sent)
+
+    def changes(self) -> list[Chunk]:
+        chunks = []
+        for path in sorted(p for p in self.root.rglob("*") if p.is_file() and _written(p.name)):
+            rel = path.relative_to(self.root).as_posix()
+            try:
+                with open(path, "rb") as f:
+                    stat = os.fstat(f.fileno())
+                    inode, sent = self._sent.get(rel, (-1, 0))
+                    whole = inode != stat.st_ino or stat.st_size < sent
+                    start = 0 if whole else sent
+                    f.seek(start)
+                    data = f.read() if whole else f.read(CHUNK_BYTES)
+            except FileNotFoundError:  # replaced or removed as we looked: the next look sees it
+                continue
+            if data or whole:
+                chunks.append(Chunk(rel, start, data, whole))
+                self._sent[rel] = (stat.st_ino, start + len(data))
+        return chunks
+
+
+def follow(root: Path, done: Callable[[], bool], every: float = FOLLOW_EVERY) -> Iterator[list[Chunk]]:
+    """The changes in `root` as they come, until `done()` is true; then the last of them."""
+    tail = FolderTail(root)
+    while True:
+        finished = done()
+        chunks = tail.changes()
+        if chunks:
+            yield chunks
+        more = any(len(c.data) == CHUNK_BYTES and not c.whole for c in chunks)  # the rest of a long file
+        if finished and not more:
+            return
+        if not more:
+            time.sleep(every)
+
+
+def apply(root: Path, chunk: Chunk) -> Path:
+    """Write `chunk` into the folder `root` (made as needed). A whole file is written aside and
+    renamed into place, so that a reader never sees half of a replaced checkpoint."""
+    parts = PurePosixPath(chunk.path).parts
+    if not parts or any(part in ("", ".", "..") for part in parts) or PurePosixPath(chunk.path).is_absolute():
+        raise ValueError(f"a chunk for {chunk.path!r}, outside its run folder")
+    path = root.joinpath(*parts)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if chunk.whole:
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(chunk.data)
+        os.replace(tmp, path)
+    else:
+        with open(path, "r+b" if path.exists() else "wb") as f:
+            f.seek(chunk.offset)
+            f.write(chunk.data)
+    return path

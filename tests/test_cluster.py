@@ -1,0 +1,74 @@
+"""A run folder carried from a Ray node to the launcher's machine as it grows (dashboard.launch.cluster),
+on folders here; tests/test_cluster_ray.py carries one from another node of a real Ray cluster."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from dashboard.launch.cluster import CHUNK_BYTES, Chunk, FolderTail, apply, follow
+
+
+def files(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def carry(tail: FolderTail, to: Path) -> list[Chunk]:
+    chunks = tail.changes()
+    for chunk in chunks:
+        apply(to, chunk)
+    return chunks
+
+
+def test_appended_bytes_and_replaced_files_are_carried(tmp_path: Path) -> None:
+    node, here = tmp_path / "node", tmp_path / "here"
+    (node / "sub").mkdir(parents=True)
+    tail = FolderTail(node)
+    assert tail.changes() == []
+    log = node / "log.jsonl"
+    log.write_bytes(b'{"kind": "config"}\n{"kind": "scal')  # a record cut as it is written
+    (node / ".checkpoint.pt.123.tmp").write_bytes(b"half")  # being written: not carried
+    first = carry(tail, here)
+    assert [(c.path, c.offset, c.whole) for c in first] == [("log.jsonl", 0, True)]
+    with open(log, "ab") as f:
+        f.write(b'ars", "step": 1}\n')
+    os.replace(node / ".checkpoint.pt.123.tmp", node / "checkpoint.pt")
+    (node / "sub" / "error.txt").write_text("Traceback ...\n")
+    second = carry(tail, here)
+    assert [(c.path, c.offset, c.whole) for c in second] == [
+        ("checkpoint.pt", 0, True), ("log.jsonl", 33, False), ("sub/error.txt", 0, True)]
+    assert carry(tail, here) == []  # nothing new
+    new = node / ".checkpoint.pt.124.tmp"  # the next epoch's checkpoint, smaller, replaces it
+    new.write_bytes(b"v2")
+    os.replace(new, node / "checkpoint.pt")
+    assert [(c.path, c.data) for c in carry(tail, here)] == [("checkpoint.pt", b"v2")]
+    assert files(here) == files(node)
+
+
+def test_a_long_file_comes_in_chunks_and_follow_ends_with_the_last(tmp_path: Path) -> None:
+    node, here = tmp_path / "node", tmp_path / "here"
+    node.mkdir()
+    (node / "log.jsonl").write_bytes(b"")
+    tail = FolderTail(node)
+    carry(tail, here)
+    (node / "log.jsonl").write_bytes(b"x" * (CHUNK_BYTES * 2 + 5))
+    done = iter([False, True, True, True])
+    sent = [c for chunks in follow(node, lambda: next(done), every=0) for c in chunks]
+    # follow's own tail saw the file whole at first sight; a tail that had seen it empty gets parts
+    assert [(c.offset, len(c.data), c.whole) for c in sent] == [(0, CHUNK_BYTES * 2 + 5, True)]
+    parts = []
+    while chunks := tail.changes():
+        parts += [(c.offset, len(c.data), c.whole) for c in chunks]
+        for chunk in chunks:
+            apply(here, chunk)
+    assert parts == [(0, CHUNK_BYTES, False), (CHUNK_BYTES, CHUNK_BYTES, False), (2 * CHUNK_BYTES, 5, False)]
+    assert files(here) == files(node)
+
+
+@pytest.mark.parametrize("path", ["../escape", "/etc/x", "a/../../b", ""])
+def test_a_chunk_outside_its_folder_is_refused(tmp_path: Path, path: str) -> None:
+    with pytest.raises(ValueError, match="outside its run folder"):
+        apply(tmp_path, Chunk(path, 0, b"x", True))
+    assert list(tmp_path.iterdir()) == []
