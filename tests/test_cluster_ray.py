@@ -1,8 +1,8 @@
 """A run folder carried from another node of a real Ray cluster to the launcher's machine as it
 grows (dashboard.launch.cluster): a head and a second node on this machine, started with Ray's own
 commands (tests/ray_cluster.py); a task placed on the second node writes a run folder of its own,
-and what arrives here is what it wrote, as it writes it; the node killed mid-run, what had arrived
-stays and the stream says which node died."""
+and what arrives here is what it wrote, as it writes it; a real run trained there arrives whole;
+the node killed mid-run, what had arrived stays and the stream says which node died."""
 
 from __future__ import annotations
 
@@ -14,7 +14,10 @@ from typing import Any
 
 import pytest
 
-from dashboard.launch.cluster import Chunk, apply, follow
+from dashboard.launch.cluster import NODE_FILE, Chunk, apply, follow, receive, train_on_node
+from dashboard.launch.worker import WorkerSpec
+from dashboard.runlog import read
+from trainers.config import RunConfig
 from tests.helpers import wait_for
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (`make setup` installs it)")
@@ -97,6 +100,21 @@ def test_a_folder_on_another_node_arrives_here_as_it_grows(cluster: Any, tmp_pat
     assert len((tmp_path / "checkpoint.pt").read_bytes()) == 1000
     node2 = next(n["NodeID"] for n in ray.nodes() if "node2" in n["Resources"])
     assert (tmp_path / "node.txt").read_text() == node2  # it did run on the second node
+
+
+def test_a_run_trains_on_another_node_and_its_folder_arrives_here(cluster: Any, tmp_path: Path) -> None:
+    """A real run (softmax, 512 images, headless) placed on the second node: its log, checkpoint and
+    node name arrive in its folder here, and the log reads as a local run's."""
+    spec = WorkerSpec(RunConfig("softmax", epochs=2, limit=512, seed=0, threads=1, label="remote"), tmp_path / "remote")
+    task = ray.remote(train_on_node).options(num_cpus=1, resources={"node2": 1}, max_retries=0,
+                                             num_returns="streaming")
+    receive((ray.get(ref) for ref in task.remote(spec)), spec.run_dir)
+    record = read(spec.run_dir)
+    assert record.status == "finished" and record.config["label"] == "remote"
+    assert [round(r["x"]) for r in record.scalars if "test/acc" in r][-1] == 2
+    assert (spec.run_dir / "checkpoint.pt").is_file() and not (spec.run_dir / "error.txt").exists()
+    node2 = next(n["NodeID"] for n in ray.nodes() if "node2" in n["Resources"])
+    assert (spec.run_dir / NODE_FILE).read_text().splitlines()[0] == node2
 
 
 def test_a_lost_node_keeps_what_had_arrived(cluster: Any, tmp_path: Path) -> None:

@@ -8,16 +8,23 @@ or a file replaced (its whole new content). On the launcher's machine `apply` wr
 into the launch folder, so that the board, `livetrain runs` and `replay` read it as they read a
 local run's, and a node lost mid-run loses at most what it wrote since its last yield.
 
-Nothing here imports Ray: the generator is run as a Ray task by whoever schedules the runs, and
-its chunks are plain picklable data (see tests/test_cluster.py, on a real two-node cluster)."""
+`train_on_node` is a run's Ray task (a streaming generator: Ray hands its chunks to the launcher
+as they come) and `receive` takes them in on the launcher's machine. Nothing here imports Ray:
+the caller wraps the task with `ray.remote` (see tests/test_cluster_ray.py, on a real two-node
+cluster)."""
 
 from __future__ import annotations
 
 import os
+import socket
+import tempfile
+import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+import traceback
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 CHUNK_BYTES = 4 << 20  # at most this much of one file in one chunk (a checkpoint is sent whole)
 FOLLOW_EVERY = 0.25  # s between two looks at the folder
@@ -98,3 +105,38 @@ def apply(root: Path, chunk: Chunk) -> Path:
             f.seek(chunk.offset)
             f.write(chunk.data)
     return path
+
+
+NODE_FILE = "node.txt"  # in a run folder trained on a cluster: the node's id and host, one per line
+
+
+def train_on_node(spec: Any) -> Iterator[list[Chunk]]:
+    """A run's Ray task: train `spec` (a WorkerSpec) into a folder of this node's, on a thread,
+    and yield that folder's changes as they come; the first names the node (NODE_FILE). What
+    the run raises goes to its error.txt, as a local worker's does."""
+    import ray  # there, in a Ray worker
+
+    from dashboard.launch.worker import ERROR_FILE, run
+
+    node_id = ray.get_runtime_context().get_node_id()
+    here = Path(tempfile.mkdtemp(prefix=f"livetrain-{spec.config.label}-"))
+    (here / NODE_FILE).write_text(f"{node_id}\n{socket.gethostname()}\n")
+    local = replace(spec, run_dir=here, launcher=None)
+
+    def train() -> None:
+        try:
+            run(local)
+        except BaseException:  # noqa: BLE001 - run() logged the status; the details go next to the log
+            (here / ERROR_FILE).write_text(traceback.format_exc())
+
+    thread = threading.Thread(target=train, name=f"livetrain-{spec.config.label}")
+    thread.start()
+    yield from follow(here, lambda: not thread.is_alive())
+
+
+def receive(chunks: Iterable[list[Chunk]], run_dir: Path) -> None:
+    """Write what a run's task yields into its folder here, as it comes, until the task ends (what
+    the stream raises, such as Ray's NodeDiedError, is the caller's to tell)."""
+    for batch in chunks:
+        for chunk in batch:
+            apply(run_dir, chunk)
