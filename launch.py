@@ -159,13 +159,17 @@ RUN_EPILOG = "\b\nPresets (the course notes' recipes; --set and the options abov
               help="Train at most N runs at once and queue the rest [default: the machine's cores, at least 4].")
 @click.option("--resume", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Continue the runs of an earlier launch (its folder) from their last checkpoints.")
+@click.option("--cluster", metavar="ADDRESS", default=None,
+              help="Train the runs on a Ray cluster: its head's HOST:PORT (what `ray start --head` printed), "
+                   "or 'ray' for $RAY_ADDRESS or a Ray of its own here. Needs the ray extra.")
 @click.argument("experiment", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @view_options
 @server_options
 @DRY_RUN
 @click.pass_context
 def run(ctx: click.Context, experiment: Path | None, models: tuple[str, ...], settings: tuple[str, ...], seeds: tuple[int, ...],
-        parallel: int | None, resume: Path | None, dry_run: bool, env: str | None, visdom_url: str | None,
+        parallel: int | None, resume: Path | None, cluster: str | None, dry_run: bool, env: str | None,
+        visdom_url: str | None,
         headless: bool, no_server: bool, keep_serving: bool, no_control: bool, smooth: float | None, scatter: str | None,
         log_dir: Path, data_dir: Path | None, host: str, port: int, env_dir: Path, login: bool,
         **every_run: Any) -> int:
@@ -178,7 +182,7 @@ def run(ctx: click.Context, experiment: Path | None, models: tuple[str, ...], se
     request = _run_request(ctx, models, settings, resume, experiment, common, log_dir=log_dir, headless=headless,
                            visdom_url=visdom_url, server=ServerConfig(host, port, env_dir, login),
                            start_server=not no_server, draw=draw, keep_serving=keep_serving, parallel=parallel,
-                           control=not no_control)
+                           control=not no_control, cluster=cluster)
     return launched(request, dry_run)
 
 

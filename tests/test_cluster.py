@@ -72,3 +72,29 @@ def test_a_chunk_outside_its_folder_is_refused(tmp_path: Path, path: str) -> Non
     with pytest.raises(ValueError, match="outside its run folder"):
         apply(tmp_path, Chunk(path, 0, b"x", True))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_cluster_bad_input_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--cluster: an address that is none, a head that does not answer (Ray's own connect would
+    wait for good), Ray not installed: one line each, saying what to do, nothing started."""
+    import sys
+
+    from click.testing import CliRunner
+
+    import launch
+    from tests.ray_cluster import unused_port
+
+    def run(*args: str) -> tuple[int, str]:
+        result = CliRunner().invoke(launch.cli, ["run", "--models", "softmax", "--headless", "--dry-run", *args])
+        return result.exit_code, result.output.strip()
+
+    port = unused_port()
+    code, said = run("--cluster", f"127.0.0.1:{port}")
+    assert code == 1 and said.startswith(f"Error: --cluster 127.0.0.1:{port}: no Ray head answers at 127.0.0.1:{port}")
+    assert f"`ray start --head --port {port}`" in said and "\n" not in said
+    code, said = run("--cluster", "head-without-port")
+    assert code == 2 and said.startswith("Error: --cluster 'head-without-port': give the head's HOST:PORT")
+    monkeypatch.setitem(sys.modules, "ray", None)  # as where the extra is not installed
+    code, said = run("--cluster", "ray")
+    assert code == 1 and said == ("Error: --cluster needs Ray, which is not installed; install the ray extra: "
+                                  "`pip install 'livetrain[ray]'` (`make setup` in a clone)")

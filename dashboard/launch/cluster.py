@@ -16,6 +16,7 @@ cluster)."""
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import tempfile
 import threading
@@ -110,12 +111,15 @@ def apply(root: Path, chunk: Chunk) -> Path:
 NODE_FILE = "node.txt"  # in a run folder trained on a cluster: the node's id and host, one per line
 
 
-def train_on_node(spec: Any) -> Iterator[list[Chunk]]:
+def train_on_node(spec: Any, stops: Any = None) -> Iterator[list[Chunk]]:
     """A run's Ray task: train `spec` (a WorkerSpec) into a folder of this node's, on a thread,
     and yield that folder's changes as they come; the first names the node (NODE_FILE). What
-    the run raises goes to its error.txt, as a local worker's does."""
+    the run raises goes to its error.txt, as a local worker's does. `stops`: the launch's Stops
+    actor (dashboard.launch.on_ray), looked at on every pass: once it gives a reason, the run
+    is interrupted between two steps, as a local worker is by a stop signal, and logs it."""
     import ray  # there, in a Ray worker
 
+    from dashboard.launch import worker
     from dashboard.launch.worker import ERROR_FILE, run
 
     node_id = ray.get_runtime_context().get_node_id()
@@ -126,12 +130,39 @@ def train_on_node(spec: Any) -> Iterator[list[Chunk]]:
     def train() -> None:
         try:
             run(local)
+        except KeyboardInterrupt:  # stopped (see done): logged as interrupted by run()
+            pass
         except BaseException:  # noqa: BLE001 - run() logged the status; the details go next to the log
             (here / ERROR_FILE).write_text(traceback.format_exc())
 
     thread = threading.Thread(target=train, name=f"livetrain-{spec.config.label}")
     thread.start()
-    yield from follow(here, lambda: not thread.is_alive())
+    asked = ""
+
+    def done() -> bool:
+        nonlocal asked
+        if stops is not None and not asked and thread.is_alive():
+            try:
+                asked = ray.get(stops.asked.remote(), timeout=10)
+            except ray.exceptions.RayError:  # the launcher's node (where the actor lives) is gone: no one asks
+                pass
+            if asked:
+                worker._stopped_by = asked  # what run() logs the interruption as
+                interrupt(thread)
+        return not thread.is_alive()
+
+    try:
+        yield from follow(here, done)
+    finally:
+        shutil.rmtree(here, ignore_errors=True)  # all of it is in the launch folder by now
+
+
+def interrupt(thread: threading.Thread) -> None:
+    """Raise KeyboardInterrupt in `thread` (at its next Python step), as a stop signal does in a
+    local worker's main thread."""
+    import ctypes
+
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident or 0), ctypes.py_object(KeyboardInterrupt))
 
 
 def receive(chunks: Iterable[list[Chunk]], run_dir: Path) -> None:

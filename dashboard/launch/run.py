@@ -71,6 +71,7 @@ class LaunchOptions:
     poll: float = 0.5  # seconds between terminal redraws / board polls
     parallel: int | None = None  # workers alive at once, the rest queued; None: all at once
     control: bool = True  # the runs take requests (the page's Control pane, `livetrain control`)
+    cluster: str | None = None  # the Ray cluster the runs train on (--cluster); None: this machine
 
 
 def worker_specs(runs: Sequence[PlannedRun], options: LaunchOptions,
@@ -158,7 +159,12 @@ def launch(runs: Sequence[PlannedRun], launch_dir: Path, options: LaunchOptions)
             pane.add(fork.label, sender)
 
     with stops.installed():
-        supervisor = Supervisor(specs, stops, options.parallel)
+        if options.cluster is not None:
+            from dashboard.launch.on_ray import RaySupervisor
+
+            supervisor = RaySupervisor(specs, stops, options.parallel, options.cluster)
+        else:
+            supervisor = Supervisor(specs, stops, options.parallel)
         if server is not None and server.started is not None:
             try:
                 server.started.wait_ready(abort=lambda: stops.count > 0)
@@ -240,6 +246,7 @@ class RunRequest:
     keep_serving: bool = True  # after the runs, keep a server this command started up until Ctrl-C
     control: bool = True  # False (--no-control): no Control pane, and `livetrain control` is refused
     parallel: int | None = None  # workers alive at once, the rest queued; None: default_parallel()
+    cluster: str | None = None  # --cluster: the Ray cluster the runs train on; None: this machine
 
 
 @dataclass
@@ -271,6 +278,10 @@ def check(request: RunRequest, dry_run: bool = False) -> Checked:
     if request.draw.env != PER_LAUNCH:
         request = replace(request, draw=replace(request.draw, env=check_env(request.draw.env)))
     check_devices(configs)
+    if request.cluster is not None:
+        from dashboard.launch.on_ray import check_cluster
+
+        check_cluster(request.cluster)
     if not dry_run:
         prepare_to_fork()
     load_data(configs)
@@ -305,8 +316,9 @@ def run(request: RunRequest, out: TextIO | None = None) -> int:
                 if not run.done:
                     supersede(run.run_dir, resumes_at(run))  # what it logged past its checkpoint, it logs again
         draw = replace(request.draw, env=env, run_windows=windows.run_windows_for(len(runs)))
+        # the page's Control pane does not reach runs on a cluster yet: no pane there
         options = LaunchOptions(server, draw, out, parallel=request.parallel or default_parallel(),
-                                control=request.control)
+                                control=request.control and request.cluster is None, cluster=request.cluster)
         _announce(out, runs, launch_dir, server, env)
         started = time.monotonic()
         outcome = launch(runs, launch_dir, options)

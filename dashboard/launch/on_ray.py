@@ -1,0 +1,262 @@
+"""A launch's runs on a Ray cluster (`--cluster`): each run one Ray task asking for the CPUs its
+threads use, placed by Ray on any node, at most `parallel` at once (the rest queued, as on one
+machine). Its folder comes back to the launch folder as it grows (dashboard.launch.cluster), so
+the board, the terminal, `runs` and `replay` read it as a local run's; the run streams to the
+page from its node.
+
+Stops: a Ctrl-C, SIGTERM or SIGHUP to the launcher asks every run to stop (through a small Ray
+actor each run's task looks at a few times a second); the run logs it as a local one does, and
+its last records come back. A run not stopped within the grace, or a second Ctrl-C, has its task
+killed. A node lost mid-run ends its runs `failed: node N was lost`; the others go on."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import urllib.parse
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dashboard.launch.cluster import NODE_FILE, receive, train_on_node
+from dashboard.launch.supervisor import GRACE_VAR, STOP_GRACE, StopRequests, queue
+from dashboard.launch.worker import logged, seal
+from trainers.config import ConfigError
+from trainers.errors import EXIT_FAILED, EXIT_INTERRUPTED, LivetrainError
+from trainers.reporting import RunState
+
+RAY_EXTRA = "pip install 'livetrain[ray]'"
+LOCAL = "ray"  # --cluster ray: RAY_ADDRESS, or a Ray of its own on this machine
+
+
+class ClusterError(LivetrainError):
+    """The cluster cannot be used: not reachable, Ray missing, too small for a run."""
+
+
+def import_ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise ClusterError(f"--cluster needs Ray, which is not installed; install the ray extra: `{RAY_EXTRA}` "
+                           "(`make setup` in a clone)") from None
+    return ray
+
+
+def gcs_address(address: str) -> tuple[str, int] | None:
+    """The host and port `address` names ("HOST:PORT", "ray://HOST:PORT"); None for "ray" and "auto"."""
+    if address in (LOCAL, "auto"):
+        return None
+    parsed = urllib.parse.urlsplit(address if "://" in address else f"//{address}")
+    try:
+        port = parsed.port
+    except ValueError:
+        port = None
+    if not parsed.hostname or port is None:
+        raise ConfigError(f"--cluster {address!r}: give the head's HOST:PORT (e.g. 10.0.0.5:6379), or "
+                          f"'{LOCAL}' for $RAY_ADDRESS or a Ray on this machine")
+    return parsed.hostname, port
+
+
+def check_cluster(address: str) -> None:
+    """What a launch checks before it starts anything: Ray is installed and the head answers (over
+    TCP: Ray's own connect waits on an unreachable head for good)."""
+    import_ray()
+    target = gcs_address(address)
+    if target is not None:
+        try:
+            socket.create_connection(target, timeout=5).close()
+        except OSError as exc:
+            raise ClusterError(f"--cluster {address}: no Ray head answers at {target[0]}:{target[1]} "
+                               f"({exc.strerror or exc}); start one with `ray start --head --port {target[1]}`, "
+                               "or check the address") from None
+
+
+def connect(address: str) -> Any:
+    """Ray, connected to the cluster `address` names, as this process's driver."""
+    check_cluster(address)
+    ray = import_ray()
+    if not ray.is_initialized():
+        given = None if address == LOCAL else address
+        ray.init(address=given or os.environ.get("RAY_ADDRESS") or None, logging_level="WARNING",
+                 log_to_driver=False)
+    return ray
+
+
+class Stops:
+    """A Ray actor (`ray.remote(Stops)`): why the launch asks its runs to stop; "" while it does not."""
+
+    def __init__(self) -> None:
+        self.reason = ""
+
+    def ask(self, reason: str) -> None:
+        self.reason = self.reason or reason
+
+    def asked(self) -> str:
+        return self.reason
+
+
+@dataclass
+class RemoteRun:
+    """A run's task and the thread that takes in what it sends; `exitcode` as a worker's, once it ended."""
+
+    spec: Any
+    stream: Any = None
+    thread: threading.Thread | None = None
+    exitcode: int | None = None
+    node: str = ""
+
+
+EXIT_OF = {RunState.FINISHED: 0, RunState.INTERRUPTED: EXIT_INTERRUPTED}
+WATCH_EVERY = 1.0  # s: how often a waiting run's node is looked at
+
+
+class NodeLost(Exception):
+    def __init__(self, node: str) -> None:
+        super().__init__(node)
+        self.node = node
+
+
+class RaySupervisor:
+    """`dashboard.launch.supervisor.Supervisor`'s part, for runs on a Ray cluster: the same calls."""
+
+    def __init__(self, specs: Sequence[Any], stops: StopRequests, parallel: int | None, address: str) -> None:
+        self.specs = list(specs)
+        self.stops = stops
+        self.parallel = max(1, parallel or len(self.specs))
+        self.address = address
+        self.procs: list[RemoteRun] = []
+        self.stop_sent_at: float | None = None
+        self.grace = float(os.environ.get(GRACE_VAR) or STOP_GRACE)
+        self._ended = threading.Event()
+        self._ray: Any = None
+        self._stops: Any = None
+        self._task: Any = None
+
+    def start(self) -> None:
+        self._ray = ray = connect(self.address)
+        # on the launcher's own node: lost with another node, it would take every run down with it
+        here = ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(),
+                                                                            soft=False)
+        self._stops = ray.remote(Stops).options(num_cpus=0, scheduling_strategy=here).remote()
+        self._task = ray.remote(train_on_node)
+        for spec in self.specs[self.parallel:]:
+            queue(spec)
+        self._start_next(self.parallel)
+
+    def add(self, spec: Any) -> None:
+        self.specs.append(spec)
+        queue(spec)
+
+    def _start_next(self, count: int) -> None:
+        for spec in self.specs[len(self.procs):len(self.procs) + count]:
+            run = RemoteRun(spec)
+            # never retried: a run lost with its node is told, and resumed when asked
+            run.stream = self._task.options(num_cpus=spec.config.threads or 1, num_returns="streaming",
+                                            max_retries=0).remote(spec, self._stops)
+            run.thread = threading.Thread(target=self._take_in, args=(run,), name=f"ray-{spec.config.label}",
+                                          daemon=True)
+            run.thread.start()
+            self.procs.append(run)
+
+    def _chunks(self, run: RemoteRun) -> Iterator[Any]:
+        """What the run's task yields, as it comes. Waiting, it looks at the run's node every
+        WATCH_EVERY s: Ray waits on the objects of a lost node (pending their reconstruction)
+        without end, `next(stream)` too (on its end-of-stream object); its `_next_sync` with a
+        timeout is what Ray's own consumers use to wait (ray/_private/object_ref_generator.py)."""
+        ray = self._ray
+        while True:
+            try:
+                ref = run.stream._next_sync(timeout_s=WATCH_EVERY)
+            except StopIteration:
+                return
+            if ref.is_nil():
+                self._check_node(run)
+                continue
+            while True:
+                try:
+                    yield ray.get(ref, timeout=WATCH_EVERY)
+                    break
+                except ray.exceptions.GetTimeoutError:
+                    self._check_node(run)
+
+    def _check_node(self, run: RemoteRun) -> None:
+        """Raise NodeLost when the node the run trains on (its NODE_FILE says) is not alive."""
+        if not run.node:
+            run.node = node_id_of(run.spec.run_dir)
+        if run.node and not any(n["NodeID"] == run.node and n["Alive"] for n in self._ray.nodes()):
+            raise NodeLost(run.node)
+
+    def _take_in(self, run: RemoteRun) -> None:
+        ray = self._ray
+        try:
+            receive(self._chunks(run), run.spec.run_dir)
+            record = logged(run.spec)
+            run.exitcode = EXIT_OF.get(record.status if record else "", EXIT_FAILED)
+        except (NodeLost, ray.exceptions.NodeDiedError) as exc:
+            node = exc.node if isinstance(exc, NodeLost) else (run.node or _node_of(str(exc)))
+            self._seal(run, RunState.FAILED, f"node {node[:12] or '?'} was lost")
+            run.exitcode = EXIT_FAILED
+        except ray.exceptions.RayError as exc:  # killed after the grace, or its worker died
+            if not self.stopping:
+                self._seal(run, RunState.FAILED, f"its Ray task ended: {type(exc).__name__}")
+            run.exitcode = EXIT_INTERRUPTED if self.stopping else EXIT_FAILED
+        finally:
+            if run.exitcode is None:
+                run.exitcode = EXIT_FAILED
+            self._ended.set()
+
+    @staticmethod
+    def _seal(run: RemoteRun, state: str, reason: str) -> None:
+        record = logged(run.spec)
+        if record is None or record.status not in (RunState.FINISHED, RunState.FAILED, RunState.INTERRUPTED):
+            seal(run.spec, state, reason, record)
+
+    @property
+    def stopping(self) -> bool:
+        return self.stops.count > 0
+
+    def alive(self) -> list[RemoteRun]:
+        return [r for r in self.procs if r.exitcode is None]
+
+    def step(self, timeout: float = 0.5) -> bool:
+        import time
+
+        alive = self.alive()
+        if not self.stopping and len(alive) < self.parallel and len(self.procs) < len(self.specs):
+            self._start_next(self.parallel - len(alive))
+            alive = self.alive()
+        if not alive:
+            return False
+        if self.stops.count and self.stop_sent_at is None:
+            self.stop_sent_at = time.monotonic()
+            self._stops.ask.remote(self.stops.reason)
+        if self.stops.count > 1 or (self.stop_sent_at is not None
+                                    and time.monotonic() - self.stop_sent_at > self.grace):
+            for run in alive:
+                self._ray.cancel(run.stream, force=True)
+        self._ended.wait(timeout)
+        self._ended.clear()
+        return bool(self.alive()) or (not self.stopping and len(self.procs) < len(self.specs))
+
+    def exitcodes(self) -> list[int | None]:
+        for run in self.procs:
+            if run.thread is not None:
+                run.thread.join(timeout=30)
+        codes = [r.exitcode for r in self.procs]
+        return codes + [None] * (len(self.specs) - len(codes))
+
+
+def _node_of(message: str) -> str:
+    """The node id in a NodeDiedError's message ("... node ID: abc..., ...")."""
+    head, _, tail = message.partition("node ID: ")
+    return tail.split(".")[0].split(",")[0].strip() if tail else ""
+
+
+def node_id_of(run_dir: Path) -> str:
+    """The Ray node a run trains on, from the NODE_FILE its task wrote ("" before it came)."""
+    try:
+        return (run_dir / NODE_FILE).read_text().split("\n", 1)[0].strip()
+    except OSError:
+        return ""
