@@ -92,6 +92,8 @@ def test_cluster_bad_input_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     code, said = run("--cluster", f"127.0.0.1:{port}")
     assert code == 1 and said.startswith(f"Error: --cluster 127.0.0.1:{port}: no Ray head answers at 127.0.0.1:{port}")
     assert f"`ray start --head --port {port}`" in said and "\n" not in said
+    code, said = run("--cluster", "ray://head:10001")
+    assert code == 2 and "Ray Client addresses are not supported yet; give the head's HOST:PORT" in said
     code, said = run("--cluster", "head-without-port")
     assert code == 2 and said.startswith("Error: --cluster 'head-without-port': give the head's HOST:PORT")
     monkeypatch.setitem(sys.modules, "ray", None)  # as where the extra is not installed

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import socket
 import shutil
 import signal
 from pathlib import Path
@@ -117,10 +118,13 @@ def test_every_command_line_in_the_docs_plans_or_parses(made: Path, visdom_serve
     monkeypatch.chdir(made)
     port = str(free_port())
     runner = CliRunner()
+    head = socket.create_server(("127.0.0.1", 0))  # a Ray head's port answering (a dry run only probes it)
     for where, line in command_lines():
         path, args = words_of(line)
         if "--visdom-url" in args:  # a server elsewhere: here, one of the test's own
             args[args.index("--visdom-url") + 1] = visdom_server.config.url
+        if "--cluster" in args:
+            args[args.index("--cluster") + 1] = f"127.0.0.1:{head.getsockname()[1]}"
         if "--help" in args or tuple(path) in RUN:
             result = runner.invoke(launch.cli, [*path, *args], catch_exceptions=False)
             assert result.exit_code == 0, (where, result.output)

@@ -48,6 +48,9 @@ def gcs_address(address: str) -> tuple[str, int] | None:
     """The host and port `address` names ("HOST:PORT", "ray://HOST:PORT"); None for "ray" and "auto"."""
     if address in (LOCAL, "auto"):
         return None
+    if "://" in address:
+        raise ConfigError(f"--cluster {address}: Ray Client addresses are not supported yet; give the head's "
+                          "HOST:PORT (its GCS port, 6379 by default)")
     parsed = urllib.parse.urlsplit(address if "://" in address else f"//{address}")
     try:
         port = parsed.port
