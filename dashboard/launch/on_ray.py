@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from dashboard.launch.cluster import NODE_FILE, receive, train_on_node
-from dashboard.launch.supervisor import GRACE_VAR, STOP_GRACE, StopRequests, queue
+from dashboard.launch.supervisor import StopRequests, Supervisor, queue
 from dashboard.launch.worker import logged, seal
 from trainers.config import ConfigError
 from trainers.errors import EXIT_FAILED, EXIT_INTERRUPTED, LivetrainError
@@ -121,17 +121,14 @@ class NodeLost(Exception):
         self.node = node
 
 
-class RaySupervisor:
-    """`dashboard.launch.supervisor.Supervisor`'s part, for runs on a Ray cluster: the same calls."""
+class RaySupervisor(Supervisor):
+    """`Supervisor`'s part, for runs on a Ray cluster: the same calls, and the same slots,
+    stops and grace."""
 
     def __init__(self, specs: Sequence[Any], stops: StopRequests, parallel: int | None, address: str) -> None:
-        self.specs = list(specs)
-        self.stops = stops
-        self.parallel = max(1, parallel or len(self.specs))
+        super().__init__(specs, stops, parallel)
         self.address = address
-        self.procs: list[RemoteRun] = []
-        self.stop_sent_at: float | None = None
-        self.grace = float(os.environ.get(GRACE_VAR) or STOP_GRACE)
+        self.procs: list[RemoteRun] = []  # type: ignore[assignment]
         self._ended = threading.Event()
         self._ray: Any = None
         self._stops: Any = None
@@ -216,32 +213,18 @@ class RaySupervisor:
         if record is None or record.status not in (RunState.FINISHED, RunState.FAILED, RunState.INTERRUPTED):
             seal(run.spec, state, reason, record)
 
-    @property
-    def stopping(self) -> bool:
-        return self.stops.count > 0
-
-    def alive(self) -> list[RemoteRun]:
-        return [r for r in self.procs if r.exitcode is None]
-
     def step(self, timeout: float = 0.5) -> bool:
-        import time
-
-        alive = self.alive()
-        if not self.stopping and len(alive) < self.parallel and len(self.procs) < len(self.specs):
-            self._start_next(self.parallel - len(alive))
-            alive = self.alive()
+        alive = self._fill()
         if not alive:
             return False
-        if self.stops.count and self.stop_sent_at is None:
-            self.stop_sent_at = time.monotonic()
+        if self._stop_now():
             self._stops.ask.remote(self.stops.reason)
-        if self.stops.count > 1 or (self.stop_sent_at is not None
-                                    and time.monotonic() - self.stop_sent_at > self.grace):
+        if self._kill_now():
             for run in alive:
                 self._ray.cancel(run.stream, force=True)
         self._ended.wait(timeout)
         self._ended.clear()
-        return bool(self.alive()) or (not self.stopping and len(self.procs) < len(self.specs))
+        return self._going()
 
     def exitcodes(self) -> list[int | None]:
         for run in self.procs:

@@ -156,21 +156,39 @@ class Supervisor:
     def step(self, timeout: float = 0.5) -> bool:
         """Act on stop requests, start queued runs as slots free, wait up to `timeout` for a worker
         to end. False once all have (once stopping: all started ones)."""
+        alive = self._fill()
+        if not alive:
+            return False
+        if self._stop_now():
+            for proc in alive:  # the signal says what stopped the launch (see dashboard.launch.worker)
+                _signal(proc, STOP_SIGNALS[self.stops.first])
+        if self._kill_now():
+            for proc in alive:
+                _signal(proc, signal.SIGKILL)
+        multiprocessing.connection.wait([p.sentinel for p in alive], timeout)
+        return self._going()
+
+    def _fill(self) -> list[Any]:
+        """Start queued runs as slots free (none once stopping); the runs alive then."""
         alive = self.alive()
         if not self.stopping and len(alive) < self.parallel and len(self.procs) < len(self.specs):
             self._start_next(self.parallel - len(alive))
             alive = self.alive()
-        if not alive:
-            return False
+        return alive
+
+    def _stop_now(self) -> bool:
+        """True once, when the first stop request came: ask the runs to stop now."""
         if self.stops.count and self.stop_sent_at is None:
             self.stop_sent_at = time.monotonic()
-            for proc in alive:  # the signal says what stopped the launch (see dashboard.launch.worker)
-                _signal(proc, STOP_SIGNALS[self.stops.first])
-        if self.stops.count > 1 or (self.stop_sent_at is not None
-                                    and time.monotonic() - self.stop_sent_at > self.grace):
-            for proc in alive:
-                _signal(proc, signal.SIGKILL)
-        multiprocessing.connection.wait([p.sentinel for p in alive], timeout)
+            return True
+        return False
+
+    def _kill_now(self) -> bool:
+        """A second request, or the runs asked to stop are past their grace."""
+        return self.stops.count > 1 or (self.stop_sent_at is not None
+                                        and time.monotonic() - self.stop_sent_at > self.grace)
+
+    def _going(self) -> bool:
         return bool(self.alive()) or (not self.stopping and len(self.procs) < len(self.specs))
 
     def exitcodes(self) -> list[int | None]:
