@@ -171,9 +171,10 @@ def page_files(version: str) -> PageFiles:
     return replace(PAGES[max(known, key=key)], version=version)
 
 
-def missing(static: Path) -> list[str]:
-    """Paths under `static` that the page needs and that are absent or empty."""
-    page = page_files(installed_version(static))
+def missing(static: Path, page: PageFiles | None = None) -> list[str]:
+    """Paths under `static` that the page (`page`: the installed visdom's) needs and that are absent
+    or empty."""
+    page = page or page_files(installed_version(static))
     absent = [t for t in page.wanted() if not _non_empty(static / t)]
     built = static / "version.built"
     if not built.is_file() or built.read_text().strip() != page.version:
@@ -198,10 +199,10 @@ def install(static: Path | None = None, cache_dir: Path | None = None) -> list[s
     The npm tarballs are kept in `cache_dir` (by default setup's cache: see trainers.installation)."""
     static = static or static_dir()
     cache_dir = cache_dir or setup_cache() / "npm"
-    absent = set(missing(static))
+    page = page_files(installed_version(static))
+    absent = set(missing(static, page))
     if not absent:
         return []
-    page = page_files(installed_version(static))
     needed = {a.package for a in page.assets if a.target in absent}
     need_mathjax = any(t.startswith(page.mathjax_dir + "/") for t in absent)
     if need_mathjax:

@@ -5,6 +5,7 @@ reconnect script."""
 
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import Any
 
@@ -36,13 +37,22 @@ def visdom_version() -> tuple[int, ...]:
     return assets.version_key(assets.installed_version(assets.static_dir()))
 
 
+@functools.cache
+def _update_takes_limits() -> bool:
+    """Whether this visdom's `UpdateHandler.update` takes the server's history limits (0.3 added
+    them); looked at once, not on every request."""
+    from visdom.server.handlers.web_handlers import UpdateHandler
+
+    return len(inspect.signature(UpdateHandler.update).parameters) > 2
+
+
 def _updated(handler: Any, p: dict, args: dict) -> dict:
     """`UpdateHandler.update` as this visdom's takes it: 0.3 added the server's history limits.
     0.3 also counts a pane's versions (its `update_window` adds one); the page takes a diff only
     on the version after its own, and a whole pane (what these handlers send) as it comes."""
     from visdom.server.handlers.web_handlers import UpdateHandler
 
-    if len(inspect.signature(UpdateHandler.update).parameters) > 2:
+    if _update_takes_limits():
         return UpdateHandler.update(p, args, handler.max_text_lines, handler.max_old_content,
                                     handler.max_image_history)
     return UpdateHandler.update(p, args)

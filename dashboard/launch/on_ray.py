@@ -25,7 +25,7 @@ from dashboard.launch.supervisor import StopRequests, Supervisor, queue
 from dashboard.launch.worker import logged, seal
 from trainers.config import ConfigError
 from trainers.errors import EXIT_FAILED, EXIT_INTERRUPTED, LivetrainError
-from trainers.reporting import RunState
+from trainers.reporting import FINAL_STATES, RunState
 
 RAY_EXTRA = "pip install 'livetrain[ray]'"
 LOCAL = "ray"  # --cluster ray: RAY_ADDRESS, or a Ray of its own on this machine
@@ -45,13 +45,13 @@ def import_ray() -> Any:
 
 
 def gcs_address(address: str) -> tuple[str, int] | None:
-    """The host and port `address` names ("HOST:PORT", "ray://HOST:PORT"); None for "ray" and "auto"."""
+    """The host and port `address` names ("HOST:PORT"); None for "ray" and "auto"."""
     if address in (LOCAL, "auto"):
         return None
     if "://" in address:
         raise ConfigError(f"--cluster {address}: Ray Client addresses are not supported yet; give the head's "
                           "HOST:PORT (its GCS port, 6379 by default)")
-    parsed = urllib.parse.urlsplit(address if "://" in address else f"//{address}")
+    parsed = urllib.parse.urlsplit(f"//{address}")
     try:
         port = parsed.port
     except ValueError:
@@ -109,6 +109,11 @@ class RemoteRun:
     thread: threading.Thread | None = None
     exitcode: int | None = None
     node: str = ""
+
+    def join(self, timeout: float | None = None) -> None:
+        """As a worker process's: until what it sent is all here (Supervisor.exitcodes)."""
+        if self.thread is not None:
+            self.thread.join(timeout)
 
 
 EXIT_OF = {RunState.FINISHED: 0, RunState.INTERRUPTED: EXIT_INTERRUPTED}
@@ -210,7 +215,7 @@ class RaySupervisor(Supervisor):
     @staticmethod
     def _seal(run: RemoteRun, state: str, reason: str) -> None:
         record = logged(run.spec)
-        if record is None or record.status not in (RunState.FINISHED, RunState.FAILED, RunState.INTERRUPTED):
+        if record is None or record.status not in FINAL_STATES:
             seal(run.spec, state, reason, record)
 
     def step(self, timeout: float = 0.5) -> bool:
@@ -226,17 +231,10 @@ class RaySupervisor(Supervisor):
         self._ended.clear()
         return self._going()
 
-    def exitcodes(self) -> list[int | None]:
-        for run in self.procs:
-            if run.thread is not None:
-                run.thread.join(timeout=30)
-        codes = [r.exitcode for r in self.procs]
-        return codes + [None] * (len(self.specs) - len(codes))
-
 
 def _node_of(message: str) -> str:
     """The node id in a NodeDiedError's message ("... node ID: abc..., ...")."""
-    head, _, tail = message.partition("node ID: ")
+    _, _, tail = message.partition("node ID: ")
     return tail.split(".")[0].split(",")[0].strip() if tail else ""
 
 
