@@ -28,6 +28,7 @@ from tests.conftest import REPO, free_port
 from tests.helpers import assert_windows_match_logs, launch_dir, launched, server_state, training, wait_for
 from tests.test_browser import first_difference, logged_traces, page_traces
 from tests.test_control_page import CONTROL, SELECT, button, pane
+from trainers.reporting import EPOCH_TRAIN_LOSS
 
 pytestmark = [pytest.mark.slow, needs_chromium]
 
@@ -109,7 +110,10 @@ def test_the_page_equals_the_logs_on_each_visdom(served: Any, tmp_path: Path) ->
             browser.open(f"{url}/env/versions")  # from the launch's first window on: the rest comes live
             wait_for(lambda: launched(tmp_path / "runs"))
             runs = launch_dir(tmp_path / "runs")
-            wait_for(lambda: all(training(runs / label) for label in LABELS))
+            # an epoch done by each, so that every compare window has its points to compare (a busy
+            # machine may leave the MLP inside its first epoch when the runs start)
+            wait_for(lambda: all(training(runs / label) and read(runs / label).series(EPOCH_TRAIN_LOSS)[0]
+                                 for label in LABELS))
             wait_for(lambda: browser.evaluate(f"!!({CONTROL}) && !!({SELECT})"))
             browser.choose(SELECT, 0)  # all runs
             browser.click(button("Stop"))
