@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dashboard.launch.cluster import CHUNK_BYTES, Chunk, FolderTail, apply, follow
+from dashboard.launch.cluster import CHUNK_BYTES, NODE_FILE, Chunk, FolderTail, apply, carried, follow
 
 
 def files(root: Path) -> dict[str, bytes]:
@@ -65,6 +65,26 @@ def test_a_long_file_comes_in_chunks_and_follow_ends_with_the_last(tmp_path: Pat
             apply(here, chunk)
     assert parts == [(0, CHUNK_BYTES, False), (CHUNK_BYTES, CHUNK_BYTES, False), (2 * CHUNK_BYTES, 5, False)]
     assert files(here) == files(node)
+
+
+def test_a_resumed_run_carries_its_folder_and_sends_back_only_what_it_adds(tmp_path: Path) -> None:
+    """`carried`: the folder as it is here, whole, but the node it trained on before; on the node,
+    a tail that knows it tells only what the run appends or replaces after."""
+    here, node = tmp_path / "here", tmp_path / "node"
+    here.mkdir()
+    (here / "log.jsonl").write_bytes(b"1\n2\n")
+    (here / "checkpoint.pt").write_bytes(b"weights")
+    (here / NODE_FILE).write_text("lost-node\n")
+    (here / ".checkpoint.pt.9.tmp").write_bytes(b"half")
+    chunks = carried(here)
+    assert sorted(c.path for c in chunks) == ["checkpoint.pt", "log.jsonl"] and all(c.whole for c in chunks)
+    for chunk in chunks:
+        apply(node, chunk)
+    tail = FolderTail(node, known=True)
+    assert tail.changes() == []
+    with open(node / "log.jsonl", "ab") as log:
+        log.write(b"3\n")
+    assert tail.changes() == [Chunk("log.jsonl", 4, b"3\n", False)]
 
 
 @pytest.mark.parametrize("path", ["../escape", "/etc/x", "a/../../b", ""])

@@ -167,7 +167,8 @@ def test_ctrl_c_stops_every_run_on_the_cluster(cluster: Any, tmp_path: Path) -> 
 def test_a_lost_node_fails_its_run_and_the_others_go_on(cluster: Any, tmp_path: Path) -> None:
     """The second node killed mid-run (its raylet and what it started): the run it trained ends
     `failed: node N was lost` within seconds, what it had logged kept; the other trains on until
-    stopped. Runs last: the node stays lost."""
+    stopped. `--resume` then finishes both on the node left, from their checkpoints (carried to
+    it). Runs last: the node stays lost."""
     # its output to a file: Ray's driver writes a node's death to stderr at length, and a pipe
     # that no one reads while the test waits would fill and hold the launcher up
     output = open(tmp_path / "output.txt", "w")
@@ -196,3 +197,15 @@ def test_a_lost_node_fails_its_run_and_the_others_go_on(cluster: Any, tmp_path: 
     said = (tmp_path / "output.txt").read_text()
     assert code != 0 and "Traceback" not in said, said
     assert read(runs / other, keep_scalars=False).status == "interrupted"
+    # resumed on the node left (the head): each from its last checkpoint, to a few epochs more
+    epochs = 2 + max(int(read(runs / label, keep_scalars=False).x) for label in ("a", "b"))
+    proc = livetrain(tmp_path, "run", "--resume", str(runs), "--epochs", str(epochs), "--headless",
+                     "--cluster", cluster.address)
+    code, out, err = finish(proc)
+    assert code == 0, out + err
+    assert "a (resumed), b (resumed)" in out, out  # from their checkpoints, not from the start
+    for label in ("a", "b"):
+        record = read(runs / label)
+        assert record.status == "finished" and record.x == epochs, (label, record.status, record.x)
+        assert node_ids()[(runs / label / NODE_FILE).read_text().splitlines()[0]] == "head"
+    assert "failed" in [s["state"] for s in read(runs / lost, keep_scalars=False).states]  # its loss stays told

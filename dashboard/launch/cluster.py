@@ -48,11 +48,14 @@ def _written(name: str) -> bool:
 
 class FolderTail:
     """What changed in a folder since the last look: each file's appended bytes, or the whole of
-    a file that is new or was replaced (another inode, or shorter than before)."""
+    a file that is new or was replaced (another inode, or shorter than before). `known`: what is
+    in the folder now is there already (carried to it), and only what changes after is told."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, known: bool = False) -> None:
         self.root = root
         self._sent: dict[str, tuple[int, int]] = {}  # path -> (inode, bytes sent)
+        if known:
+            self.changes()
 
     def changes(self) -> list[Chunk]:
         chunks = []
@@ -74,9 +77,11 @@ class FolderTail:
         return chunks
 
 
-def follow(root: Path, done: Callable[[], bool], every: float = FOLLOW_EVERY) -> Iterator[list[Chunk]]:
-    """The changes in `root` as they come, until `done()` is true; then the last of them."""
-    tail = FolderTail(root)
+def follow(root: Path, done: Callable[[], bool], every: float = FOLLOW_EVERY,
+           tail: FolderTail | None = None) -> Iterator[list[Chunk]]:
+    """The changes in `root` as they come (those `tail` has not told yet), until `done()` is true;
+    then the last of them."""
+    tail = tail or FolderTail(root)
     while True:
         finished = done()
         chunks = tail.changes()
@@ -111,12 +116,21 @@ def apply(root: Path, chunk: Chunk) -> Path:
 NODE_FILE = "node.txt"  # in a run folder trained on a cluster: the node's id and host, one per line
 
 
-def train_on_node(spec: Any, stops: Any = None) -> Iterator[list[Chunk]]:
+def carried(run_dir: Path) -> list[Chunk]:
+    """A resumed run's folder as it is here (its log, its checkpoint), whole files, to carry to
+    the node that trains it on; not NODE_FILE, which names the node it trained on before."""
+    return [Chunk(path.relative_to(run_dir).as_posix(), 0, path.read_bytes(), True)
+            for path in sorted(run_dir.rglob("*")) if path.is_file() and _written(path.name) and path.name != NODE_FILE]
+
+
+def train_on_node(spec: Any, stops: Any = None, carry: Iterable[Chunk] = ()) -> Iterator[list[Chunk]]:
     """A run's Ray task: train `spec` (a WorkerSpec) into a folder of this node's, on a thread,
     and yield that folder's changes as they come; the first names the node (NODE_FILE). What
     the run raises goes to its error.txt, as a local worker's does. `stops`: the launch's Stops
     actor (dashboard.launch.on_ray), looked at on every pass: once it gives a reason, the run
-    is interrupted between two steps, as a local worker is by a stop signal, and logs it."""
+    is interrupted between two steps, as a local worker is by a stop signal, and logs it.
+    `carry`: a resumed run's folder (`carried`), written there first: the run resumes from its
+    checkpoint and appends to its log, and only what it adds comes back."""
     import ray  # there, in a Ray worker
 
     from dashboard.launch import worker
@@ -124,6 +138,9 @@ def train_on_node(spec: Any, stops: Any = None) -> Iterator[list[Chunk]]:
 
     node_id = ray.get_runtime_context().get_node_id()
     here = Path(tempfile.mkdtemp(prefix=f"livetrain-{spec.config.label}-"))
+    for chunk in carry:
+        apply(here, chunk)
+    tail = FolderTail(here, known=True)
     (here / NODE_FILE).write_text(f"{node_id}\n{socket.gethostname()}\n")
     local = replace(spec, run_dir=here, launcher=None)
 
@@ -152,7 +169,7 @@ def train_on_node(spec: Any, stops: Any = None) -> Iterator[list[Chunk]]:
         return not thread.is_alive()
 
     try:
-        yield from follow(here, done)
+        yield from follow(here, done, tail=tail)
     finally:
         shutil.rmtree(here, ignore_errors=True)  # all of it is in the launch folder by now
 

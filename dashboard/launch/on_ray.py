@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dashboard.launch.cluster import NODE_FILE, receive, train_on_node
+from dashboard.launch.cluster import NODE_FILE, carried, receive, train_on_node
 from dashboard.launch.supervisor import StopRequests, Supervisor, queue
 from dashboard.launch.worker import logged, seal
 from trainers.config import ConfigError
@@ -159,7 +159,8 @@ class RaySupervisor(Supervisor):
             run = RemoteRun(spec)
             # never retried: a run lost with its node is told, and resumed when asked
             run.stream = self._task.options(num_cpus=spec.config.threads or 1, num_returns="streaming",
-                                            max_retries=0).remote(spec, self._stops)
+                                            max_retries=0).remote(spec, self._stops,
+                                                                  carried(spec.run_dir) if spec.resume else ())
             run.thread = threading.Thread(target=self._take_in, args=(run,), name=f"ray-{spec.config.label}",
                                           daemon=True)
             run.thread.start()

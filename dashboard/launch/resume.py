@@ -17,6 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import IO
 
+from dashboard.launch.cluster import NODE_FILE
 from dashboard.launch.plan import LaunchError, PlannedRun
 from dashboard.runlog import LOG_NAME, read, run_dirs
 from trainers.config import ConfigError, RunConfig
@@ -197,7 +198,9 @@ def supersede(run_dir: Path, done: float | None) -> int:
     """Cut a run's log back to where it resumes, after `done` epochs (None: it starts over): every
     record it will log again (scalars, predictions, confusion matrices, mistakes past `done`; all
     of them, and its training samples, when it starts over) moves to SUPERSEDED. Returns the lines
-    moved. The log is replaced in one rename; the moved lines are written (and flushed) first."""
+    moved. The log is replaced in one rename; the moved lines are written (and flushed) first.
+    The node it trained on (a cluster's) is forgotten: it tells where it trains next."""
+    (run_dir / NODE_FILE).unlink(missing_ok=True)
     path = run_dir / LOG_NAME
     if not path.is_file():
         return 0
