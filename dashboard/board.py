@@ -18,6 +18,7 @@ from typing import Any
 from dashboard import legend, panels, panes, sweep, windows, yrange
 from dashboard.connection import VisdomConnection
 from dashboard.downsample import Aligned, BandSeries, Ema
+from dashboard.launch.cluster import node_shown
 from dashboard.protocol import MISSING_WINDOW
 from dashboard.runlog import LogFollower, RunRecord
 from dashboard.sender import Sender
@@ -37,14 +38,14 @@ def run_colour(record: RunRecord, label: str) -> int:
     return int(record.meta.get("colour", windows.default_colour_index(label)))
 
 
-def summary(record: RunRecord, label: str) -> panes.RunSummary:
+def summary(record: RunRecord, label: str, node: str = "") -> panes.RunSummary:
     last = record.states[-1] if record.states else {}
     return panes.RunSummary(
         label=label, colour_index=run_colour(record, label),
         config=record.in_force(),  # an lr changed from the page shows as the lr
         status=last.get("state", RunState.STARTING), reason=last.get("reason", ""),
         x=record.x, latest=dict(record.latest), started=record.started, updated=record.updated,
-        parent=panes.forked_from(record.meta))
+        parent=panes.forked_from(record.meta), node=node)
 
 
 class SeedGroup:
@@ -230,7 +231,7 @@ class Board:
         return out
 
     def summaries(self) -> list[panes.RunSummary]:
-        return [summary(f.record, self.label(d)) for d, f in self.followers.items()]
+        return [summary(f.record, self.label(d), node_shown(d)) for d, f in self.followers.items()]
 
     def disagreement(self) -> tuple[list[str], list[int], list[str], list[panes.RunPredictions]]:
         """(image URIs, true classes, class names, each run's latest predictions) for the runs on the

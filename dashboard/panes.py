@@ -182,6 +182,7 @@ class RunSummary:
     started: float | None = None
     updated: float | None = None
     parent: tuple[str, float] | None = None  # a fork's: its parent's label and the x it forked at
+    node: str = ""  # the cluster node it trains on ("" on this machine)
 
 
 @dataclass
@@ -267,6 +268,8 @@ def runs_html(runs: Sequence[RunSummary]) -> str:
     head = ["run", "model", "status", "epoch", "train loss", "train acc", "test loss (CE)", "test acc", "ECE",
             "samples/s",
             *(column for column, _ in COLUMNS)]  # then a column per setting declared with one
+    on_nodes = any(r.node for r in runs)  # a launch on a cluster (--cluster): where each run trains
+    head[3:3] = ["node"] if on_nodes else []
     cell = 'style="padding:2px 6px;border-bottom:1px solid #ddd;text-align:left;white-space:nowrap"'
     rows = []
     for r in runs:
@@ -278,7 +281,7 @@ def runs_html(runs: Sequence[RunSummary]) -> str:
                   f'{r.parent[1]:.2f}</span>' if r.parent else "")
         values = [
             f'<span style="color:{colour(r.colour_index)}">&#9632;</span> {escape(r.label)}{forked}',
-            model_html(c), status, f"{r.x:.2f} / {escape(str(epochs))}" if epochs else f"{r.x:.2f}",
+            model_html(c), status, *([escape(r.node)] if on_nodes else []), f"{r.x:.2f} / {escape(str(epochs))}" if epochs else f"{r.x:.2f}",
             _number(r.latest.get(TRAIN_LOSS)), _number(r.latest.get(TRAIN_ACC), 3),
             _number(r.latest.get(TEST_LOSS)), _number(r.latest.get(TEST_ACC)), _number(r.latest.get(TEST_ECE), 3),
             _number(r.latest.get(SAMPLES_PER_S)), *(_setting(c.get(name)) for _, name in COLUMNS),

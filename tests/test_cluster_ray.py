@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from dashboard.launch.cluster import NODE_FILE, Chunk, apply, follow, receive, train_on_node
+from dashboard import windows
+from dashboard.launch.cluster import NODE_FILE, Chunk, apply, follow, node_shown, receive, train_on_node
 from dashboard.launch.worker import WorkerSpec
 from dashboard.runlog import read
 from trainers.config import RunConfig
@@ -129,21 +130,25 @@ def node_ids() -> dict[str, str]:
 
 def test_a_sweep_on_the_cluster_is_live_on_the_page_and_whole_here(cluster: Any, visdom_server: Any,
                                                                     tmp_path: Path) -> None:
-    """`livetrain run --cluster`: 3 runs on the two nodes, live against the real server; every
-    window equals its log, each run's folder here is complete and says which node trained it."""
+    """`livetrain run --cluster`: 6 runs on the two nodes, live against the real server; every
+    window equals its log, each run's folder here is complete and says which node trained it, and
+    so does the runs table's node column."""
     url = visdom_server.config.url
-    proc = livetrain(tmp_path, "run", "--models", "softmax", "--set", "softmax.lr=0.05,0.1,0.2", "--epochs", "2",
+    proc = livetrain(tmp_path, "run", "--models", "softmax", "--set", "softmax.lr=0.05,0.1,0.2,0.3,0.4,0.5", "--epochs", "2",
                      "--limit", "512", "--cluster", cluster.address, "--visdom-url", url, "--env", "on-ray",
                      "--no-keep-serving")
     code, out, err = finish(proc)
     assert code == 0, out + err
     runs = launch_dir(tmp_path / "runs")
     run_dirs = sorted(p for p in runs.iterdir() if p.is_dir() and not p.name.startswith("."))
-    assert len(run_dirs) == 3 and all(read(d).status == "finished" for d in run_dirs)
+    assert len(run_dirs) == 6 and all(read(d).status == "finished" for d in run_dirs)
     assert all((d / "checkpoint.pt").is_file() for d in run_dirs)
     trained_on = {(d / NODE_FILE).read_text().splitlines()[0] for d in run_dirs}
     assert {node_ids()[n] for n in trained_on} == {"head", "node2"}  # Ray placed them on both
-    assert_windows_match_logs(server_state(url, "on-ray"), run_dirs)
+    state = server_state(url, "on-ray")
+    assert_windows_match_logs(state, run_dirs)
+    runs_pane = state[windows.RUNS_WIN]["content"]  # the node column: where each run trained
+    assert ">node</th>" in runs_pane and all(node_shown(d) in runs_pane for d in run_dirs)
     assert all(not list(Path(tempfile.gettempdir()).glob(f"livetrain-{d.name}-*")) for d in run_dirs)
 
 

@@ -177,6 +177,18 @@ def test_runs_pane_tells_small_learning_rates_apart() -> None:
     assert [cell.rsplit(">", 1)[1] for cell in cells] == ["1e-05", "3e-05", "0.001", "0.1", "0.0003"]
 
 
+def test_runs_pane_has_a_node_column_only_for_runs_on_a_cluster() -> None:
+    def column(text: str, name: str) -> list[str]:
+        index = [h.rsplit(">", 1)[1] for h in text.split("</th>")[:-1]].index(name)
+        return [row.split("</td>")[index].rsplit(">", 1)[1] for row in text.split("<tr>")[2:]]
+
+    local = [panes.RunSummary("a"), panes.RunSummary("b")]
+    assert ">node<" not in panes.runs_html(local)
+    on_cluster = [panes.RunSummary("a", node="head a1b2c3d4"), panes.RunSummary("b", node="gpu<1> 99887766"),
+                  panes.RunSummary("c")]  # c: queued, on no node yet
+    assert column(panes.runs_html(on_cluster), "node") == ["head a1b2c3d4", "gpu&lt;1&gt; 99887766", ""]
+
+
 class FakeConnection:
     """Records posts; can be switched to fail (a dead server) or to hang (a frozen one)."""
 

@@ -116,6 +116,16 @@ def apply(root: Path, chunk: Chunk) -> Path:
 NODE_FILE = "node.txt"  # in a run folder trained on a cluster: the node's id and host, one per line
 
 
+def node_shown(run_dir: Path) -> str:
+    """The node a run trains on, as the runs table shows it ("host abcd1234": its host and the start
+    of its Ray node id, as `ray status` writes it); "" for a run on this machine."""
+    try:
+        node_id, host = ((run_dir / NODE_FILE).read_text().splitlines() + ["", ""])[:2]
+    except OSError:
+        return ""
+    return f"{host} {node_id[:8]}".strip()
+
+
 def carried(run_dir: Path) -> list[Chunk]:
     """A resumed run's folder as it is here (its log, its checkpoint), whole files, to carry to
     the node that trains it on; not NODE_FILE, which names the node it trained on before."""
