@@ -281,7 +281,8 @@ def runs_html(runs: Sequence[RunSummary]) -> str:
                   f'{r.parent[1]:.2f}</span>' if r.parent else "")
         values = [
             f'<span style="color:{colour(r.colour_index)}">&#9632;</span> {escape(r.label)}{forked}',
-            model_html(c), status, *([escape(r.node)] if on_nodes else []), f"{r.x:.2f} / {escape(str(epochs))}" if epochs else f"{r.x:.2f}",
+            model_html(c), status, *([escape(r.node)] if on_nodes else []),
+            f"{r.x:.2f} / {escape(str(epochs))}" if epochs else f"{r.x:.2f}",
             _number(r.latest.get(TRAIN_LOSS)), _number(r.latest.get(TRAIN_ACC), 3),
             _number(r.latest.get(TEST_LOSS)), _number(r.latest.get(TEST_ACC)), _number(r.latest.get(TEST_ECE), 3),
             _number(r.latest.get(SAMPLES_PER_S)), *(_setting(c.get(name)) for _, name in COLUMNS),
