@@ -135,8 +135,8 @@ def test_a_sweep_on_the_cluster_is_live_on_the_page_and_whole_here(cluster: Any,
     so does the runs table's node column."""
     url = visdom_server.config.url
     proc = livetrain(tmp_path, "run", "--models", "softmax", "--set", "softmax.lr=0.05,0.1,0.2,0.3,0.4,0.5",
-                     "--epochs", "2", "--limit", "512", "--cluster", cluster.address, "--visdom-url", url, "--env", "on-ray",
-                     "--no-keep-serving")
+                     "--epochs", "2", "--limit", "512", "--cluster", cluster.address, "--visdom-url", url,
+                     "--env", "on-ray", "--no-keep-serving")
     code, out, err = finish(proc)
     assert code == 0, out + err
     runs = launch_dir(tmp_path / "runs")
