@@ -47,6 +47,26 @@ def test_appended_bytes_and_replaced_files_are_carried(tmp_path: Path) -> None:
     assert files(here) == files(node)
 
 
+def test_a_file_replaced_on_its_old_inode_is_carried_whole(tmp_path: Path) -> None:
+    """A file written aside and renamed into place may take the inode number its old self freed
+    (it did, here, on a checkpoint: resumed, the launch's copy was damaged). The same inode,
+    the same size: rewritten in place here, as that looks to the tail."""
+    node, here = tmp_path / "node", tmp_path / "here"
+    node.mkdir()
+    tail = FolderTail(node)
+    (node / "checkpoint.pt").write_bytes(b"epoch 1 weights")
+    (node / "log.jsonl").write_bytes(b'{"x": 1}\n' * 10)
+    carry(tail, here)
+    ns = (node / "checkpoint.pt").stat().st_mtime_ns
+    with open(node / "checkpoint.pt", "r+b") as f:
+        f.write(b"epoch 2 weights")
+    os.utime(node / "checkpoint.pt", ns=(ns + 1, ns + 1))  # a coarse clock: at least a tick later
+    with open(node / "log.jsonl", "r+b") as f:  # a log cut back and written again, longer
+        f.write(b'{"y": 2}\n' * 11)
+    assert [(c.path, c.whole) for c in carry(tail, here)] == [("checkpoint.pt", True), ("log.jsonl", True)]
+    assert files(here) == files(node)
+
+
 def test_a_long_file_comes_in_chunks_and_follow_ends_with_the_last(tmp_path: Path) -> None:
     node, here = tmp_path / "node", tmp_path / "here"
     node.mkdir()
@@ -104,8 +124,8 @@ def test_cluster_bad_input_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     import launch
     from tests.ray_cluster import unused_port
 
-    def run(*args: str) -> tuple[int, str]:
-        result = CliRunner().invoke(launch.cli, ["run", "--models", "softmax", "--headless", "--dry-run", *args])
+    def run(*args: str, models: str = "softmax") -> tuple[int, str]:
+        result = CliRunner().invoke(launch.cli, ["run", "--models", models, "--headless", "--dry-run", *args])
         return result.exit_code, result.output.strip()
 
     port = unused_port()
@@ -114,6 +134,10 @@ def test_cluster_bad_input_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     assert f"`ray start --head --port {port}`" in said and "\n" not in said
     code, said = run("--cluster", "ray://head:10001")
     assert code == 2 and "Ray Client addresses are not supported yet; give the head's HOST:PORT" in said
+    code, said = run("--cluster", "ray", "--nproc", "2", models="mlp")
+    assert code == 2 and "\n" not in said and said.startswith(
+        "Error: run mlp trains on 2 processes (nproc), and a run on a cluster trains on one for now; drop --nproc, "
+        "or train it without --cluster")
     code, said = run("--cluster", "head-without-port")
     assert code == 2 and said.startswith("Error: --cluster 'head-without-port': give the head's HOST:PORT")
     monkeypatch.setitem(sys.modules, "ray", None)  # as where the extra is not installed

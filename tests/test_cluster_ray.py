@@ -152,6 +152,22 @@ def test_a_sweep_on_the_cluster_is_live_on_the_page_and_whole_here(cluster: Any,
     assert all(not list(Path(tempfile.gettempdir()).glob(f"livetrain-{d.name}-*")) for d in run_dirs)
 
 
+def test_a_launch_is_refused_when_a_node_cannot_reach_the_dashboard_or_no_node_has_a_gpu(cluster: Any) -> None:
+    """What only the cluster can tell, before anything starts: a node asked (a task placed on
+    each) cannot reach the dashboard; a run on cuda, and no node with a GPU. One line each."""
+    from dashboard.launch.on_ray import ClusterError, preflight
+    from tests.ray_cluster import unused_port
+
+    port = unused_port()
+    with pytest.raises(ClusterError) as refused:
+        preflight(cluster.address, [], f"http://127.0.0.1:{port}")
+    said = str(refused.value)
+    assert said.startswith(f"the dashboard at http://127.0.0.1:{port} is not reachable from node ") and "\n" not in said
+    assert "Connection refused" in said and f"--visdom-url http://{ray.util.get_node_ip_address()}:{port}`" in said
+    with pytest.raises(ClusterError, match="^run g asks for a GPU .device cuda., and no node of the cluster has one"):
+        preflight(cluster.address, [RunConfig(model="mlp", label="g", device="cuda")], None)
+
+
 def test_ctrl_c_stops_every_run_on_the_cluster(cluster: Any, tmp_path: Path) -> None:
     """A Ctrl-C to the launcher: each run on each node logs "stopped by Ctrl-C", its last records
     here, and the cluster's CPUs are free again (no task trains on unseen)."""
@@ -204,13 +220,15 @@ def test_a_lost_node_fails_its_run_and_the_others_go_on(cluster: Any, tmp_path: 
     assert read(runs / other, keep_scalars=False).status == "interrupted"
     # resumed on the node left (the head): each from its last checkpoint, to a few epochs more
     epochs = 2 + max(int(read(runs / label, keep_scalars=False).x) for label in ("a", "b"))
+    # --parallel 1: this machine's 2 cores for one run, on nodes of 1 CPU each: cut to 1 thread
     proc = livetrain(tmp_path, "run", "--resume", str(runs), "--epochs", str(epochs), "--headless",
-                     "--cluster", cluster.address)
+                     "--parallel", "1", "--cluster", cluster.address)
     code, out, err = finish(proc)
     assert code == 0, out + err
     assert "a (resumed), b (resumed)" in out, out  # from their checkpoints, not from the start
     for label in ("a", "b"):
         record = read(runs / label)
         assert record.status == "finished" and record.x == epochs, (label, record.status, record.x)
+        assert record.config["threads"] == 1
         assert node_ids()[(runs / label / NODE_FILE).read_text().splitlines()[0]] == "head"
     assert "failed" in [s["state"] for s in read(runs / lost, keep_scalars=False).states]  # its loss stays told

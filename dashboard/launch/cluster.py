@@ -46,14 +46,20 @@ def _written(name: str) -> bool:
     return not (name.startswith(".") and name.endswith(".tmp"))
 
 
+APPENDED = ".jsonl"  # the files a run only appends to (its log); it replaces every other one whole
+TAIL_BYTES = 64  # of an appended file, the last bytes sent: still there, it was appended to, not replaced
+
+
 class FolderTail:
-    """What changed in a folder since the last look: each file's appended bytes, or the whole of
-    a file that is new or was replaced (another inode, or shorter than before). `known`: what is
-    in the folder now is there already (carried to it), and only what changes after is told."""
+    """What changed in a folder since the last look: each log's appended bytes, or the whole of a
+    file that is new or was replaced. A replaced file may take the inode number its old self
+    freed: a log is known replaced when it is shorter or the last bytes sent are not where they
+    were, any other file (a checkpoint) when its inode, size or modification time changed. `known`:
+    what is in the folder now is there already (carried to it), and only what changes after is told."""
 
     def __init__(self, root: Path, known: bool = False) -> None:
         self.root = root
-        self._sent: dict[str, tuple[int, int]] = {}  # path -> (inode, bytes sent)
+        self._sent: dict[str, tuple[tuple[int, int, int], int, bytes]] = {}  # path -> (stat, bytes sent, their end)
         if known:
             self.changes()
 
@@ -64,8 +70,15 @@ class FolderTail:
             try:
                 with open(path, "rb") as f:
                     stat = os.fstat(f.fileno())
-                    inode, sent = self._sent.get(rel, (-1, 0))
-                    whole = inode != stat.st_ino or stat.st_size < sent
+                    seen = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+                    before, sent, end = self._sent.get(rel, ((-1, -1, -1), 0, b""))
+                    if not rel.endswith(APPENDED):
+                        whole = seen != before
+                    else:
+                        f.seek(sent - len(end))
+                        whole = seen[0] != before[0] or stat.st_size < sent or f.read(len(end)) != end
+                    if not whole and not rel.endswith(APPENDED):
+                        continue
                     start = 0 if whole else sent
                     f.seek(start)
                     data = f.read() if whole else f.read(CHUNK_BYTES)
@@ -73,7 +86,9 @@ class FolderTail:
                 continue
             if data or whole:
                 chunks.append(Chunk(rel, start, data, whole))
-                self._sent[rel] = (stat.st_ino, start + len(data))
+                total = start + len(data)
+                end = (end + data)[-TAIL_BYTES:] if not whole else data[-TAIL_BYTES:]
+                self._sent[rel] = (seen, total, end)
         return chunks
 
 
@@ -190,6 +205,16 @@ def interrupt(thread: threading.Thread) -> None:
     import ctypes
 
     ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident or 0), ctypes.py_object(KeyboardInterrupt))
+
+
+def reaches(host: str, port: int) -> str:
+    """A task run on each node before a launch starts: why `host:port` (the dashboard) cannot be
+    reached from here; "" when it can."""
+    try:
+        socket.create_connection((host, port), timeout=5).close()
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return ""
 
 
 def receive(chunks: Iterable[list[Chunk]], run_dir: Path) -> None:

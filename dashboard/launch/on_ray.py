@@ -16,11 +16,11 @@ import socket
 import threading
 import urllib.parse
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from dashboard.launch.cluster import NODE_FILE, carried, receive, train_on_node
+from dashboard.launch.cluster import NODE_FILE, carried, reaches, receive, train_on_node
 from dashboard.launch.supervisor import StopRequests, Supervisor, queue
 from dashboard.launch.worker import logged, seal
 from trainers.config import ConfigError
@@ -62,9 +62,14 @@ def gcs_address(address: str) -> tuple[str, int] | None:
     return parsed.hostname, port
 
 
-def check_cluster(address: str) -> None:
-    """What a launch checks before it starts anything: Ray is installed and the head answers (over
-    TCP: Ray's own connect waits on an unreachable head for good)."""
+def check_cluster(address: str, configs: Sequence[Any] = ()) -> None:
+    """What a launch checks before it starts anything: each run can train as one Ray task, Ray is
+    installed and the head answers (over TCP: Ray's own connect waits on an unreachable head
+    for good)."""
+    for config in configs:
+        if config.nproc > 1:
+            raise ConfigError(f"run {config.label} trains on {config.nproc} processes (nproc), and a run on a "
+                              "cluster trains on one for now; drop --nproc, or train it without --cluster")
     import_ray()
     target = gcs_address(address)
     if target is not None:
@@ -85,6 +90,60 @@ def connect(address: str) -> Any:
         ray.init(address=given or os.environ.get("RAY_ADDRESS") or None, logging_level="WARNING",
                  log_to_driver=False)
     return ray
+
+
+ANSWER_WITHIN = 120  # s: for each node's answer to the dashboard check (a Ray worker starting on a busy node)
+
+
+def preflight(address: str, configs: Sequence[Any], url: str | None) -> None:
+    """The checks that need the cluster itself, before anything starts: it has a node with a CPU
+    (a run's threads are cut to its largest node's CPUs, see RaySupervisor), and one with a GPU
+    for a run on cuda; every node reaches the dashboard at `url` (None: headless). A
+    ClusterError for the first that fails."""
+    ray = connect(address)
+    nodes = [n for n in ray.nodes() if n["Alive"]]
+    if not any(n["Resources"].get("CPU") for n in nodes):
+        raise ClusterError(f"the cluster at {address} has no node with a CPU to train on; start a node with CPUs "
+                           "(`ray start --address HEAD:PORT --num-cpus N`)")
+    for config in configs:
+        if config.device == "cuda" and not any(n["Resources"].get("GPU") for n in nodes):
+            raise ClusterError(f"run {config.label} asks for a GPU (device cuda), and no node of the cluster has "
+                               "one; add a node with a GPU, or give device auto or cpu")
+    if url is None:
+        return
+    parsed = urllib.parse.urlsplit(url)
+    target = (parsed.hostname or "127.0.0.1", parsed.port or (443 if parsed.scheme == "https" else 80))
+    task = ray.remote(reaches)
+    strategy = ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy
+    answers = {node["NodeID"]: task.options(num_cpus=0, scheduling_strategy=strategy(node["NodeID"], soft=False))
+               .remote(*target) for node in nodes}
+    here = ray.util.get_node_ip_address()
+    for node in nodes:
+        name = f"{node['NodeManagerHostname']} ({node['NodeID'][:8]}, {node['NodeManagerAddress']})"
+        try:
+            why = ray.get(answers[node["NodeID"]], timeout=ANSWER_WITHIN)
+        except ray.exceptions.GetTimeoutError:
+            why = f"the node ran no task within {ANSWER_WITHIN} s"
+        except ray.exceptions.RayError as exc:
+            why = f"{type(exc).__name__}"
+        if why:
+            raise ClusterError(f"the dashboard at {url} is not reachable from node {name}: {why}; serve it on an "
+                               f"address the nodes reach (`--host 0.0.0.0`) and pass `--visdom-url "
+                               f"http://{here}:{target[1]}`, or train with --headless")
+
+
+def check_nodes(address: str, configs: Sequence[Any], server: Any) -> None:
+    """`preflight`, for a launch's check: a server this launch started is waited for first (a node
+    asks it), and stopped when the launch is refused."""
+    started = server.started if server is not None else None
+    try:
+        if started is not None:
+            started.wait_ready()
+        preflight(address, configs, server.url if server is not None else None)
+    except BaseException:
+        if started is not None:
+            started.stop()
+        raise
 
 
 class Stops:
@@ -136,6 +195,7 @@ class RaySupervisor(Supervisor):
         self.procs: list[RemoteRun] = []  # type: ignore[assignment]
         self._ended = threading.Event()
         self._ray: Any = None
+        self._cpus = 1  # the largest node's CPUs, once started
         self._stops: Any = None
         self._task: Any = None
 
@@ -146,6 +206,7 @@ class RaySupervisor(Supervisor):
                                                                             soft=False)
         self._stops = ray.remote(Stops).options(num_cpus=0, scheduling_strategy=here).remote()
         self._task = ray.remote(train_on_node)
+        self._cpus = max((int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n["Alive"]), default=0) or 1
         for spec in self.specs[self.parallel:]:
             queue(spec)
         self._start_next(self.parallel)
@@ -156,9 +217,12 @@ class RaySupervisor(Supervisor):
 
     def _start_next(self, count: int) -> None:
         for spec in self.specs[len(self.procs):len(self.procs) + count]:
+            if (spec.config.threads or 1) > self._cpus:  # this machine's share of its cores: no node has as many
+                spec = replace(spec, config=replace(spec.config, threads=self._cpus))
             run = RemoteRun(spec)
             # never retried: a run lost with its node is told, and resumed when asked
-            run.stream = self._task.options(num_cpus=spec.config.threads or 1, num_returns="streaming",
+            run.stream = self._task.options(num_cpus=spec.config.threads or 1,
+                                            num_gpus=1 if spec.config.device == "cuda" else 0, num_returns="streaming",
                                             max_retries=0).remote(spec, self._stops,
                                                                   carried(spec.run_dir) if spec.resume else ())
             run.thread = threading.Thread(target=self._take_in, args=(run,), name=f"ray-{spec.config.label}",

@@ -281,7 +281,7 @@ def check(request: RunRequest, dry_run: bool = False) -> Checked:
     if request.cluster is not None:
         from dashboard.launch.on_ray import check_cluster
 
-        check_cluster(request.cluster)
+        check_cluster(request.cluster, configs)
     if not dry_run:
         prepare_to_fork()
     load_data(configs)
@@ -291,6 +291,10 @@ def check(request: RunRequest, dry_run: bool = False) -> Checked:
     if not request.headless:
         url = check_url(request.visdom_url) if request.visdom_url else None
         server = find_server(url, request.server, request.start_server, dry_run)
+    if request.cluster is not None and not dry_run:
+        from dashboard.launch.on_ray import check_nodes
+
+        check_nodes(request.cluster, configs, server)  # connects: it needs the cluster itself
     return Checked(request, resumed, configs, server)
 
 
