@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from dashboard import windows
-from dashboard.launch.cluster import NODE_FILE, Chunk, apply, follow, node_shown, receive, train_on_node
+from dashboard.launch.cluster import NODE_FILE, Chunk, apply, follow, node_root, node_shown, receive, train_on_node
 from dashboard.launch.worker import WorkerSpec
 from dashboard.runlog import read
 from trainers.config import RunConfig
@@ -85,6 +85,16 @@ def write_and_follow(latch: Any, lines: int) -> Iterator[list[Chunk]]:
 LINE_0 = b'{"line": 0}\n'
 
 
+def commands(pids: set[int]) -> list[str]:
+    found = []
+    for pid in pids:
+        try:
+            found.append(Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"))
+        except OSError:  # ended as we looked
+            pass
+    return found
+
+
 def first_line(stream: Any, here: Path) -> None:
     """What the node sends until its first line is here (it writes no more until the latch opens)."""
     log = here / "log.jsonl"
@@ -149,7 +159,7 @@ def test_a_sweep_on_the_cluster_is_live_on_the_page_and_whole_here(cluster: Any,
     assert_windows_match_logs(state, run_dirs)
     runs_pane = state[windows.RUNS_WIN]["content"]  # the node column: where each run trained
     assert ">node</th>" in runs_pane and all(node_shown(d) in runs_pane for d in run_dirs)
-    assert all(not list(Path(tempfile.gettempdir()).glob(f"livetrain-{d.name}-*")) for d in run_dirs)
+    assert all(not list(node_root().glob(f"{d.name}-*")) for d in run_dirs)  # the nodes' copies: removed
 
 
 def test_a_launch_is_refused_when_a_node_cannot_reach_the_dashboard_or_no_node_has_a_gpu(cluster: Any) -> None:
@@ -183,6 +193,29 @@ def test_ctrl_c_stops_every_run_on_the_cluster(cluster: Any, tmp_path: Path) -> 
         record = read(runs / label, keep_scalars=False)
         assert record.status == "interrupted" and record.states[-1]["reason"].startswith("stopped by Ctrl-C"), label
     wait_for(lambda: ray.available_resources().get("CPU") == 2.0)
+
+
+def test_kill_9_of_the_launcher_stops_every_run_on_the_cluster(cluster: Any, tmp_path: Path) -> None:
+    """The launcher killed with SIGKILL: Ray kills the tasks it owned, at once; the cluster's CPUs
+    are free, no task of ours is left, `livetrain runs` says each run stopped with no final status
+    (none could be written: the launch folder is the launcher's), and the next run on a node
+    removes the folders the killed tasks left there."""
+    proc = livetrain(tmp_path, "run", "--models", "softmax:a,mlp:b", "--epochs", "5000", "--limit", "2000",
+                     "--headless", "--cluster", cluster.address, session=True)
+    wait_for(lambda: launched(tmp_path / "runs"))
+    runs = launch_dir(tmp_path / "runs")
+    wait_for(lambda: all(training(runs / label) and (runs / label / NODE_FILE).is_file() for label in ("a", "b")))
+    left = [p for p in node_root().iterdir() if p.name.startswith(("a-", "b-"))]
+    assert len(left) == 2
+    proc.kill()
+    proc.wait()
+    wait_for(lambda: ray.available_resources().get("CPU") == 2.0)
+    assert not [cmd for cmd in commands(cluster.pids()) if "train_on_node" in cmd]  # Ray's titles: ray::TASK
+    code, out, err = finish(livetrain(tmp_path, "runs", "--log-dir", str(runs)))
+    assert code == 0 and out.count("stopped (no final status)") == 2, out + err
+    spec = WorkerSpec(RunConfig("softmax", epochs=1, limit=256, seed=0, threads=1, label="next"), tmp_path / "next")
+    receive(ray.get(list(ray.remote(train_on_node).options(num_returns="streaming").remote(spec))), spec.run_dir)
+    assert not [p for p in left if p.exists()]
 
 
 def test_a_lost_node_fails_its_run_and_the_others_go_on(cluster: Any, tmp_path: Path) -> None:

@@ -148,6 +148,35 @@ def carried(run_dir: Path) -> list[Chunk]:
             for path in sorted(run_dir.rglob("*")) if path.is_file() and _written(path.name) and path.name != NODE_FILE]
 
 
+def node_root() -> Path:
+    """Where runs on this node keep their folders while they train: one each, named after the
+    run and the pid of the Ray worker that trains it."""
+    return Path(tempfile.gettempdir()) / "livetrain-on-node"
+
+
+def node_folder(label: str) -> Path:
+    """A folder for a run to train into on this node; first, the folders of tasks that died
+    without removing theirs (killed when their launcher was, or cancelled) are removed: what
+    they held came back to their launch as they wrote it."""
+    root = node_root()
+    root.mkdir(exist_ok=True)
+    for old in root.iterdir():
+        pid = old.name.rsplit("-", 2)[-2] if old.name.count("-") >= 2 else ""
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{label}-{os.getpid()}-", dir=root))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's: not ours to remove
+        return True
+    return True
+
+
 def train_on_node(spec: Any, stops: Any = None, carry: Iterable[Chunk] = ()) -> Iterator[list[Chunk]]:
     """A run's Ray task: train `spec` (a WorkerSpec) into a folder of this node's, on a thread,
     and yield that folder's changes as they come; the first names the node (NODE_FILE). What
@@ -162,7 +191,7 @@ def train_on_node(spec: Any, stops: Any = None, carry: Iterable[Chunk] = ()) -> 
     from dashboard.launch.worker import ERROR_FILE, run
 
     node_id = ray.get_runtime_context().get_node_id()
-    here = Path(tempfile.mkdtemp(prefix=f"livetrain-{spec.config.label}-"))
+    here = node_folder(spec.config.label)
     for chunk in carry:
         apply(here, chunk)
     tail = FolderTail(here, known=True)

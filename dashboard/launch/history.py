@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from dashboard.launch.resume import launch_running
 from dashboard.runlog import LOG_NAME, read, run_dirs
 from dashboard.terminal import table
 from trainers.reporting import FINAL_STATES, RunState, TEST_ACC, epochs_done
@@ -43,8 +44,9 @@ def past_runs(log_dir: Path) -> list[PastRun]:
             continue
         status, reason = RunState.of(record.status), ""
         if status not in FINAL_STATES:
-            quiet = time.time() - path.stat().st_mtime
-            status, reason = (RunState.RUNNING, "") if quiet < 120 else (RunState.UNKNOWN, "stopped (no final status)")
+            # not written for 2 min, or its launch's lock held by none (its launcher killed, say)
+            training = time.time() - path.stat().st_mtime < 120 and launch_running(run_dir.parent) is not False
+            status, reason = (RunState.RUNNING, "") if training else (RunState.UNKNOWN, "stopped (no final status)")
         elif record.states and record.states[-1].get("reason") and status == RunState.FAILED:
             reason = str(record.states[-1]["reason"])
         total = record.config.get("epochs")

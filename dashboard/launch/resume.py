@@ -181,6 +181,14 @@ class LaunchLock:
             self._file = None
 
 
+def launch_running(folder: Path) -> bool | None:
+    """Whether the launch `folder` is training now (a process of it holds its lock); None when the
+    folder has no lock (no launch of ours made it)."""
+    if not (folder / LOCK_NAME).is_file():
+        return None
+    return LaunchLock(folder).held()
+
+
 def hold_launch_lock(run_dir: Path) -> LaunchLock | None:
     """A worker's share of its launch folder's lock, when the folder has one (a launched run)."""
     folder = run_dir.parent
