@@ -54,6 +54,8 @@ if TYPE_CHECKING:  # torch is imported where images are decoded: reading a log n
 
 LOG_NAME = "log.jsonl"
 INCOMPLETE_MARK = "windows-incomplete"  # in a run dir: the Visdom server missed the run's last updates
+REQUESTS = "requests.jsonl"  # in a run dir: the requests its launch sent it (dashboard.launch.control)
+NODE_FILE = "node.txt"  # in a run dir trained on a cluster: the node's id and host (dashboard.launch.cluster)
 _ROW_FIELDS = {"kind", "step", "x", "time"}
 _OWN_KINDS = {"config", "scalars", "status"}
 LOG_FORMAT = 2  # the format this version writes (see above); it reads every format up to it

@@ -67,7 +67,35 @@ def test_a_file_replaced_on_its_old_inode_is_carried_whole(tmp_path: Path) -> No
     assert files(here) == files(node)
 
 
-def test_a_long_file_comes_in_chunks_and_follow_ends_with_the_last(tmp_path: Path) -> None:
+def test_a_line_never_comes_before_a_file_written_before_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fork's checkpoint is written, then its parent's log says it was: the line may not reach
+    the launch before the file (the launcher would start the fork without its checkpoint). Here
+    both are written between the tail's listing of the folder and its reads."""
+    node, here = tmp_path / "node", tmp_path / "here"
+    (node / "parent").mkdir(parents=True)
+    (node / "parent" / "log.jsonl").write_bytes(b'{"step": 1}\n')
+    tail = FolderTail(node)
+    carry(tail, here)
+    listed, calls = FolderTail._files, []
+
+    def writer_between(self: FolderTail) -> list[Path]:
+        files = listed(self)
+        calls.append(1)
+        if len(calls) == 2:  # once the files to read are listed: the checkpoint, then the line
+            (node / "fork").mkdir()
+            (node / "fork" / "checkpoint.pt").write_bytes(b"weights")
+            with open(node / "parent" / "log.jsonl", "ab") as log:
+                log.write(b'{"fork": "applied"}\n')
+        return files
+
+    monkeypatch.setattr(FolderTail, "_files", writer_between)
+    first = carry(tail, here)
+    assert b"applied" not in b"".join(c.data for c in first) or (here / "fork" / "checkpoint.pt").is_file()
+    carry(tail, here)
+    assert files(here) == files(node)
+
+
+def test_a_long_log_comes_in_chunks_and_follow_ends_with_the_last(tmp_path: Path) -> None:
     node, here = tmp_path / "node", tmp_path / "here"
     node.mkdir()
     (node / "log.jsonl").write_bytes(b"")
@@ -76,8 +104,10 @@ def test_a_long_file_comes_in_chunks_and_follow_ends_with_the_last(tmp_path: Pat
     (node / "log.jsonl").write_bytes(b"x" * (CHUNK_BYTES * 2 + 5))
     done = iter([False, True, True, True])
     sent = [c for chunks in follow(node, lambda: next(done), every=0) for c in chunks]
-    # follow's own tail saw the file whole at first sight; a tail that had seen it empty gets parts
-    assert [(c.offset, len(c.data), c.whole) for c in sent] == [(0, CHUNK_BYTES * 2 + 5, True)]
+    # follow's own tail saw the log new (whole) at first sight, then the rest of it; a tail that had
+    # seen it empty gets parts
+    assert [(c.offset, len(c.data), c.whole) for c in sent] == [
+        (0, CHUNK_BYTES, True), (CHUNK_BYTES, CHUNK_BYTES, False), (2 * CHUNK_BYTES, 5, False)]
     parts = []
     while chunks := tail.changes():
         parts += [(c.offset, len(c.data), c.whole) for c in chunks]

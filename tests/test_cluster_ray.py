@@ -6,6 +6,7 @@ the node killed mid-run, what had arrived stays and the stream says which node d
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -124,7 +125,7 @@ def test_a_run_trains_on_another_node_and_its_folder_arrives_here(cluster: Any, 
     spec = WorkerSpec(RunConfig("softmax", epochs=2, limit=512, seed=0, threads=1, label="remote"), tmp_path / "remote")
     task = ray.remote(train_on_node).options(num_cpus=1, resources={"node2": 1}, max_retries=0,
                                              num_returns="streaming")
-    receive((ray.get(ref) for ref in task.remote(spec)), spec.run_dir)
+    receive((ray.get(ref) for ref in task.remote(spec)), spec.run_dir.parent)
     record = read(spec.run_dir)
     assert record.status == "finished" and record.config["label"] == "remote"
     assert [round(r["x"]) for r in record.scalars if "test/acc" in r][-1] == 2
@@ -195,6 +196,46 @@ def test_ctrl_c_stops_every_run_on_the_cluster(cluster: Any, tmp_path: Path) -> 
     wait_for(lambda: ray.available_resources().get("CPU") == 2.0)
 
 
+def test_control_pauses_sets_resumes_forks_and_stops_runs_on_the_cluster(cluster: Any, tmp_path: Path) -> None:
+    """`livetrain control` (the page's path from the launcher on) on runs trained by the nodes:
+    the launcher passes each request on to the run's node, the run applies it and its log says
+    so here; a fork made on a node comes here with its checkpoint and trains on the cluster."""
+    proc = livetrain(tmp_path, "run", "--models", "mlp:a,softmax:b", "--epochs", "1000", "--limit", "2000",
+                     "--set", "a.schedule=constant", "--headless", "--cluster", cluster.address)
+    wait_for(lambda: launched(tmp_path / "runs"))
+    runs = launch_dir(tmp_path / "runs")
+    wait_for(lambda: all(training(runs / label) for label in ("a", "b")))
+
+    def control(*words: str) -> tuple[int, str, str]:
+        return finish(livetrain(tmp_path, "control", *words), timeout=120)
+
+    code, out, err = control("pause", str(runs / "a"))
+    assert code == 0 and out.startswith("a: pause applied at batch "), out + err
+    paused_at = int(out.split("batch ")[1].split(",")[0])
+    assert read(runs / "a", keep_scalars=False).status == "paused"
+    code, out, err = control("set", str(runs / "a"), "lr=0.004")
+    assert code == 0 and out.startswith(f"a: set applied at batch {paused_at},"), out + err
+    code, out, err = control("resume", str(runs / "a"))
+    assert code == 0 and f"resume applied at batch {paused_at}," in out, out + err
+    code, out, err = control("fork", str(runs / "a"), "--set", "lr=1e-4", "--label", "slow", "--stop-parent")
+    assert code == 0 and "the fork slow starts from there" in out, out + err
+    wait_for(lambda: training(runs / "slow") and (runs / "slow" / NODE_FILE).is_file())  # on the CPU a freed
+    code, out, err = control("stop", str(runs))
+    assert code == 0 and sorted(line.split(":")[0] for line in out.splitlines()) == ["b", "slow"], out + err
+    code, out, err = finish(proc)
+    assert code == 1 and "Traceback" not in out + err, out + err
+    a, slow = read(runs / "a"), read(runs / "slow")
+    assert [c["action"] for c in a.controls] == ["pause", "set", "resume", "fork"]
+    lrs = {row["train/lr"] for row in a.scalars if "train/lr" in row and row["step"] > paused_at}
+    assert lrs == {0.004}
+    forked = a.controls[3]
+    assert slow.meta["parent"] == {"run": "a", "x": forked["x"], "step": forked["step"]}
+    assert slow.config["lr"] == 1e-4 and slow.scalars[0]["x"] > forked["x"]  # it went on from a's point
+    assert slow.status == "interrupted"
+    sent = [json.loads(line)["action"] for line in (runs / "a" / "requests.jsonl").read_text().splitlines()]
+    assert sent == ["pause", "set", "resume", "fork"]  # the launcher's, not overwritten by the node's copy
+
+
 def test_kill_9_of_the_launcher_stops_every_run_on_the_cluster(cluster: Any, tmp_path: Path) -> None:
     """The launcher killed with SIGKILL: Ray kills the tasks it owned, at once; the cluster's CPUs
     are free, no task of ours is left, `livetrain runs` says each run stopped with no final status
@@ -214,7 +255,7 @@ def test_kill_9_of_the_launcher_stops_every_run_on_the_cluster(cluster: Any, tmp
     code, out, err = finish(livetrain(tmp_path, "runs", "--log-dir", str(runs)))
     assert code == 0 and out.count("stopped (no final status)") == 2, out + err
     spec = WorkerSpec(RunConfig("softmax", epochs=1, limit=256, seed=0, threads=1, label="next"), tmp_path / "next")
-    receive(ray.get(list(ray.remote(train_on_node).options(num_returns="streaming").remote(spec))), spec.run_dir)
+    receive(ray.get(list(ray.remote(train_on_node).options(num_returns="streaming").remote(spec))), spec.run_dir.parent)
     assert not [p for p in left if p.exists()]
 
 

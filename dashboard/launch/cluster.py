@@ -27,6 +27,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from dashboard.runlog import NODE_FILE, REQUESTS  # REQUESTS: the launch's requests to a run, sent on their own
+
 CHUNK_BYTES = 4 << 20  # at most this much of one file in one chunk (a checkpoint is sent whole)
 FOLLOW_EVERY = 0.25  # s between two looks at the folder
 
@@ -57,31 +59,39 @@ class FolderTail:
     were, any other file (a checkpoint) when its inode, size or modification time changed. `known`:
     what is in the folder now is there already (carried to it), and only what changes after is told."""
 
-    def __init__(self, root: Path, known: bool = False) -> None:
+    def __init__(self, root: Path, known: bool = False, skip: tuple[str, ...] = ()) -> None:
         self.root = root
+        self.skip = skip  # the names of files not told (what comes the other way)
         self._sent: dict[str, tuple[tuple[int, int, int], int, bytes]] = {}  # path -> (stat, bytes sent, their end)
         if known:
             self.changes()
 
+    def _files(self) -> list[Path]:
+        return sorted(p for p in self.root.rglob("*") if p.is_file() and _written(p.name) and p.name not in self.skip)
+
     def changes(self) -> list[Chunk]:
+        # a log's lines as far as they were before the files were listed: a file written before
+        # a line (a fork's checkpoint, then the line saying it was made) comes with it or first
+        upto = {p: p.stat().st_size for p in self._files() if p.name.endswith(APPENDED)}
         chunks = []
-        for path in sorted(p for p in self.root.rglob("*") if p.is_file() and _written(p.name)):
+        for path in self._files():
             rel = path.relative_to(self.root).as_posix()
+            appended = rel.endswith(APPENDED)
             try:
                 with open(path, "rb") as f:
                     stat = os.fstat(f.fileno())
                     seen = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
                     before, sent, end = self._sent.get(rel, ((-1, -1, -1), 0, b""))
-                    if not rel.endswith(APPENDED):
+                    if not appended:
                         whole = seen != before
                     else:
                         f.seek(sent - len(end))
                         whole = seen[0] != before[0] or stat.st_size < sent or f.read(len(end)) != end
-                    if not whole and not rel.endswith(APPENDED):
+                    if not whole and not appended:
                         continue
                     start = 0 if whole else sent
                     f.seek(start)
-                    data = f.read() if whole else f.read(CHUNK_BYTES)
+                    data = f.read() if not appended else f.read(max(0, min(upto.get(path, 0) - start, CHUNK_BYTES)))
             except FileNotFoundError:  # replaced or removed as we looked: the next look sees it
                 continue
             if data or whole:
@@ -128,7 +138,6 @@ def apply(root: Path, chunk: Chunk) -> Path:
     return path
 
 
-NODE_FILE = "node.txt"  # in a run folder trained on a cluster: the node's id and host, one per line
 
 
 def node_shown(run_dir: Path) -> str:
@@ -143,9 +152,11 @@ def node_shown(run_dir: Path) -> str:
 
 def carried(run_dir: Path) -> list[Chunk]:
     """A resumed run's folder as it is here (its log, its checkpoint), whole files, to carry to
-    the node that trains it on; not NODE_FILE, which names the node it trained on before."""
+    the node that trains it on; not NODE_FILE, which names the node it trained on before, nor
+    the requests sent to it."""
     return [Chunk(path.relative_to(run_dir).as_posix(), 0, path.read_bytes(), True)
-            for path in sorted(run_dir.rglob("*")) if path.is_file() and _written(path.name) and path.name != NODE_FILE]
+            for path in sorted(run_dir.rglob("*"))
+            if path.is_file() and _written(path.name) and path.name not in (NODE_FILE, REQUESTS)]
 
 
 def node_root() -> Path:
@@ -178,23 +189,30 @@ def _alive(pid: int) -> bool:
 
 
 def train_on_node(spec: Any, stops: Any = None, carry: Iterable[Chunk] = ()) -> Iterator[list[Chunk]]:
-    """A run's Ray task: train `spec` (a WorkerSpec) into a folder of this node's, on a thread,
-    and yield that folder's changes as they come; the first names the node (NODE_FILE). What
-    the run raises goes to its error.txt, as a local worker's does. `stops`: the launch's Stops
-    actor (dashboard.launch.on_ray), looked at on every pass: once it gives a reason, the run
-    is interrupted between two steps, as a local worker is by a stop signal, and logs it.
-    `carry`: a resumed run's folder (`carried`), written there first: the run resumes from its
-    checkpoint and appends to its log, and only what it adds comes back."""
+    """A run's Ray task: train `spec` (a WorkerSpec) on a thread, into a launch folder of this
+    node's own (the run's folder in it, named as in the launch; a fork it makes goes beside it,
+    as in the launch), and yield that folder's changes as they come, paths relative to it; the
+    first names the node (NODE_FILE). What the run raises goes to its error.txt, as a local
+    worker's does. `carry`: a resumed run's folder (`carried`), written there first: the run
+    resumes from its checkpoint and appends to its log, and only what it adds comes back.
+
+    `stops`: the launch's Stops actor (dashboard.launch.on_ray), looked at on every pass: the
+    requests the launch sent the run since the last look (from the page or `livetrain
+    control`) go to the run's requests file, which it reads as a local run does; once the actor
+    gives a reason to stop, the run is interrupted between two steps, as a local worker is by a
+    stop signal, and logs it."""
     import ray  # there, in a Ray worker
 
     from dashboard.launch import worker
     from dashboard.launch.worker import ERROR_FILE, run
 
     node_id = ray.get_runtime_context().get_node_id()
-    here = node_folder(spec.config.label)
+    box = node_folder(spec.config.label)
+    here = box / spec.run_dir.name
+    here.mkdir()
     for chunk in carry:
         apply(here, chunk)
-    tail = FolderTail(here, known=True)
+    tail = FolderTail(box, known=True, skip=(REQUESTS,))
     (here / NODE_FILE).write_text(f"{node_id}\n{socket.gethostname()}\n")
     local = replace(spec, run_dir=here, launcher=None)
 
@@ -208,24 +226,28 @@ def train_on_node(spec: Any, stops: Any = None, carry: Iterable[Chunk] = ()) -> 
 
     thread = threading.Thread(target=train, name=f"livetrain-{spec.config.label}")
     thread.start()
-    asked = ""
+    asked, got = "", 0
 
     def done() -> bool:
-        nonlocal asked
+        nonlocal asked, got
         if stops is not None and not asked and thread.is_alive():
             try:
-                asked = ray.get(stops.asked.remote(), timeout=10)
+                asked, news = ray.get(stops.look.remote(spec.run_dir.name, got), timeout=10)
             except ray.exceptions.RayError:  # the launcher's node (where the actor lives) is gone: no one asks
-                pass
+                news = b""
+            if news:
+                with open(here / REQUESTS, "ab") as requests:
+                    requests.write(news)
+                got += len(news)
             if asked:
                 worker._stopped_by = asked  # what run() logs the interruption as
                 interrupt(thread)
         return not thread.is_alive()
 
     try:
-        yield from follow(here, done, tail=tail)
+        yield from follow(box, done, tail=tail)
     finally:
-        shutil.rmtree(here, ignore_errors=True)  # all of it is in the launch folder by now
+        shutil.rmtree(box, ignore_errors=True)  # all of it is in the launch folder by now
 
 
 def interrupt(thread: threading.Thread) -> None:
@@ -246,9 +268,9 @@ def reaches(host: str, port: int) -> str:
     return ""
 
 
-def receive(chunks: Iterable[list[Chunk]], run_dir: Path) -> None:
-    """Write what a run's task yields into its folder here, as it comes, until the task ends (what
-    the stream raises, such as Ray's NodeDiedError, is the caller's to tell)."""
+def receive(chunks: Iterable[list[Chunk]], launch_dir: Path) -> None:
+    """Write what a run's task yields into the launch folder here, as it comes, until the task
+    ends (what the stream raises, such as Ray's NodeDiedError, is the caller's to tell)."""
     for batch in chunks:
         for chunk in batch:
-            apply(run_dir, chunk)
+            apply(launch_dir, chunk)

@@ -28,14 +28,13 @@ from dashboard.launch.forks import Forks
 from trainers.settings import read as read_setting
 from dashboard.launch.plan import LaunchError, PlanError
 from dashboard.launch.resume import LAUNCH_META, LaunchLock
-from dashboard.runlog import LOG_NAME, LogFollower, RunRecord, read
+from dashboard.runlog import LOG_NAME, REQUESTS, LogFollower, RunRecord, read
 from trainers.config import ConfigError, RunConfig
 from trainers.control import ACTIONS, FORK, FORKABLE, SET, SETTABLE, Request, outcome_of, refusal
 from trainers.reporting import RunState
 
 INBOX = f"{LAUNCH_META}/inbox"  # in a launch folder: the requests for its launcher
 LAUNCH_LOG = f"{LAUNCH_META}/control.jsonl"  # every request the launcher took, and what it did
-REQUESTS = "requests.jsonl"  # in a run folder: the requests sent to it, for its worker
 ALL = "*"  # a request to every run of the launch
 POLL = 0.1  # s between a worker's looks at its requests file (it looks between two batches)
 

@@ -23,6 +23,7 @@ from typing import Any
 from dashboard.launch.cluster import NODE_FILE, carried, reaches, receive, train_on_node
 from dashboard.launch.supervisor import StopRequests, Supervisor, queue
 from dashboard.launch.worker import logged, seal
+from dashboard.runlog import REQUESTS
 from trainers.config import ConfigError
 from trainers.errors import EXIT_FAILED, EXIT_INTERRUPTED, LivetrainError
 from trainers.reporting import FINAL_STATES, RunState
@@ -147,16 +148,25 @@ def check_nodes(address: str, configs: Sequence[Any], server: Any) -> None:
 
 
 class Stops:
-    """A Ray actor (`ray.remote(Stops)`): why the launch asks its runs to stop; "" while it does not."""
+    """A Ray actor (`ray.remote(Stops)`): why the launch asks its runs to stop ("" while it does
+    not), and the requests it sent each run (its requests file's lines, by the run's folder name)."""
 
     def __init__(self) -> None:
         self.reason = ""
+        self.requests: dict[str, bytes] = {}
 
     def ask(self, reason: str) -> None:
         self.reason = self.reason or reason
 
     def asked(self) -> str:
         return self.reason
+
+    def send(self, name: str, lines: bytes) -> None:
+        self.requests[name] = self.requests.get(name, b"") + lines
+
+    def look(self, name: str, got: int) -> tuple[str, bytes]:
+        """Why to stop, and the requests for run `name` past the `got` bytes it has."""
+        return self.reason, self.requests.get(name, b"")[got:]
 
 
 @dataclass
@@ -168,6 +178,20 @@ class RemoteRun:
     thread: threading.Thread | None = None
     exitcode: int | None = None
     node: str = ""
+    forwarded: int = 0  # the bytes of its requests file here sent on to it
+
+    def requests(self) -> bytes:
+        """The whole lines its requests file here gained since the last call (the launch's
+        requests to it, from the page or `livetrain control`; see dashboard.launch.control)."""
+        try:
+            with open(self.spec.run_dir / REQUESTS, "rb") as f:
+                f.seek(self.forwarded)
+                lines = f.read()
+        except OSError:
+            return b""
+        lines = lines[:lines.rfind(b"\n") + 1]
+        self.forwarded += len(lines)
+        return lines
 
     def join(self, timeout: float | None = None) -> None:
         """As a worker process's: until what it sent is all here (Supervisor.exitcodes)."""
@@ -220,6 +244,10 @@ class RaySupervisor(Supervisor):
             if (spec.config.threads or 1) > self._cpus:  # this machine's share of its cores: no node has as many
                 spec = replace(spec, config=replace(spec.config, threads=self._cpus))
             run = RemoteRun(spec)
+            try:  # those sent to an earlier process of the run were for it
+                run.forwarded = (spec.run_dir / REQUESTS).stat().st_size
+            except OSError:
+                pass
             # never retried: a run lost with its node is told, and resumed when asked
             run.stream = self._task.options(num_cpus=spec.config.threads or 1,
                                             num_gpus=1 if spec.config.device == "cuda" else 0, num_returns="streaming",
@@ -261,7 +289,7 @@ class RaySupervisor(Supervisor):
     def _take_in(self, run: RemoteRun) -> None:
         ray = self._ray
         try:
-            receive(self._chunks(run), run.spec.run_dir)
+            receive(self._chunks(run), run.spec.run_dir.parent)
             record = logged(run.spec)
             run.exitcode = EXIT_OF.get(record.status if record else "", EXIT_FAILED)
         except (NodeLost, ray.exceptions.NodeDiedError) as exc:
@@ -287,6 +315,10 @@ class RaySupervisor(Supervisor):
         alive = self._fill()
         if not alive:
             return False
+        for run in alive:
+            lines = run.requests()
+            if lines:
+                self._stops.send.remote(run.spec.run_dir.name, lines)
         if self._stop_now():
             self._stops.ask.remote(self.stops.reason)
         if self._kill_now():

@@ -17,9 +17,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import IO
 
-from dashboard.launch.cluster import NODE_FILE
 from dashboard.launch.plan import LaunchError, PlannedRun
-from dashboard.runlog import LOG_NAME, read, run_dirs
+from dashboard.runlog import LOG_NAME, NODE_FILE, read, run_dirs
 from trainers.config import ConfigError, RunConfig
 from trainers.reporting import RunState, epochs_done
 from trainers.catalog import ModelFileError, is_user_model

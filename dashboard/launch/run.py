@@ -252,26 +252,27 @@ class RunRequest:
 @dataclass
 class Checked:
     """A request that passed every check: its env checked, the runs of the launch it resumes (None
-    for new runs), the configs that train, and the server it draws into (None: headless)."""
+    for new runs), the configs that train, the server it draws into (None: headless), its locks."""
 
     request: RunRequest
     resumed: list[PlannedRun] | None
     configs: list[RunConfig]
     server: Server | None
+    locks: list[LaunchLock] = field(default_factory=list)
 
 
 def check(request: RunRequest, dry_run: bool = False) -> Checked:
     """Every check a launch makes before it starts or writes anything; a LivetrainError (its kind
     carries the exit code) for the first that fails. `dry_run` (`--dry-run`) makes the same checks
     and changes nothing: it takes no lock, creates no log dir and starts no server."""
-    resumed = None
+    resumed, locks = None, []
     if request.resume_dir is not None:
         resumed = resume_runs(request.resume_dir, request.resume_epochs, request.resume_nproc)
         for folder in dict.fromkeys(run.run_dir.parent for run in resumed):  # refused while it trains
             if dry_run:
                 LaunchLock(folder).refuse_if_held()
             else:
-                LaunchLock(folder).take()
+                locks.append(LaunchLock(folder).take())
         configs = [run.config for run in resumed if not run.done]
     else:
         configs = list(request.configs)
@@ -295,7 +296,7 @@ def check(request: RunRequest, dry_run: bool = False) -> Checked:
         from dashboard.launch.on_ray import check_nodes
 
         check_nodes(request.cluster, configs, server)  # connects: it needs the cluster itself
-    return Checked(request, resumed, configs, server)
+    return Checked(request, resumed, configs, server, locks)
 
 
 def run(request: RunRequest, out: TextIO | None = None) -> int:
@@ -309,7 +310,8 @@ def run(request: RunRequest, out: TextIO | None = None) -> int:
     try:
         if request.resume_dir is None:
             launch_dir = new_launch_dir(request.log_dir)
-            LaunchLock(launch_dir).hold().mark()  # held until this process ends, and by its workers
+            checked.locks.append(LaunchLock(launch_dir).hold())  # held until the launch ends, and by its workers
+            checked.locks[-1].mark()
             runs = [PlannedRun(config, launch_dir / config.label) for config in configs]
             write_launch_order(launch_dir, runs)
             env = request.draw.env or f"livetrain_{launch_dir.name}"
@@ -320,9 +322,8 @@ def run(request: RunRequest, out: TextIO | None = None) -> int:
                 if not run.done:
                     supersede(run.run_dir, resumes_at(run))  # what it logged past its checkpoint, it logs again
         draw = replace(request.draw, env=env, run_windows=windows.run_windows_for(len(runs)))
-        # the page's Control pane does not reach runs on a cluster yet: no pane there
         options = LaunchOptions(server, draw, out, parallel=request.parallel or default_parallel(),
-                                control=request.control and request.cluster is None, cluster=request.cluster)
+                                control=request.control, cluster=request.cluster)
         _announce(out, runs, launch_dir, server, env)
         started = time.monotonic()
         outcome = launch(runs, launch_dir, options)
@@ -331,6 +332,8 @@ def run(request: RunRequest, out: TextIO | None = None) -> int:
             serve_until_stopped(out, server, env)
         return outcome.exit_code
     finally:
+        for lock in checked.locks:
+            lock.release()
         if server is not None and server.started is not None:
             server.started.stop()
 
