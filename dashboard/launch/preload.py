@@ -38,6 +38,9 @@ def _preload(value: str) -> None:
     # one torch thread, as in the launcher (plan.prepare_to_fork): a child forked from a process
     # with an OpenMP pool cannot use it, and hangs at its first parallel op
     torch.set_num_threads(1)
+    # what torch's optimizers import as the first one is made (`torch._disable_dynamo`): 1.3 s
+    # of each worker's start on 2 cores, which the workers now share
+    import torch._dynamo as _dynamo  # noqa: F401
     for name, folder in json.loads(value):
         try:
             data.load(name, folder or None)
