@@ -102,21 +102,22 @@ class FolderTail:
         return chunks
 
 
-def follow(root: Path, done: Callable[[], bool], every: float = FOLLOW_EVERY,
-           tail: FolderTail | None = None) -> Iterator[list[Chunk]]:
+def follow(root: Path, done: Callable[[], bool], every: float = FOLLOW_EVERY, tail: FolderTail | None = None,
+           pause: Callable[[float], Any] = time.sleep) -> Iterator[list[Chunk]]:
     """The changes in `root` as they come (those `tail` has not told yet), until `done()` is true;
-    then the last of them."""
+    then the last of them. Between two looks, `pause(every)` (one that returns early, such as a
+    thread's join, makes the last look sooner)."""
     tail = tail or FolderTail(root)
     while True:
         finished = done()
         chunks = tail.changes()
         if chunks:
             yield chunks
-        more = any(len(c.data) == CHUNK_BYTES and not c.whole for c in chunks)  # the rest of a long file
+        more = any(len(c.data) == CHUNK_BYTES for c in chunks)  # the rest of a long log
         if finished and not more:
             return
         if not more:
-            time.sleep(every)
+            pause(every)
 
 
 def apply(root: Path, chunk: Chunk) -> Path:
@@ -245,7 +246,7 @@ def train_on_node(spec: Any, stops: Any = None, carry: Iterable[Chunk] = ()) -> 
         return not thread.is_alive()
 
     try:
-        yield from follow(box, done, tail=tail)
+        yield from follow(box, done, tail=tail, pause=thread.join)  # its end seen at once
     finally:
         shutil.rmtree(box, ignore_errors=True)  # all of it is in the launch folder by now
 
