@@ -156,7 +156,8 @@ RUN_EPILOG = "\b\nPresets (the course notes' recipes; --set and the options abov
               help="Train every run once per seed (labelled RUN-seedS), e.g. --seeds 0,1,2.")
 @setting_options
 @click.option("--parallel", type=click.IntRange(min=1), default=None,
-              help="Train at most N runs at once and queue the rest [default: the machine's cores, at least 4].")
+              help="Train at most N runs at once and queue the rest [default: the machine's cores, at least 4; "
+                   "with --cluster, the cluster's CPUs].")
 @click.option("--resume", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Continue the runs of an earlier launch (its folder) from their last checkpoints.")
 @click.option("--cluster", metavar="ADDRESS", default=None,

@@ -153,6 +153,8 @@ def test_a_sweep_on_the_cluster_is_live_on_the_page_and_whole_here(cluster: Any,
     runs = launch_dir(tmp_path / "runs")
     run_dirs = sorted(p for p in runs.iterdir() if p.is_dir() and not p.name.startswith("."))
     assert len(run_dirs) == 6 and all(read(d).status == "finished" for d in run_dirs)
+    queued = [d for d in run_dirs if read(d, keep_scalars=False).states[0]["state"] == "queued"]
+    assert len(queued) == 4  # no --parallel: as many at once as the cluster has CPUs (2)
     assert all((d / "checkpoint.pt").is_file() for d in run_dirs)
     trained_on = {(d / NODE_FILE).read_text().splitlines()[0] for d in run_dirs}
     assert {node_ids()[n] for n in trained_on} == {"head", "node2"}  # Ray placed them on both

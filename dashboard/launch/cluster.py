@@ -152,8 +152,8 @@ def node_shown(run_dir: Path) -> str:
 
 
 def carried(run_dir: Path) -> list[Chunk]:
-    """A resumed run's folder as it is here (its log, its checkpoint), whole files, to carry to
-    the node that trains it on; not NODE_FILE, which names the node it trained on before, nor
+    """A run's folder as it is here (a queued run's log; a resumed one's, and its checkpoint),
+    whole files, to carry to the node that trains it on; not NODE_FILE, which names the node it trained on before, nor
     the requests sent to it."""
     return [Chunk(path.relative_to(run_dir).as_posix(), 0, path.read_bytes(), True)
             for path in sorted(run_dir.rglob("*"))
@@ -194,8 +194,9 @@ def train_on_node(spec: Any, stops: Any = None, carry: Iterable[Chunk] = ()) -> 
     node's own (the run's folder in it, named as in the launch; a fork it makes goes beside it,
     as in the launch), and yield that folder's changes as they come, paths relative to it; the
     first names the node (NODE_FILE). What the run raises goes to its error.txt, as a local
-    worker's does. `carry`: a resumed run's folder (`carried`), written there first: the run
-    resumes from its checkpoint and appends to its log, and only what it adds comes back.
+    worker's does. `carry`: the run's folder as the launch has it (`carried`: a queued run's log,
+    a resumed one's log and checkpoint), written there first: the run appends to its log (and
+    resumes from its checkpoint), and only what it adds comes back.
 
     `stops`: the launch's Stops actor (dashboard.launch.on_ray), looked at on every pass: the
     requests the launch sent the run since the last look (from the page or `livetrain

@@ -96,13 +96,14 @@ def connect(address: str) -> Any:
 ANSWER_WITHIN = 120  # s: for each node's answer to the dashboard check (a Ray worker starting on a busy node)
 
 
-def preflight(address: str, configs: Sequence[Any], url: str | None) -> None:
+def preflight(address: str, configs: Sequence[Any], url: str | None) -> int:
     """The checks that need the cluster itself, before anything starts: it has a node with a CPU
     (a run's threads are cut to its largest node's CPUs, see RaySupervisor), and one with a GPU
     for a run on cuda; every node reaches the dashboard at `url` (None: headless). A
-    ClusterError for the first that fails."""
+    ClusterError for the first that fails; else the cluster's CPUs, all nodes together."""
     ray = connect(address)
     nodes = [n for n in ray.nodes() if n["Alive"]]
+    cpus = sum(int(n["Resources"].get("CPU", 0)) for n in nodes)
     if not any(n["Resources"].get("CPU") for n in nodes):
         raise ClusterError(f"the cluster at {address} has no node with a CPU to train on; start a node with CPUs "
                            "(`ray start --address HEAD:PORT --num-cpus N`)")
@@ -111,7 +112,7 @@ def preflight(address: str, configs: Sequence[Any], url: str | None) -> None:
             raise ClusterError(f"run {config.label} asks for a GPU (device cuda), and no node of the cluster has "
                                "one; add a node with a GPU, or give device auto or cpu")
     if url is None:
-        return
+        return cpus
     parsed = urllib.parse.urlsplit(url)
     target = (parsed.hostname or "127.0.0.1", parsed.port or (443 if parsed.scheme == "https" else 80))
     task = ray.remote(reaches)
@@ -131,16 +132,18 @@ def preflight(address: str, configs: Sequence[Any], url: str | None) -> None:
             raise ClusterError(f"the dashboard at {url} is not reachable from node {name}: {why}; serve it on an "
                                f"address the nodes reach (`--host 0.0.0.0`) and pass `--visdom-url "
                                f"http://{here}:{target[1]}`, or train with --headless")
+    return cpus
 
 
-def check_nodes(address: str, configs: Sequence[Any], server: Any) -> None:
+def check_nodes(address: str, configs: Sequence[Any], server: Any) -> int:
     """`preflight`, for a launch's check: a server this launch started is waited for first (a node
-    asks it), and stopped when the launch is refused."""
+    asks it), and stopped when the launch is refused. The cluster's CPUs: how many runs train at
+    once unless --parallel says."""
     started = server.started if server is not None else None
     try:
         if started is not None:
             started.wait_ready()
-        preflight(address, configs, server.url if server is not None else None)
+        return preflight(address, configs, server.url if server is not None else None)
     except BaseException:
         if started is not None:
             started.stop()
@@ -249,10 +252,12 @@ class RaySupervisor(Supervisor):
             except OSError:
                 pass
             # never retried: a run lost with its node is told, and resumed when asked
+            # its folder as it is here goes with it: a resumed run's checkpoint, a queued one's log
+            # (which says it was queued), appended to there as here
+            carry = carried(spec.run_dir) if spec.run_dir.is_dir() else []
             run.stream = self._task.options(num_cpus=spec.config.threads or 1,
                                             num_gpus=1 if spec.config.device == "cuda" else 0, num_returns="streaming",
-                                            max_retries=0).remote(spec, self._stops,
-                                                                  carried(spec.run_dir) if spec.resume else ())
+                                            max_retries=0).remote(spec, self._stops, carry)
             run.thread = threading.Thread(target=self._take_in, args=(run,), name=f"ray-{spec.config.label}",
                                           daemon=True)
             run.thread.start()

@@ -280,10 +280,10 @@ def check(request: RunRequest, dry_run: bool = False) -> Checked:
         request = replace(request, draw=replace(request.draw, env=check_env(request.draw.env)))
     check_devices(configs)
     if request.cluster is not None:
-        from dashboard.launch.on_ray import check_cluster
+        from dashboard.launch.on_ray import check_cluster, check_nodes
 
         check_cluster(request.cluster, configs)
-    if not dry_run:
+    if not dry_run and request.cluster is None:  # on a cluster no worker is forked here
         prepare_to_fork()
     load_data(configs)
     if request.resume_dir is None:
@@ -292,10 +292,9 @@ def check(request: RunRequest, dry_run: bool = False) -> Checked:
     if not request.headless:
         url = check_url(request.visdom_url) if request.visdom_url else None
         server = find_server(url, request.server, request.start_server, dry_run)
-    if request.cluster is not None and not dry_run:
-        from dashboard.launch.on_ray import check_nodes
-
-        check_nodes(request.cluster, configs, server)  # connects: it needs the cluster itself
+    if request.cluster is not None and not dry_run:  # connects: it needs the cluster itself
+        cpus = check_nodes(request.cluster, configs, server)
+        request = replace(request, parallel=request.parallel or cpus)  # on a cluster, its CPUs by default
     return Checked(request, resumed, configs, server, locks)
 
 
