@@ -163,7 +163,7 @@ def test_cluster_bad_input_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     assert code == 1 and said.startswith(f"Error: --cluster 127.0.0.1:{port}: no Ray head answers at 127.0.0.1:{port}")
     assert f"`ray start --head --port {port}`" in said and "\n" not in said
     code, said = run("--cluster", "ray://head:10001")
-    assert code == 2 and "Ray Client addresses are not supported yet; give the head's HOST:PORT" in said
+    assert code == 2 and "Ray Client addresses cannot stream a run's folder back; run livetrain on a node" in said
     code, said = run("--cluster", "ray", "--nproc", "2", models="mlp")
     assert code == 2 and "\n" not in said and said.startswith(
         "Error: run mlp trains on 2 processes (nproc), and a run on a cluster trains on one for now; drop --nproc, "

@@ -50,8 +50,10 @@ def gcs_address(address: str) -> tuple[str, int] | None:
     if address in (LOCAL, "auto"):
         return None
     if "://" in address:
-        raise ConfigError(f"--cluster {address}: Ray Client addresses are not supported yet; give the head's "
-                          "HOST:PORT (its GCS port, 6379 by default)")
+        # Ray 2.60's client refuses streaming tasks, which carry a run's folder back as it grows
+        raise ConfigError(f"--cluster {address}: Ray Client addresses cannot stream a run's folder back; run "
+                          "livetrain on a node of the cluster and give the head's HOST:PORT (its GCS port, "
+                          "6379 by default)")
     parsed = urllib.parse.urlsplit(f"//{address}")
     try:
         port = parsed.port
