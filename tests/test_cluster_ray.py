@@ -23,6 +23,7 @@ from dashboard.launch.cluster import NODE_FILE, Chunk, apply, follow, node_root,
 from dashboard.launch.worker import WorkerSpec
 from dashboard.runlog import read
 from trainers.config import RunConfig
+from tests.browser import needs_chromium
 from tests.conftest import REPO
 from tests.helpers import (assert_windows_match_logs, finish, launch_dir, launched, livetrain, server_state,
                            training, wait_for)
@@ -236,6 +237,36 @@ def test_control_pauses_sets_resumes_forks_and_stops_runs_on_the_cluster(cluster
     assert slow.status == "interrupted"
     sent = [json.loads(line)["action"] for line in (runs / "a" / "requests.jsonl").read_text().splitlines()]
     assert sent == ["pause", "set", "resume", "fork"]  # the launcher's, not overwritten by the node's copy
+
+
+@needs_chromium
+def test_a_stop_clicked_on_the_page_stops_the_runs_on_the_cluster(cluster: Any, visdom_server: Any,
+                                                                  tmp_path: Path) -> None:
+    """In a real browser: the runs table names each run's node, and Stop clicked in the Control
+    pane reaches both runs on their nodes; each logs it, and the table says so."""
+    from tests.browser import ARTIFACTS, Browser
+    from tests.test_control_page import CONTROL, SELECT, button, pane
+
+    url = visdom_server.config.url
+    proc = livetrain(tmp_path, "run", "--models", "softmax:a,mlp:b", "--epochs", "5000", "--limit", "2000",
+                     "--cluster", cluster.address, "--visdom-url", url, "--env", "ray-page", "--no-keep-serving")
+    wait_for(lambda: launched(tmp_path / "runs"))
+    runs = launch_dir(tmp_path / "runs")
+    wait_for(lambda: all(training(runs / label) and (runs / label / NODE_FILE).is_file() for label in ("a", "b")))
+    with Browser(1600, 1200) as browser:
+        browser.open(f"{url}/env/ray-page")
+        runs_table = f"({pane('Runs')}).querySelector('table')"
+        wait_for(lambda: browser.evaluate(f"!!({CONTROL}) && !!({SELECT}) && !!({runs_table})"))
+        wait_for(lambda: all(node_shown(runs / label) in browser.evaluate(f"{runs_table}.textContent")
+                             for label in ("a", "b")))
+        browser.choose(SELECT, 0)  # all runs
+        browser.click(button("Stop"))
+        code, out, err = finish(proc)
+        assert code == 1 and "Traceback" not in out + err, out + err
+        for label in ("a", "b"):
+            assert read(runs / label, keep_scalars=False).states[-1]["reason"].startswith("stopped from the page")
+        wait_for(lambda: browser.evaluate(f"{runs_table}.textContent").count("stopped from the page") == 2)
+        browser.screenshot(ARTIFACTS / "cluster-page.png")
 
 
 def test_kill_9_of_the_launcher_stops_every_run_on_the_cluster(cluster: Any, tmp_path: Path) -> None:
