@@ -239,6 +239,21 @@ def test_control_pauses_sets_resumes_forks_and_stops_runs_on_the_cluster(cluster
     assert sent == ["pause", "set", "resume", "fork"]  # the launcher's, not overwritten by the node's copy
 
 
+def test_a_run_that_raises_on_the_cluster_fails_alone_with_its_traceback_here(cluster: Any, tmp_path: Path) -> None:
+    """A user's model that raises at its 5th batch, trained on the cluster: its run fails with the
+    error as its reason, the traceback comes back in its error.txt, the other run finishes."""
+    from tests.helpers import breaks_at_fifth_batch
+
+    (tmp_path / "breaks.py").write_text(breaks_at_fifth_batch("True", "broke at its 5th batch"))
+    code, out, err = finish(livetrain(tmp_path, "run", "--headless", "--models", "breaks.py:Breaks,softmax",
+                                      "--epochs", "1", "--limit", "1024", "--cluster", cluster.address))
+    assert code == 1 and "Traceback" not in out + err, out + err
+    runs = launch_dir(tmp_path / "runs")
+    assert read(runs / "Breaks").states[-1]["reason"] == "ValueError: broke at its 5th batch"
+    assert "raise ValueError" in (runs / "Breaks" / "error.txt").read_text()  # its traceback, from its node
+    assert read(runs / "softmax").status == "finished"
+
+
 @needs_chromium
 def test_a_stop_clicked_on_the_page_stops_the_runs_on_the_cluster(cluster: Any, visdom_server: Any,
                                                                   tmp_path: Path) -> None:
