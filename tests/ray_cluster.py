@@ -1,6 +1,6 @@
-"""A real Ray cluster on this machine, for the tests: a head and a second node (two raylets on
-this machine's address, one CPU each; the second has the resource "node2" to place a task on
-it), started with Ray's own commands (`ray start`), its session files in a folder of the test's.
+"""A real Ray cluster on this machine, for the tests: a head (with its Ray Client server) and a
+second node (two raylets on this machine's address, one CPU each; the second has the resource
+"node2" to place a task on it), started with Ray's own commands (`ray start`), its session files in a folder of the test's.
 Stopped by the pids of what it started, never with `ray stop` (which stops every Ray process on
 the machine, a user's too)."""
 
@@ -53,6 +53,7 @@ def _with_descendants(roots: set[int], processes: dict[int, tuple[int, str]]) ->
 class LocalCluster:
     address: str  # what ray.init(address=...) and `--cluster` take
     temp_dir: Path
+    client_address: str = ""  # the head's Ray Client server: ray://HOST:PORT
 
     def pids(self, marker: str | None = None) -> set[int]:
         """The processes of this cluster (those whose command line names its folder, and what they
@@ -84,12 +85,12 @@ class LocalCluster:
 
 def start_cluster(temp_dir: Path) -> LocalCluster:
     """A head and a second node, as a user starts them; raises with Ray's output if either fails."""
-    port = unused_port()
+    port, client = unused_port(), unused_port()
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    cluster = LocalCluster(f"127.0.0.1:{port}", temp_dir)
+    cluster = LocalCluster(f"127.0.0.1:{port}", temp_dir, f"ray://127.0.0.1:{client}")
     commands = (
         [str(RAY), "start", "--head", "--port", str(port), "--num-cpus", "1", "--include-dashboard=false",
-         "--temp-dir", str(temp_dir), "--disable-usage-stats"],
+         "--temp-dir", str(temp_dir), "--disable-usage-stats", "--ray-client-server-port", str(client)],
         [str(RAY), "start", "--address", cluster.address, "--num-cpus", "1", "--resources", f'{{"{NODE2}": 1}}',
          "--disable-usage-stats"],
     )

@@ -162,14 +162,21 @@ def test_cluster_bad_input_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     code, said = run("--cluster", f"127.0.0.1:{port}")
     assert code == 1 and said.startswith(f"Error: --cluster 127.0.0.1:{port}: no Ray head answers at 127.0.0.1:{port}")
     assert f"`ray start --head --port {port}`" in said and "\n" not in said
-    code, said = run("--cluster", "ray://head:10001")
-    assert code == 2 and "Ray Client addresses cannot stream a run's folder back; run livetrain on a node" in said
+    code, said = run("--cluster", f"ray://127.0.0.1:{port}")
+    assert code == 1 and said.startswith(f"Error: --cluster ray://127.0.0.1:{port}: no Ray head answers at ")
+    assert f"`ray start --head --ray-client-server-port {port}`" in said
+    code, said = run("--cluster", "http://head:10001")
+    assert code == 2 and "give the head's HOST:PORT, or ray://HOST:PORT for its Ray Client server" in said
     code, said = run("--cluster", "ray", "--nproc", "2", models="mlp")
     assert code == 2 and "\n" not in said and said.startswith(
         "Error: run mlp trains on 2 processes (nproc), and a run on a cluster trains on one for now; drop --nproc, "
         "or train it without --cluster")
     code, said = run("--cluster", "head-without-port")
     assert code == 2 and said.startswith("Error: --cluster 'head-without-port': give the head's HOST:PORT")
+    monkeypatch.setitem(sys.modules, "grpc", None)  # Ray without its client (ray[client])
+    code, said = run("--cluster", "ray://head:10001")
+    assert code == 1 and said == ("Error: --cluster ray://head:10001 needs Ray Client, which is not installed; "
+                                  "install the ray extra: `pip install 'livetrain[ray]'`")
     monkeypatch.setitem(sys.modules, "ray", None)  # as where the extra is not installed
     code, said = run("--cluster", "ray")
     assert code == 1 and said == ("Error: --cluster needs Ray, which is not installed; install the ray extra: "

@@ -8,10 +8,12 @@ or a file replaced (its whole new content). On the launcher's machine `apply` wr
 into the launch folder, so that the board, `livetrain runs` and `replay` read it as they read a
 local run's, and a node lost mid-run loses at most what it wrote since its last yield.
 
-`train_on_node` is a run's Ray task (a streaming generator: Ray hands its chunks to the launcher
-as they come) and `receive` takes them in on the launcher's machine. Nothing here imports Ray:
-the caller wraps the task with `ray.remote` (see tests/test_cluster_ray.py, on a real two-node
-cluster)."""
+`train_on_node` trains a run on a node and yields its folder's changes as they come; `run_on_node`,
+a run's Ray task, hands each batch of them to the launch's relay actor (dashboard.launch.on_ray),
+from which the launcher takes them, and `receive` writes them in on the launcher's machine. (Not
+a Ray streaming task: Ray Client, `ray://`, refuses those.) Nothing here imports Ray at the
+top: the caller wraps the task with `ray.remote` (see tests/test_cluster_ray.py, on a real
+two-node cluster)."""
 
 from __future__ import annotations
 
@@ -198,7 +200,7 @@ def train_on_node(spec: Any, stops: Any = None, carry: Iterable[Chunk] = ()) -> 
     a resumed one's log and checkpoint), written there first: the run appends to its log (and
     resumes from its checkpoint), and only what it adds comes back.
 
-    `stops`: the launch's Stops actor (dashboard.launch.on_ray), looked at on every pass: the
+    `stops`: the launch's relay actor (dashboard.launch.on_ray), looked at on every pass: the
     requests the launch sent the run since the last look (from the page or `livetrain
     control`) go to the run's requests file, which it reads as a local run does; once the actor
     gives a reason to stop, the run is interrupted between two steps, as a local worker is by a
@@ -208,6 +210,7 @@ def train_on_node(spec: Any, stops: Any = None, carry: Iterable[Chunk] = ()) -> 
     from dashboard.launch import worker
     from dashboard.launch.worker import ERROR_FILE, run
 
+    worker._stopped_by = ""  # this Ray worker's last task's, if any
     node_id = ray.get_runtime_context().get_node_id()
     box = node_folder(spec.config.label)
     here = box / spec.run_dir.name
@@ -249,7 +252,21 @@ def train_on_node(spec: Any, stops: Any = None, carry: Iterable[Chunk] = ()) -> 
     try:
         yield from follow(box, done, tail=tail, pause=thread.join)  # its end seen at once
     finally:
+        if thread.is_alive():  # what it yields can no longer be handed on (its launcher is gone): it stops
+            worker._stopped_by = worker._stopped_by or "its launcher is gone"
+            interrupt(thread)
+            thread.join(30)
         shutil.rmtree(box, ignore_errors=True)  # all of it is in the launch folder by now
+
+
+def run_on_node(spec: Any, relay: Any, carry: Iterable[Chunk] = ()) -> None:
+    """A run's Ray task: `train_on_node`, each batch of changes handed to the launch's relay
+    actor in turn (each waits for the last: they arrive in order, and a relay gone, its launcher
+    with it, ends the run)."""
+    import ray  # there, in a Ray worker
+
+    for batch in train_on_node(spec, relay, carry):
+        ray.get(relay.put.remote(spec.run_dir.name, batch))
 
 
 def interrupt(thread: threading.Thread) -> None:

@@ -14,13 +14,14 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from dashboard.launch.cluster import NODE_FILE, carried, reaches, receive, train_on_node
+from dashboard.launch.cluster import FOLLOW_EVERY, NODE_FILE, carried, reaches, receive, run_on_node
 from dashboard.launch.supervisor import StopRequests, Supervisor, queue
 from dashboard.launch.worker import logged, seal
 from dashboard.runlog import REQUESTS
@@ -30,6 +31,7 @@ from trainers.reporting import FINAL_STATES, RunState
 
 RAY_EXTRA = "pip install 'livetrain[ray]'"
 LOCAL = "ray"  # --cluster ray: RAY_ADDRESS, or a Ray of its own on this machine
+CLIENT = "ray"  # --cluster ray://HOST:PORT: the head's Ray Client server (`ray start --ray-client-server-port`)
 
 
 class ClusterError(LivetrainError):
@@ -46,15 +48,15 @@ def import_ray() -> Any:
 
 
 def gcs_address(address: str) -> tuple[str, int] | None:
-    """The host and port `address` names ("HOST:PORT"); None for "ray" and "auto"."""
+    """The host and port `address` names ("HOST:PORT", the head's GCS; "ray://HOST:PORT", its
+    Ray Client server); None for "ray" and "auto"."""
     if address in (LOCAL, "auto"):
         return None
-    if "://" in address:
-        # Ray 2.60's client refuses streaming tasks, which carry a run's folder back as it grows
-        raise ConfigError(f"--cluster {address}: Ray Client addresses cannot stream a run's folder back; run "
-                          "livetrain on a node of the cluster and give the head's HOST:PORT (its GCS port, "
-                          "6379 by default)")
-    parsed = urllib.parse.urlsplit(f"//{address}")
+    scheme, _, rest = address.rpartition("://")
+    if scheme not in ("", CLIENT):
+        raise ConfigError(f"--cluster {address}: give the head's HOST:PORT, or ray://HOST:PORT for its Ray "
+                          "Client server")
+    parsed = urllib.parse.urlsplit(f"//{rest}")
     try:
         port = parsed.port
     except ValueError:
@@ -75,12 +77,20 @@ def check_cluster(address: str, configs: Sequence[Any] = ()) -> None:
                               "cluster trains on one for now; drop --nproc, or train it without --cluster")
     import_ray()
     target = gcs_address(address)
+    client = address.startswith(f"{CLIENT}://")
+    if client:
+        try:
+            import grpc  # noqa: F401 - what Ray Client speaks (ray[client])
+        except ImportError:
+            raise ClusterError(f"--cluster {address} needs Ray Client, which is not installed; install the ray "
+                               f"extra: `{RAY_EXTRA}`") from None
     if target is not None:
+        start = f"--ray-client-server-port {target[1]}" if client else f"--port {target[1]}"
         try:
             socket.create_connection(target, timeout=5).close()
         except OSError as exc:
             raise ClusterError(f"--cluster {address}: no Ray head answers at {target[0]}:{target[1]} "
-                               f"({exc.strerror or exc}); start one with `ray start --head --port {target[1]}`, "
+                               f"({exc.strerror or exc}); start one with `ray start --head {start}`, "
                                "or check the address") from None
 
 
@@ -152,13 +162,22 @@ def check_nodes(address: str, configs: Sequence[Any], server: Any) -> int:
         raise
 
 
-class Stops:
-    """A Ray actor (`ray.remote(Stops)`): why the launch asks its runs to stop ("" while it does
-    not), and the requests it sent each run (its requests file's lines, by the run's folder name)."""
+class Relay:
+    """A Ray actor (`ray.remote(Relay)`) on the launcher's node, between the launch and its runs'
+    tasks: why the launch asks its runs to stop ("" while it does not), the requests it sent each
+    run (its requests file's lines), and each run's folder changes not yet taken; by the run's
+    folder name."""
 
     def __init__(self) -> None:
         self.reason = ""
         self.requests: dict[str, bytes] = {}
+        self.changes: dict[str, list[Any]] = {}
+
+    def put(self, name: str, batch: Any) -> None:
+        self.changes.setdefault(name, []).append(batch)
+
+    def take(self, name: str) -> list[Any]:
+        return self.changes.pop(name, [])
 
     def ask(self, reason: str) -> None:
         self.reason = self.reason or reason
@@ -179,7 +198,7 @@ class RemoteRun:
     """A run's task and the thread that takes in what it sends; `exitcode` as a worker's, once it ended."""
 
     spec: Any
-    stream: Any = None
+    task: Any = None  # its ObjectRef
     thread: threading.Thread | None = None
     exitcode: int | None = None
     node: str = ""
@@ -225,7 +244,7 @@ class RaySupervisor(Supervisor):
         self._ended = threading.Event()
         self._ray: Any = None
         self._cpus = 1  # the largest node's CPUs, once started
-        self._stops: Any = None
+        self._relay: Any = None
         self._task: Any = None
 
     def start(self) -> None:
@@ -233,8 +252,8 @@ class RaySupervisor(Supervisor):
         # on the launcher's own node: lost with another node, it would take every run down with it
         here = ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(),
                                                                             soft=False)
-        self._stops = ray.remote(Stops).options(num_cpus=0, scheduling_strategy=here).remote()
-        self._task = ray.remote(train_on_node)
+        self._relay = ray.remote(Relay).options(num_cpus=0, scheduling_strategy=here).remote()
+        self._task = ray.remote(run_on_node)
         self._cpus = max((int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n["Alive"]), default=0) or 1
         for spec in self.specs[self.parallel:]:
             queue(spec)
@@ -257,34 +276,28 @@ class RaySupervisor(Supervisor):
             # its folder as it is here goes with it: a resumed run's checkpoint, a queued one's log
             # (which says it was queued), appended to there as here
             carry = carried(spec.run_dir) if spec.run_dir.is_dir() else []
-            run.stream = self._task.options(num_cpus=spec.config.threads or 1,
-                                            num_gpus=1 if spec.config.device == "cuda" else 0, num_returns="streaming",
-                                            max_retries=0).remote(spec, self._stops, carry)
+            run.task = self._task.options(num_cpus=spec.config.threads or 1,
+                                          num_gpus=1 if spec.config.device == "cuda" else 0,
+                                          max_retries=0).remote(spec, self._relay, carry)
             run.thread = threading.Thread(target=self._take_in, args=(run,), name=f"ray-{spec.config.label}",
                                           daemon=True)
             run.thread.start()
             self.procs.append(run)
 
     def _chunks(self, run: RemoteRun) -> Iterator[Any]:
-        """What the run's task yields, as it comes. Waiting, it looks at the run's node every
-        WATCH_EVERY s: Ray waits on the objects of a lost node (pending their reconstruction)
-        without end, `next(stream)` too (on its end-of-stream object); its `_next_sync` with a
-        timeout is what Ray's own consumers use to wait (ray/_private/object_ref_generator.py)."""
-        ray = self._ray
+        """What the run's task hands the relay, as it comes, until the task ended (then what it
+        raised is raised: its node lost, cancelled, its worker dead). Waiting, it looks at the
+        run's node every WATCH_EVERY s: Ray waits without end on a task of a lost node."""
+        ray, name, looked = self._ray, run.spec.run_dir.name, time.monotonic()
         while True:
-            try:
-                ref = run.stream._next_sync(timeout_s=WATCH_EVERY)
-            except StopIteration:
+            ended = bool(ray.wait([run.task], timeout=FOLLOW_EVERY)[0])
+            yield from ray.get(self._relay.take.remote(name))  # after its end: all it handed on
+            if ended:
+                ray.get(run.task)
                 return
-            if ref.is_nil():
+            if time.monotonic() - looked > WATCH_EVERY:
                 self._check_node(run)
-                continue
-            while True:
-                try:
-                    yield ray.get(ref, timeout=WATCH_EVERY)
-                    break
-                except ray.exceptions.GetTimeoutError:
-                    self._check_node(run)
+                looked = time.monotonic()
 
     def _check_node(self, run: RemoteRun) -> None:
         """Raise NodeLost when the node the run trains on (its NODE_FILE says) is not alive."""
@@ -325,12 +338,12 @@ class RaySupervisor(Supervisor):
         for run in alive:
             lines = run.requests()
             if lines:
-                self._stops.send.remote(run.spec.run_dir.name, lines)
+                self._relay.send.remote(run.spec.run_dir.name, lines)
         if self._stop_now():
-            self._stops.ask.remote(self.stops.reason)
+            self._relay.ask.remote(self.stops.reason)
         if self._kill_now():
             for run in alive:
-                self._ray.cancel(run.stream, force=True)
+                self._ray.cancel(run.task, force=True)
         self._ended.wait(timeout)
         self._ended.clear()
         return self._going()
