@@ -1,12 +1,13 @@
 """A real Ray cluster on this machine, for the tests: a head (with its Ray Client server) and a
 second node (two raylets on this machine's address, one CPU each; the second has the resource
-"node2" to place a task on it), started with Ray's own commands (`ray start`), its session files in a folder of the test's.
-Stopped by the pids of what it started, never with `ray stop` (which stops every Ray process on
-the machine, a user's too)."""
+"node2" to place a task on it), started with Ray's own commands (`ray start`), its session
+files in a folder of the test's. Stopped by the pids of what it started, never with `ray stop`
+(which stops every Ray process on the machine, a user's too)."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -56,11 +57,14 @@ class LocalCluster:
     client_address: str = ""  # the head's Ray Client server: ray://HOST:PORT
 
     def pids(self, marker: str | None = None) -> set[int]:
-        """The processes of this cluster (those whose command line names its folder, and what they
-        started); with `marker`, only those whose command line also holds it, and theirs."""
+        """The processes of this cluster (those whose command line names its folder or its head's
+        GCS port, such as its Ray Client servers, and what they started); with `marker`, only
+        those whose command line also holds it, and theirs."""
+        port = self.address.rpartition(":")[2]
+        ours = re.compile(rf"{re.escape(str(self.temp_dir))}|--address=\S+:{port}(\s|$)")
         processes = _processes()
         roots = {pid for pid, (_, cmd) in processes.items()
-                 if str(self.temp_dir) in cmd and (marker is None or marker in cmd) and pid != os.getpid()}
+                 if ours.search(cmd) and (marker is None or marker in cmd) and pid != os.getpid()}
         return _with_descendants(roots, processes)
 
     def kill(self, pids: set[int]) -> None:

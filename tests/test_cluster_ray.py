@@ -45,6 +45,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     finally:
         ray.shutdown()
         started.stop()
+        assert not started.pids()  # no process of the cluster left (its Ray Client servers too)
 
 
 @ray.remote
