@@ -277,6 +277,12 @@ def interrupt(thread: threading.Thread) -> None:
     ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident or 0), ctypes.py_object(KeyboardInterrupt))
 
 
+def warm_up() -> None:
+    """A task that imports what a run's task needs, in the Ray worker that will take one (see
+    dashboard.launch.on_ray.warm_nodes)."""
+    from dashboard.launch import worker  # noqa: F401 - torch and the trainers with it
+
+
 def reaches(host: str, port: int) -> str:
     """A task run on each node before a launch starts: why `host:port` (the dashboard) cannot be
     reached from here; "" when it can."""

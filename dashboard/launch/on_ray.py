@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from dashboard.launch.cluster import FOLLOW_EVERY, NODE_FILE, carried, reaches, receive, run_on_node
+from dashboard.launch.cluster import FOLLOW_EVERY, NODE_FILE, carried, reaches, receive, run_on_node, warm_up
 from dashboard.launch.supervisor import StopRequests, Supervisor, queue
 from dashboard.launch.worker import logged, seal
 from dashboard.runlog import REQUESTS
@@ -67,10 +67,10 @@ def gcs_address(address: str) -> tuple[str, int] | None:
     return parsed.hostname, port
 
 
-def check_cluster(address: str, configs: Sequence[Any] = ()) -> None:
+def check_cluster(address: str, configs: Sequence[Any] = (), warm: bool = False) -> None:
     """What a launch checks before it starts anything: each run can train as one Ray task, Ray is
     installed and the head answers (over TCP: Ray's own connect waits on an unreachable head
-    for good)."""
+    for good). `warm`: then connect, and warm the nodes' Ray workers up (`warm_nodes`)."""
     for config in configs:
         if config.nproc > 1:
             raise ConfigError(f"run {config.label} trains on {config.nproc} processes (nproc), and a run on a "
@@ -92,6 +92,8 @@ def check_cluster(address: str, configs: Sequence[Any] = ()) -> None:
             raise ClusterError(f"--cluster {address}: no Ray head answers at {target[0]}:{target[1]} "
                                f"({exc.strerror or exc}); start one with `ray start --head {start}`, "
                                "or check the address") from None
+    if warm:
+        warm_nodes(address)
 
 
 def connect(address: str) -> Any:
@@ -103,6 +105,19 @@ def connect(address: str) -> Any:
         ray.init(address=given or os.environ.get("RAY_ADDRESS") or None, logging_level="WARNING",
                  log_to_driver=False)
     return ray
+
+
+def warm_nodes(address: str) -> None:
+    """Connect, and start on every CPU of every node a Ray worker importing what a run needs
+    (torch, the trainers: seconds), while the launch goes on with its own checks; the runs'
+    tasks then find them ready (Ray gives a job's idle workers its next tasks)."""
+    ray = connect(address)
+    task = ray.remote(warm_up)
+    strategy = ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy
+    for node in ray.nodes():
+        if node["Alive"]:
+            for _ in range(int(node["Resources"].get("CPU", 0))):
+                task.options(num_cpus=1, scheduling_strategy=strategy(node["NodeID"], soft=True)).remote()
 
 
 ANSWER_WITHIN = 120  # s: for each node's answer to the dashboard check (a Ray worker starting on a busy node)

@@ -282,7 +282,7 @@ def check(request: RunRequest, dry_run: bool = False) -> Checked:
     if request.cluster is not None:
         from dashboard.launch.on_ray import check_cluster, check_nodes
 
-        check_cluster(request.cluster, configs)
+        check_cluster(request.cluster, configs, warm=not dry_run)
     if not dry_run and request.cluster is None:  # on a cluster no worker is forked here
         prepare_to_fork()
     load_data(configs)
