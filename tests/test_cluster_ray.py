@@ -199,6 +199,7 @@ def test_ctrl_c_stops_every_run_on_the_cluster(cluster: Any, tmp_path: Path) -> 
         record = read(runs / label, keep_scalars=False)
         assert record.status == "interrupted" and record.states[-1]["reason"].startswith("stopped by Ctrl-C"), label
     wait_for(lambda: ray.available_resources().get("CPU") == 2.0)
+    assert not [cmd for cmd in commands(cluster.pids()) if "ray::run_on_node" in cmd]  # no task of ours left
 
 
 def test_control_pauses_sets_resumes_forks_and_stops_runs_on_the_cluster(cluster: Any, tmp_path: Path) -> None:
@@ -298,10 +299,11 @@ def test_kill_9_of_the_launcher_stops_every_run_on_the_cluster(cluster: Any, tmp
     wait_for(lambda: all(training(runs / label) and (runs / label / NODE_FILE).is_file() for label in ("a", "b")))
     left = [p for p in node_root().iterdir() if p.name.startswith(("a-", "b-"))]
     assert len(left) == 2
+    assert len([cmd for cmd in commands(cluster.pids()) if "ray::run_on_node" in cmd]) == 2  # Ray's titles
     proc.kill()
     proc.wait()
     wait_for(lambda: ray.available_resources().get("CPU") == 2.0)
-    assert not [cmd for cmd in commands(cluster.pids()) if "train_on_node" in cmd]  # Ray's titles: ray::TASK
+    assert not [cmd for cmd in commands(cluster.pids()) if "ray::run_on_node" in cmd]
     code, out, err = finish(livetrain(tmp_path, "runs", "--log-dir", str(runs)))
     assert code == 0 and out.count("stopped (no final status)") == 2, out + err
     spec = WorkerSpec(RunConfig("softmax", epochs=1, limit=256, seed=0, threads=1, label="next"), tmp_path / "next")
