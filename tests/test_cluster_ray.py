@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 
 from dashboard import windows
-from dashboard.launch.cluster import NODE_FILE, Chunk, apply, follow, node_root, node_shown, receive, train_on_node
+from dashboard.launch.cluster import (LAUNCHER_KILLED, NODE_FILE, Chunk, apply, follow, node_root, node_shown, receive,
+                                      train_on_node)
 from dashboard.launch.worker import WorkerSpec
 from dashboard.runlog import read
 from trainers.config import RunConfig
@@ -289,9 +290,9 @@ def test_a_stop_clicked_on_the_page_stops_the_runs_on_the_cluster(cluster: Any, 
 
 def test_kill_9_of_the_launcher_stops_every_run_on_the_cluster(cluster: Any, tmp_path: Path) -> None:
     """The launcher killed with SIGKILL: Ray kills the tasks it owned, at once; the cluster's CPUs
-    are free, no task of ours is left, `livetrain runs` says each run stopped with no final status
-    (none could be written: the launch folder is the launcher's), and the next run on a node
-    removes the folders the killed tasks left there."""
+    are free, no task of ours is left; the launch's relay actor, on the launcher's machine, gives
+    each log its final status and ends; and the next run on a node removes the folders the killed
+    tasks left there."""
     proc = livetrain(tmp_path, "run", "--models", "softmax:a,mlp:b", "--epochs", "5000", "--limit", "2000",
                      "--headless", "--cluster", cluster.address, session=True)
     wait_for(lambda: launched(tmp_path / "runs"))
@@ -304,8 +305,11 @@ def test_kill_9_of_the_launcher_stops_every_run_on_the_cluster(cluster: Any, tmp
     proc.wait()
     wait_for(lambda: ray.available_resources().get("CPU") == 2.0)
     assert not [cmd for cmd in commands(cluster.pids()) if "ray::run_on_node" in cmd]
+    wait_for(lambda: all(read(runs / label, keep_scalars=False).status == "interrupted" for label in ("a", "b")))
+    assert all(read(runs / label, keep_scalars=False).states[-1]["reason"] == LAUNCHER_KILLED for label in ("a", "b"))
+    wait_for(lambda: not [cmd for cmd in commands(cluster.pids()) if "ray::Relay" in cmd])  # it ended
     code, out, err = finish(livetrain(tmp_path, "runs", "--log-dir", str(runs)))
-    assert code == 0 and out.count("stopped (no final status)") == 2, out + err
+    assert code == 0 and out.count("interrupted") == 2, out + err
     spec = WorkerSpec(RunConfig("softmax", epochs=1, limit=256, seed=0, threads=1, label="next"), tmp_path / "next")
     receive(ray.get(list(ray.remote(train_on_node).options(num_returns="streaming").remote(spec))), spec.run_dir.parent)
     assert not [p for p in left if p.exists()]

@@ -31,6 +31,8 @@ from typing import Any
 
 from dashboard.runlog import NODE_FILE, REQUESTS  # REQUESTS: the launch's requests to a run, sent on their own
 
+LAUNCHER_LOOK = 1.0  # s between a relay's looks for its launcher
+LAUNCHER_KILLED = "stopped: its launcher was killed"
 CHUNK_BYTES = 4 << 20  # at most this much of one file in one chunk (a checkpoint is sent whole)
 FOLLOW_EVERY = 0.25  # s between two looks at the folder
 
@@ -275,6 +277,73 @@ def interrupt(thread: threading.Thread) -> None:
     import ctypes
 
     ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident or 0), ctypes.py_object(KeyboardInterrupt))
+
+
+class Relay:
+    """A Ray actor (`ray.remote(Relay)`) on the launcher's node, between the launch and its runs'
+    tasks: why the launch asks its runs to stop ("" while it does not), the requests it sent each
+    run (its requests file's lines), and each run's folder changes not yet taken; by the run's
+    folder name.
+
+    `launcher`: the launcher's pid, when the actor runs on its machine (detached then, so as to
+    outlive it): once that process is gone (killed with SIGKILL, say, when it writes no final
+    status and Ray kills its runs' tasks), each run of `specs` whose log has no final status gets
+    one, "interrupted: stopped: its launcher was killed", and the actor ends."""
+
+    def __init__(self, launcher: int | None = None, specs: Iterable[Any] = ()) -> None:
+        self.reason = ""
+        self.requests: dict[str, bytes] = {}
+        self.changes: dict[str, list[Any]] = {}
+        self.specs: list[Any] = []
+        for spec in specs:
+            self.watch(spec)
+        if launcher is not None:
+            threading.Thread(target=self._outlive, args=(launcher,), daemon=True).start()
+
+    def watch(self, spec: Any) -> None:
+        """One more run of the launch (a fork) to seal. Its folder, absolute: an actor's working
+        folder is not its launcher's."""
+        if not spec.run_dir.is_absolute():
+            raise ValueError(f"a run folder to seal must be absolute, not {spec.run_dir}")
+        self.specs.append(spec)
+
+    def _outlive(self, launcher: int) -> None:
+        while _alive(launcher):
+            time.sleep(LAUNCHER_LOOK)
+        try:
+            from dashboard.launch.worker import logged, seal
+            from trainers.reporting import FINAL_STATES, RunState
+
+            for spec in self.specs:
+                try:
+                    record = logged(spec)  # None: a run with no log yet, nothing to seal
+                    if record is not None and record.status not in FINAL_STATES:
+                        seal(spec, RunState.INTERRUPTED, LAUNCHER_KILLED, record)
+                except OSError:  # its folder gone: nothing to seal
+                    pass
+        except BaseException:  # noqa: BLE001 - told in the actor's log (Ray's worker-*.err)
+            traceback.print_exc()
+        finally:
+            os._exit(0)  # a detached actor ends only when it ends itself
+
+    def put(self, name: str, batch: Any) -> None:
+        self.changes.setdefault(name, []).append(batch)
+
+    def take(self, name: str) -> list[Any]:
+        return self.changes.pop(name, [])
+
+    def ask(self, reason: str) -> None:
+        self.reason = self.reason or reason
+
+    def asked(self) -> str:
+        return self.reason
+
+    def send(self, name: str, lines: bytes) -> None:
+        self.requests[name] = self.requests.get(name, b"") + lines
+
+    def look(self, name: str, got: int) -> tuple[str, bytes]:
+        """Why to stop, and the requests for run `name` past the `got` bytes it has."""
+        return self.reason, self.requests.get(name, b"")[got:]
 
 
 def warm_up() -> None:

@@ -21,7 +21,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from dashboard.launch.cluster import FOLLOW_EVERY, NODE_FILE, carried, reaches, receive, run_on_node, warm_up
+from dashboard.launch.cluster import (FOLLOW_EVERY, NODE_FILE, Relay, carried, reaches, receive, run_on_node,
+                                      warm_up)
 from dashboard.launch.supervisor import StopRequests, Supervisor, queue
 from dashboard.launch.worker import logged, seal
 from dashboard.runlog import REQUESTS
@@ -177,37 +178,6 @@ def check_nodes(address: str, configs: Sequence[Any], server: Any) -> int:
         raise
 
 
-class Relay:
-    """A Ray actor (`ray.remote(Relay)`) on the launcher's node, between the launch and its runs'
-    tasks: why the launch asks its runs to stop ("" while it does not), the requests it sent each
-    run (its requests file's lines), and each run's folder changes not yet taken; by the run's
-    folder name."""
-
-    def __init__(self) -> None:
-        self.reason = ""
-        self.requests: dict[str, bytes] = {}
-        self.changes: dict[str, list[Any]] = {}
-
-    def put(self, name: str, batch: Any) -> None:
-        self.changes.setdefault(name, []).append(batch)
-
-    def take(self, name: str) -> list[Any]:
-        return self.changes.pop(name, [])
-
-    def ask(self, reason: str) -> None:
-        self.reason = self.reason or reason
-
-    def asked(self) -> str:
-        return self.reason
-
-    def send(self, name: str, lines: bytes) -> None:
-        self.requests[name] = self.requests.get(name, b"") + lines
-
-    def look(self, name: str, got: int) -> tuple[str, bytes]:
-        """Why to stop, and the requests for run `name` past the `got` bytes it has."""
-        return self.reason, self.requests.get(name, b"")[got:]
-
-
 @dataclass
 class RemoteRun:
     """A run's task and the thread that takes in what it sends; `exitcode` as a worker's, once it ended."""
@@ -267,7 +237,11 @@ class RaySupervisor(Supervisor):
         # on the launcher's own node: lost with another node, it would take every run down with it
         here = ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(),
                                                                             soft=False)
-        self._relay = ray.remote(Relay).options(num_cpus=0, scheduling_strategy=here).remote()
+        # on this machine (not so through Ray Client): it outlives a launcher killed, to seal its logs
+        mine = not ray.util.client.ray.is_connected()  # Ray Client: the head's node is not this machine
+        self._relay = ray.remote(Relay).options(num_cpus=0, scheduling_strategy=here,
+                                                lifetime="detached" if mine else None).remote(
+            os.getpid() if mine else None, [absolute(spec) for spec in self.specs])
         self._task = ray.remote(run_on_node)
         self._cpus = max((int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n["Alive"]), default=0) or 1
         for spec in self.specs[self.parallel:]:
@@ -277,6 +251,7 @@ class RaySupervisor(Supervisor):
     def add(self, spec: Any) -> None:
         self.specs.append(spec)
         queue(spec)
+        self._relay.watch.remote(absolute(spec))
 
     def _start_next(self, count: int) -> None:
         for spec in self.specs[len(self.procs):len(self.procs) + count]:
@@ -362,6 +337,11 @@ class RaySupervisor(Supervisor):
         self._ended.wait(timeout)
         self._ended.clear()
         return self._going()
+
+
+def absolute(spec: Any) -> Any:
+    """`spec` with its run folder absolute (for a process with another working folder)."""
+    return replace(spec, run_dir=spec.run_dir.absolute())
 
 
 def _node_of(message: str) -> str:
