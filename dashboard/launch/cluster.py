@@ -233,19 +233,25 @@ def train_on_node(spec: Any, stops: Any = None, carry: Iterable[Chunk] = ()) -> 
 
     thread = threading.Thread(target=train, name=f"livetrain-{spec.config.label}")
     thread.start()
-    asked, got = "", 0
+    asked, got, look = "", 0, None
 
     def done() -> bool:
-        nonlocal asked, got
+        # never waiting on the relay: Ray lends the CPUs of a task waiting in ray.get to other
+        # tasks, and would place a second run on this node's CPU (ray.wait with no timeout is
+        # no wait; ray.get of what is ready returns at once)
+        nonlocal asked, got, look
         if stops is not None and not asked and thread.is_alive():
-            try:
-                asked, news = ray.get(stops.look.remote(spec.run_dir.name, got), timeout=10)
-            except ray.exceptions.RayError:  # the launcher's node (where the actor lives) is gone: no one asks
-                news = b""
-            if news:
-                with open(here / REQUESTS, "ab") as requests:
-                    requests.write(news)
-                got += len(news)
+            look = look or stops.look.remote(spec.run_dir.name, got)
+            if ray.wait([look], timeout=0)[0]:
+                try:
+                    asked, news = ray.get(look)
+                except ray.exceptions.RayError:  # the launcher's node (where the actor lives) is gone: no one asks
+                    news = b""
+                look = None
+                if news:
+                    with open(here / REQUESTS, "ab") as requests:
+                        requests.write(news)
+                    got += len(news)
             if asked:
                 worker._stopped_by = asked  # what run() logs the interruption as
                 interrupt(thread)
@@ -263,12 +269,17 @@ def train_on_node(spec: Any, stops: Any = None, carry: Iterable[Chunk] = ()) -> 
 
 def run_on_node(spec: Any, relay: Any, carry: Iterable[Chunk] = ()) -> None:
     """A run's Ray task: `train_on_node`, each batch of changes handed to the launch's relay
-    actor in turn (each waits for the last: they arrive in order, and a relay gone, its launcher
-    with it, ends the run)."""
+    actor in turn (an actor runs one caller's calls in order: they arrive in order). What it
+    handed on is looked at without waiting (see train_on_node's `done`): a relay gone, its
+    launcher with it, ends the run; at the end it waits for all of it."""
     import ray  # there, in a Ray worker
 
+    sent: list[Any] = []
     for batch in train_on_node(spec, relay, carry):
-        ray.get(relay.put.remote(spec.run_dir.name, batch))
+        sent.append(relay.put.remote(spec.run_dir.name, batch))
+        arrived, sent = ray.wait(sent, num_returns=len(sent), timeout=0)
+        ray.get(arrived)  # ready: at once; raises if the relay is gone
+    ray.get(sent)
 
 
 def interrupt(thread: threading.Thread) -> None:
