@@ -103,8 +103,13 @@ def connect(address: str) -> Any:
     ray = import_ray()
     if not ray.is_initialized():
         given = None if address == LOCAL else address
-        ray.init(address=given or os.environ.get("RAY_ADDRESS") or None, logging_level="WARNING",
-                 log_to_driver=False)
+        try:
+            ray.init(address=given or os.environ.get("RAY_ADDRESS") or None, logging_level="WARNING",
+                     log_to_driver=False)
+        except (ConnectionError, RuntimeError) as exc:  # e.g. the head's Ray Client server did not start
+            said = str(exc).strip().splitlines()
+            raise ClusterError(f"--cluster {address}: Ray could not connect ({said[-1] if said else exc}); "
+                               "check the cluster, or give the head's HOST:PORT from a node") from None
     return ray
 
 
