@@ -19,6 +19,13 @@ from trainers.reporting import EPOCH_TRAIN_LOSS, TEST_LOSS, TRAIN_LOSS
 
 LOSS_WINDOWS = (windows.COMPARE_BY_METRIC[TRAIN_LOSS].win, windows.COMPARE_BY_METRIC[TEST_LOSS].win)
 DIVERGING = "mlp-lr0.3"
+# Click a window's Autoscale button; the y range once Plotly has autoscaled (null after 60 s without)
+AUTOSCALED = """new Promise(resolve => {
+  const pane = FIND, plot = pane.querySelector('.js-plotly-plot');
+  plot.on('plotly_relayout', e => { if ('yaxis.autorange' in e) resolve(plot.layout.yaxis.range); });
+  setTimeout(() => resolve(null), 60000);
+  pane.querySelector('[data-title="Autoscale"]').click();
+})"""
 
 
 def test_the_range_follows_the_runs_that_did_not_diverge() -> None:
@@ -120,6 +127,7 @@ def test_in_the_browser_the_legend_says_so_and_autoscale_shows_all(diverging: tu
         before = browser.evaluate(f"{find}.querySelector('.js-plotly-plot').layout.yaxis.range")
         assert before[1] < 10
         # what a person clicks to see everything: the plot's "Autoscale" button
-        browser.evaluate(f"{find}.querySelector('[data-title=\"Autoscale\"]').click()")
-        after = browser.evaluate(f"{find}.querySelector('.js-plotly-plot').layout.yaxis.range")
+        # Plotly may apply it later (behind a redraw it has pending): wait on its relayout event
+        after = browser.evaluate(AUTOSCALED.replace("FIND", find))
+        assert after is not None, "no relayout within 60 s of the click on Autoscale"
         assert after[1] >= highest
