@@ -67,6 +67,11 @@ class LocalCluster:
                  if ours.search(cmd) and (marker is None or marker in cmd) and pid != os.getpid()}
         return _with_descendants(roots, processes)
 
+    def client_logs(self) -> str:
+        """The end of each of the head's Ray Client server logs (why one did not start)."""
+        return "".join(f"\n== {f.name}:\n{f.read_text(errors='replace')[-1500:]}"
+                       for f in sorted(self.temp_dir.glob("session_*/logs/ray_client_server*.err")))
+
     def kill(self, pids: set[int]) -> None:
         for pid in pids:
             try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -181,3 +182,35 @@ def test_cluster_bad_input_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     code, said = run("--cluster", "ray")
     assert code == 1 and said == ("Error: --cluster needs Ray, which is not installed; install the ray extra: "
                                   "`pip install 'livetrain[ray]'` (`make setup` in a clone)")
+
+
+@pytest.mark.parametrize("failures, connected", [(2, True), (3, False)])
+def test_a_ray_client_server_that_fails_to_start_is_tried_again(monkeypatch: pytest.MonkeyPatch, failures: int,
+                                                               connected: bool) -> None:
+    """The head starts one Ray Client server per client, and on a busy head one can fail to start:
+    the launcher tries again (3 tries in all), then says so in one line."""
+    from dashboard.launch import on_ray
+
+    class FakeRay:  # ray's module as connect() uses it
+        tries = 0
+
+        def is_initialized(self) -> bool:
+            return self.tries > failures
+
+        def init(self, **_: Any) -> None:
+            self.tries += 1
+            if self.tries <= failures:
+                raise ConnectionAbortedError("Initialization failure from server:\nTraceback (most recent call last):\n"
+                                             "RuntimeError: Starting Ray client server failed. See x.err")
+
+    fake = FakeRay()
+    monkeypatch.setattr(on_ray, "check_cluster", lambda address: None)
+    monkeypatch.setattr(on_ray, "import_ray", lambda: fake)
+    if connected:
+        assert on_ray.connect("ray://head:10001") is fake and fake.tries == 3
+    else:
+        with pytest.raises(on_ray.ClusterError) as caught:
+            on_ray.connect("ray://head:10001")
+        assert fake.tries == 3 and str(caught.value) == (
+            "--cluster ray://head:10001: Ray could not connect (RuntimeError: Starting Ray client server failed. "
+            "See x.err); check the cluster, or give the head's HOST:PORT from a node")

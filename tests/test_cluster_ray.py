@@ -144,15 +144,15 @@ def node_ids() -> dict[str, str]:
 
 def test_a_sweep_on_the_cluster_is_live_on_the_page_and_whole_here(cluster: Any, visdom_server: Any,
                                                                     tmp_path: Path) -> None:
-    """`livetrain run --cluster`: 6 runs on the two nodes, live against the real server; every
-    window equals its log, each run's folder here is complete and says which node trained it, and
-    so does the runs table's node column."""
+    """`livetrain run --cluster ray://...` (through the head's Ray Client server, as from a laptop):
+    6 runs on the two nodes, live against the real server; every window equals its log, each run's
+    folder here is complete and says which node trained it, and so does the runs table's node column."""
     url = visdom_server.config.url
     proc = livetrain(tmp_path, "run", "--models", "softmax", "--set", "softmax.lr=0.05,0.1,0.2,0.3,0.4,0.5",
-                     "--epochs", "2", "--limit", "512", "--cluster", cluster.address, "--visdom-url", url,
+                     "--epochs", "2", "--limit", "512", "--cluster", cluster.client_address, "--visdom-url", url,
                      "--env", "on-ray", "--no-keep-serving")
     code, out, err = finish(proc)
-    assert code == 0, out + err
+    assert code == 0, out + err + cluster.client_logs()
     runs = launch_dir(tmp_path / "runs")
     run_dirs = sorted(p for p in runs.iterdir() if p.is_dir() and not p.name.startswith("."))
     assert len(run_dirs) == 6 and all(read(d).status == "finished" for d in run_dirs)

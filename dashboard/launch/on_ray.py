@@ -32,6 +32,9 @@ from trainers.reporting import FINAL_STATES, RunState
 
 RAY_EXTRA = "pip install 'livetrain[ray]'"
 LOCAL = "ray"  # --cluster ray: RAY_ADDRESS, or a Ray of its own on this machine
+# Ray Client's head starts a server process per client; on a busy head it can fail to (seen once
+# on 2 busy cores: "Starting Ray client server failed"), and a second try starts another
+CONNECT_TRIES = 3
 CLIENT = "ray"  # --cluster ray://HOST:PORT: the head's Ray Client server (`ray start --ray-client-server-port`)
 
 
@@ -101,16 +104,26 @@ def connect(address: str) -> Any:
     """Ray, connected to the cluster `address` names, as this process's driver."""
     check_cluster(address)
     ray = import_ray()
-    if not ray.is_initialized():
-        given = None if address == LOCAL else address
+    given = None if address == LOCAL else address
+    for attempt in range(CONNECT_TRIES):
+        if ray.is_initialized():
+            break
         try:
             ray.init(address=given or os.environ.get("RAY_ADDRESS") or None, logging_level="WARNING",
                      log_to_driver=False)
-        except (ConnectionError, RuntimeError) as exc:  # e.g. the head's Ray Client server did not start
-            said = str(exc).strip().splitlines()
-            raise ClusterError(f"--cluster {address}: Ray could not connect ({said[-1] if said else exc}); "
-                               "check the cluster, or give the head's HOST:PORT from a node") from None
+        except ConnectionAbortedError as exc:  # the head's Ray Client server for us did not start
+            if attempt + 1 < CONNECT_TRIES:
+                continue
+            _cannot_connect(address, exc)
+        except (ConnectionError, RuntimeError) as exc:
+            _cannot_connect(address, exc)
     return ray
+
+
+def _cannot_connect(address: str, exc: Exception) -> None:
+    said = str(exc).strip().splitlines()
+    raise ClusterError(f"--cluster {address}: Ray could not connect ({said[-1] if said else exc}); "
+                       "check the cluster, or give the head's HOST:PORT from a node") from None
 
 
 def warm_nodes(address: str) -> None:
