@@ -154,3 +154,45 @@ def test_pixel_stats_match_the_whole_split_computed_at_once() -> None:
     x = split.images.float().div(255)
     torch.testing.assert_close(mean, x.mean(dim=(0, 2, 3), keepdim=True), rtol=0, atol=1e-6)
     torch.testing.assert_close(std, x.std(dim=(0, 2, 3), keepdim=True), rtol=0, atol=1e-5)
+
+
+def test_augmented_images_are_shifted_and_mirrored_copies() -> None:
+    """crop: each image moved by its own (dy, dx) of at most CROP_PAD px, 0s where it came in from
+    the edge; flip: mirrored left-right; drawn from the generator, on the whole batch at once."""
+    images = torch.zeros((64, 1, 28, 28), dtype=torch.uint8)
+    images[:, 0, 10, 7] = 255  # one bright pixel, off the vertical axis
+    seen_shifts, flipped = set(), 0
+    for how in ("crop", "flip", "crop-flip"):
+        out = data.augmented(images, how, torch.Generator().manual_seed(1))
+        assert out.shape == images.shape and out.dtype == torch.uint8
+        again = data.augmented(images, how, torch.Generator().manual_seed(1))
+        assert torch.equal(out, again)  # the generator's draws, nothing else
+        for image in out[:, 0]:
+            (row, col), = image.nonzero().tolist()  # still one pixel, nothing else changed
+            mirrored = how != "crop" and abs(col - (27 - 7)) <= (data.CROP_PAD if "crop" in how else 0)
+            flipped += mirrored
+            dx = (col - (27 - 7)) if mirrored else col - 7
+            assert abs(row - 10) <= (data.CROP_PAD if "crop" in how else 0) and abs(dx) <= data.CROP_PAD
+            if how == "crop":
+                seen_shifts.add((row - 10, dx))
+    assert len(seen_shifts) > 10 and 40 < flipped < 88  # of 25 shifts; about half of 128 flipped
+    # a rank's part of a global batch: the whole batch's draws, sliced
+    whole = data.augmented(images, "crop-flip", torch.Generator().manual_seed(2))
+    part = data.augmented(images[16:32], "crop-flip", torch.Generator().manual_seed(2), slice(16, 32), 64)
+    assert torch.equal(part, whole[16:32])
+
+
+def test_augmented_batches_resume_inside_an_epoch_as_drawn() -> None:
+    """A run resumed inside an epoch (the order's generator as the epoch began, an offset) gets
+    the very batches, augmented alike, that the epoch would have gone on with."""
+    images = torch.randint(0, 256, (100, 1, 28, 28), dtype=torch.uint8)
+    labels = torch.arange(100) % 10
+    whole = list(data.batches(images, labels, 16, generator=torch.Generator().manual_seed(3), augment="crop-flip"))
+    later = list(data.batches(images, labels, 16, generator=torch.Generator().manual_seed(3), augment="crop-flip",
+                              offset=48))
+    assert len(later) == len(whole) - 3
+    for (x, y), (x2, y2) in zip(whole[3:], later):
+        assert torch.equal(x, x2) and torch.equal(y, y2)
+    plain = list(data.batches(images, labels, 16, generator=torch.Generator().manual_seed(3)))
+    assert [torch.equal(y, y2) for (_, y), (_, y2) in zip(whole, plain)] == [True] * len(plain)  # same order
+    assert not all(torch.equal(x, x2) for (x, _), (x2, _) in zip(whole, plain))  # but moved images

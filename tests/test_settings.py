@@ -98,3 +98,30 @@ def test_control_the_runs_table_and_sweeps_read_the_declarations() -> None:
     table = panes.runs_html([panes.RunSummary("r", config={"model": "mlp", "dropout": 0.5, "nproc": 2})])
     assert all(f">{column}</th>" in table for column, _ in settings.COLUMNS) and "dropout 0.5" in table
     assert "device" not in sweep.SETTINGS and "lr" in sweep.SETTINGS
+
+
+def test_label_smoothing_is_cross_entropys_and_is_tested_on_its_own_loss() -> None:
+    """A recipe's smoothing applies where the run trains on cross-entropy; given on another
+    loss, or on the hand-written softmax, it is a one-line error; a smoothed run's test loss is
+    its own loss (so train and test compare), cross-entropy besides."""
+    import torch
+    import torch.nn.functional as F
+
+    from trainers import losses
+
+    assert RunConfig("mlp", loss="mse").resolved().label_smoothing == 0.0
+    assert RunConfig("mlp", label_smoothing=0.1).resolved().label_smoothing == 0.1
+    for config in (RunConfig("mlp", loss="mse", label_smoothing=0.1), RunConfig("softmax", label_smoothing=0.1)):
+        with pytest.raises(ConfigError, match="^label smoothing is cross-entropy's"):
+            config.resolved()
+    logits, labels = torch.randn(8, 10), torch.arange(8)
+    smoothed = losses.get("ce", smoothing=0.1)(logits, labels)
+    assert torch.isclose(smoothed, F.cross_entropy(logits, labels, label_smoothing=0.1))
+    assert not torch.isclose(smoothed, F.cross_entropy(logits, labels))
+    from trainers.loop import fit
+    from trainers.reporting import TEST_LOSS, TEST_OBJECTIVE, Recorder
+
+    recorder = Recorder()
+    fit(RunConfig("mlp", label_smoothing=0.2, epochs=1, limit=512, device="cpu"), recorder)
+    objective, cross_entropy = recorder.series(TEST_OBJECTIVE), recorder.series(TEST_LOSS)
+    assert len(objective) == len(cross_entropy) == 2 and objective[-1] > cross_entropy[-1]  # smoothing's floor

@@ -16,6 +16,7 @@ from trainers.errors import UsageError
 LOSSES = ("ce", "nll", "mse", "bce")  # trainers.losses
 ACTIVATIONS = ("relu", "sigmoid", "tanh", "leaky-relu", "selu", "softplus")  # trainers.models
 INITS = ("kaiming", "xavier", "normal")
+AUGMENTS = ("none", "flip", "crop", "crop-flip")  # of the training images, per batch (trainers.data.augmented)
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,8 @@ class Recipe:
     momentum: float = 0.9  # when it trains with SGD
     settings: Mapping[str, Any] = field(default_factory=dict)  # its own settings, with their defaults
     scratch: bool = False  # trains with hand-written ops only (trainers.scratch): loss and SGD
+    augment: str = "none"  # one of AUGMENTS
+    label_smoothing: float = 0.0  # of cross-entropy's targets (a run on another loss has none)
 
 
 RECIPES: dict[str, Recipe] = {

@@ -53,6 +53,8 @@ class RunConfig:
     momentum: float | None = None  # SGD's; None: the model's (0.9, or 0 for softmax regression)
     weight_decay: float | None = None  # None: 0 (AdamW: 0.01)
     schedule: str | None = None  # of the lr: constant, cosine (to 0 over the run) or step
+    augment: str | None = None  # of the training images: none, flip, crop or crop-flip (trainers.data)
+    label_smoothing: float | None = None  # cross-entropy's; None: the model's (0 on another loss)
     hidden: tuple[int, ...] | None = None  # hidden layer widths (MLP, CNN head)
     activation: str | None = None
     dropout: float | None = None
@@ -86,6 +88,9 @@ class RunConfig:
             weight_decay=(ADAMW_DECAY if optimizer == "adamw" else 0.0) if self.weight_decay is None
             else self.weight_decay,
             schedule=self.schedule or spec.schedule,
+            augment=self.augment or spec.augment,
+            label_smoothing=(spec.label_smoothing if self.loss == "ce" else 0.0) if self.label_smoothing is None
+            else self.label_smoothing,
             **{name: spec.settings[name] if getattr(self, name) is None else getattr(self, name)
                for name in spec.settings},
         )
@@ -106,6 +111,9 @@ class RunConfig:
         scratch = recipe(self.model).scratch
         if scratch and self.optimizer not in (None, "sgd"):
             raise ConfigError("softmax regression trains with its hand-written SGD; use optimizer sgd")
+        if self.label_smoothing and (self.loss != "ce" or scratch):
+            raise ConfigError("label smoothing is cross-entropy's (loss ce), on a model written with torch.nn; "
+                              f"drop it, or train with loss ce{' and softmax-nn' if scratch else ''}")
         if self.nproc > 1 and scratch:
             raise ConfigError(f"{self.model} is written without torch.nn and trains on one process only; "
                               "use softmax-nn for a softmax on several (nproc)")

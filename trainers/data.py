@@ -127,6 +127,8 @@ def _read_cifar(folder: Path) -> tuple[Split, Split]:
 
 # ---- batches -------------------------------------------------------------------------------
 
+CROP_PAD = 2  # px: how far "crop" may shift an image each way
+
 def pixel_stats(split: Split, chunk: int = 10_000) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel mean and std of a split's pixels scaled to [0, 1], each shaped (1, C, 1, 1).
 
@@ -143,10 +145,31 @@ def pixel_stats(split: Split, chunk: int = 10_000) -> tuple[torch.Tensor, torch.
     return mean.float().reshape(1, -1, 1, 1), std.float().reshape(1, -1, 1, 1)
 
 
+def augmented(images: torch.Tensor, how: str, generator: torch.Generator, keep: slice = slice(None),
+              total: int | None = None) -> torch.Tensor:
+    """A batch of uint8 images (B, C, H, W), each image moved by its own draw: "crop", a random
+    H x W crop of it padded by CROP_PAD px of 0s (a shift of up to CROP_PAD px each way); "flip",
+    mirrored left-right with probability 1/2; "crop-flip", both. Done on the whole batch at once.
+    `keep` of `total`: draw for a whole batch of `total`, these images its part (a rank's)."""
+    b, _, h, w = images.shape
+    total = b if total is None else total
+    shifts = torch.randint(0, 2 * CROP_PAD + 1, (total, 2), generator=generator)[keep].to(images.device)
+    flips = (torch.rand(total, generator=generator) < 0.5)[keep].to(images.device)
+    if "crop" in how:
+        padded = torch.nn.functional.pad(images, (CROP_PAD,) * 4)  # (B, C, H + 2p, W + 2p)
+        rows = torch.arange(h, device=images.device) + shifts[:, :1]  # (B, H)
+        cols = torch.arange(w, device=images.device) + shifts[:, 1:]  # (B, W)
+        images = padded[torch.arange(b, device=images.device)[:, None, None], :, rows[:, :, None],
+                        cols[:, None, :]].permute(0, 3, 1, 2)  # (B, H, W, C) -> (B, C, H, W)
+    if "flip" in how:
+        images = torch.where(flips[:, None, None, None], images.flip(3), images)
+    return images
+
+
 def batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int, *,
             generator: torch.Generator | None = None,
             stats: tuple[torch.Tensor, torch.Tensor] | None = None,
-            part: Callable[[int], slice] | None = None, offset: int = 0,
+            part: Callable[[int], slice] | None = None, offset: int = 0, augment: str = "none",
             ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Float batches (B, C, H, W) and labels (B,) sliced from whole-split tensors.
 
@@ -154,17 +177,25 @@ def batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int, *,
     uint8 -> float conversion and the normalisation happen per batch, on the tensors' device.
     With `part` (a rank's `World.part`), each batch of `batch_size` is cut to that part of it
     (maybe empty), so the ranks of one run share each global batch. `offset`: leave out the first
-    images of the order (a run resumed inside an epoch: the order is drawn as before)."""
+    images of the order (a run resumed inside an epoch: the order is drawn as before).
+    `augment` (with a `generator`): see `augmented`; each batch's draws come from the epoch's
+    seed and the batch's place, so a run resumed inside an epoch draws them as before."""
     n = labels.shape[0]
     if generator is None:
         order = torch.arange(n, device=labels.device)
     else:
         order = torch.randperm(n, generator=generator).to(labels.device)
+    seed = None  # the epoch's, for its augmentation draws
+    if generator is not None and augment != "none":
+        seed = int(torch.randint(1 << 62, (1,), generator=generator))
     for start in range(offset, n, batch_size):
         idx = order[start:start + batch_size]
-        if part is not None:
-            idx = idx[part(idx.shape[0])]
-        x = images[idx].float().div_(255)  # (B, C, H, W) in [0, 1]
+        keep = part(idx.shape[0]) if part is not None else slice(None)
+        x = images[idx[keep]]  # (B, C, H, W) uint8
+        if seed is not None:
+            x = augmented(x, augment, torch.Generator().manual_seed(seed + start // batch_size), keep, idx.shape[0])
+        idx = idx[keep]
+        x = x.float().div_(255)  # (B, C, H, W) in [0, 1]
         if stats is not None:
             x = x.sub_(stats[0]).div_(stats[1])
         yield x, labels[idx]

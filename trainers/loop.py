@@ -122,7 +122,8 @@ def train_one_epoch(model: models.Model, optimizer: Any, loss_fn: Any, images: t
     weight_layers = models.layers(model)
     part = world.part if distributed else None
     for i, (x, y) in enumerate(data.batches(images, labels, config.batch_size, generator=generator, stats=stats,
-                                            part=part, offset=start.seen), start=start.batches):
+                                            part=part, offset=start.seen, augment=config.augment or "none"),
+                               start=start.batches):
         step = epoch * batches_per_epoch + i
         if config.schedule != "constant":  # of the lr in force (changed from the page, maybe)
             optimizer.param_groups[0]["lr"] = scheduled_lr(steering.config if steering else config, step, total_steps)
@@ -287,7 +288,7 @@ def fit(config: RunConfig, reporter: Reporter, run_dir: Path | None = None, resu
 
     # ---- model and optimizer, maybe from the last checkpoint ----
     model = models.build(config.model, ds.image_shape, len(ds.classes), config.model_settings()).to(device)
-    loss_fn = losses.get(config.loss, by_hand=spec.scratch)
+    loss_fn = losses.get(config.loss, by_hand=spec.scratch, smoothing=config.label_smoothing or 0.0)
     optimizer = make_optimizer(model, config)
     trained = model  # what trains: the model, or its DistributedDataParallel wrapper
     if world.size > 1:
@@ -324,7 +325,7 @@ def fit(config: RunConfig, reporter: Reporter, run_dir: Path | None = None, resu
         return measures.Evaluation(result, ds.test.images, ds.test.labels, ds.classes, model, sample)
 
     reporter.record(measures.GALLERY, 0, float(start_epoch), measures.gallery(tested(None)))  # each start (a fork too)
-    objective = None if config.loss == "ce" else loss_fn
+    objective = None if config.loss == "ce" and not config.label_smoothing else loss_fn  # test it on its own
     if start_epoch == 0 and position is None:
         # what the page shows before the first epoch ends: training images, and the untrained
         # model's test results at x = 0 (near chance), where the per-epoch curves start

@@ -14,6 +14,7 @@ comparable numbers, so every run is also evaluated in cross-entropy (`trainers.l
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
@@ -48,8 +49,12 @@ SCRATCH_LOSSES: dict[str, Loss] = {
 }
 
 
-def get(name: str, by_hand: bool = False) -> Loss:
-    """The loss `name`; `by_hand`: written with `trainers.scratch` only (the from-scratch model)."""
+def get(name: str, by_hand: bool = False, smoothing: float = 0.0) -> Loss:
+    """The loss `name`; `by_hand`: written with `trainers.scratch` only (the from-scratch model).
+    `smoothing`: cross-entropy against targets of 1 - smoothing on the true class and the rest
+    spread evenly over all classes (label smoothing; RunConfig.check allows it on ce only)."""
+    if smoothing:
+        return functools.partial(F.cross_entropy, label_smoothing=smoothing)
     return (SCRATCH_LOSSES if by_hand else LOSSES)[name]
 
 

@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from trainers.catalog import ACTIVATIONS, INITS, LOSSES
+from trainers.catalog import ACTIVATIONS, AUGMENTS, INITS, LOSSES
 from trainers.datasets import DATASETS
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -133,6 +133,8 @@ DECLARED: tuple[Setting, ...] = (
     Setting("momentum", FLOAT, low=0, high=1, high_open=True, shown=True, live=True, forked=True),
     Setting("weight_decay", FLOAT, low=0, high=1, high_open=True, shown=True, live=True, forked=True),
     Setting("schedule", NAME, choices=SCHEDULES, shown=True, forked=True),
+    Setting("augment", NAME, choices=AUGMENTS, shown=True, forked=True),
+    Setting("label_smoothing", FLOAT, low=0, high=1, high_open=True, shown=True, forked=True),
     Setting("hidden", WIDTHS, low=1, high=MAX_WIDTH, example="200,200", model=True, shown=True),
     Setting("activation", NAME, choices=tuple(ACTIVATIONS), model=True, shown=True),
     Setting("dropout", FLOAT, low=0, high=1, high_open=True, model=True, shown=True),
