@@ -23,6 +23,7 @@ from dashboard.launch.cluster import (LAUNCHER_KILLED, NODE_FILE, Chunk, apply, 
                                       train_on_node)
 from dashboard.launch.worker import WorkerSpec
 from dashboard.runlog import read
+from trainers.checkpoints import CHECKPOINT
 from trainers.config import RunConfig
 from tests.browser import needs_chromium
 from tests.conftest import REPO
@@ -327,7 +328,9 @@ def test_a_lost_node_fails_its_run_and_the_others_go_on(cluster: Any, tmp_path: 
                             cwd=tmp_path, stdout=output, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     wait_for(lambda: launched(tmp_path / "runs"))
     runs = launch_dir(tmp_path / "runs")
-    wait_for(lambda: all(training(runs / label) and (runs / label / NODE_FILE).is_file() for label in ("a", "b")))
+    # each trained an epoch, and its checkpoint has come here (the resume below goes on from it)
+    wait_for(lambda: all(training(runs / label) and (runs / label / NODE_FILE).is_file()
+                         and (runs / label / CHECKPOINT).is_file() for label in ("a", "b")))
     placed = {label: node_ids()[(runs / label / NODE_FILE).read_text().splitlines()[0]] for label in ("a", "b")}
     assert sorted(placed.values()) == ["head", "node2"], placed  # one CPU each: one run on each node
     lost = next(label for label, node in placed.items() if node == "node2")

@@ -322,14 +322,12 @@ class Relay:
         while _alive(launcher):
             time.sleep(LAUNCHER_LOOK)
         try:
-            from dashboard.launch.worker import logged, seal
-            from trainers.reporting import FINAL_STATES, RunState
+            from dashboard.launch.worker import seal_unfinished
+            from trainers.reporting import RunState
 
             for spec in self.specs:
-                try:
-                    record = logged(spec)  # None: a run with no log yet, nothing to seal
-                    if record is not None and record.status not in FINAL_STATES:
-                        seal(spec, RunState.INTERRUPTED, LAUNCHER_KILLED, record)
+                try:  # a run with no log yet: nothing to seal
+                    seal_unfinished(spec, RunState.INTERRUPTED, LAUNCHER_KILLED, logless=False)
                 except OSError:  # its folder gone: nothing to seal
                     pass
         except BaseException:  # noqa: BLE001 - told in the actor's log (Ray's worker-*.err)

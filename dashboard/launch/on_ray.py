@@ -24,11 +24,11 @@ from typing import Any
 from dashboard.launch.cluster import (FOLLOW_EVERY, NODE_FILE, Relay, carried, reaches, receive, run_on_node,
                                       warm_up)
 from dashboard.launch.supervisor import StopRequests, Supervisor, queue
-from dashboard.launch.worker import logged, seal
+from dashboard.launch.worker import logged, seal_unfinished
 from dashboard.runlog import REQUESTS
 from trainers.config import ConfigError
 from trainers.errors import EXIT_FAILED, EXIT_INTERRUPTED, LivetrainError
-from trainers.reporting import FINAL_STATES, RunState
+from trainers.reporting import RunState
 
 RAY_EXTRA = "pip install 'livetrain[ray]'"
 LOCAL = "ray"  # --cluster ray: RAY_ADDRESS, or a Ray of its own on this machine
@@ -126,17 +126,25 @@ def _cannot_connect(address: str, exc: Exception) -> None:
                        "check the cluster, or give the head's HOST:PORT from a node") from None
 
 
+def alive_nodes(ray: Any) -> list[dict[str, Any]]:
+    """The cluster's nodes that are alive, as ray.nodes() describes them."""
+    return [n for n in ray.nodes() if n["Alive"]]
+
+
+def on_node(ray: Any, node_id: str, soft: bool) -> Any:
+    """The scheduling strategy that places a task on node `node_id` (or elsewhere, when `soft`)."""
+    return ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy(node_id, soft=soft)
+
+
 def warm_nodes(address: str) -> None:
     """Connect, and start on every CPU of every node a Ray worker importing what a run needs
     (torch, the trainers: seconds), while the launch goes on with its own checks; the runs'
     tasks then find them ready (Ray gives a job's idle workers its next tasks)."""
     ray = connect(address)
     task = ray.remote(warm_up)
-    strategy = ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy
-    for node in ray.nodes():
-        if node["Alive"]:
-            for _ in range(int(node["Resources"].get("CPU", 0))):
-                task.options(num_cpus=1, scheduling_strategy=strategy(node["NodeID"], soft=True)).remote()
+    for node in alive_nodes(ray):
+        for _ in range(int(node["Resources"].get("CPU", 0))):
+            task.options(num_cpus=1, scheduling_strategy=on_node(ray, node["NodeID"], soft=True)).remote()
 
 
 ANSWER_WITHIN = 120  # s: for each node's answer to the dashboard check (a Ray worker starting on a busy node)
@@ -148,7 +156,7 @@ def preflight(address: str, configs: Sequence[Any], url: str | None) -> int:
     for a run on cuda; every node reaches the dashboard at `url` (None: headless). A
     ClusterError for the first that fails; else the cluster's CPUs, all nodes together."""
     ray = connect(address)
-    nodes = [n for n in ray.nodes() if n["Alive"]]
+    nodes = alive_nodes(ray)
     cpus = sum(int(n["Resources"].get("CPU", 0)) for n in nodes)
     if not any(n["Resources"].get("CPU") for n in nodes):
         raise ClusterError(f"the cluster at {address} has no node with a CPU to train on; start a node with CPUs "
@@ -162,8 +170,7 @@ def preflight(address: str, configs: Sequence[Any], url: str | None) -> int:
     parsed = urllib.parse.urlsplit(url)
     target = (parsed.hostname or "127.0.0.1", parsed.port or (443 if parsed.scheme == "https" else 80))
     task = ray.remote(reaches)
-    strategy = ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy
-    answers = {node["NodeID"]: task.options(num_cpus=0, scheduling_strategy=strategy(node["NodeID"], soft=False))
+    answers = {node["NodeID"]: task.options(num_cpus=0, scheduling_strategy=on_node(ray, node["NodeID"], soft=False))
                .remote(*target) for node in nodes}
     here = ray.util.get_node_ip_address()
     for node in nodes:
@@ -253,15 +260,14 @@ class RaySupervisor(Supervisor):
     def start(self) -> None:
         self._ray = ray = connect(self.address)
         # on the launcher's own node: lost with another node, it would take every run down with it
-        here = ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(),
-                                                                            soft=False)
+        here = on_node(ray, ray.get_runtime_context().get_node_id(), soft=False)
         # on this machine (not so through Ray Client): it outlives a launcher killed, to seal its logs
         mine = not ray.util.client.ray.is_connected()  # Ray Client: the head's node is not this machine
         self._relay = ray.remote(Relay).options(num_cpus=0, scheduling_strategy=here,
                                                 lifetime="detached" if mine else None).remote(
             os.getpid() if mine else None, [absolute(spec) for spec in self.specs])
         self._task = ray.remote(run_on_node)
-        self._cpus = max((int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n["Alive"]), default=0) or 1
+        self._cpus = max((int(n["Resources"].get("CPU", 0)) for n in alive_nodes(ray)), default=0) or 1
         for spec in self.specs[self.parallel:]:
             queue(spec)
         self._start_next(self.parallel)
@@ -311,7 +317,7 @@ class RaySupervisor(Supervisor):
         """Raise NodeLost when the node the run trains on (its NODE_FILE says) is not alive."""
         if not run.node:
             run.node = node_id_of(run.spec.run_dir)
-        if run.node and not any(n["NodeID"] == run.node and n["Alive"] for n in self._ray.nodes()):
+        if run.node and not any(n["NodeID"] == run.node for n in alive_nodes(self._ray)):
             raise NodeLost(run.node)
 
     def _take_in(self, run: RemoteRun) -> None:
@@ -322,22 +328,16 @@ class RaySupervisor(Supervisor):
             run.exitcode = EXIT_OF.get(record.status if record else "", EXIT_FAILED)
         except (NodeLost, ray.exceptions.NodeDiedError) as exc:
             node = exc.node if isinstance(exc, NodeLost) else (run.node or _node_of(str(exc)))
-            self._seal(run, RunState.FAILED, f"node {node[:12] or '?'} was lost")
+            seal_unfinished(run.spec, RunState.FAILED, f"node {node[:12] or '?'} was lost")
             run.exitcode = EXIT_FAILED
         except ray.exceptions.RayError as exc:  # killed after the grace, or its worker died
             if not self.stopping:
-                self._seal(run, RunState.FAILED, f"its Ray task ended: {type(exc).__name__}")
+                seal_unfinished(run.spec, RunState.FAILED, f"its Ray task ended: {type(exc).__name__}")
             run.exitcode = EXIT_INTERRUPTED if self.stopping else EXIT_FAILED
         finally:
             if run.exitcode is None:
                 run.exitcode = EXIT_FAILED
             self._ended.set()
-
-    @staticmethod
-    def _seal(run: RemoteRun, state: str, reason: str) -> None:
-        record = logged(run.spec)
-        if record is None or record.status not in FINAL_STATES:
-            seal(run.spec, state, reason, record)
 
     def step(self, timeout: float = 0.5) -> bool:
         alive = self._fill()

@@ -34,7 +34,7 @@ from dashboard.runlog import LOG_NAME, RunLog, RunRecord, read
 from trainers.config import RunConfig
 from trainers.errors import EXIT_DISK_FULL, EXIT_FAILED, EXIT_INTERRUPTED
 from trainers.loop import RunResult, fit
-from trainers.reporting import RunState
+from trainers.reporting import FINAL_STATES, RunState
 
 
 @dataclass(frozen=True)
@@ -96,6 +96,16 @@ def seal(spec: WorkerSpec, state: str, reason: str, record: RunRecord | None) ->
         log.status(state, reason)
     finally:
         log.close()
+
+
+def seal_unfinished(spec: WorkerSpec, state: str, reason: str, logless: bool = True) -> None:
+    """Give the run's log a final status unless it has one; a run with no log yet gets one too
+    (its config and the status), unless not `logless`."""
+    record = logged(spec)
+    if record is None and not logless:
+        return
+    if record is None or record.status not in FINAL_STATES:
+        seal(spec, state, reason, record)
 
 
 def run(spec: WorkerSpec) -> RunResult:
