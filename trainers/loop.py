@@ -246,10 +246,9 @@ def make_optimizer(model: models.Model, config: RunConfig) -> Any:
         from trainers.scratch import SGD
 
         return SGD(model.parameters(), lr=config.lr, momentum=config.momentum or 0.0, weight_decay=decay)
-    if config.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=decay)
-    if config.optimizer == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=decay)
+    if config.optimizer in ("adam", "adamw"):  # fused: one kernel a step (the MLP's step 1.14x, benchmarks.md)
+        adam = torch.optim.Adam if config.optimizer == "adam" else torch.optim.AdamW
+        return adam(model.parameters(), lr=config.lr, weight_decay=decay, fused=True)
     if config.optimizer == "sgd":
         return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum or 0.0, weight_decay=decay)
     raise ConfigError(f"unknown optimizer {config.optimizer!r}; choose one of sgd, adam, adamw")

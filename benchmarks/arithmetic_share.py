@@ -1,0 +1,109 @@
+"""How near this machine's arithmetic limit training runs: the share of the fp32 matrix-multiply
+peak that a model's training reaches, and what moves it.
+
+- The peak: fp32 matrix multiply on torch's threads, the best of a few large shapes, in GFLOP/s.
+- A model's FLOPs per image, forward plus backward (torch.utils.flop_counter), times the images
+  per second of a bare training loop (batch 128, the recipe's optimizer, data in memory as float
+  batches): its GFLOP/s, and that as a share of the peak.
+- Variants of the loop, each measured in the same run: the optimizer fused (`fused=True`), and
+  the model under torch.compile (its compile time reported apart, from the first steps).
+
+    .venv/bin/python -m benchmarks.arithmetic_share [--models mlp,cnn] [--steps 60] [--compile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from trainers import data, models
+from trainers.config import RunConfig
+
+BATCH = 128
+SHAPES = ((2048, 2048, 2048), (1024, 4096, 1024), (4096, 1024, 1024))
+
+
+def matmul_peak(repeats: int = 5) -> float:
+    """GFLOP/s: the best of `repeats` of each shape in SHAPES."""
+    best = 0.0
+    for m, k, n in SHAPES:
+        a, b = torch.randn(m, k), torch.randn(k, n)
+        a @ b  # warm
+        for _ in range(repeats):
+            start = time.perf_counter()
+            a @ b
+            best = max(best, 2 * m * k * n / (time.perf_counter() - start) / 1e9)
+    return best
+
+
+def flops_per_image(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Forward plus backward FLOPs of one batch, per image."""
+    counter = FlopCounterMode(display=False)
+    with counter:
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops() / x.shape[0]
+
+
+def images_per_s(step: Any, batches: list[tuple[torch.Tensor, torch.Tensor]], steps: int) -> tuple[float, float]:
+    """(images/s over `steps` steps after the first 5, seconds the first 5 took: a compile's)."""
+    start = time.perf_counter()
+    for x, y in batches[:5]:
+        step(x, y)
+    first = time.perf_counter() - start
+    start = time.perf_counter()
+    for i in range(steps):
+        x, y = batches[i % len(batches)]
+        step(x, y)
+    return steps * BATCH / (time.perf_counter() - start), first
+
+
+def loop(name: str, ds: data.Dataset, variant: str) -> Any:
+    cfg = RunConfig(name, device="cpu").resolved()
+    torch.manual_seed(0)
+    model = models.build(name, ds.image_shape, len(ds.classes), cfg.model_settings())
+    params = list(model.parameters())
+    fused = variant in ("fused", "compile")
+    optimizer = (torch.optim.Adam(params, lr=cfg.lr, fused=True) if fused else torch.optim.Adam(params, lr=cfg.lr))
+    forward = torch.compile(model) if variant == "compile" else model
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> None:
+        loss = torch.nn.functional.cross_entropy(forward(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return model, step
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="mlp,cnn")
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--compile", action="store_true", help="also torch.compile (a minute or more to compile)")
+    args = parser.parse_args()
+    ds = data.load("fashion-mnist")
+    stats = data.pixel_stats(ds.train)
+    batches = list(data.batches(ds.train.images[:BATCH * 20], ds.train.labels[:BATCH * 20], BATCH,
+                                generator=torch.Generator().manual_seed(0), stats=stats))
+    peak = matmul_peak()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; fp32 matmul peak {peak:.1f} GFLOP/s\n")
+    print("| model | loop | MFLOP per image | images/s | GFLOP/s | share of the peak | first 5 steps, s |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    variants = ("eager", "fused", "compile") if args.compile else ("eager", "fused")
+    for name in args.models.split(","):
+        for variant in variants:
+            model, step = loop(name, ds, variant)
+            per_image = flops_per_image(model, *batches[0])
+            rate, first = images_per_s(step, batches, args.steps)
+            gflops = per_image * rate / 1e9
+            print(f"| {name} | {variant} | {per_image / 1e6:.2f} | {rate:,.0f} | {gflops:.1f} | {gflops / peak:.0%} "
+                  f"| {first:.1f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
