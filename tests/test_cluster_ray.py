@@ -185,20 +185,27 @@ def test_a_launch_is_refused_when_a_node_cannot_reach_the_dashboard_or_no_node_h
         preflight(cluster.address, [RunConfig(model="mlp", label="g", device="cuda")], None)
 
 
-def test_ctrl_c_stops_every_run_on_the_cluster(cluster: Any, tmp_path: Path) -> None:
-    """A Ctrl-C to the launcher: each run on each node logs "stopped by Ctrl-C", its last records
-    here, and the cluster's CPUs are free again (no task trains on unseen)."""
+@pytest.mark.parametrize("sig, said, exitcode", [(signal.SIGINT, "stopped by Ctrl-C", 130),
+                                                 (signal.SIGTERM, "stopped by SIGTERM", 143)])
+def test_ctrl_c_stops_every_run_on_the_cluster(cluster: Any, tmp_path: Path, sig: int, said: str,
+                                               exitcode: int) -> None:
+    """A Ctrl-C (or a job scheduler's SIGTERM) to the launcher: each run on each node logs "stopped
+    by Ctrl-C" (SIGTERM), its last records here, and the cluster's CPUs are free again (no task
+    trains on unseen)."""
     proc = livetrain(tmp_path, "run", "--models", "softmax:a,mlp:b", "--epochs", "5000", "--limit", "2000",
                      "--headless", "--cluster", cluster.address, session=True)
     wait_for(lambda: launched(tmp_path / "runs"))
     runs = launch_dir(tmp_path / "runs")
     wait_for(lambda: all(training(runs / label) for label in ("a", "b")))
-    os.killpg(proc.pid, signal.SIGINT)
+    if sig == signal.SIGINT:
+        os.killpg(proc.pid, sig)  # a terminal's Ctrl-C reaches the whole group
+    else:
+        proc.send_signal(sig)  # a scheduler's SIGTERM, to the launcher alone
     code, out, err = finish(proc)
-    assert code == 130, out + err
+    assert code == exitcode, out + err
     for label in ("a", "b"):
         record = read(runs / label, keep_scalars=False)
-        assert record.status == "interrupted" and record.states[-1]["reason"].startswith("stopped by Ctrl-C"), label
+        assert record.status == "interrupted" and record.states[-1]["reason"].startswith(said), label
     wait_for(lambda: ray.available_resources().get("CPU") == 2.0)
     assert not [cmd for cmd in commands(cluster.pids()) if "ray::run_on_node" in cmd]  # no task of ours left
 
