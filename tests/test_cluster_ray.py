@@ -21,6 +21,7 @@ import pytest
 from dashboard import windows
 from dashboard.launch.cluster import (LAUNCHER_KILLED, NODE_FILE, Chunk, apply, follow, node_root, node_shown, receive,
                                       train_on_node)
+from dashboard.launch.outlive import SPECS_FILE
 from dashboard.launch.worker import WorkerSpec
 from dashboard.runlog import read
 from trainers.checkpoints import CHECKPOINT
@@ -295,13 +296,16 @@ def test_a_stop_clicked_on_the_page_stops_the_runs_on_the_cluster(cluster: Any, 
         browser.screenshot(ARTIFACTS / "cluster-page.png")
 
 
-def test_kill_9_of_the_launcher_stops_every_run_on_the_cluster(cluster: Any, tmp_path: Path) -> None:
-    """The launcher killed with SIGKILL: Ray kills the tasks it owned, at once; the cluster's CPUs
-    are free, no task of ours is left; the launch's relay actor, on the launcher's machine, gives
-    each log its final status and ends; and the next run on a node removes the folders the killed
-    tasks left there."""
+@pytest.mark.parametrize("through", ["node", "ray-client"])
+def test_kill_9_of_the_launcher_stops_every_run_on_the_cluster(cluster: Any, tmp_path: Path, through: str) -> None:
+    """The launcher killed with SIGKILL: Ray kills the tasks it owned (at once; through Ray Client
+    once the client's reconnect grace is over: 5 s here, 30 by default); the cluster's CPUs are
+    free, no task of ours is left; the launch's relay actor, on the launcher's machine (through
+    Ray Client, the launcher's sealing process: dashboard.launch.outlive), gives each log its
+    final status and ends; and the next run on a node removes the folders the killed tasks left."""
+    address = cluster.address if through == "node" else cluster.client_address
     proc = livetrain(tmp_path, "run", "--models", "softmax:a,mlp:b", "--epochs", "5000", "--limit", "2000",
-                     "--headless", "--cluster", cluster.address, session=True)
+                     "--headless", "--cluster", address, session=True, env={"RAY_CLIENT_RECONNECT_GRACE_PERIOD": "5"})
     wait_for(lambda: launched(tmp_path / "runs"))
     runs = launch_dir(tmp_path / "runs")
     wait_for(lambda: all(training(runs / label) and (runs / label / NODE_FILE).is_file() for label in ("a", "b")))
@@ -315,6 +319,7 @@ def test_kill_9_of_the_launcher_stops_every_run_on_the_cluster(cluster: Any, tmp
     wait_for(lambda: all(read(runs / label, keep_scalars=False).status == "interrupted" for label in ("a", "b")))
     assert all(read(runs / label, keep_scalars=False).states[-1]["reason"] == LAUNCHER_KILLED for label in ("a", "b"))
     wait_for(lambda: not [cmd for cmd in commands(cluster.pids()) if "ray::Relay" in cmd])  # it ended
+    wait_for(lambda: not (runs / SPECS_FILE).exists())  # and the sealing process did
     code, out, err = finish(livetrain(tmp_path, "runs", "--log-dir", str(runs)))
     assert code == 0 and out.count("interrupted") == 2, out + err
     spec = WorkerSpec(RunConfig("softmax", epochs=1, limit=256, seed=0, threads=1, label="next"), tmp_path / "next")

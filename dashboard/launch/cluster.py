@@ -29,10 +29,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from dashboard.launch.outlive import LAUNCHER_KILLED, alive, seal_when_gone  # noqa: F401 - LAUNCHER_KILLED named here too
 from dashboard.runlog import NODE_FILE, REQUESTS  # REQUESTS: the launch's requests to a run, sent on their own
 
-LAUNCHER_LOOK = 1.0  # s between a relay's looks for its launcher
-LAUNCHER_KILLED = "stopped: its launcher was killed"
 CHUNK_BYTES = 4 << 20  # at most this much of one file in one chunk (a checkpoint is sent whole)
 FOLLOW_EVERY = 0.25  # s between two looks at the folder
 
@@ -178,19 +177,9 @@ def node_folder(label: str) -> Path:
     root.mkdir(exist_ok=True)
     for old in root.iterdir():
         pid = old.name.rsplit("-", 2)[-2] if old.name.count("-") >= 2 else ""
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not alive(int(pid)):
             shutil.rmtree(old, ignore_errors=True)
     return Path(tempfile.mkdtemp(prefix=f"{label}-{os.getpid()}-", dir=root))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's: not ours to remove
-        return True
-    return True
 
 
 def train_on_node(spec: Any, stops: Any = None, carry: Iterable[Chunk] = ()) -> Iterator[list[Chunk]]:
@@ -319,17 +308,8 @@ class Relay:
         self.specs.append(spec)
 
     def _outlive(self, launcher: int) -> None:
-        while _alive(launcher):
-            time.sleep(LAUNCHER_LOOK)
         try:
-            from dashboard.launch.worker import seal_unfinished
-            from trainers.reporting import RunState
-
-            for spec in self.specs:
-                try:  # a run with no log yet: nothing to seal
-                    seal_unfinished(spec, RunState.INTERRUPTED, LAUNCHER_KILLED, logless=False)
-                except OSError:  # its folder gone: nothing to seal
-                    pass
+            seal_when_gone(launcher, lambda: self.specs)
         except BaseException:  # noqa: BLE001 - told in the actor's log (Ray's worker-*.err)
             traceback.print_exc()
         finally:

@@ -23,6 +23,7 @@ from typing import Any
 
 from dashboard.launch.cluster import (FOLLOW_EVERY, NODE_FILE, Relay, carried, reaches, receive, run_on_node,
                                       warm_up)
+from dashboard.launch.outlive import Outliver
 from dashboard.launch.supervisor import StopRequests, Supervisor, queue
 from dashboard.launch.worker import logged, seal_unfinished
 from dashboard.runlog import REQUESTS
@@ -255,6 +256,7 @@ class RaySupervisor(Supervisor):
         self._ray: Any = None
         self._cpus = 1  # the largest node's CPUs, once started
         self._relay: Any = None
+        self._outliver: Outliver | None = None
         self._task: Any = None
 
     def start(self) -> None:
@@ -266,6 +268,8 @@ class RaySupervisor(Supervisor):
         self._relay = ray.remote(Relay).options(num_cpus=0, scheduling_strategy=here,
                                                 lifetime="detached" if mine else None).remote(
             os.getpid() if mine else None, [absolute(spec) for spec in self.specs])
+        # through Ray Client, a process here seals the logs if this launcher is killed
+        self._outliver = None if mine else Outliver(self.specs[0].run_dir.parent, [absolute(s) for s in self.specs])
         self._task = ray.remote(run_on_node)
         self._cpus = max((int(n["Resources"].get("CPU", 0)) for n in alive_nodes(ray)), default=0) or 1
         for spec in self.specs[self.parallel:]:
@@ -276,6 +280,8 @@ class RaySupervisor(Supervisor):
         self.specs.append(spec)
         queue(spec)
         self._relay.watch.remote(absolute(spec))
+        if self._outliver is not None:
+            self._outliver.add(absolute(spec))
 
     def _start_next(self, count: int) -> None:
         for spec in self.specs[len(self.procs):len(self.procs) + count]:
