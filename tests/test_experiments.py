@@ -135,6 +135,48 @@ def test_mlp_and_cnn_settings_shape_the_network() -> None:
     assert abs(float(first.weight.detach().std()) - 0.01) < 1e-3
     cnn = models.build("cnn", (3, 32, 32), 10, dict(channels=(8, 16, 32), hidden=(64,)))
     assert [m.out_channels for m in cnn.modules() if isinstance(m, torch.nn.Conv2d)] == [8, 16, 32]
+    kinds = [type(m).__name__ for m in cnn.features][:4]
+    assert kinds == ["Conv2d", "MaxPool2d", "BatchNorm2d", "ReLU"]  # the default block: pooling first
+    first = models.build("cnn", (1, 28, 28), 10, dict(channels=(16, 32), block="conv-bn-relu-pool"))
+    assert [type(m).__name__ for m in first.features][:4] == ["Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d"]
+    assert first(torch.rand(2, 1, 28, 28)).shape == cnn(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_a_cnn_logged_before_block_was_a_setting_resumes_as_it_trained() -> None:
+    """A run log or checkpoint written before issue 29 holds a resolved CNN config without `block`;
+    its blocks were conv-BN-ReLU-pool, so its weights load into the model its config builds."""
+    old = models.build("cnn", (1, 28, 28), 10, dict(channels=(16, 32), hidden=(128,), dropout=0.3,
+                                                    block="conv-bn-relu-pool"))
+    logged = {k: v for k, v in RunConfig("cnn", channels=(16, 32), lr=1e-3).resolved().to_dict().items()
+              if k != "block"}
+    config = RunConfig.from_dict(logged).resolved()
+    assert config.block == "conv-bn-relu-pool" and config.channels == (16, 32)
+    models.build("cnn", (1, 28, 28), 10, config.model_settings()).load_state_dict(old.state_dict())
+    assert RunConfig.from_dict({"model": "cnn"}).resolved().block == "conv-pool-bn-relu"  # a new config: the default
+
+
+def test_dropout_draws_a_mask_with_its_p_and_keeps_the_mean() -> None:
+    """models.Dropout (16 random bits a value, four to a 64-bit draw): the share dropped is p,
+    the kept values scaled so the mean stays; the gradient goes through the same mask; none in eval."""
+    torch.manual_seed(0)
+    for p in (0.2, 0.3, 0.5):
+        layer = models.Dropout(p)
+        x = torch.ones(1001, 999, requires_grad=True)  # an odd count: not a multiple of the four a draw
+        y = layer(x)
+        assert abs(float((y == 0).float().mean()) - p) < 0.002
+        assert abs(float(y.detach().mean()) - 1) < 0.005
+        y.sum().backward()
+        assert torch.equal(x.grad, y.detach())  # d(sum)/dx is the mask times the scale, as y is for x = 1
+        assert y.unique().tolist() == [0.0, pytest.approx(1 / (1 - p), rel=1e-4)]
+    first, second = models.Dropout(0.5)(torch.ones(64)), models.Dropout(0.5)(torch.ones(64))
+    assert not torch.equal(first, second)  # a new mask each call
+    torch.manual_seed(7)
+    again = models.Dropout(0.5)(torch.ones(64))
+    torch.manual_seed(7)
+    assert torch.equal(again, models.Dropout(0.5)(torch.ones(64)))  # torch's generator: a resume redraws it
+    layer = models.Dropout(0.3).eval()
+    x = torch.randn(5, 7)
+    assert layer(x) is x and models.Dropout(0.0)(x) is x
 
 
 # ---- training ----------------------------------------------------------------------------------

@@ -78,11 +78,11 @@ def test_settings_apply_by_model_then_by_label() -> None:
     by_label = {c.label: c for c in configs}
     assert by_label["fast"].lr == 0.05 and by_label["slow"].lr == 0.01 and by_label["slow"].batch_size == 64
     assert by_label["cnn"].epochs == 2 and by_label["fast"].epochs == 5 and by_label["cnn"].seed == 3
-    assert by_label["cnn"].lr == 1e-3  # the model's own default where nothing was said
+    assert by_label["cnn"].lr == 2e-3  # the model's own default where nothing was said
     assert parse_setting(" mlp.optimizer = Adam ") == ("mlp", "optimizer", [("Adam", "adam")])
     # RUN in any case: a model's or a label's (a user model's label is its class name)
     upper = plan_runs(["mlp:Fast,cnn"], ["MLP.lr=0.05", "fast.epochs=2", "CNN.nproc=2"])
-    assert [(c.label, c.lr, c.epochs, c.nproc) for c in upper] == [("Fast", 0.05, 2, 1), ("cnn", 1e-3, 10, 2)]
+    assert [(c.label, c.lr, c.epochs, c.nproc) for c in upper] == [("Fast", 0.05, 2, 1), ("cnn", 2e-3, 10, 2)]
 
 
 @pytest.mark.parametrize("settings, message", [
@@ -96,6 +96,9 @@ def test_settings_apply_by_model_then_by_label() -> None:
     (["mlp.momentum=0.5"], "run 'mlp': momentum is SGD's setting, and this run trains with adam"),
     (["softmax.activation=tanh"], "run 'softmax': softmax has no setting 'activation' (its settings: none of its own)"),
     (["mlp.channels=8"], "run 'mlp': mlp has no setting 'channels' (its settings: hidden, activation, dropout, init)"),
+    (["mlp.block=pool-first"], "run 'mlp': mlp has no setting 'block'"),
+    (["cnn.block=pool-first"], "run 'cnn': unknown block 'pool-first'; choose one of conv-pool-bn-relu, "
+                               "conv-bn-relu-pool"),
     (["mlp.schedule=linear"], "run 'mlp': unknown schedule 'linear'; choose one of constant, cosine, step"),
     (["mlp.dataset=svhn"], "run 'mlp': unknown data set 'svhn'"),
     (["mlp.dropout=1"], "run 'mlp': dropout must be from 0 up to (not including) 1, not 1.0"),
@@ -112,7 +115,7 @@ def test_settings_apply_by_model_then_by_label() -> None:
 ])
 def test_bad_settings_are_usage_errors(settings: list[str], message: str) -> None:
     with pytest.raises(UsageError, match=re.escape(message)) as info:  # PlanError, or the run's ConfigError
-        plan_runs(["softmax,mlp"], settings)
+        plan_runs(["softmax,mlp" + (",cnn" if settings[0].startswith("cnn.b") else "")], settings)
     assert info.value.exit_code == 2
 
 

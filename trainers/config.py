@@ -24,6 +24,7 @@ def recipe(model: str) -> Recipe:
     raise KeyError(model)
 
 
+OLD_CNN_BLOCK = "conv-bn-relu-pool"  # the CNN's blocks before issue 29 made pooling come first
 MAX_BLOCKS = 3  # conv blocks: each halves the image, and 28 / 2**3 leaves 3x3
 ADAMW_DECAY = 0.01  # torch.optim.AdamW's own default weight decay
 
@@ -60,6 +61,7 @@ class RunConfig:
     dropout: float | None = None
     init: str | None = None  # of the MLP's weights: kaiming, xavier or normal
     channels: tuple[int, ...] | None = None  # per conv block (CNN)
+    block: str | None = None  # a conv block's order (CNN): conv-pool-bn-relu or conv-bn-relu-pool
     preset: str = ""  # the preset it was made from (trainers.presets), if any
     nproc: int = 1  # processes (ranks) that train this one run with torch.distributed
 
@@ -142,6 +144,8 @@ class RunConfig:
         for name in ("hidden", "channels"):  # JSON keeps tuples as lists
             if isinstance(given.get(name), list):
                 given[name] = tuple(given[name])
+        if given.get("model") == "cnn" and "channels" in given and "block" not in given:
+            given["block"] = OLD_CNN_BLOCK  # logged resolved before `block` was a setting: its blocks were these
         return cls(**given)
 
 

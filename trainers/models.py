@@ -2,7 +2,7 @@
 its default recipe (trainers.catalog, which holds the recipes without torch).
 
 Every model maps a float batch (B, C, H, W) to logits (B, num_classes). A model's own settings
-(`hidden`, `activation`, `dropout`, `init`, `channels`) are named in its recipe, with their
+(`hidden`, `activation`, `dropout`, `init`, `channels`, `block`) are named in its recipe, with their
 defaults; a run can change them (`--set mlp.activation=sigmoid`), and no other model's.
 
 A person's own model is named `path/to/file.py:Name`: an `nn.Module` class, or a function that
@@ -100,6 +100,23 @@ def init_linear(layer: nn.Linear, init: str, activation: str) -> None:
     nn.init.zeros_(layer.bias)
 
 
+class Dropout(nn.Dropout):
+    """nn.Dropout whose mask comes from 16 random bits a value: torch draws those four to a 64-bit
+    number, where `bernoulli_` draws one number a value (on the CPU, 10 times slower for the CNN's
+    400,000 values a batch). p is rounded to a multiple of 1/65,536; the kept values are scaled
+    by 1 / (1 - that p), so the mean stays. From torch's own generator, as nn.Dropout's mask is:
+    a checkpoint's random state brings the same masks back."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        dropped = min(round(self.p * 65536), 65535)  # of every 65,536 values
+        n = x.numel()
+        bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_(-2**63, None)
+        keep = bits.view(torch.int16)[:n].view(x.shape) >= dropped - 32768  # P = 1 - dropped / 65,536
+        return x * keep.to(x.dtype).mul_(65536 / (65536 - dropped))
+
+
 class MLP(nn.Module):
     """A fully connected network: hidden layers of the given widths, each with its activation and
     dropout, then a linear layer to the logits (no activation on them)."""
@@ -112,7 +129,7 @@ class MLP(nn.Module):
         for h in hidden:
             layers += [nn.Linear(width, h), ACTIVATIONS[activation]()]
             if dropout:
-                layers.append(nn.Dropout(dropout))
+                layers.append(Dropout(dropout))
             width = h
         layers.append(nn.Linear(width, num_classes))
         self.net = nn.Sequential(*layers)
@@ -125,23 +142,31 @@ class MLP(nn.Module):
 
 
 class CNN(nn.Module):
-    """Conv blocks (conv3x3-BN-ReLU-maxpool), one per entry of `channels`, and a small head; any
-    C x H x W input, e.g. 1x28x28 or 3x32x32 (the head's input size follows from the halvings)."""
+    """Conv blocks, one per entry of `channels`, and a small head; any C x H x W input, e.g.
+    1x28x28 or 3x32x32 (the head's input size follows from the halvings).
+
+    A block is conv3x3-maxpool-BN-ReLU (`block` "conv-pool-bn-relu", the default), or the first
+    recipe's conv3x3-BN-ReLU-maxpool ("conv-bn-relu-pool"). Pooling first does the batch norm and
+    the ReLU on a quarter of the values, and trained better here (docs/benchmarks.md)."""
 
     def __init__(self, in_channels: int, num_classes: int, height: int, width: int,
-                 channels: tuple[int, ...] = (16, 32), hidden: tuple[int, ...] = (128,), dropout: float = 0.3) -> None:
+                 channels: tuple[int, ...] = (16, 64), hidden: tuple[int, ...] = (128,), dropout: float = 0.3,
+                 block: str = catalog.BLOCKS[0]) -> None:
         super().__init__()
+        if block not in catalog.BLOCKS:
+            raise ValueError(f"block must be one of {', '.join(catalog.BLOCKS)}, not {block!r}")
         blocks: list[nn.Module] = []
         previous = in_channels
         for c in channels:
-            blocks += [nn.Conv2d(previous, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(),
-                       nn.MaxPool2d(2)]  # (B, c, H/2, W/2)
+            conv, pool = nn.Conv2d(previous, c, 3, padding=1, bias=False), nn.MaxPool2d(2)
+            norm = [nn.BatchNorm2d(c), nn.ReLU()]
+            blocks += [conv, pool, *norm] if block == "conv-pool-bn-relu" else [conv, *norm, pool]  # (B, c, H/2, W/2)
             previous, height, width = c, height // 2, width // 2
         self.features = nn.Sequential(*blocks)
-        head: list[nn.Module] = [nn.Flatten(), nn.Dropout(dropout)]
+        head: list[nn.Module] = [nn.Flatten(), Dropout(dropout)]
         size = previous * height * width
         for h in hidden:
-            head += [nn.Linear(size, h), nn.ReLU(), nn.Dropout(dropout)]
+            head += [nn.Linear(size, h), nn.ReLU(), Dropout(dropout)]
             size = h
         head.append(nn.Linear(size, num_classes))
         self.head = nn.Sequential(*head)
@@ -217,7 +242,7 @@ BUILDERS: dict[str, Callable[[Shape, int, Mapping[str, Any]], Model]] = {
     "softmax-nn": lambda shape, k, s: ConciseSoftmax(_flat(shape), k),
     "mlp": lambda shape, k, s: MLP(_flat(shape), k, s["hidden"], s["activation"], s["dropout"], s["init"]),
     "cnn": lambda shape, k, s: CNN(shape[0], k, shape[1], shape[2], s["channels"], s["hidden"],
-                                   s["dropout"]).to(memory_format=torch.channels_last),
+                                   s["dropout"], s["block"]).to(memory_format=torch.channels_last),
     "lenet": lambda shape, k, s: LeNet(shape[0], k, shape[1], shape[2], s["activation"]),
 }
 MODELS: dict[str, ModelSpec] = {name: ModelSpec(**vars(catalog.RECIPES[name]), build=build)

@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from trainers.catalog import ACTIVATIONS, AUGMENTS, INITS, LOSSES
+from trainers.catalog import ACTIVATIONS, AUGMENTS, BLOCKS, INITS, LOSSES
 from trainers.datasets import DATASETS
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -140,6 +140,7 @@ DECLARED: tuple[Setting, ...] = (
     Setting("dropout", FLOAT, low=0, high=1, high_open=True, model=True, shown=True),
     Setting("init", NAME, choices=tuple(INITS), model=True, shown=True),
     Setting("channels", WIDTHS, low=1, high=MAX_WIDTH, example="16,32", model=True, shown=True),
+    Setting("block", NAME, choices=BLOCKS, model=True, shown=True),
     Setting("nproc", INT, "Train each run on N processes with torch.distributed (one run on the page, rank 0 "
             "reporting); with --resume, resume on N [default: 1, or as logged; per run: --set RUN.nproc=N].",
             low=1, high=MAX_NPROC, every_run=True, on_resume=True, column="ranks"),
