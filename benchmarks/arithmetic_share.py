@@ -7,6 +7,8 @@ peak that a model's training reaches, and what moves it.
   batches): its GFLOP/s, and that as a share of the peak.
 - Variants of the loop, each measured in the same run: the optimizer fused (`fused=True`), and
   the model under torch.compile (its compile time reported apart, from the first steps).
+- For a model of Linear layers (the MLP): its matrix multiplies alone, as a step does them at
+  batch 128, the ceiling of the whole step's share.
 
     .venv/bin/python -m benchmarks.arithmetic_share [--models mlp,cnn] [--steps 60] [--compile]
 """
@@ -62,6 +64,30 @@ def images_per_s(step: Any, batches: list[tuple[torch.Tensor, torch.Tensor]], st
     return steps * BATCH / (time.perf_counter() - start), first
 
 
+def matmuls_alone(model: torch.nn.Module, repeats: int = 200) -> float | None:
+    """GFLOP/s of the model's matrix multiplies alone, as its training step does them at BATCH:
+    each Linear layer's forward, weight gradient and (but the first layer's) input gradient, on
+    random data, best of 3. The ceiling of the whole step's share, the rest being memory-bound
+    work (activations, dropout, the optimizer). None for a model with convolutions."""
+    if any(isinstance(m, torch.nn.Conv2d) for m in model.modules()):
+        return None
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    ops, flops = [], 0
+    for k, layer in enumerate(linears):
+        w = layer.weight.detach().clone()  # (out, in)
+        x, g = torch.randn(BATCH, layer.in_features), torch.randn(BATCH, layer.out_features)
+        ops += [lambda x=x, w=w: x @ w.T, lambda g=g, x=x: g.T @ x] + ([lambda g=g, w=w: g @ w] if k else [])
+        flops += 2 * BATCH * layer.in_features * layer.out_features * (3 if k else 2)
+    best = 0.0
+    for _ in range(3):
+        start = time.perf_counter()
+        for _ in range(repeats):
+            for op in ops:
+                op()
+        best = max(best, flops * repeats / (time.perf_counter() - start) / 1e9)
+    return best
+
+
 def loop(name: str, ds: data.Dataset, variant: str) -> Any:
     cfg = RunConfig(name, device="cpu").resolved()
     torch.manual_seed(0)
@@ -103,6 +129,9 @@ def main() -> None:
             gflops = per_image * rate / 1e9
             print(f"| {name} | {variant} | {per_image / 1e6:.2f} | {rate:,.0f} | {gflops:.1f} | {gflops / peak:.0%} "
                   f"| {first:.1f} |", flush=True)
+        alone = matmuls_alone(model)
+        if alone is not None:
+            print(f"| {name} | its matmuls alone | | | {alone:.1f} | {alone / peak:.0%} | |", flush=True)
 
 
 if __name__ == "__main__":
