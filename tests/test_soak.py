@@ -57,8 +57,10 @@ def test_soak_server_killed_and_frozen_at_random_while_runs_fail_beside_healthy_
     outages: list[tuple[str, float, float, float]] = []
     try:
         deadline = time.monotonic() + 120
+        # every run but the diverging one training: the one to kill too (on a busy machine it may
+        # start seconds after the others)
         while not (launched(log_dir)
-                   and all(training(launch_dir(log_dir) / label) for label in HEALTHY)):
+                   and all(training(launch_dir(log_dir) / label) for label in (*HEALTHY, "killed"))):
             assert proc.poll() is None and time.monotonic() < deadline, (context, proc.communicate())
             time.sleep(0.2)
         runs = launch_dir(log_dir)
