@@ -1,7 +1,7 @@
 """Our additions to visdom's tornado Application, which `dashboard.server` builds: handlers that
 replace visdom's /update and /events (in place, with sequence numbers) and add a splice endpoint,
 the Application without tornado's debug mode and refusing other sites' requests, and the page's
-reconnect script."""
+scripts (`dashboard.page_scripts`)."""
 
 from __future__ import annotations
 
@@ -311,48 +311,14 @@ def guarded_application(visdom_application: type, loopback: bool) -> type:
     return Guarded
 
 
-# Visdom's page stays "offline" after its server restarts until the person clicks the button or
-# reloads. This script, added to the page, clicks it every 2 s while the page is offline, unless
-# the person turned it offline themselves (a click of theirs on "online"; clicking "offline"
-# hands it back). On reconnecting, the page loads the env again, redrawn by then.
-RECONNECT_SCRIPT = b"""<script>/* livetrain: reconnect after a server restart */
-(function () {
-  var paused = false;
-  document.addEventListener('click', function (e) {
-    var b = e.target && e.target.closest ? e.target.closest('button') : null;
-    var text = b ? b.textContent.trim() : '';
-    if (e.isTrusted && /^(online|offline|readonly)$/.test(text)) { paused = text !== 'offline'; }
-  }, true);
-  setInterval(function () {
-    var b = document.querySelector('button.btn-danger');
-    if (!paused && b && b.textContent.trim() === 'offline') { b.click(); }
-  }, 2000);
-})();
-</script>"""
-
-
-# Visdom 0.3's style sheet sets `.react-grid-item {min-width: fit-content}`: a window whose title
-# is longer than its bar has room for (0.3's bar holds seven buttons) grows wider than its size,
-# over the window beside it. On 0.3 this keeps every window at its size and ends a long title with
-# an ellipsis; the whole title stays in the page and shows on hover.
-LONG_TITLES = b"""<style>/* livetrain: a window keeps its size whatever its title */
-.react-grid-item { min-width: 0 !important; }
-.bar div.pull-right { max-width: calc(100% - 140px); overflow: hidden; white-space: nowrap;
-                      text-overflow: ellipsis; }
-</style><script>
-document.addEventListener('mouseover', function (e) {
-  var t = e.target && e.target.closest ? e.target.closest('.bar div.pull-right') : null;
-  if (t && t.scrollWidth > t.clientWidth) { t.title = t.textContent; }
-});
-</script>"""
-
-
 def reconnect_transform() -> type:
-    """A tornado output transform that adds RECONNECT_SCRIPT to the HTML pages the server sends
-    (and LONG_TITLES on visdom 0.3)."""
+    """A tornado output transform that adds `dashboard.page_scripts`' additions to the HTML pages
+    the server sends."""
     import tornado.web
 
-    addition = RECONNECT_SCRIPT + (LONG_TITLES if visdom_version() >= (0, 3) else b"")
+    from dashboard.page_scripts import page_additions
+
+    addition = page_additions(visdom_version())
 
     class AddReconnect(tornado.web.OutputTransform):  # type: ignore[misc]
         def transform_first_chunk(self, status_code: int, headers: Any, chunk: bytes,

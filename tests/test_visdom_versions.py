@@ -23,6 +23,7 @@ from dashboard.connection import Unreachable, VisdomConnection
 from dashboard.protocol import SPLICE_PATH
 from dashboard.runlog import read
 from dashboard.server import ServerConfig, ServerProcess, spawn
+from dashboard.windows import PANE_HEIGHT, UNIT
 from tests.browser import ARTIFACTS, PROBE, Browser, needs_chromium, overlaps
 from tests.conftest import REPO, free_port
 from tests.helpers import assert_windows_match_logs, launch_dir, launched, server_state, training, wait_for
@@ -140,3 +141,59 @@ def test_the_page_equals_the_logs_on_each_visdom(served: Any, tmp_path: Path) ->
         if proc.poll() is None:
             proc.kill()
         proc.wait()
+
+
+def full_rows(panes: list[dict[str, Any]], per_row: int) -> bool:
+    """Whether the windows under the runs table stand `per_row` a row, but the last row."""
+    rows: dict[int, int] = {}
+    for p in panes[1:]:
+        rows[round(p["y"])] = rows.get(round(p["y"]), 0) + 1
+    return all(n == per_row for _, n in sorted(rows.items())[:-1])
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning:visdom")  # its client's logger.warn
+@pytest.mark.parametrize("served", SERVERS, indirect=True)
+def test_a_narrowed_page_stays_a_grid_as_windows_are_redrawn_and_added(served: Any) -> None:
+    """A person narrows the browser window (1280 to 1000 px) while runs draw: windows redrawn at
+    the size they were sent with, as every live update redraws one, then a new window. Visdom's
+    page (0.2.4 and 0.3) turns a redrawn window's width into grid columns anew, a hair wider than
+    it placed it with, so each overlaps its neighbour, and the next window created pushes every one
+    down to a row of its own; livetrain's server adds a script that keeps the columns
+    (dashboard/page_scripts.py). On the stock server the staircase shows: the test sees what it
+    guards against. (Windows of livetrain's size, sent with visdom's own client: no env reload
+    comes between, which on 0.2.4 would repack the page and hide the fault.)"""
+    import visdom
+
+    kind, _, server = served
+    host, port = server.config.url.rsplit(":", 1)
+    vis = visdom.Visdom(server=host, port=int(port), env="narrowed", raise_exceptions=True, use_incoming_socket=False)
+    size = {"width": UNIT, "height": PANE_HEIGHT}
+
+    def draw(win: str, text: str) -> None:
+        vis.text(text, win=win, opts={**size, "title": win})
+
+    vis.text("the runs", win="runs", opts={"width": 4000, "height": 100, "title": "Runs"})
+    for i in range(8):
+        draw(f"window {i}", "drawn")
+    with Browser(1280, 1000) as browser:
+        browser.open(f"{server.config.url}/env/narrowed")
+        before = browser.settled(lambda s: len(s.get("panes", [])) == 9)["panes"]
+        right = max(before[1:], key=lambda p: p["x"])
+        browser.call("Emulation.setDeviceMetricsOverride", width=1000, height=1000, deviceScaleFactor=1, mobile=False)
+        # the grid takes the new width 200 ms after the last resize event: its columns narrow, and
+        # a window of the right column moves (by a pixel, as columns are scaled to the width)
+        wait_for(lambda: next(p["x"] for p in browser.probe()["panes"] if p["title"] == right["title"]) != right["x"],
+                 timeout=30)
+        for i in range(8):
+            draw(f"window {i}", "redrawn")
+        redrawn = ("[...document.querySelectorAll('.react-grid-item')]"
+                   ".filter(e => /redrawn$/.test(e.textContent)).length")
+        wait_for(lambda: browser.evaluate(redrawn) == 8, timeout=30)
+        draw("new", "added")
+        state = browser.settled(lambda s: len(s.get("panes", [])) == 10)
+        browser.screenshot(ARTIFACTS / f"narrowed-{kind.replace(' ', '-')}.png")
+    where = [(p["title"], p["x"], p["y"]) for p in state["panes"]]
+    if kind.startswith("stock"):  # a staircase: windows alone in their rows
+        assert not full_rows(state["panes"], 2), where
+    else:
+        assert overlaps(state["panes"]) == [] and full_rows(state["panes"], 2), where
