@@ -359,6 +359,7 @@ def test_another_site_cannot_change_the_dashboards(tmp_path: Path) -> None:
         viz = visdom.Visdom(server="http://127.0.0.1", port=server.config.port, use_incoming_socket=True,
                             raise_exceptions=True)
         assert viz.socket_alive and viz.text("hello", env="client", win="t") == "t" and viz.win_exists("t", "client")
+        viz.use_socket = False  # its socket thread ends with the server, rather than retry every 3 s
         # a site that resolves its own name to 127.0.0.1 (DNS rebinding) is not this machine
         request = urllib.request.Request(url + "/", headers={"Host": f"evil.example:{server.config.port}"})
         with pytest.raises(urllib.error.HTTPError) as refused:
