@@ -94,6 +94,35 @@ GRID_WIDTHS = b"""<script>/* livetrain: a redrawn window keeps its grid width */
 </script>"""
 
 
+# The page acknowledges each message of its socket once its own handler has taken it (drawn the
+# window); the server sends no further ahead of it than `dashboard.page_flow` allows.
+ACKS = b"""<script>/* livetrain: the page says what it has taken (dashboard.page_flow) */
+(function () {
+  var WS = window.WebSocket, desc = WS && Object.getOwnPropertyDescriptor(WS.prototype, 'onmessage');
+  if (!desc || !desc.set) { return; }
+  function acking(handler) {
+    return function (evt) {
+      try {
+        return handler.call(this, evt);
+      } finally {
+        if (this.readyState === 1 && /\\/socket$/.test(this.url)) {
+          try { this.send('{"cmd":"livetrain_ack","n":1}'); } catch (e) { /* closing */ }
+        }
+      }
+    };
+  }
+  Object.defineProperty(WS.prototype, 'onmessage', {
+    configurable: true, enumerable: desc.enumerable,
+    get: function () { return this.__livetrainAcked || null; },
+    set: function (f) {
+      this.__livetrainAcked = f;
+      desc.set.call(this, typeof f === 'function' ? acking(f) : f);
+    }
+  });
+})();
+</script>"""
+
+
 def page_additions(version: tuple[int, ...]) -> bytes:
     """What goes before the page's </body> on this visdom release."""
-    return RECONNECT_SCRIPT + GRID_WIDTHS + (LONG_TITLES if version >= (0, 3) else b"")
+    return RECONNECT_SCRIPT + GRID_WIDTHS + ACKS + (LONG_TITLES if version >= (0, 3) else b"")

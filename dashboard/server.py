@@ -28,10 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from dashboard import assets
+from dashboard.page_flow import paced_socket_handler
 from dashboard.protocol import COOKIE_VAR, PASSWORD_VAR, SPLICE_PATH, USER_VAR
 from dashboard.visdom_app import (
     events_handler, fast_update_handler, guarded_application, quiet_application, reconnect_transform,
-    env_deletion_handlers, splice_handler,
+    env_deletion_handlers, splice_handler, visdom_socket_handler,
 )
 from trainers.errors import LivetrainError
 
@@ -162,7 +163,8 @@ def login_credentials(env_dir: Path) -> dict[str, str]:
 
 def application(config: ServerConfig, env_dir: Path, credential: dict | None = None) -> Any:
     """Visdom's tornado Application as livetrain serves it: our /update, /events and splice
-    handlers, no debug mode, other sites' requests refused, the page's reconnect script."""
+    handlers, the page's socket paced by the page (`dashboard.page_flow`), no debug mode, other
+    sites' requests refused, the page's scripts."""
     import visdom.server.app as visdom_app
 
     # visdom reads the cookie secret from its module-level default folder: point it at ours
@@ -172,10 +174,12 @@ def application(config: ServerConfig, env_dir: Path, credential: dict | None = N
     app.transforms.insert(0, reconnect_transform())
     # rules added later are matched first: these replace visdom's own (benchmarks.stock_visdom
     # starts visdom's own server, to compare with)
+    replaced = dict(env_deletion_handlers())
+    replaced["/socket"] = paced_socket_handler(replaced.get("/socket") or visdom_socket_handler())
     app.add_handlers(r".*", [(r"/update", fast_update_handler(), {"app": app}),
                              (r"/events", events_handler(), {"app": app}),
                              (SPLICE_PATH, splice_handler(), {"app": app}),
-                             *((path, handler, {"app": app}) for path, handler in env_deletion_handlers())])
+                             *((path, handler, {"app": app}) for path, handler in replaced.items())])
     return app
 
 

@@ -227,6 +227,13 @@ def env_deletion_handlers() -> list[tuple[str, type]]:
     return [(r"/delete_env", LiveDeleteEnvHandler), (r"/socket", LiveDeleteSocketHandler)]
 
 
+def visdom_socket_handler() -> type:
+    """Visdom's handler of the page's /socket."""
+    from visdom.server.handlers.socket_handlers import SocketHandler
+
+    return SocketHandler
+
+
 def quiet_application(visdom_application: type) -> type:
     """Visdom's Application without tornado's debug mode, which visdom turns on: it re-reads every
     loaded module's mtime twice a second (CPU taken from the training beside it even when the

@@ -210,8 +210,9 @@ class Browser:
     def choose(self, select: str, index: int, timeout: float = 120.0) -> None:
         """Choose option `index` of a <select> from the keyboard, an arrow key at a time. A select
         whose value its page controls (Visdom's properties pane: the server sends it back) shows
-        each step only once the page drew it again: the next key waits for that. On a busy machine
-        the page may draw the server's pane tens of seconds after the server holds it."""
+        each step only once the page drew it again: the next key waits for that. (The server sends
+        a slow page no further ahead than it has drawn, dashboard/page_flow.py, so that the pane
+        comes back after at most one message per window.)"""
         deadline = time.monotonic() + timeout
         while (now := int(self.evaluate(f"{select}.value"))) != index:
             self.evaluate(f"{select}.focus()")
