@@ -197,3 +197,62 @@ def test_a_narrowed_page_stays_a_grid_as_windows_are_redrawn_and_added(served: A
         assert not full_rows(state["panes"], 2), where
     else:
         assert overlaps(state["panes"]) == [] and full_rows(state["panes"], 2), where
+
+
+# Counts, in the page, each message of its socket that draws the window "big": set before the
+# page's own scripts, so that it sees every message as it comes, before livetrain's scripts do.
+COUNT_BIG = """window.__big = [];
+(function () {
+  var desc = Object.getOwnPropertyDescriptor(WebSocket.prototype, 'onmessage');
+  Object.defineProperty(WebSocket.prototype, 'onmessage', {
+    configurable: true, get: desc.get,
+    set: function (f) {
+      desc.set.call(this, typeof f !== 'function' ? f : function (evt) {
+        if (typeof evt.data === 'string' && evt.data.indexOf('"big"') !== -1) {
+          try {
+            var c = JSON.parse(evt.data);
+            if (c.id === 'big') { window.__big.push(String(c.content).split(':')[0]); }
+          } catch (e) { /* not ours */ }
+        }
+        return f.call(this, evt);
+      });
+    }
+  });
+})();"""
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning:visdom")  # its client's logger.warn
+@pytest.mark.parametrize("served", SERVERS, indirect=True)
+def test_a_page_that_draws_slower_than_the_runs_write_gets_the_newest_state(served: Any) -> None:
+    """A page that cannot keep up (here: paused in the debugger) while a window is redrawn 30
+    times, 100 KB each, and then another window drawn. Visdom sends every message at once; the
+    page, when it catches up, draws all 30 before the last window (on a busy machine, measured: 5 MB
+    waiting in the sockets, the page 40 s behind). livetrain's server sends only as far ahead as
+    the page acknowledges (dashboard/page_flow.py): the page gets the few sent before it stopped,
+    then the newest version and the last window."""
+    import visdom
+
+    kind, _, server = served
+    host, port = server.config.url.rsplit(":", 1)
+    vis = visdom.Visdom(server=host, port=int(port), env="slow", raise_exceptions=True, use_incoming_socket=False)
+    vis.text("start", win="big", opts={"title": "big"})
+    with Browser(1280, 1000) as browser:
+        browser.call("Page.addScriptToEvaluateOnNewDocument", source=COUNT_BIG)
+        browser.open(f"{server.config.url}/env/slow")
+        browser.settled(lambda s: len(s.get("panes", [])) == 1)
+        browser.call("Debugger.enable")
+        browser.call("Debugger.pause")  # the page's next script (a message's handler, a timer) stops there
+        for i in range(30):
+            vis.text(f"v{i}:" + "x" * 100_000, win="big", opts={"title": "big"})
+        vis.text("last", win="last", opts={"title": "last"})
+        browser.call("Debugger.resume")
+        shows = ("[...document.querySelectorAll('.react-grid-item')].map(e => e.textContent)"
+                 ".some(t => t.includes('last')) && [...document.querySelectorAll('.react-grid-item')]"
+                 ".some(e => e.textContent.includes('v29:'))")
+        wait_for(lambda: browser.evaluate(shows), timeout=120)
+        taken = [v for v in browser.evaluate("window.__big") if v != "start"]
+    assert taken[-1] == "v29" and taken == sorted(taken, key=lambda v: int(v[1:])), taken  # never an older state
+    if kind.startswith("stock"):
+        assert len(taken) == 30, taken
+    else:
+        assert len(taken) <= 8, taken  # 100 KB each: 3 in flight when it stopped, then the newest
