@@ -23,32 +23,15 @@ from typing import Any
 
 from benchmarks.stock_visdom import start_stock
 from dashboard.server import ServerConfig, start_background
-from tests.browser import Browser
+from tests.browser import Browser, message_hook
 from tests.conftest import free_port
 
-# set before the page's own scripts: each message's time of handling, and what it drew
-RECORD = """window.__lag = []; window.__big = 0;
-(function () {
-  var desc = Object.getOwnPropertyDescriptor(WebSocket.prototype, 'onmessage');
-  Object.defineProperty(WebSocket.prototype, 'onmessage', {
-    configurable: true, get: desc.get,
-    set: function (f) {
-      desc.set.call(this, typeof f !== 'function' ? f : function (evt) {
-        var r = f.call(this, evt);
-        var head = typeof evt.data === 'string' ? evt.data.slice(0, 100) : '';
-        if (head.indexOf('"id": "marker"') !== -1) {
-          try {
-            var c = JSON.parse(evt.data);
-            window.__lag.push([Number(String(c.content).split('=')[1]), Date.now()]);
-          } catch (e) { /* not ours */ }
-        } else if (head.indexOf('"id": "big') !== -1) {
-          window.__big += 1;
-        }
-        return r;
-      });
-    }
-  });
-})();"""
+# each marker the page handles: when it was sent, when the page took it; and the big copies taken
+RECORD = message_hook("window.__lag = []; window.__big = 0;", """if (head.indexOf('"id": "marker"') !== -1) {
+  window.__lag.push([Number(String(JSON.parse(evt.data).content).split('=')[1]), Date.now()]);
+} else if (head.indexOf('"id": "big') !== -1) {
+  window.__big += 1;
+}""")
 
 
 def write(url: str, seconds: float, stop: threading.Event) -> tuple[int, str]:

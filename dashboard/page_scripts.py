@@ -49,11 +49,23 @@ document.addEventListener('mouseover', function (e) {
 # already shows at that width, so the page keeps the columns it placed the window with; a new
 # window, or one sent at another width, keeps its width. (Which windows the page shows: the keys
 # React gives the grid's items, the windows' ids.)
-GRID_WIDTHS = b"""<script>/* livetrain: a redrawn window keeps its grid width */
-(function () {
-  var WS = window.WebSocket, desc = WS && Object.getOwnPropertyDescriptor(WS.prototype, 'onmessage');
-  if (!desc || !desc.set) { return; }
-  var widths = {};
+def on_message_script(title: bytes, body: bytes, wrap: bytes) -> bytes:
+    """A page script whose `body` defines `function WRAP(handler)`: every handler the page sets as
+    a WebSocket's onmessage goes through it (reading onmessage still gives the page's own)."""
+    key = b"this.__livetrain_" + wrap
+    return (b"<script>/* livetrain: " + title + b" */\n(function () {\n"
+            b"  var WS = window.WebSocket, desc = WS && Object.getOwnPropertyDescriptor(WS.prototype, 'onmessage');\n"
+            b"  if (!desc || !desc.set) { return; }\n" + body +
+            b"  Object.defineProperty(WS.prototype, 'onmessage', {\n"
+            b"    configurable: true, enumerable: desc.enumerable,\n"
+            b"    get: function () { return " + key + b" || null; },\n"
+            b"    set: function (f) {\n"
+            b"      " + key + b" = f;\n"
+            b"      desc.set.call(this, typeof f === 'function' ? " + wrap + b"(f) : f);\n"
+            b"    }\n  });\n})();\n</script>")
+
+
+GRID_WIDTHS = on_message_script(b"a redrawn window keeps its grid width", b"""  var widths = {};
   function shown(id) {
     var items = document.querySelectorAll('.react-grid-item');
     for (var i = 0; i < items.length; i++) {
@@ -82,25 +94,12 @@ GRID_WIDTHS = b"""<script>/* livetrain: a redrawn window keeps its grid width */
       return handler.call(this, evt);
     };
   }
-  Object.defineProperty(WS.prototype, 'onmessage', {
-    configurable: true, enumerable: desc.enumerable,
-    get: function () { return this.__livetrainOnMessage || null; },
-    set: function (f) {
-      this.__livetrainOnMessage = f;
-      desc.set.call(this, typeof f === 'function' ? keepWidth(f) : f);
-    }
-  });
-})();
-</script>"""
+""", b"keepWidth")
 
 
 # The page acknowledges each message of its socket once its own handler has taken it (drawn the
 # window); the server sends no further ahead of it than `dashboard.page_flow` allows.
-ACKS = b"""<script>/* livetrain: the page says what it has taken (dashboard.page_flow) */
-(function () {
-  var WS = window.WebSocket, desc = WS && Object.getOwnPropertyDescriptor(WS.prototype, 'onmessage');
-  if (!desc || !desc.set) { return; }
-  function acking(handler) {
+ACKS = on_message_script(b"the page says what it has taken (dashboard.page_flow)", b"""  function acking(handler) {
     return function (evt) {
       try {
         return handler.call(this, evt);
@@ -111,16 +110,7 @@ ACKS = b"""<script>/* livetrain: the page says what it has taken (dashboard.page
       }
     };
   }
-  Object.defineProperty(WS.prototype, 'onmessage', {
-    configurable: true, enumerable: desc.enumerable,
-    get: function () { return this.__livetrainAcked || null; },
-    set: function (f) {
-      this.__livetrainAcked = f;
-      desc.set.call(this, typeof f === 'function' ? acking(f) : f);
-    }
-  });
-})();
-</script>"""
+""", b"acking")
 
 
 def page_additions(version: tuple[int, ...]) -> bytes:

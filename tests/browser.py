@@ -256,6 +256,26 @@ class Browser:
         self.close()
 
 
+def message_hook(setup: str, each: str) -> str:
+    """A script for Page.addScriptToEvaluateOnNewDocument, so that it runs before the page's own:
+    `setup` once, then `each` for every message of the page's sockets as it comes, before the
+    page's handler, with `evt` the message and `head` its first 100 characters."""
+    return setup + """
+(function () {
+  var desc = Object.getOwnPropertyDescriptor(WebSocket.prototype, 'onmessage');
+  Object.defineProperty(WebSocket.prototype, 'onmessage', {
+    configurable: true, get: desc.get,
+    set: function (f) {
+      desc.set.call(this, typeof f !== 'function' ? f : function (evt) {
+        var head = typeof evt.data === 'string' ? evt.data.slice(0, 100) : '';
+        try { """ + each + """ } catch (e) { /* not a message of the kind looked for */ }
+        return f.call(this, evt);
+      });
+    }
+  });
+})();"""
+
+
 def overlaps(panes: list[dict[str, Any]]) -> list[tuple[str, str]]:
     """Pairs of windows whose boxes overlap (by more than a pixel's rounding)."""
     found = []

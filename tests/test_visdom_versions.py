@@ -24,7 +24,7 @@ from dashboard.protocol import SPLICE_PATH
 from dashboard.runlog import read
 from dashboard.server import ServerConfig, ServerProcess, spawn
 from dashboard.windows import PANE_HEIGHT, UNIT
-from tests.browser import ARTIFACTS, PROBE, Browser, needs_chromium, overlaps
+from tests.browser import ARTIFACTS, PROBE, Browser, message_hook, needs_chromium, overlaps
 from tests.conftest import REPO, free_port
 from tests.helpers import assert_windows_match_logs, launch_dir, launched, server_state, training, wait_for
 from tests.test_browser import first_difference, logged_traces, page_traces
@@ -201,24 +201,9 @@ def test_a_narrowed_page_stays_a_grid_as_windows_are_redrawn_and_added(served: A
 
 # Counts, in the page, each message of its socket that draws the window "big": set before the
 # page's own scripts, so that it sees every message as it comes, before livetrain's scripts do.
-COUNT_BIG = """window.__big = [];
-(function () {
-  var desc = Object.getOwnPropertyDescriptor(WebSocket.prototype, 'onmessage');
-  Object.defineProperty(WebSocket.prototype, 'onmessage', {
-    configurable: true, get: desc.get,
-    set: function (f) {
-      desc.set.call(this, typeof f !== 'function' ? f : function (evt) {
-        if (typeof evt.data === 'string' && evt.data.indexOf('"big"') !== -1) {
-          try {
-            var c = JSON.parse(evt.data);
-            if (c.id === 'big') { window.__big.push(String(c.content).split(':')[0]); }
-          } catch (e) { /* not ours */ }
-        }
-        return f.call(this, evt);
-      });
-    }
-  });
-})();"""
+COUNT_BIG = message_hook("window.__big = [];", """if (head.indexOf('"id": "big"') !== -1) {
+  window.__big.push(String(JSON.parse(evt.data).content).split(':')[0]);
+}""")
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning:visdom")  # its client's logger.warn
