@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ RECORD = message_hook("window.__lag = []; window.__big = 0;", """if (head.indexO
 }""")
 
 
-def write(url: str, seconds: float, stop: threading.Event) -> tuple[int, str]:
+def write(url: str, seconds: float) -> tuple[int, str]:
     """Redraw the big windows and the marker until `seconds` have passed: the big copies sent, and
     the last marker's time."""
     import numpy as np
@@ -44,7 +43,7 @@ def write(url: str, seconds: float, stop: threading.Event) -> tuple[int, str]:
     vis = visdom.Visdom(server=host, port=int(port), env="lag", raise_exceptions=True, use_incoming_socket=False)
     x = np.arange(5000, dtype=float)
     sent, start, step, marker = 0, time.monotonic(), 0, ""
-    while not step or time.monotonic() - start < seconds and not stop.is_set():
+    while not step or time.monotonic() - start < seconds:
         for i in range(3):
             y = np.stack([np.sin(x / 300 + step), np.cos(x / 300 + step)], axis=1)
             vis.line(Y=y, X=np.stack([x, x], axis=1), win=f"big{i}", opts={"title": f"big{i}", "width": 460,
@@ -59,16 +58,15 @@ def write(url: str, seconds: float, stop: threading.Event) -> tuple[int, str]:
 
 
 def measure(url: str, seconds: float, throttle: float) -> dict[str, Any]:
-    stop = threading.Event()
     with Browser(1600, 1200) as browser:
         browser.call("Page.addScriptToEvaluateOnNewDocument", source=RECORD)
         browser.call("Emulation.setCPUThrottlingRate", rate=throttle)
-        write(url, 0, stop)  # the env, with its marker, before the page opens it
+        write(url, 0)  # the env, with its marker, before the page opens it
         browser.open(f"{url}/env/lag")
         deadline = time.monotonic() + 60
         while not browser.evaluate("window.__lag.length") and time.monotonic() < deadline:
             time.sleep(0.2)  # the page has drawn the env: the runs start writing
-        sent, last = write(url, seconds, stop)
+        sent, last = write(url, seconds)
         deadline = time.monotonic() + 300  # the page draws what it was sent: the last marker's lag too
         while browser.evaluate("window.__lag.length ? window.__lag[window.__lag.length - 1][0] : 0") != int(last):
             if time.monotonic() > deadline:

@@ -67,8 +67,9 @@ class PageQueue:
     def __init__(self, budget: int = IN_FLIGHT, current: Current | None = None) -> None:
         self.budget = budget
         self.current = current
-        # (window, message or _NOW, for _NOW: (its env, the newest message put)), in order
-        self.waiting: list[tuple[str | None, Any, Any]] = []
+        # (window, whole, message or _NOW, for _NOW: (its env, the newest message put)), in order;
+        # whole: the message (for _NOW: the newest put) draws its window whole
+        self.waiting: list[tuple[str | None, bool, Any, Any]] = []
         self.unacked: collections.deque[int] = collections.deque()  # sizes of what was sent, in order
         self.unacked_bytes = 0
         self.paced = False  # the page acknowledged its env's load: hold back what it has not taken
@@ -80,18 +81,18 @@ class PageQueue:
         """`message`, broadcast for `env` (None: the page shows several envs)."""
         key, whole = message_key(message)
         if key is not None:
-            start = max((i + 1 for i, (k, _, _) in enumerate(self.waiting) if k is None), default=0)
+            start = max((i + 1 for i, entry in enumerate(self.waiting) if entry[0] is None), default=0)
             same = [i for i in range(start, len(self.waiting)) if self.waiting[i][0] == key]
             if same and env is not None and self.current is not None:
-                self._merge(same, (key, _NOW, (env, message)), same[0])
+                self._merge(same, (key, whole, _NOW, (env, message)), same[0])
                 return
-            whole_at = next((i for i in same if self.waiting[i][1] is _NOW or message_key(self.waiting[i][1])[1]), None)
+            whole_at = next((i for i in same if self.waiting[i][2] is _NOW or self.waiting[i][1]), None)
             if whole and whole_at is not None:  # what waited of it since its whole copy goes: this one draws it all
-                self._merge([i for i in same if i >= whole_at], (key, message, None), whole_at)
+                self._merge([i for i in same if i >= whole_at], (key, True, message, None), whole_at)
                 return
-        self.waiting.append((key, message, None))
+        self.waiting.append((key, whole, message, None))
 
-    def _merge(self, same: list[int], entry: tuple[str | None, Any, Any], at: int) -> None:
+    def _merge(self, same: list[int], entry: tuple[str | None, bool, Any, Any], at: int) -> None:
         self.replaced += len(same)
         self.waiting[at] = entry
         self.waiting = [m for i, m in enumerate(self.waiting) if i == at or i not in same]
@@ -104,15 +105,15 @@ class PageQueue:
         """The next message to send; None when none is left (a window closed since it was put,
         whose last message was a diff)."""
         while self.waiting:
-            key, message, env = self.waiting.pop(0)
+            key, whole, message, later = self.waiting.pop(0)
             if message is not _NOW:
                 return message
             assert self.current is not None and key is not None
-            pane = self.current(env[0], key)
+            pane = self.current(later[0], key)
             if pane is not None:
                 return pane
-            if message_key(env[1])[1]:  # not in that env (any more): the newest whole copy put, as it is
-                return env[1]
+            if whole:  # not in that env (any more): the newest whole copy put, as it is
+                return later[1]
         return None
 
     def sent(self, size: int, message: Any = None) -> None:
@@ -187,11 +188,3 @@ def paced_socket_handler(base: type) -> type:
 
     return PacedSocketHandler
 
-
-def _trace(text: str) -> None:
-    import os
-    import time
-    path = os.environ.get("LIVETRAIN_TRACE")
-    if path:
-        with open(path, "a") as f:
-            f.write(f"{time.time():.3f} {os.getpid()} {text}\n")
