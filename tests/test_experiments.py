@@ -177,6 +177,14 @@ def test_dropout_draws_a_mask_with_its_p_and_keeps_the_mean() -> None:
     layer = models.Dropout(0.3).eval()
     x = torch.randn(5, 7)
     assert layer(x) is x and models.Dropout(0.0)(x) is x
+    # the mask as the layer's first version drew it (each value's 16 bits against a threshold, a
+    # bool mask converted): the same bits give the same masks, so older checkpoints resume alike
+    torch.manual_seed(3)
+    y = models.Dropout(0.3).train()(x)
+    torch.manual_seed(3)
+    bits = torch.empty(9, dtype=torch.int64).random_(-2**63, None).view(torch.int16)[:35].view(5, 7)
+    dropped = round(0.3 * 65536)
+    assert torch.equal(y, x * (bits >= dropped - 32768).to(x.dtype).mul_(65536 / (65536 - dropped)))
 
 
 # ---- training ----------------------------------------------------------------------------------
