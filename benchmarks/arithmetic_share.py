@@ -5,18 +5,24 @@ peak that a model's training reaches, and what moves it.
 - A model's FLOPs per image, forward plus backward (torch.utils.flop_counter), times the images
   per second of a bare training loop (batch 128, the recipe's optimizer, data in memory as float
   batches): its GFLOP/s, and that as a share of the peak.
+- Both measured the same way, on a VM whose speed drifts by 1.5x within minutes: in rounds, each
+  round the peak and then every loop, and the best round of each is compared (the median of the
+  rounds' own shares printed beside it). The host's CPU is printed too: the share depends on it
+  (a CPU with faster matrix units leaves a larger part of the step to memory-bound work).
 - Variants of the loop, each measured in the same run: the optimizer fused (`fused=True`), and
   the model under torch.compile (its compile time reported apart, from the first steps).
 - For a model of Linear layers (the MLP): its matrix multiplies alone, as a step does them at
   batch 128, the ceiling of the whole step's share.
 
-    .venv/bin/python -m benchmarks.arithmetic_share [--models mlp,cnn] [--steps 60] [--compile]
+    .venv/bin/python -m benchmarks.arithmetic_share [--models mlp,cnn] [--steps 60] [--rounds 5] [--compile]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -27,6 +33,16 @@ from trainers.config import RunConfig
 
 BATCH = 128
 SHAPES = ((2048, 2048, 2048), (1024, 4096, 1024), (4096, 1024, 1024))
+
+
+def cpu_name() -> str:
+    """The host's CPU as /proc/cpuinfo names it, with its family and model numbers (Linux)."""
+    try:
+        info = dict(line.split(":", 1) for line in Path("/proc/cpuinfo").read_text().splitlines() if ":" in line)
+    except OSError:
+        return "unknown CPU"
+    field = {k.strip(): v.strip() for k, v in info.items()}
+    return f"{field.get('model name', '?')}, family {field.get('cpu family', '?')} model {field.get('model', '?')}"
 
 
 def matmul_peak(repeats: int = 5) -> float:
@@ -109,30 +125,45 @@ def loop(name: str, ds: data.Dataset, variant: str) -> Any:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="mlp,cnn")
-    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--steps", type=int, default=60, help="steps a loop is timed over in each round")
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--compile", action="store_true", help="also torch.compile (a minute or more to compile)")
     args = parser.parse_args()
     ds = data.load("fashion-mnist")
     stats = data.pixel_stats(ds.train)
     batches = list(data.batches(ds.train.images[:BATCH * 20], ds.train.labels[:BATCH * 20], BATCH,
                                 generator=torch.Generator().manual_seed(0), stats=stats))
-    peak = matmul_peak()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; fp32 matmul peak {peak:.1f} GFLOP/s\n")
-    print("| model | loop | MFLOP per image | images/s | GFLOP/s | share of the peak | first 5 steps, s |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
     variants = ("eager", "fused", "compile") if args.compile else ("eager", "fused")
+    loops = {}  # (model, variant) -> (step, MFLOP per image, seconds of its first 5 steps)
     for name in args.models.split(","):
         for variant in variants:
             model, step = loop(name, ds, variant)
             per_image = flops_per_image(model, *batches[0])
-            rate, first = images_per_s(step, batches, args.steps)
-            gflops = per_image * rate / 1e9
-            print(f"| {name} | {variant} | {per_image / 1e6:.2f} | {rate:,.0f} | {gflops:.1f} | {gflops / peak:.0%} "
-                  f"| {first:.1f} |", flush=True)
+            loops[name, variant] = step, per_image, images_per_s(step, batches, 5)[1]
+    peaks: list[float] = []
+    rates: dict[tuple[str, str], list[float]] = {key: [] for key in loops}
+    for _ in range(args.rounds):
+        peaks.append(matmul_peak(2))
+        for key, (step, _, _) in loops.items():
+            rates[key].append(images_per_s(step, batches, args.steps)[0])
+    peak = max(peaks)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {cpu_name()}")
+    print(f"fp32 matmul peak {peak:.1f} GFLOP/s (best of {args.rounds} rounds; the rounds: "
+          f"{', '.join(f'{p:.0f}' for p in peaks)})\n")
+    print("| model | loop | MFLOP per image | images/s | GFLOP/s | share of the peak | median of the rounds' shares "
+          "| first 5 steps, s |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for (name, variant), (step, per_image, first) in loops.items():
+        rate = max(rates[name, variant])
+        gflops = per_image * rate / 1e9
+        median = statistics.median(per_image * r / 1e9 / p for r, p in zip(rates[name, variant], peaks))
+        print(f"| {name} | {variant} | {per_image / 1e6:.2f} | {rate:,.0f} | {gflops:.1f} | {gflops / peak:.0%} "
+              f"| {median:.0%} | {first:.1f} |", flush=True)
+    for name in args.models.split(","):
+        model = loop(name, ds, "eager")[0]
         alone = matmuls_alone(model)
         if alone is not None:
-            print(f"| {name} | its matmuls alone | | | {alone:.1f} | {alone / peak:.0%} | |", flush=True)
-
+            print(f"| {name} | its matmuls alone | | | {alone:.1f} | {alone / peak:.0%} | | |", flush=True)
 
 if __name__ == "__main__":
     main()
