@@ -103,7 +103,7 @@ def init_linear(layer: nn.Linear, init: str, activation: str) -> None:
 class Dropout(nn.Dropout):
     """nn.Dropout whose mask comes from 16 random bits a value: torch draws those four to a 64-bit
     number, where `bernoulli_` draws one number a value (on the CPU the layer, forward and
-    backward, is 6.6x faster for the CNN's 400,000 values a batch: docs/benchmarks.md). p is rounded
+    backward, is 5x faster for the CNN's 400,000 values a batch: docs/benchmarks.md). p is rounded
     to a multiple of 1/65,536; the kept values are scaled by 1 / (1 - that p), so the mean stays.
     From torch's own generator, as nn.Dropout's mask is: a checkpoint's random state brings the
     same masks back."""
