@@ -10,9 +10,13 @@ against a d2l-style loop on the same model in the same run where that loop gets 
   after every epoch (`train_ch6`).
 
 The clock runs from the first batch (data already in memory for both) to the end of the epoch
-whose test accuracy reaches the target; both stop at the recipe's epochs.
+whose test accuracy reaches the target; both stop at the recipe's epochs. `--device cuda`: both
+on the GPU, livetrain's data resident there (the loop keeps each split on the run's device), the
+d2l loop moving each batch there as train_ch6 does. Each row also gives the seconds an epoch
+takes (the first, with its warm-up, apart from the rest).
 
-    .venv/bin/python -m benchmarks.time_to_accuracy [--models softmax,mlp,cnn] [--seed 0] [--json out.json]
+    .venv/bin/python -m benchmarks.time_to_accuracy [--models softmax,mlp,cnn] [--seed 0] [--device cpu|cuda]
+        [--json out.json]
 """
 
 from __future__ import annotations
@@ -60,15 +64,16 @@ def first_reached(epochs: list[tuple[float, float]], target: float) -> tuple[int
     return next(((i + 1, s) for i, (s, acc) in enumerate(epochs) if acc >= target), None)
 
 
-def ours(name: str, seed: int, ds: data.Dataset) -> list[tuple[float, float]]:
+def ours(name: str, seed: int, ds: data.Dataset, device: str) -> list[tuple[float, float]]:
     clock = Clocked()
-    fit(RunConfig(name, seed=seed, device="cpu"), clock, dataset=ds)
+    fit(RunConfig(name, seed=seed, device=device), clock, dataset=ds)
     return clock.epochs
 
 
-def d2l(name: str, seed: int, ds: data.Dataset, root: Path) -> list[tuple[float, float]]:
-    """d2l's train_ch6 on our model: DataLoader batches, a constant lr, evaluate_accuracy each epoch."""
-    cfg = RunConfig(name, seed=seed, device="cpu").resolved()
+def d2l(name: str, seed: int, ds: data.Dataset, root: Path, device: str) -> list[tuple[float, float]]:
+    """d2l's train_ch6 on our model: DataLoader batches moved to the device, a constant lr,
+    evaluate_accuracy each epoch."""
+    cfg = RunConfig(name, seed=seed, device=device).resolved()
     spec = models.MODELS[name]
     steps: list[Any] = [transforms.ToTensor()]
     if spec.normalize:
@@ -80,7 +85,7 @@ def d2l(name: str, seed: int, ds: data.Dataset, root: Path) -> list[tuple[float,
     train_iter = DataLoader(train, batch_size=cfg.batch_size, shuffle=True, num_workers=0)
     test_iter = DataLoader(test, batch_size=cfg.batch_size, shuffle=False, num_workers=0)
     torch.manual_seed(seed)
-    model = models.build(name, ds.image_shape, len(ds.classes), cfg.model_settings())
+    model = models.build(name, ds.image_shape, len(ds.classes), cfg.model_settings()).to(device)
     optimizer = make_optimizer(model, cfg)
     loss_fn = losses.get(cfg.loss, by_hand=spec.scratch)
     epochs = []
@@ -89,6 +94,7 @@ def d2l(name: str, seed: int, ds: data.Dataset, root: Path) -> list[tuple[float,
         if isinstance(model, torch.nn.Module):
             model.train()
         for x, y in train_iter:
+            x, y = x.to(device), y.to(device)
             loss = loss_fn(model(x), y)
             optimizer.zero_grad()
             loss.backward()
@@ -98,37 +104,52 @@ def d2l(name: str, seed: int, ds: data.Dataset, root: Path) -> list[tuple[float,
         correct = seen = 0
         with torch.no_grad():
             for x, y in test_iter:
+                x, y = x.to(device), y.to(device)
                 correct += accuracy_count(model(x), y)
                 seen += y.numel()
         epochs.append((time.perf_counter() - start, correct / seen))
     return epochs
 
 
+def epoch_times(epochs: list[tuple[float, float]]) -> str:
+    """'first / median of the rest' of the seconds each epoch took (from the times at their ends)."""
+    ends = [s for s, _ in epochs]
+    each = [b - a for a, b in zip([0.0] + ends, ends)]
+    rest = sorted(each[1:])
+    return f"{each[0]:.2f} / {rest[len(rest) // 2]:.2f}" if rest else f"{each[0]:.2f} / -"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(TARGETS))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: torch sees no CUDA GPU here; run it on a machine with one, or leave it out")
     ds = data.load("fashion-mnist")
+    where = torch.cuda.get_device_name() if args.device == "cuda" else f"{torch.get_num_threads()} threads"
+    print(f"torch {torch.__version__}, {args.device}: {where}, seed {args.seed}\n")
+    print("| model | target | livetrain: epoch, seconds | d2l-style loop: epoch, seconds | d2l / livetrain "
+          "| s an epoch, livetrain: the first / the median of the rest | the same, d2l-style loop |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         root = torchvision_copy(ds, Path(tmp))
-        for name in args.models.split(","):
-            results[name] = {"ours": ours(name, args.seed, ds), "d2l": d2l(name, args.seed, ds, root)}
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, seed {args.seed}\n")
-    print("| model | target | livetrain: epoch, seconds | d2l-style loop: epoch, seconds | d2l / livetrain |")
-    print("| --- | --- | --- | --- | --- |")
-    for name, runs in results.items():
-        for target in TARGETS[name]:
-            mine, theirs = first_reached(runs["ours"], target), first_reached(runs["d2l"], target)
-            said = [f"{e}, {s:.1f} s" if e else f"not in {len(runs[k])} epochs (best {max(a for _, a in runs[k]):.4f})"
-                    for k, (e, s) in (("ours", mine or (0, 0)), ("d2l", theirs or (0, 0)))]
-            ratio = f"{theirs[1] / mine[1]:.1f}x" if mine and theirs else "-"
-            print(f"| {name} | {target} | {said[0]} | {said[1]} | {ratio} |", flush=True)
+        for name in args.models.split(","):  # each model's rows as it finishes: a time limit keeps those done
+            runs = results[name] = {"ours": ours(name, args.seed, ds, args.device),
+                                    "d2l": d2l(name, args.seed, ds, root, args.device)}
+            for target in TARGETS[name]:
+                mine, theirs = first_reached(runs["ours"], target), first_reached(runs["d2l"], target)
+                said = [f"{e}, {s:.1f} s" if e
+                        else f"not in {len(runs[k])} epochs (best {max(a for _, a in runs[k]):.4f})"
+                        for k, (e, s) in (("ours", mine or (0, 0)), ("d2l", theirs or (0, 0)))]
+                ratio = f"{theirs[1] / mine[1]:.1f}x" if mine and theirs else "-"
+                print(f"| {name} | {target} | {said[0]} | {said[1]} | {ratio} | {epoch_times(runs['ours'])} "
+                      f"| {epoch_times(runs['d2l'])} |", flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
-
 
 if __name__ == "__main__":
     main()
