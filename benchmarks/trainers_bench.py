@@ -89,9 +89,9 @@ def d2l_epoch(model: models.Model, optimizer, loss_fn, loader: DataLoader) -> tu
 def as_d2l_writes_it(model: models.Model) -> models.Model:
     """The same layers and weights in torch's own modules, as d2l's code has them: nn.Dropout for
     livetrain's 16-bit dropout, NCHW input (the CNN's forward turns its input channels-last)."""
-    if not isinstance(model, torch.nn.Module):
-        return model  # the from-scratch softmax: d2l's own code already
     stock = copy.deepcopy(model)
+    if not isinstance(stock, torch.nn.Module):
+        return stock  # the from-scratch softmax: d2l's own code already
     for parent in stock.modules():
         for key, child in parent.named_children():
             if isinstance(child, models.Dropout):
