@@ -26,7 +26,7 @@ import collections
 import json
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 ACK = "livetrain_ack"  # {"cmd": ACK, "n": messages handled}: the page's script sends it
 # the end of an env's load (visdom's `load_env`, 0.2.4 and 0.3): the page packs its windows then
@@ -61,15 +61,22 @@ Current = Callable[[str, str], Any]  # (env, window) -> the window whole as the 
 _NOW = object()  # an entry's kind: the window as the server holds it when the entry goes
 
 
+class Entry(NamedTuple):
+    """One message waiting to go to the page."""
+
+    key: str | None  # its window; None: a message that is not one window's (a barrier)
+    whole: bool  # the message (for _NOW: the newest put) draws its window whole
+    message: Any  # the message, or _NOW
+    later: Any = None  # for _NOW: (its env, the newest message put)
+
+
 class PageQueue:
     """What waits to go to one page, and what it has not acknowledged (no tornado in here)."""
 
     def __init__(self, budget: int = IN_FLIGHT, current: Current | None = None) -> None:
         self.budget = budget
         self.current = current
-        # (window, whole, message or _NOW, for _NOW: (its env, the newest message put)), in order;
-        # whole: the message (for _NOW: the newest put) draws its window whole
-        self.waiting: list[tuple[str | None, bool, Any, Any]] = []
+        self.waiting: list[Entry] = []  # in order
         self.unacked: collections.deque[int] = collections.deque()  # sizes of what was sent, in order
         self.unacked_bytes = 0
         self.paced = False  # the page acknowledged its env's load: hold back what it has not taken
@@ -81,18 +88,18 @@ class PageQueue:
         """`message`, broadcast for `env` (None: the page shows several envs)."""
         key, whole = message_key(message)
         if key is not None:
-            start = max((i + 1 for i, entry in enumerate(self.waiting) if entry[0] is None), default=0)
-            same = [i for i in range(start, len(self.waiting)) if self.waiting[i][0] == key]
+            start = max((i + 1 for i, entry in enumerate(self.waiting) if entry.key is None), default=0)
+            same = [i for i in range(start, len(self.waiting)) if self.waiting[i].key == key]
             if same and env is not None and self.current is not None:
-                self._merge(same, (key, whole, _NOW, (env, message)), same[0])
+                self._merge(same, Entry(key, whole, _NOW, (env, message)), same[0])
                 return
-            whole_at = next((i for i in same if self.waiting[i][2] is _NOW or self.waiting[i][1]), None)
+            whole_at = next((i for i in same if self.waiting[i].message is _NOW or self.waiting[i].whole), None)
             if whole and whole_at is not None:  # what waited of it since its whole copy goes: this one draws it all
-                self._merge([i for i in same if i >= whole_at], (key, True, message, None), whole_at)
+                self._merge([i for i in same if i >= whole_at], Entry(key, True, message), whole_at)
                 return
-        self.waiting.append((key, whole, message, None))
+        self.waiting.append(Entry(key, whole, message))
 
-    def _merge(self, same: list[int], entry: tuple[str | None, bool, Any, Any], at: int) -> None:
+    def _merge(self, same: list[int], entry: Entry, at: int) -> None:
         self.replaced += len(same)
         self.waiting[at] = entry
         self.waiting = [m for i, m in enumerate(self.waiting) if i == at or i not in same]

@@ -64,7 +64,7 @@ def test_a_window_that_changed_again_goes_as_the_server_holds_it_when_it_goes() 
     queue.put(diff, "e")  # the diffs and the whole windows of a since the first: one entry, in its place
     queue.put(whole("a", "2"), "e")
     queue.put(whole("c", "1"), "e")
-    assert [entry[0] for entry in queue.waiting] == ["a", "b", "c"] and queue.replaced == 2
+    assert [entry.key for entry in queue.waiting] == ["a", "b", "c"] and queue.replaced == 2
     held["a"] = whole("a", "4")  # changed again before it went: it goes as it is then
     assert sent_all(queue) == [whole("a", "4"), whole("b", "1"), whole("c", "1")]
     queue.put(whole("b", "2"), "e")
