@@ -134,17 +134,17 @@ def main() -> None:
     batches = list(data.batches(ds.train.images[:BATCH * 20], ds.train.labels[:BATCH * 20], BATCH,
                                 generator=torch.Generator().manual_seed(0), stats=stats))
     variants = ("eager", "fused", "compile") if args.compile else ("eager", "fused")
-    loops = {}  # (model, variant) -> (step, MFLOP per image, seconds of its first 5 steps)
+    loops = {}  # (model, variant) -> (the model, its step, FLOPs per image, seconds of its first 5 steps)
     for name in args.models.split(","):
         for variant in variants:
             model, step = loop(name, ds, variant)
             per_image = flops_per_image(model, *batches[0])
-            loops[name, variant] = step, per_image, images_per_s(step, batches, 5)[1]
+            loops[name, variant] = model, step, per_image, images_per_s(step, batches, 5)[1]
     peaks: list[float] = []
     rates: dict[tuple[str, str], list[float]] = {key: [] for key in loops}
     for _ in range(args.rounds):
         peaks.append(matmul_peak(2))
-        for key, (step, _, _) in loops.items():
+        for key, (_, step, _, _) in loops.items():
             rates[key].append(images_per_s(step, batches, args.steps)[0])
     peak = max(peaks)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {cpu_name()}")
@@ -153,15 +153,14 @@ def main() -> None:
     print("| model | loop | MFLOP per image | images/s | GFLOP/s | share of the peak | median of the rounds' shares "
           "| first 5 steps, s |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-    for (name, variant), (step, per_image, first) in loops.items():
+    for (name, variant), (_, _, per_image, first) in loops.items():
         rate = max(rates[name, variant])
         gflops = per_image * rate / 1e9
         median = statistics.median(per_image * r / 1e9 / p for r, p in zip(rates[name, variant], peaks))
         print(f"| {name} | {variant} | {per_image / 1e6:.2f} | {rate:,.0f} | {gflops:.1f} | {gflops / peak:.0%} "
               f"| {median:.0%} | {first:.1f} |", flush=True)
     for name in args.models.split(","):
-        model = loop(name, ds, "eager")[0]
-        alone = matmuls_alone(model)
+        alone = matmuls_alone(loops[name, "eager"][0])
         if alone is not None:
             print(f"| {name} | its matmuls alone | | | {alone:.1f} | {alone / peak:.0%} | | |", flush=True)
 
