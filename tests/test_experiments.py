@@ -142,6 +142,42 @@ def test_mlp_and_cnn_settings_shape_the_network() -> None:
     assert first(torch.rand(2, 1, 28, 28)).shape == cnn(torch.rand(2, 3, 32, 32)).shape == (2, 10)
 
 
+def test_the_cnn_trains_in_one_memory_layout_with_the_gradients_of_nchw() -> None:
+    """The CNN's backward never hands torch an op whose image tensors mix NCHW and channels-last
+    layouts (torch's slow path: a ReLU's backward 20x), for both blocks; its gradients are, bit for
+    bit, those of the same layers called without the layout hook."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    def layout(t: torch.Tensor) -> str:
+        nchw, last = t.is_contiguous(), t.is_contiguous(memory_format=torch.channels_last)
+        return "either" if nchw and last else "nchw" if nchw else "last" if last else "strided"
+
+    class Mixed(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.ops: list[str] = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            kinds = {layout(a) for a in args if isinstance(a, torch.Tensor) and a.dim() == 4} - {"either"}
+            if len(kinds) > 1 or "strided" in kinds:
+                self.ops.append(f"{func} {sorted(kinds)}")
+            return func(*args, **(kwargs or {}))
+
+    x, y = torch.rand(8, 1, 28, 28), torch.arange(8) % 10
+    for block in ("conv-pool-bn-relu", "conv-bn-relu-pool"):
+        torch.manual_seed(0)
+        cnn = models.build("cnn", (1, 28, 28), 10, dict(block=block, dropout=0.0))
+        mixed = Mixed()
+        with mixed:
+            F.cross_entropy(cnn(x), y).backward()
+        assert mixed.ops == [], block
+        hooked = [p.grad.clone() for p in cnn.parameters()]
+        cnn.zero_grad()
+        plain = cnn.head(cnn.features(x.contiguous(memory_format=torch.channels_last)))
+        F.cross_entropy(plain, y).backward()
+        assert all(torch.equal(a, p.grad) for a, p in zip(hooked, cnn.parameters())), block
+
+
 def test_a_cnn_logged_before_block_was_a_setting_resumes_as_it_trained() -> None:
     """A run log or checkpoint written before issue 29 holds a resolved CNN config without `block`;
     its blocks were conv-BN-ReLU-pool, so its weights load into the model its config builds."""
