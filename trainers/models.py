@@ -180,8 +180,8 @@ class CNN(nn.Module):
         features = self.features(x.contiguous(memory_format=torch.channels_last))
         if features.requires_grad:
             # the head's Flatten hands its gradient back in NCHW order; beside the last block's own
-            # channels-last tensors, their backward takes torch's slow mixed-layout path (ReLU's 20x:
-            # the step 1.05-1.09x faster). Same values, another layout.
+            # channels-last tensors, their backward takes torch's mixed-layout path (ReLU's: 20x as
+            # slow). Turned channels-last first, the step is about 1.05x faster; the same values.
             features.register_hook(_channels_last)
         return self.head(features)  # (B, C, H, W) -> (B, K)
 
