@@ -104,8 +104,16 @@ def matmuls_alone(model: torch.nn.Module, repeats: int = 200) -> float | None:
     return best
 
 
-def loop(name: str, ds: data.Dataset, variant: str) -> Any:
-    cfg = RunConfig(name, device="cpu").resolved()
+def step_batches(ds: data.Dataset) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """20 training batches of BATCH, as the loop makes them (standardised), the same every call."""
+    return list(data.batches(ds.train.images[:BATCH * 20], ds.train.labels[:BATCH * 20], BATCH,
+                             generator=torch.Generator().manual_seed(0), stats=data.pixel_stats(ds.train)))
+
+
+def loop(name: str, ds: data.Dataset, variant: str, **settings: Any) -> Any:
+    """(the model, its training step) for a bare loop: batch 128, Adam as the variant has it,
+    `settings` the model's own (RunConfig's), seed 0."""
+    cfg = RunConfig(name, device="cpu", **settings).resolved()
     torch.manual_seed(0)
     model = models.build(name, ds.image_shape, len(ds.classes), cfg.model_settings())
     params = list(model.parameters())
@@ -130,9 +138,7 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="also torch.compile (a minute or more to compile)")
     args = parser.parse_args()
     ds = data.load("fashion-mnist")
-    stats = data.pixel_stats(ds.train)
-    batches = list(data.batches(ds.train.images[:BATCH * 20], ds.train.labels[:BATCH * 20], BATCH,
-                                generator=torch.Generator().manual_seed(0), stats=stats))
+    batches = step_batches(ds)
     variants = ("eager", "fused", "compile") if args.compile else ("eager", "fused")
     loops = {}  # (model, variant) -> (the model, its step, FLOPs per image, seconds of its first 5 steps)
     for name in args.models.split(","):
