@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -115,8 +116,7 @@ def epoch_times(epochs: list[tuple[float, float]]) -> str:
     """'first / median of the rest' of the seconds each epoch took (from the times at their ends)."""
     ends = [s for s, _ in epochs]
     each = [b - a for a, b in zip([0.0] + ends, ends)]
-    rest = sorted(each[1:])
-    return f"{each[0]:.2f} / {rest[len(rest) // 2]:.2f}" if rest else f"{each[0]:.2f} / -"
+    return f"{each[0]:.2f} / {statistics.median(each[1:]):.2f}" if len(each) > 1 else f"{each[0]:.2f} / -"
 
 
 def main() -> None:
@@ -150,6 +150,7 @@ def main() -> None:
                       f"| {epoch_times(runs['d2l'])} |", flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
+
 
 if __name__ == "__main__":
     main()
