@@ -611,6 +611,15 @@ def test_every_run_key_of_an_experiment_file_is_checked(tmp_path: Path) -> None:
     ('[runs.b]\nmodel = "mlp"\nlr = []', "[runs.b]: lr = [] sweeps no value"),
     ('[runs.b]\nmodel = "mlp"\ndropout = 1.5', "[runs.b]: dropout = 1.5: dropout must be from 0 up to"),
     ('[runs.b]\nmodel = "mlp"\nlr = [0.1, 0.1]', "[runs.b]: lr sweeps a value twice: [0.1, 0.1]"),
+    # typos, each with its guess; a model that is not one (a list of them: once a traceback)
+    ("epoch = 3", "no top-level option 'epoch' (did you mean 'epochs'?); use dataset, epochs,"),
+    ('[runs.b]\nmodel = "mlp"\nhiden = [64]', "[runs.b] has no setting 'hiden' (did you mean 'hidden'?); use one of"),
+    ('[runs.b]\nmodle = "mlp"', "[runs.b] needs model = \"...\" (a model, a preset, or FILE.py:Class); it has 'modle': "
+                                "did you mean 'model'?"),
+    ('[runs.b]\nmodel = "mlp,cnn"', '[runs.b]: model = "mlp,cnn" is not a model; use one of softmax, softmax-nn, mlp,'),
+    ('[runs.b]\nmodel = "cnm"', '[runs.b]: model = "cnm" is not a model (did you mean \'cnn\'?); use one of'),
+    ('[runs.b]\nmodel = "mlp:fast"', '[runs.b]: model = "mlp:fast": a run\'s label is its table\'s name; write the model '
+                                     'alone, e.g. model = "mlp"'),
 ])
 def test_a_wrong_key_is_one_line_and_writes_nothing(tmp_path: Path, text: str, words: str) -> None:
     top, _, run = text.partition("[runs.b]")

@@ -41,9 +41,11 @@ def test_models_become_labelled_runs() -> None:
     ([" , "], "no model given"),
     (["mlp:a,cnn:a"], "two runs are labelled 'a'"),
     (["mlp:bad/label"], "run label 'bad/label': '/' cannot be in it"),
+    (["mlp,cnm"], "unknown model 'cnm' in --models (did you mean 'cnn'?); choose from softmax"),
+    (["Soft-Max"], "unknown model 'soft-max' in --models (did you mean 'softmax'?)"),
 ])
 def test_bad_models_are_usage_errors(words: list[str], message: str) -> None:
-    with pytest.raises(PlanError, match=message):
+    with pytest.raises(PlanError, match=re.escape(message)):
         parse_models(words)
 
 
@@ -88,6 +90,10 @@ def test_settings_apply_by_model_then_by_label() -> None:
 @pytest.mark.parametrize("settings, message", [
     (["cnn.lr=0.1"], "--set 'cnn.lr=0.1': no run 'cnn' in this launch; its runs are softmax, mlp"),
     (["mlp.colour=red"], "no setting 'colour'; use one of dataset, epochs, batch-size"),
+    (["mlp.hiden=64"], "--set 'mlp.hiden=64': no setting 'hiden' (did you mean 'hidden'?); use one of dataset"),
+    (["mlp.batchsize=64"], "no setting 'batchsize' (did you mean 'batch-size'?); use one of"),
+    (["mlp.opt=sgd"], "no setting 'opt' (did you mean 'optimizer'?); use one of"),
+    (["mpl.lr=0.1"], "--set 'mpl.lr=0.1': no run 'mpl' in this launch (did you mean 'mlp'?); its runs are softmax, mlp"),
     (["mlp.activation=swish"], "run 'mlp': unknown activation 'swish'; choose one of relu, sigmoid, tanh"),
     (["mlp.loss=hinge"], "run 'mlp': unknown loss 'hinge'; choose one of ce, nll, mse, bce"),
     (["mlp.hidden=abc"], "hidden must be whole numbers separated by commas, e.g. 200,200, not 'abc'"),

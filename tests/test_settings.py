@@ -4,6 +4,7 @@ the runs table and the sweep plots."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import fields
 from pathlib import Path
 
@@ -95,6 +96,12 @@ def test_control_the_runs_table_and_sweeps_read_the_declarations() -> None:
     assert set(control.FORKABLE) == {s.name for s in DECLARED if s.forked}
     with pytest.raises(ConfigError, match="weight-decay must be a number, not 'lots'"):
         parse_values(["weight-decay=lots"])
+    with pytest.raises(ConfigError, match=re.escape("'lrate=0.1': write SETTING=VALUE with one of lr,")):
+        parse_values(["lrate=0.1"])  # no near miss: no guess
+    with pytest.raises(ConfigError, match=re.escape("'weight_decy=0' (did you mean 'weight-decay'?): write SETTING")):
+        parse_values(["weight_decy=0"])
+    with pytest.raises(ConfigError, match=re.escape("'seed=3': write")):
+        parse_values(["seed=3"], control.FORKABLE)  # a setting, but not a fork's: no guess
     table = panes.runs_html([panes.RunSummary("r", config={"model": "mlp", "dropout": 0.5, "nproc": 2})])
     assert all(f">{column}</th>" in table for column, _ in settings.COLUMNS) and "dropout 0.5" in table
     assert "device" not in sweep.SETTINGS and "lr" in sweep.SETTINGS

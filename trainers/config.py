@@ -6,7 +6,7 @@ import os
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from trainers.errors import UsageError
+from trainers.errors import UsageError, did_you_mean
 from trainers.catalog import MODELS, RECIPES, Recipe, is_user_model
 from trainers.settings import (  # noqa: F401 - the bounds, named here as before
     DECLARED, DEVICES, MAX_EPOCHS, MAX_NPROC, MAX_SEED, MAX_WIDTH, MODEL_SETTINGS, OPTIMIZERS, SCHEDULES,
@@ -70,12 +70,14 @@ class RunConfig:
         try:
             spec = recipe(self.model)
         except KeyError:
-            raise ConfigError(f"unknown model {self.model!r}; choose one of {', '.join(MODELS)}, "
+            raise ConfigError(f"unknown model {self.model!r}{did_you_mean(self.model, MODELS)}; "
+                              f"choose one of {', '.join(MODELS)}, "
                               "or PATH.py:ClassName") from None
         foreign = [name for name in MODEL_SETTINGS if getattr(self, name) is not None and name not in spec.settings]
         if foreign:
             own = ", ".join(spec.settings) or "none of its own"
-            raise ConfigError(f"{self.model} has no setting {foreign[0]!r} (its settings: {own})")
+            raise ConfigError(f"{self.model} has no setting {foreign[0]!r}{did_you_mean(foreign[0], spec.settings)} "
+                              f"(its settings: {own})")
         optimizer = self.optimizer or spec.optimizer
         if self.momentum is not None and optimizer != "sgd":
             raise ConfigError(f"momentum is SGD's setting, and this run trains with {optimizer}; "

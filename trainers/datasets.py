@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainers.errors import LivetrainError
+from trainers.errors import LivetrainError, did_you_mean
 from trainers.installation import setup_command
 
 
@@ -103,7 +103,7 @@ def candidate_roots(data_dir: str | os.PathLike[str] | None = None) -> list[Path
 
 def spec(name: str) -> Spec:
     if name not in SPECS:
-        raise DataError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}")
+        raise DataError(f"unknown data set {name!r}{did_you_mean(name, DATASETS)}; choose one of {', '.join(DATASETS)}")
     return SPECS[name]
 
 

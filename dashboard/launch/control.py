@@ -25,11 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from dashboard.launch.forks import Forks
+from trainers.settings import BY_NAME
 from trainers.settings import read as read_setting
 from dashboard.launch.plan import LaunchError, PlanError
 from dashboard.launch.resume import LAUNCH_META, LaunchLock
 from dashboard.runlog import LOG_NAME, REQUESTS, LogFollower, RunRecord, read
 from trainers.config import ConfigError, RunConfig
+from trainers.errors import did_you_mean
 from trainers.control import ACTIONS, FORK, FORKABLE, SET, SETTABLE, Request, outcome_of, refusal
 from trainers.reporting import RunState
 
@@ -51,8 +53,9 @@ def parse_values(words: Iterable[str], allowed: tuple[str, ...] = SETTABLE) -> d
         key, sep, raw = word.partition("=")
         key = key.strip().replace("-", "_").lower()
         if not sep or key not in allowed:
-            raise ConfigError(f"{word!r}: write SETTING=VALUE with one of {', '.join(k.replace('_', '-') for k in allowed)} "
-                              "(e.g. lr=0.01)")
+            hyphenated = [k.replace("_", "-") for k in allowed]
+            hint = did_you_mean(key, hyphenated) if sep and key not in BY_NAME else ""  # a typo, not a setting
+            raise ConfigError(f"{word!r}{hint}: write SETTING=VALUE with one of {', '.join(hyphenated)} (e.g. lr=0.01)")
         try:
             values[key] = read_setting(key, raw)
         except ValueError as exc:

@@ -28,7 +28,9 @@ from dashboard.launch.grid import Choices, check_label, expand, model_of, parse_
 from dashboard.launch.plan import PlanError, check_env
 from trainers.config import ConfigError, RunConfig
 from trainers.settings import BY_NAME, EVERY_RUN, FLOAT, INT, LISTS, MAX_SEED, SETTINGS
-from trainers.catalog import is_user_model
+from trainers.catalog import MODELS, is_user_model
+from trainers.errors import did_you_mean
+from trainers.presets import PRESETS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -57,7 +59,8 @@ def read_experiment(path: Path, **given: Any) -> tuple[list[RunConfig], dict[str
     top = {_key(k): v for k, v in doc.items() if k != "runs"}
     unknown = [k for k in top if k not in COMMON + LAUNCH]
     if unknown:
-        raise PlanError(f"{path}: no top-level option {unknown[0]!r}; use {', '.join(COMMON + LAUNCH)}, "
+        hint = did_you_mean(unknown[0], COMMON + LAUNCH + ("runs",))
+        raise PlanError(f"{path}: no top-level option {unknown[0]!r}{hint}; use {', '.join(COMMON + LAUNCH)}, "
                         "and put each run's settings in its [runs.LABEL] table")
     common = {key: _common(path, key, value) for key, value in top.items() if key in COMMON}
     runs = doc.get("runs")
@@ -69,7 +72,11 @@ def read_experiment(path: Path, **given: Any) -> tuple[list[RunConfig], dict[str
         settings = {_key(k): v for k, v in table.items()}
         model = settings.pop("model", None)
         if not isinstance(model, str) or not model:
-            raise PlanError(f"{path}: [runs.{label}] needs model = \"...\" (a model, a preset, or FILE.py:Class)")
+            near = [k for k in settings if did_you_mean(k, ["model"])]
+            hint = f"; it has {near[0]!r}: did you mean 'model'?" if near else ""
+            raise PlanError(f"{path}: [runs.{label}] needs model = \"...\" (a model, a preset, or FILE.py:Class)"
+                            + hint)
+        _check_model(path, label, model)
         if is_user_model(model) and not Path(model.split(".py:", 1)[0]).is_absolute():
             model = str(path.parent / model)  # a model file lies next to the experiment file
         (entry,) = parse_models([f"{model}:{label}"])
@@ -87,6 +94,18 @@ def read_experiment(path: Path, **given: Any) -> tuple[list[RunConfig], dict[str
         env = check_env(env)
     configs = expand(named, parsed, seeds, **{k: v for k, v in common.items() if k != "seeds"})
     return configs, {"parallel": parallel, "env": env}
+
+
+def _check_model(path: Path, label: str, model: str) -> None:
+    """One model, a preset or FILE.py:Class, as a run's `model` (its label is its table's name)."""
+    where = f"{path}: [runs.{label}]: model = {_toml(model)}"
+    if ":" in model.split(".py:", 1)[-1]:
+        raise PlanError(f"{where}: a run's label is its table's name; write the model alone, e.g. "
+                        f"model = {_toml(model.rsplit(':', 1)[0])}")
+    name = model.strip().lower()
+    if not is_user_model(model) and name not in MODELS and name not in PRESETS:
+        raise PlanError(f"{where} is not a model{did_you_mean(name, [*MODELS, *PRESETS])}; use one of "
+                        f"{', '.join(MODELS)}, a preset ({', '.join(PRESETS)}), or FILE.py:Class (one model a run)")
 
 
 def _key(key: str) -> str:
@@ -162,8 +181,10 @@ def _choices(path: Path, label: str, model: str, key: str, value: Any) -> Choice
     """The value (several, if a list: a sweep) of one setting of a run, checked like `--set`'s."""
     where = f"[runs.{label}]"
     if key not in SETTINGS:
-        names = ", ".join(k.replace("_", "-") for k in SETTINGS)
-        raise PlanError(f"{path}: {where} has no setting {key!r}; use one of {names}")
+        hyphenated = [k.replace("_", "-") for k in SETTINGS]
+        names = ", ".join(hyphenated)
+        raise PlanError(f"{path}: {where} has no setting {key!r}{did_you_mean(key, [*hyphenated, 'model'])}; "
+                        f"use one of {names}")
     sweep = isinstance(value, list) and (key not in LISTS or (bool(value) and isinstance(value[0], list)))
     if sweep and not value:
         raise PlanError(f"{path}: {where}: {key.replace('_', '-')} = [] sweeps no value; give one, or a list "

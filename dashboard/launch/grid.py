@@ -28,6 +28,7 @@ from dashboard.launch.plan import LABEL_BYTES, LABEL_CHARS, PlanError, check_nam
 from trainers.config import ConfigError, RunConfig
 from trainers.settings import BY_NAME, LISTS, SETTINGS
 from trainers.catalog import MODELS, is_user_model
+from trainers.errors import did_you_mean
 from trainers.presets import PRESETS
 
 MAX_RUNS = 64  # runs in one launch, sweeps and seeds included
@@ -51,7 +52,8 @@ def parse_models(words: Sequence[str]) -> list[tuple[str, str]]:
         name, _, label = word.partition(":")
         name = name.strip().lower()
         if name not in MODELS and name not in PRESETS:
-            raise PlanError(f"unknown model {name!r} in --models; choose from {', '.join(MODELS)}, or a preset: "
+            raise PlanError(f"unknown model {name!r} in --models{did_you_mean(name, [*MODELS, *PRESETS])}; "
+                            f"choose from {', '.join(MODELS)}, or a preset: "
                             f"{', '.join(PRESETS)} (e.g. --models softmax,mlp,cnn)")
         entries.append((name, label.strip()))
     if not entries:
@@ -86,8 +88,10 @@ def parse_setting(text: str) -> tuple[str, str, list[tuple[str, Any]]]:
         raise PlanError(f"--set {text!r}: write RUN.SETTING=VALUE, e.g. --set mlp.lr=0.05")
     target, key, raw = match.group(1), match.group(2).replace("-", "_").lower(), match.group(3)
     if key not in SETTINGS:
-        names = ", ".join(k.replace("_", "-") for k in SETTINGS)
-        raise PlanError(f"--set {text!r}: no setting {match.group(2)!r}; use one of {names}")
+        hyphenated = [k.replace("_", "-") for k in SETTINGS]
+        names = ", ".join(hyphenated)
+        raise PlanError(f"--set {text!r}: no setting {match.group(2)!r}{did_you_mean(key, hyphenated)}; "
+                        f"use one of {names}")
     setting = BY_NAME[key]
     values = []
     for part in raw.split("/" if key in LISTS else ","):
@@ -115,7 +119,8 @@ def plan_runs(models: Sequence[str], settings: Sequence[str], seeds: Sequence[in
         target = unicodedata.normalize("NFC", target)
         target = target if target in targets else by_lower.get(target.lower(), target)
         if target not in targets:
-            raise PlanError(f"--set {text!r}: no run {target!r} in this launch; its runs are "
+            raise PlanError(f"--set {text!r}: no run {target!r} in this launch{did_you_mean(target, targets)}; "
+                            "its runs are "
                             f"{', '.join(label for _, label in named)}")
         parsed.append((target, key, choices))
     return expand(named, parsed, seeds, max_runs, **common)

@@ -10,6 +10,7 @@ import click
 from dashboard.server import DEFAULT_ENV_DIR, DEFAULT_HOST, DEFAULT_PORT
 from dashboard.sweep import SETTINGS as SCATTER_SETTINGS
 from dashboard.windows import DEFAULT_SMOOTHING
+from trainers.errors import did_you_mean
 from trainers.settings import BY_NAME, EVERY_RUN, FLOAT, INT, MAX_SEED, NAME, Setting
 
 PORT = click.IntRange(1, 65535)
@@ -24,8 +25,9 @@ def check_scatter(value: str | None) -> str | None:
         return None
     name = value.strip().replace("-", "_").lower()
     if name not in SCATTER_SETTINGS:
-        raise click.BadParameter(f"{value!r} is not a setting; choose one of "
-                                 f"{', '.join(s.replace('_', '-') for s in SCATTER_SETTINGS)}")
+        hyphenated = [s.replace("_", "-") for s in SCATTER_SETTINGS]
+        raise click.BadParameter(f"{value!r} is not a setting{did_you_mean(name, hyphenated)}; choose one of "
+                                 f"{', '.join(hyphenated)}")
     return name
 
 

@@ -304,13 +304,15 @@ def collective_failed(exc: BaseException) -> bool:
 # ---- the torchrun entry ----
 
 def _setting(text: str) -> tuple[str, Any]:
+    from trainers.errors import did_you_mean
     from trainers.settings import BY_NAME
 
     key, sep, raw = text.partition("=")
     key = key.strip().replace("-", "_")
     if not sep or key not in BY_NAME:
-        names = ", ".join(setting.flag for setting in BY_NAME.values())
-        raise click.BadParameter(f"{text!r}: write SETTING=VALUE with one of {names}, e.g. lr=0.05")
+        flags = [setting.flag for setting in BY_NAME.values()]
+        names, hint = ", ".join(flags), did_you_mean(key, flags) if sep else ""
+        raise click.BadParameter(f"{text!r}{hint}: write SETTING=VALUE with one of {names}, e.g. lr=0.05")
     try:
         return key, BY_NAME[key].read(raw.strip())
     except ValueError:
