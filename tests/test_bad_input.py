@@ -102,6 +102,9 @@ class Colour(nn.Module):  # three-channel images only
 
 def make_nothing():
     return 3
+
+
+five = Five()  # a model built at the top level: the file runs again for each run
 """
 
 
@@ -191,7 +194,11 @@ def cases() -> list[tuple[str, list[str], int, str]]:
         ("model file missing", ["run", "--headless", "--models", "nowhere.py:Net"], 2, "no model file"),
         ("model file broken", ["run", "--headless", "--models", "broken.py:Net"], 2, "does not import: SyntaxError"),
         ("model class missing", ["run", "--headless", "--models", "models.py:Net"], 2,
-         "has no 'Net'; its nn.Module classes and functions: Colour, Deep, Fails, Five, make_nothing"),
+         "has no 'Net'; its nn.Module classes, functions and models: Colour, Deep, Fails, Five, five, make_nothing"),
+        ("model name a typo", ["run", "--headless", "--models", "models.py:Fives"], 2,
+         "has no 'Fives' (did you mean 'Five'?); its nn.Module classes"),
+        ("top-level model output wrong", ["run", "--headless", "--models", "models.py:five"], 2,
+         "five returns (2, 5) for a batch of 2 images of (1, 28, 28) and (2, 5) for them flat (2, 784)"),
         ("model output wrong", ["run", "--headless", "--models", "models.py:Five"], 2,
          "Five returns (2, 5) for a batch of 2 images of (1, 28, 28) and (2, 5) for them flat (2, 784); "
          "it must return logits of shape (2, 10)"),
@@ -205,7 +212,7 @@ def cases() -> list[tuple[str, list[str], int, str]]:
         ("model function returns no module", ["run", "--headless", "--models", "models.py:make_nothing"], 2,
          "make_nothing() returned int, not an nn.Module"),
         ("model name not a model", ["run", "--headless", "--models", "models.py:WIDTH"], 2,
-         "models.py:WIDTH is neither an nn.Module class nor a function that returns one"),
+         "models.py:WIDTH is neither an nn.Module class, a function that returns one, nor a model"),
     ]
     return items
 

@@ -115,3 +115,42 @@ def test_seed_004s_net_trains_on_cifar10_where_it_is_on_disk(files: Path) -> Non
     result = fit(RunConfig(f"{files / 'seed004.py'}:Net", dataset="cifar10", epochs=1, limit=2000, seed=0),
                  recorder, dataset=cifar)
     assert result.status == RunState.FINISHED and "input" not in recorder.config_values
+
+
+# seeds 000 and 002: the model built at the file's top level, its weights drawn again by init_weights
+SEED_000 = """
+import torch
+from torch import nn
+
+# PyTorch不会隐式地调整输入的形状。因此, 我们在线性层前定义了展平层(flatten),来调整网络输入的形状
+net = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+
+def init_weights(m):
+    if type(m) == nn.Linear:
+        nn.init.normal_(m.weight, std=0.01)
+
+net.apply(init_weights);
+"""
+
+
+def test_a_model_built_at_the_files_top_level_is_new_and_seeded_for_each_run(tmp_path: Path) -> None:
+    (tmp_path / "seed000.py").write_text(SEED_000, encoding="utf-8")
+    ref = f"{tmp_path / 'seed000.py'}:net"
+    check_user_model(ref, (1, 28, 28), 10)
+    assert models.spec(ref).description == f"net from {tmp_path / 'seed000.py'}"
+    torch.manual_seed(3)
+    first = models.build(ref, (1, 28, 28), 10)
+    torch.manual_seed(3)
+    again = models.build(ref, (1, 28, 28), 10)
+    torch.manual_seed(4)
+    other = models.build(ref, (1, 28, 28), 10)
+    # the file run after the same seed: the same weights, init_weights' included
+    torch.manual_seed(3)
+    own: dict[str, object] = {}
+    exec(compile(SEED_000, "seed000.py", "exec"), own)
+    weights = [m.state_dict()["1.weight"] for m in (first, again, other, own["net"])]  # type: ignore[union-attr]
+    assert torch.equal(weights[0], weights[1]) and torch.equal(weights[0], weights[3])
+    assert not torch.equal(weights[0], weights[2])  # another seed, other weights
+    assert first is not again and first[1].weight is not again[1].weight  # never one model for two runs
+    result = fit(RunConfig(ref, epochs=1, limit=2000, seed=0), Recorder(), dataset=data.load("fashion-mnist"))
+    assert result.status == RunState.FINISHED and result.test_acc is not None and result.test_acc > 0.5

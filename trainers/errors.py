@@ -38,7 +38,9 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     def plain(text: str) -> str:
         return text.lower().replace("-", "_")
 
-    by_plain = {plain(choice): choice for choice in choices}
+    by_plain: dict[str, str] = {}
+    for choice in choices:
+        by_plain.setdefault(plain(choice), choice)  # the first of two that differ in case only
     typed = plain(word)
     begun = [choice for choice in by_plain if len(typed) >= 2 and choice.startswith(typed)]
     if len(begun) == 1:

@@ -1,6 +1,8 @@
 """A person's own model, named `path/to/file.py:Name`: an `nn.Module` class, or a function that
 returns one, imported from the file and built as its signature allows (nothing, or some of
-`num_classes`, `image_shape`, `in_channels`, `num_inputs` by name). It is given (B, C, H, W)
+`num_classes`, `image_shape`, `in_channels`, `num_inputs` by name); or a model the file builds at
+its top level, as the course notes do (`net = nn.Sequential(...)`, then `net.apply(init_weights)`),
+the file run again for each model, so its weights come from the run's seed. It is given (B, C, H, W)
 images, or flat (B, C*H*W) rows when that is what it takes (course notes' MLPs). Everything that
 can go wrong is a `ModelFileError`, said before any run starts."""
 
@@ -17,6 +19,7 @@ import torch
 from torch import nn
 
 from trainers.catalog import ModelFileError
+from trainers.errors import did_you_mean
 
 Shape = tuple[int, int, int]
 
@@ -39,27 +42,50 @@ def load_user_factory(ref: str) -> Callable[..., Any]:
         raise ModelFileError(f"no model file {path}; give PATH.py:Name of an nn.Module class (or a function "
                              "returning one)")
     module_name = f"livetrain_model_{abs(hash(str(path.resolve())))}"
-    module = sys.modules.get(module_name)
-    if module is None:
-        loader = importlib.util.spec_from_file_location(module_name, path)
-        if loader is None or loader.loader is None:
-            raise ModelFileError(f"{path} is not a Python file; give PATH.py:Name of an nn.Module class")
-        module = importlib.util.module_from_spec(loader)
-        try:
-            loader.loader.exec_module(module)
-        except Exception as exc:  # noqa: BLE001 - whatever the user's file raises on import
-            raise ModelFileError(f"{path} does not import: {type(exc).__name__}: {_said(exc)}") from None
-        sys.modules[module_name] = module
+    module = sys.modules.get(module_name) or _execute(path, module_name)
     factory = getattr(module, name, None)
     if factory is None:
         found = sorted(n for n, v in vars(module).items()
-                       if (isinstance(v, type) and issubclass(v, nn.Module) or inspect.isfunction(v))
-                       and v.__module__ == module_name)
-        raise ModelFileError(f"{path} has no {name!r}; its nn.Module classes and functions: "
+                       if isinstance(v, nn.Module) or (isinstance(v, type) and issubclass(v, nn.Module)
+                                                       or inspect.isfunction(v)) and v.__module__ == module_name)
+        raise ModelFileError(f"{path} has no {name!r}{did_you_mean(name, found)}; its nn.Module classes, functions "
+                             "and models: "
                              f"{', '.join(found) or 'none'}")
+    if isinstance(factory, nn.Module):
+        return _built_at_top_level(path, module_name, name)
     if isinstance(factory, type) and not issubclass(factory, nn.Module) or not callable(factory):
-        raise ModelFileError(f"{path}:{name} is neither an nn.Module class nor a function that returns one")
+        raise ModelFileError(f"{path}:{name} is neither an nn.Module class, a function that returns one, nor a "
+                             "model")
     return factory
+
+
+def _execute(path: Path, module_name: str) -> Any:
+    """The module of the file at `path`, run (again) as `module_name`."""
+    loader = importlib.util.spec_from_file_location(module_name, path)
+    if loader is None or loader.loader is None:
+        raise ModelFileError(f"{path} is not a Python file; give PATH.py:Name of an nn.Module class")
+    module = importlib.util.module_from_spec(loader)
+    try:
+        loader.loader.exec_module(module)
+    except Exception as exc:  # noqa: BLE001 - whatever the user's file raises on import
+        raise ModelFileError(f"{path} does not import: {type(exc).__name__}: {_said(exc)}") from None
+    sys.modules[module_name] = module
+    return module
+
+
+def _built_at_top_level(path: Path, module_name: str, name: str) -> Callable[[], nn.Module]:
+    """A function that runs the file again and returns its model `name`: a new model each time,
+    its weights drawn (and initialised, as by the file's own `net.apply(...)`) from the random
+    state of the moment, the run's seed, as a class's are; never one model shared by two runs."""
+
+    def build() -> nn.Module:
+        model = getattr(_execute(path, module_name), name, None)
+        if not isinstance(model, nn.Module):
+            raise ModelFileError(f"{path}:{name} was a model when the file first ran, and is not now")
+        return model
+
+    build.__name__ = name
+    return build
 
 
 def _said(exc: BaseException, limit: int = 300) -> str:
