@@ -487,3 +487,14 @@ def test_the_pane_has_its_controls_only_while_the_launcher_hears_the_page(tmp_pa
     assert pane.stop_parent is True  # refused: what was typed stays, to be corrected
     pane.hearing(False, sender)
     assert names() == ["control"] and sender.marked == ["control", "control"]
+    # the launch has ended: no control, in its place what has happened and how to train on
+    pane.hearing(True, sender)
+    pane.end(tmp_path / "runs" / "2026-12-04T101502", sender)
+    (shown,) = pane.message()["data"]
+    assert shown["type"] == "text" and sender.marked[-2:] == ["control", "control-requests"]
+    assert "refused: lr must be a number" in pane.requests_message()["data"][0]["content"]  # the requests stay
+    quiet = ControlPane("env", ["mlp"], Desk(tmp_path, {"mlp": tmp_path / "mlp"}, {}), {})
+    quiet.end(tmp_path, sender)
+    assert "No request was made while the launch ran." in quiet.requests_message()["data"][0]["content"]
+    assert "This launch ended at " in shown["content"] and "nothing here to stop, pause, change or fork now" in \
+        shown["content"] and f"livetrain run --resume {tmp_path / 'runs' / '2026-12-04T101502'}" in shown["content"]

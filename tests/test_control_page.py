@@ -161,6 +161,11 @@ def test_a_person_stops_pauses_resumes_sets_the_lr_and_forks_from_the_page(visdo
         browser.choose(SELECT, 0)
         browser.click(button("Stop"))
         out, _ = proc.communicate(timeout=120)
+        # the page stays up; its Control pane no longer offers what no launcher would hear
+        said = f"(({CONTROL}) || {{textContent: ''}}).textContent"
+        wait_for(lambda: "This launch ended at " in browser.evaluate(said), timeout=60)
+        assert f"livetrain run --resume runs/{runs.name}" in browser.evaluate(said)
+        assert not browser.evaluate(f"!!({SELECT})")
     every = (*LABELS, "b-fork1")
     assert [status(runs / label) for label in every] == ["interrupted"] * 4, out
     assert all(read(runs / label).states[-1]["reason"].startswith("stopped from the page") for label in every)

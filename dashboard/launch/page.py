@@ -21,6 +21,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from dashboard import windows
@@ -63,6 +64,7 @@ class ControlPane:
         # whether the launcher hears the page: until then the pane has no controls (a click the
         # server forwards before the launcher listens reaches nobody)
         self.listening = False
+        self.ended = ""  # once the launch has ended: what the pane says in place of its controls
 
     def hearing(self, listening: bool, sender: Any) -> None:
         """The launcher's socket to the page connected (True) or was lost: draw the pane again."""
@@ -164,8 +166,20 @@ class ControlPane:
             self.stop_parent = False
         return outcome
 
+    def end(self, launch_dir: Path, sender: Any) -> None:
+        """The launch has ended: no launcher hears the page any more, so the pane says that, and
+        how to train on, in place of controls that would reach nobody (the page stays up)."""
+        self.ended = (f"This launch ended at {time.strftime('%H:%M:%S')}: nothing here to stop, pause, change or fork "
+                      f"now. To train its runs on: livetrain run --resume {launch_dir} (with --epochs N for more "
+                      "epochs).")
+        sender.mark(CONTROL_WIN)
+        sender.mark(REQUESTS_WIN)
+
     def message(self) -> dict[str, Any]:
         """The Control pane as a whole-pane message."""
+        if self.ended:
+            return windows.text_message(self.env, CONTROL_WIN, CONTROL_TITLE, windows.waiting_html(self.ended),
+                                        windows.UNIT, windows.PANE_HEIGHT)
         with self.lock:
             current = self._current()
             if not self.listening:  # one field, at the run select's place: nothing it says asks anything
@@ -202,6 +216,7 @@ class ControlPane:
         for outcome in reversed(self.desk.outcomes[-SHOWN:]):
             lines.append(f"<li>{outcome_html(outcome, self.records)}</li>")
         body = (f'<ul style="font:12px sans-serif;padding-left:16px;margin:4px">{"".join(lines)}</ul>' if lines else
+                windows.waiting_html("No request was made while the launch ran.") if self.ended else
                 windows.waiting_html("Pick a run (or all runs) in Control, then Stop, Pause, Resume, or type a new "
                                      "lr, momentum or weight decay and press Enter. To fork the run picked, type "
                                      "what the fork changes (lr=1e-4 batch-size=256), maybe its label, and "

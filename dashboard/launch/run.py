@@ -143,10 +143,9 @@ def launch(runs: Sequence[PlannedRun], launch_dir: Path, options: LaunchOptions)
     def join(fork: Fork, done: dict[str, Any]) -> None:
         """A fork its parent applied joins the launch: a run like the others, from the parent's point."""
         parent = spec_of[fork.parent]
-        spec = WorkerSpec(fork.config, fork.run_dir, replace(parent.dashboard, draw=replace(parent.dashboard.draw,
-                                                                                           in_group=False)),
-                          colour_index=1 + max(s.colour_index or 0 for s in spec_of.values()), resume=True,
-                          control=options.control,
+        draw = replace(parent.dashboard.draw, in_group=False)
+        spec = WorkerSpec(fork.config, fork.run_dir, replace(parent.dashboard, draw=draw), resume=True,
+                          colour_index=1 + max(s.colour_index or 0 for s in spec_of.values()), control=options.control,
                           parent={"run": fork.parent, "x": done["x"], "step": done["step"]})
         spec_of[fork.label] = spec
         follower = followers[fork.label] = LogFollower(fork.run_dir, keep_scalars=False)
@@ -208,7 +207,7 @@ def launch(runs: Sequence[PlannedRun], launch_dir: Path, options: LaunchOptions)
                 view.draw(board.summaries())
             if not running:
                 break
-        if events is not None:
+        if events is not None:  # the page's socket
             events.close()
         specs = supervisor.specs  # with the forks that joined
         unwritten = seal_logs(specs, supervisor.exitcodes(), stops.reason if supervisor.stopping else "")
@@ -216,6 +215,8 @@ def launch(runs: Sequence[PlannedRun], launch_dir: Path, options: LaunchOptions)
         view.draw(board.summaries())
         if sender is not None:
             sender.mark(windows.RUNS_WIN)  # the final statuses, including sealed ones
+            if pane is not None:  # no launcher hears the page now: the Control pane says so
+                pane.end(launch_dir, sender)
             delivered = sender.close(wait=0.5 if stops.count > 1 else 3.0)
             missed = [s for s in specs if (s.run_dir / INCOMPLETE_MARK).exists()]
             if (missed or not delivered) and stops.count < 2 and server is not None:
