@@ -105,6 +105,10 @@ def make_nothing():
 
 
 five = Five()  # a model built at the top level: the file runs again for each run
+
+
+def net(X):  # the forward pass of a model from scratch, not a model
+    return X
 """
 
 
@@ -194,7 +198,11 @@ def cases() -> list[tuple[str, list[str], int, str]]:
         ("model file missing", ["run", "--headless", "--models", "nowhere.py:Net"], 2, "no model file"),
         ("model file broken", ["run", "--headless", "--models", "broken.py:Net"], 2, "does not import: SyntaxError"),
         ("model class missing", ["run", "--headless", "--models", "models.py:Net"], 2,
-         "has no 'Net'; its nn.Module classes, functions and models: Colour, Deep, Fails, Five, five, make_nothing"),
+         "has no 'Net' (did you mean 'net'?); its nn.Module classes, functions and models: Colour, Deep, Fails, "
+         "Five, five, make_nothing, net"),
+        ("model a forward function", ["run", "--headless", "--models", "models.py:net"], 2,
+         "net(X) is a forward pass (it takes the batch), not a model; give livetrain the model: an nn.Module class, "
+         "or a function that returns one"),
         ("model name a typo", ["run", "--headless", "--models", "models.py:Fives"], 2,
          "has no 'Fives' (did you mean 'Five'?); its nn.Module classes"),
         ("top-level model output wrong", ["run", "--headless", "--models", "models.py:five"], 2,

@@ -30,6 +30,7 @@ def _flat(shape: Shape) -> int:
 
 # What livetrain can give a model's constructor, by the name of its parameter
 FILLABLE = ("num_classes", "image_shape", "in_channels", "num_inputs")
+BATCH_NAMES = ("X", "x", "input", "inputs", "images", "imgs", "batch")  # a forward function's batch, by name
 _FLAT = "_livetrain_flat_input"  # set on a user's model that trains on flattened images
 
 
@@ -111,6 +112,10 @@ def constructor_arguments(factory: Callable[..., Any], image_shape: Shape, num_c
             continue
         if p.name in values and p.kind != p.POSITIONAL_ONLY:
             given[p.name] = values[p.name]
+        elif p.default is p.empty and inspect.isfunction(factory) and p.name in BATCH_NAMES:
+            raise ModelFileError(f"{name}({p.name}) is a forward pass (it takes the batch), not a model; give "
+                                 "livetrain the model: an nn.Module class, or a function that returns one (the "
+                                 "course's softmax from scratch is built in: --models softmax)")
         elif p.default is p.empty:
             raise ModelFileError(f"{name} requires the argument {p.name!r}, which livetrain cannot fill; give it a "
                                  f"default, or name it one of {', '.join(FILLABLE)}")
