@@ -305,7 +305,9 @@ def test_a_server_frozen_as_the_runs_end_gets_them_redrawn(tmp_path: Path) -> No
         outcome, shown, run_dirs = _two_runs(tmp_path, server.config.url, freeze_until_the_workers_give_up)
         assert outcome.exit_code == 0, shown
         assert "redrew 2 run(s) from their logs" in shown
-        assert_windows_match_logs(server_state(server.config.url, "bounced"), run_dirs, max_points=1000)
+        state = server_state(server.config.url, "bounced")
+        assert_windows_match_logs(state, run_dirs, max_points=1000)
+        assert "This launch ended at " in state["control"]["content"]  # the Control pane too, as the launch left it
         assert not any((d / INCOMPLETE_MARK).exists() for d in run_dirs)
     finally:
         server.process.send_signal(signal.SIGCONT)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
+from dashboard.connection import Unreachable, VisdomConnection
 from dashboard.launch.servers import find_server, page_url, serve_until_stopped
-from dashboard.replay import check_runs, replay
+from dashboard.replay import ReplayError, check_runs, replay
 from dashboard.server import ServerConfig
 from dashboard import windows
 from dashboard.windows import DrawOptions
@@ -33,3 +35,21 @@ def replay_runs(paths: list[Path], draw: DrawOptions, visdom_url: str | None, co
     finally:
         if server.started is not None:
             server.started.stop()
+
+
+def redraw(out: TextIO, run_dirs: Sequence[Path], launch_dir: Path, url: str, draw: DrawOptions,
+           panes: Sequence[dict[str, Any]] = ()) -> None:
+    """The server missed a launch's last updates (down or frozen as its runs ended): if it answers
+    now, draw every run again from its log, and post `panes` (the Control pane as the launch left
+    it), so that the page ends complete; else say how to later."""
+    try:
+        done = replay(list(run_dirs), url, draw)
+        connection = VisdomConnection(url)
+        for message in panes:
+            connection.post("events", message)
+        out.write(f"The Visdom server missed the runs' last updates; redrew {len(done.labels)} run(s) "
+                  "from their logs.\n")
+    except (ReplayError, Unreachable):
+        out.write(f"The Visdom server missed updates and does not answer now; once it does, "
+                  f"`livetrain replay {launch_dir} --env {draw.env}` redraws the runs.\n")
+    out.flush()

@@ -17,6 +17,7 @@ from dashboard.connection import VisdomConnection
 from dashboard.launch.control import Desk
 from dashboard.launch.forks import Fork
 from dashboard.launch.page import CONTROL_WIN, REQUESTS_WIN, ControlPane, PageEvents
+from dashboard.launch.replaying import redraw
 from dashboard.launch.plan import (
     PER_LAUNCH, PlannedRun, check_devices, check_env, check_url, is_fit_name, load_data, new_launch_dir,
     prepare_log_dir, prepare_to_fork,
@@ -28,7 +29,6 @@ from dashboard.launch.servers import Server, find_server, page_url, serve_until_
 from dashboard.launch.supervisor import StopRequests, Supervisor, seal_logs
 from dashboard.launch.worker import WorkerSpec
 from dashboard.panes import RunSummary
-from dashboard.replay import ReplayError, replay
 from dashboard.runlog import INCOMPLETE_MARK, LogFollower, feed, read
 from dashboard.sender import Sender
 from dashboard.server import ServerConfig, ServerError
@@ -220,7 +220,8 @@ def launch(runs: Sequence[PlannedRun], launch_dir: Path, options: LaunchOptions)
             delivered = sender.close(wait=0.5 if stops.count > 1 else 3.0)
             missed = [s for s in specs if (s.run_dir / INCOMPLETE_MARK).exists()]
             if (missed or not delivered) and stops.count < 2 and server is not None:
-                _redraw(out, specs, launch_dir, server.url, options)
+                redraw(out, [s.run_dir for s in specs], launch_dir, server.url, options.draw,
+                       [pane.message()] if pane is not None else [])
         outcome.interrupted = supervisor.stopping
         outcome.stopped_by, outcome.interrupted_code = stops.reason, stops.exit_code
     outcome.runs = [replace(r, status=unwritten[r.label][0], reason=unwritten[r.label][1]) if r.label in unwritten else r
@@ -384,17 +385,4 @@ def _report(out: TextIO, outcome: Outcome, seconds: float) -> None:
             reason = f": {run_summary.reason}" if run_summary.reason else ""
             out.write(f"  {run_summary.label} {run_summary.status}{reason}\n")
         out.write(f"Logs in {outcome.launch_dir}\n")
-    out.flush()
-
-
-def _redraw(out: TextIO, specs: Sequence[WorkerSpec], launch_dir: Path, url: str, options: LaunchOptions) -> None:
-    """The server missed the runs' last updates (down or frozen as they ended): if it answers now,
-    draw every run again from its log, so that the page ends complete; else say how to later."""
-    try:
-        done = replay([spec.run_dir for spec in specs], url, options.draw)
-        out.write(f"The Visdom server missed the runs' last updates; redrew {len(done.labels)} run(s) "
-                  "from their logs.\n")
-    except ReplayError:
-        out.write(f"The Visdom server missed updates and does not answer now; once it does, "
-                  f"`livetrain replay {launch_dir} --env {options.draw.env}` redraws the runs.\n")
     out.flush()
