@@ -145,8 +145,9 @@ RUN_EPILOG = "\b\nPresets (the course notes' recipes; --set and the options abov
 @cli.command(epilog=RUN_EPILOG)
 @click.option("--models", "models", multiple=True, default=[DEMO_MODELS], show_default=True,
               help=f"Runs to train side by side, comma-separated: models ({', '.join(MODELS)}) or presets (below); "
-                   "repeat one for more runs (numbered mlp-1, mlp-2, with seeds seed, seed+1), or label them "
-                   "NAME:LABEL (e.g. mlp:fast,mlp:slow).")
+                   "your own, FILE.py:NAME (an nn.Module class, a function returning one, or a model the file "
+                   "builds, e.g. seed000.py:net); repeat one for more runs (numbered mlp-1, mlp-2, with seeds seed, "
+                   "seed+1), or label them NAME:LABEL (e.g. mlp:fast,mlp:slow).")
 @click.option("--set", "settings", multiple=True, metavar="RUN.SETTING=VALUE",
               help="Per-run setting, by label, model or preset (all its runs), e.g. --set mlp.lr=0.05 or "
                    "--set slow.epochs=3; several values sweep, one run per value: --set mlp.lr=1e-3,1e-2 "

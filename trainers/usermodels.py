@@ -41,7 +41,7 @@ def load_user_factory(ref: str) -> Callable[..., Any]:
     path = Path(path_text)
     if not path.is_file():
         raise ModelFileError(f"no model file {path}; give PATH.py:Name of an nn.Module class (or a function "
-                             "returning one)")
+                             "returning one, or a model the file builds)")
     module_name = f"livetrain_model_{abs(hash(str(path.resolve())))}"
     module = sys.modules.get(module_name) or _execute(path, module_name)
     factory = getattr(module, name, None)
