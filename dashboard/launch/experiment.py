@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dashboard.launch.grid import Choices, check_label, expand, model_of, parse_models
+from dashboard.launch.grid import Choices, check_label, expand, model_of, no_setting, parse_models
 from dashboard.launch.plan import PlanError, check_env
 from trainers.config import ConfigError, RunConfig
 from trainers.settings import BY_NAME, EVERY_RUN, FLOAT, INT, LISTS, MAX_SEED, SETTINGS
@@ -181,10 +181,7 @@ def _choices(path: Path, label: str, model: str, key: str, value: Any) -> Choice
     """The value (several, if a list: a sweep) of one setting of a run, checked like `--set`'s."""
     where = f"[runs.{label}]"
     if key not in SETTINGS:
-        hyphenated = [k.replace("_", "-") for k in SETTINGS]
-        names = ", ".join(hyphenated)
-        raise PlanError(f"{path}: {where} has no setting {key!r}{did_you_mean(key, [*hyphenated, 'model'])}; "
-                        f"use one of {names}")
+        raise PlanError(f"{path}: {where} has {no_setting(key, key, ['model'])}")
     sweep = isinstance(value, list) and (key not in LISTS or (bool(value) and isinstance(value[0], list)))
     if sweep and not value:
         raise PlanError(f"{path}: {where}: {key.replace('_', '-')} = [] sweeps no value; give one, or a list "

@@ -80,6 +80,13 @@ def check_label(label: str) -> str:
     return check_name(label, "run label", LABEL_CHARS, LABEL_BYTES)
 
 
+def no_setting(key: str, said: str, also: Sequence[str] = ()) -> str:
+    """"no setting 'hiden' (did you mean 'hidden'?); use one of ...": `key` as read, `said` as
+    written; `also`, other names a guess may give (an experiment file's model)."""
+    hyphenated = [k.replace("_", "-") for k in SETTINGS]
+    return f"no setting {said!r}{did_you_mean(key, [*hyphenated, *also])}; use one of {', '.join(hyphenated)}"
+
+
 def parse_setting(text: str) -> tuple[str, str, list[tuple[str, Any]]]:
     """("mlp", "lr", [("0.05", 0.05)]) from "mlp.lr=0.05": the target, the setting, and each value
     given (a sweep: several), as written and as read."""
@@ -88,10 +95,7 @@ def parse_setting(text: str) -> tuple[str, str, list[tuple[str, Any]]]:
         raise PlanError(f"--set {text!r}: write RUN.SETTING=VALUE, e.g. --set mlp.lr=0.05")
     target, key, raw = match.group(1), match.group(2).replace("-", "_").lower(), match.group(3)
     if key not in SETTINGS:
-        hyphenated = [k.replace("_", "-") for k in SETTINGS]
-        names = ", ".join(hyphenated)
-        raise PlanError(f"--set {text!r}: no setting {match.group(2)!r}{did_you_mean(key, hyphenated)}; "
-                        f"use one of {names}")
+        raise PlanError(f"--set {text!r}: {no_setting(key, match.group(2))}")
     setting = BY_NAME[key]
     values = []
     for part in raw.split("/" if key in LISTS else ","):
